@@ -1,0 +1,846 @@
+//! One multiplexed connection between two nodes.
+//!
+//! After TLS, each side sends `Hello` and reads the peer's. Then two tasks own
+//! the connection: the *reader* decodes frames, answers pings, matches replies
+//! against this side's pending table and spawns a task per incoming event; the
+//! *writer* is the only code that writes to the socket, fed by a channel, and
+//! batches whatever is queued into one flush. Callers never touch the socket:
+//! [`PeerHandle::request`] queues an event and waits on a `oneshot` for its
+//! reply, with a deadline; dropping that future cancels the far handler.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::frame::{FrameCodec, FrameError, PROTOCOL_VERSION};
+use crate::handler::{
+    HandlerError, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Registry, Reply, Request, Side,
+    is_json_type,
+};
+use crate::proto::{self, Cancel, Event, GoAway, Hello, Ping, Pong, frame::Body, go_away};
+use crate::router::handler_name;
+
+/// Default bound on handlers running at once for one connection: enough for
+/// heavy fan-out, small enough that one peer cannot exhaust the node.
+pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
+/// Default idle time after which a side sends `Ping`.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Default silence after which a peer is declared dead: three missed pings.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(15);
+/// Default time allowed for the `Hello` exchange after TLS.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frames queued for the writer before senders wait: deep enough to batch
+/// bursts into few TLS records, shallow enough to push back on callers.
+const OUTBOUND_QUEUE: usize = 1024;
+/// Time allowed to flush a final `GoAway` and close TLS cleanly.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tunables of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// Largest frame accepted or sent.
+    pub max_frame_bytes: usize,
+    /// Handlers running at once for this connection; more events wait.
+    pub max_concurrent_handlers: usize,
+    /// Silence (nothing received) after which a `Ping` is sent.
+    pub ping_interval: Duration,
+    /// Silence after which the peer is dropped.
+    pub dead_after: Duration,
+    /// Deadline for the `Hello` exchange.
+    pub hello_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: crate::frame::DEFAULT_MAX_FRAME_BYTES,
+            max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            dead_after: DEFAULT_DEAD_AFTER,
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+        }
+    }
+}
+
+/// Who is on the other end, as established by TLS.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's identity (from its certificate).
+    pub name: String,
+    /// Which end of the pipe the peer is.
+    pub side: Side,
+    /// The peer's socket address, for logs.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// What this node says about itself in `Hello`.
+#[derive(Debug, Clone)]
+pub struct LocalHello {
+    /// This node's identity.
+    pub name: String,
+    /// This node's side.
+    pub side: Side,
+}
+
+/// Why the `Hello` exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The peer speaks another protocol version.
+    #[error("peer speaks protocol version {theirs}, this node speaks {ours}")]
+    VersionMismatch {
+        /// The peer's version.
+        theirs: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// The peer refused us with `GoAway`.
+    #[error("peer refused the connection: {0}")]
+    Refused(String),
+    /// The peer sent something other than `Hello` first.
+    #[error("peer sent {0} before Hello")]
+    Unexpected(&'static str),
+    /// The peer closed the connection during the exchange.
+    #[error("peer closed the connection before Hello")]
+    Closed,
+    /// The exchange took longer than allowed.
+    #[error("no Hello from peer within {0:?}")]
+    TimedOut(Duration),
+    /// Reading or writing a frame failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Why a request through the pipe got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The connection ended before the reply came.
+    #[error("the connection to {peer} closed before the reply arrived ({reason})")]
+    Disconnected {
+        /// The peer's identity.
+        peer: String,
+        /// Why the connection ended.
+        reason: String,
+    },
+    /// The deadline passed; the far handler was told to stop.
+    #[error("no reply from {peer} within {timeout:?}")]
+    TimedOut {
+        /// The peer's identity.
+        peer: String,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+    /// The peer announced it is going away and takes no new requests.
+    #[error("{peer} is going away and takes no new requests")]
+    GoingAway {
+        /// The peer's identity.
+        peer: String,
+    },
+    /// The event does not fit in one frame.
+    #[error("event of {size} bytes exceeds the frame limit of {limit} bytes")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A request to send to the peer.
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    /// Lower-case verb.
+    pub verb: String,
+    /// Noun path, e.g. `time/utc`.
+    pub noun: String,
+    /// Decoded arguments.
+    pub args: Vec<String>,
+    /// Raw query string.
+    pub query: String,
+    /// MIME type of `body`.
+    pub content_type: String,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// What the writer task is asked to do.
+#[derive(Debug)]
+enum Outgoing {
+    Frame(Body),
+    /// Send `GoAway` (if any), flush, close TLS and end the connection.
+    Close(Option<GoAway>),
+}
+
+/// Identifies connections in logs and in the peer directory.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+type PendingReply = oneshot::Sender<Result<Reply, RequestError>>;
+
+struct Shared {
+    peer: PeerInfo,
+    connection_id: u64,
+    connected_at: SystemTime,
+    outbound: mpsc::Sender<Outgoing>,
+    /// Our requests awaiting the peer's reply, by our request id.
+    pending: DashMap<u64, PendingReply>,
+    next_request_id: AtomicU64,
+    /// The peer's requests our handlers are working on, by the peer's id.
+    running: DashMap<u64, CancellationToken>,
+    /// Cancelled when the connection has ended, for whatever reason.
+    closed: CancellationToken,
+    /// The peer sent `GoAway`: it takes no new events.
+    peer_going_away: AtomicBool,
+    peer_go_away_reason: Mutex<Option<go_away::Reason>>,
+    close_reason: Mutex<Option<String>>,
+    max_frame_bytes: usize,
+}
+
+impl Shared {
+    fn record_close(&self, reason: impl Into<String>) {
+        let mut slot = self.close_reason.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(|| reason.into());
+    }
+
+    fn close_reason(&self) -> String {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "connection closed".to_owned())
+    }
+
+    fn disconnected(&self) -> RequestError {
+        RequestError::Disconnected {
+            peer: self.peer.name.clone(),
+            reason: self.close_reason(),
+        }
+    }
+
+    /// Queues a control frame without waiting: a full queue means frames are
+    /// flowing anyway, and the reader must never block on the writer.
+    fn send_control(&self, body: Body) {
+        let _ = self.outbound.try_send(Outgoing::Frame(body));
+    }
+}
+
+/// A cheap, cloneable handle to one live connection.
+#[derive(Clone)]
+pub struct PeerHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PeerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerHandle")
+            .field("peer", &self.shared.peer.name)
+            .field("connection_id", &self.shared.connection_id)
+            .finish()
+    }
+}
+
+impl PeerHandle {
+    /// The peer's identity.
+    pub fn name(&self) -> &str {
+        &self.shared.peer.name
+    }
+
+    /// Who the peer is.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.shared.peer
+    }
+
+    /// Unique id of this connection within the process.
+    pub fn connection_id(&self) -> u64 {
+        self.shared.connection_id
+    }
+
+    /// When the connection was established.
+    pub fn connected_at(&self) -> SystemTime {
+        self.shared.connected_at
+    }
+
+    /// Our requests waiting for the peer's reply.
+    pub fn in_flight_out(&self) -> usize {
+        self.shared.pending.len()
+    }
+
+    /// The peer's requests our handlers are working on.
+    pub fn in_flight_in(&self) -> usize {
+        self.shared.running.len()
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
+    }
+
+    /// Resolves when the connection has ended.
+    pub async fn closed(&self) {
+        self.shared.closed.cancelled().await
+    }
+
+    /// Why the connection ended (or "connection closed" while it is open).
+    pub fn close_reason(&self) -> String {
+        self.shared.close_reason()
+    }
+
+    /// The reason the peer gave in `GoAway`, if it sent one.
+    pub fn peer_go_away(&self) -> Option<go_away::Reason> {
+        *self
+            .shared
+            .peer_go_away_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the peer why with `GoAway`, then closes the connection. Requests
+    /// in flight on it fail at once with [`RequestError::Disconnected`].
+    pub fn close(&self, reason: go_away::Reason, message: impl Into<String>) {
+        let message = message.into();
+        self.shared.record_close(message.clone());
+        let go_away = GoAway {
+            reason: reason as i32,
+            message,
+        };
+        if self
+            .shared
+            .outbound
+            .try_send(Outgoing::Close(Some(go_away)))
+            .is_err()
+        {
+            // Queue full or writer gone: end without the courtesy frame.
+            self.shared.closed.cancel();
+        }
+    }
+
+    /// Sends one event and waits for its reply, at most `timeout`.
+    ///
+    /// If the deadline passes, or this future is dropped (the local HTTP
+    /// caller went away), the peer is sent `Cancel` so its handler stops.
+    pub async fn request(
+        &self,
+        outbound: Outbound,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        let shared = &self.shared;
+        if shared.closed.is_cancelled() {
+            return Err(shared.disconnected());
+        }
+        if shared.peer_going_away.load(Ordering::Acquire) {
+            return Err(RequestError::GoingAway {
+                peer: shared.peer.name.clone(),
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        let request_id = shared.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let event = Event {
+            request_id,
+            verb: outbound.verb,
+            noun: outbound.noun,
+            args: outbound.args,
+            query: outbound.query,
+            content_type: outbound.content_type,
+            body: outbound.body,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            headers: Vec::new(),
+            body_follows: false,
+        };
+        let size = prost::Message::encoded_len(&proto::Frame {
+            body: Some(Body::Event(event.clone())),
+        });
+        if size > shared.max_frame_bytes {
+            return Err(RequestError::TooLarge {
+                size,
+                limit: shared.max_frame_bytes,
+            });
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        shared.pending.insert(request_id, reply_tx);
+        let mut guard = PendingGuard {
+            shared,
+            request_id,
+            cancel_on_drop: true,
+        };
+
+        let outcome = tokio::select! {
+            outcome = async {
+                shared
+                    .outbound
+                    .send(Outgoing::Frame(Body::Event(event)))
+                    .await
+                    .map_err(|_| shared.disconnected())?;
+                reply_rx.await.unwrap_or_else(|_| Err(shared.disconnected()))
+            } => outcome,
+            _ = shared.closed.cancelled() => Err(shared.disconnected()),
+            _ = sleep_until(deadline) => Err(RequestError::TimedOut {
+                peer: shared.peer.name.clone(),
+                timeout,
+            }),
+        };
+        // Only a deadline leaves a handler to stop; a reply or a dead
+        // connection leaves nothing running over there.
+        guard.cancel_on_drop = matches!(outcome, Err(RequestError::TimedOut { .. }));
+        outcome
+    }
+}
+
+/// Removes a request from the pending table however the request ends, and
+/// tells the peer to stop working on it when nobody waits any more.
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    request_id: u64,
+    cancel_on_drop: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        let was_pending = self.shared.pending.remove(&self.request_id).is_some();
+        if self.cancel_on_drop && was_pending && !self.shared.closed.is_cancelled() {
+            let cancel = Body::Cancel(Cancel {
+                request_id: self.request_id,
+                reason: "the caller stopped waiting".to_owned(),
+            });
+            if let Err(mpsc::error::TrySendError::Full(frame)) =
+                self.shared.outbound.try_send(Outgoing::Frame(cancel))
+            {
+                let outbound = self.shared.outbound.clone();
+                tokio::spawn(async move {
+                    let _ = outbound.send(frame).await;
+                });
+            }
+        }
+    }
+}
+
+/// Exchanges `Hello` over a fresh TLS stream and starts the connection's
+/// tasks. Returns the handle callers use to send requests.
+pub async fn establish<S>(
+    stream: S,
+    local: &LocalHello,
+    peer: PeerInfo,
+    handlers: Arc<Registry>,
+    settings: &ConnectionSettings,
+) -> Result<PeerHandle, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let codec = FrameCodec::new(settings.max_frame_bytes);
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(read_half, codec.clone());
+    let mut writer = FramedWrite::new(write_half, codec);
+
+    let hello = Body::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role: match local.side {
+            Side::Server => proto::Role::Server,
+            Side::Client => proto::Role::Client,
+        } as i32,
+        node_name: local.name.clone(),
+        software: concat!("restpipe ", env!("CARGO_PKG_VERSION")).to_owned(),
+        max_frame_bytes: u32::try_from(settings.max_frame_bytes).unwrap_or(u32::MAX),
+    });
+    let theirs = timeout(settings.hello_timeout, async {
+        writer.send(hello).await?;
+        match reader.next().await {
+            Some(Ok(Body::Hello(theirs))) => Ok(theirs),
+            Some(Ok(Body::GoAway(go_away))) => Err(HandshakeError::Refused(go_away.message)),
+            Some(Ok(other)) => Err(HandshakeError::Unexpected(body_kind(&other))),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(HandshakeError::Closed),
+        }
+    })
+    .await
+    .map_err(|_| HandshakeError::TimedOut(settings.hello_timeout))??;
+
+    if theirs.protocol_version != PROTOCOL_VERSION {
+        let error = HandshakeError::VersionMismatch {
+            theirs: theirs.protocol_version,
+            ours: PROTOCOL_VERSION,
+        };
+        let refusal = Body::GoAway(GoAway {
+            reason: go_away::Reason::ProtocolError as i32,
+            message: error.to_string(),
+        });
+        let _ = timeout(CLOSE_TIMEOUT, async {
+            let _ = writer.send(refusal).await;
+            let _ = writer.get_mut().shutdown().await;
+        })
+        .await;
+        return Err(error);
+    }
+
+    let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let shared = Arc::new(Shared {
+        peer,
+        connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+        connected_at: SystemTime::now(),
+        outbound: outbound_tx,
+        pending: DashMap::new(),
+        next_request_id: AtomicU64::new(1),
+        running: DashMap::new(),
+        closed: CancellationToken::new(),
+        peer_going_away: AtomicBool::new(false),
+        peer_go_away_reason: Mutex::new(None),
+        close_reason: Mutex::new(None),
+        max_frame_bytes: settings.max_frame_bytes,
+    });
+    let slots = Arc::new(Semaphore::new(settings.max_concurrent_handlers));
+    tokio::spawn(write_loop(writer, outbound_rx, shared.clone()));
+    tokio::spawn(read_loop(
+        reader,
+        shared.clone(),
+        handlers,
+        slots,
+        settings.clone(),
+    ));
+    Ok(PeerHandle { shared })
+}
+
+fn body_kind(body: &Body) -> &'static str {
+    match body {
+        Body::Hello(_) => "Hello",
+        Body::Event(_) => "Event",
+        Body::Reply(_) => "Reply",
+        Body::Chunk(_) => "Chunk",
+        Body::Cancel(_) => "Cancel",
+        Body::Ping(_) => "Ping",
+        Body::Pong(_) => "Pong",
+        Body::GoAway(_) => "GoAway",
+    }
+}
+
+async fn read_loop<R>(
+    mut frames: FramedRead<ReadHalf<R>, FrameCodec>,
+    shared: Arc<Shared>,
+    handlers: Arc<Registry>,
+    slots: Arc<Semaphore>,
+    settings: ConnectionSettings,
+) where
+    R: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let peer = shared.peer.name.clone();
+    let mut last_heard = Instant::now();
+    let mut last_ping = last_heard;
+    let mut ping_nonce = 0u64;
+    let reason: String = loop {
+        let ping_at = last_heard.max(last_ping) + settings.ping_interval;
+        let dead_at = last_heard + settings.dead_after;
+        tokio::select! {
+            biased;
+            _ = shared.closed.cancelled() => break shared.close_reason(),
+            next = frames.next() => {
+                let body = match next {
+                    Some(Ok(body)) => body,
+                    Some(Err(error)) => {
+                        warn!(%peer, connection = shared.connection_id, "closing connection: {error}");
+                        if matches!(error, FrameError::TooLarge { .. } | FrameError::Malformed(_) | FrameError::Empty) {
+                            protocol_error(&shared, error.to_string());
+                        }
+                        break format!("protocol error: {error}");
+                    }
+                    None => break "peer closed the connection".to_owned(),
+                };
+                last_heard = Instant::now();
+                if let Err(violation) = dispatch(body, &shared, &handlers, &slots) {
+                    warn!(%peer, connection = shared.connection_id, "closing connection: {violation}");
+                    protocol_error(&shared, violation.clone());
+                    break format!("protocol error: {violation}");
+                }
+            }
+            _ = sleep_until(ping_at.min(dead_at)) => {
+                let now = Instant::now();
+                if now >= dead_at {
+                    warn!(%peer, connection = shared.connection_id, silent_for = ?now - last_heard, "peer is silent past the heartbeat deadline; dropping it");
+                    break format!("no frame from peer for {:?} (heartbeat deadline)", settings.dead_after);
+                }
+                ping_nonce += 1;
+                last_ping = now;
+                shared.send_control(Body::Ping(Ping { nonce: ping_nonce }));
+            }
+        }
+    };
+    shared.record_close(reason);
+    shared.closed.cancel();
+    // Everyone still waiting learns at once; their futures map this to 502.
+    shared.pending.clear();
+    debug!(%peer, connection = shared.connection_id, "reader finished");
+}
+
+/// Tells the peer it broke the protocol, then closes.
+fn protocol_error(shared: &Shared, message: String) {
+    let go_away = GoAway {
+        reason: go_away::Reason::ProtocolError as i32,
+        message,
+    };
+    let _ = shared.outbound.try_send(Outgoing::Close(Some(go_away)));
+}
+
+/// Handles one frame from the peer. An `Err` is a protocol violation.
+fn dispatch(
+    body: Body,
+    shared: &Arc<Shared>,
+    handlers: &Arc<Registry>,
+    slots: &Arc<Semaphore>,
+) -> Result<(), String> {
+    match body {
+        Body::Event(event) => {
+            if event.body_follows {
+                return Err("chunked bodies are not supported by this node yet".to_owned());
+            }
+            let cancelled = shared.closed.child_token();
+            shared.running.insert(event.request_id, cancelled.clone());
+            tokio::spawn(handle_event(
+                event,
+                shared.clone(),
+                handlers.clone(),
+                slots.clone(),
+                cancelled,
+            ));
+        }
+        Body::Reply(reply) => {
+            match shared.pending.remove(&reply.request_id) {
+                Some((_, waiter)) => {
+                    let _ = waiter.send(Ok(Reply {
+                        return_code: reply.return_code,
+                        content_type: reply.content_type,
+                        body: reply.body,
+                    }));
+                }
+                // The caller gave up (deadline or disconnect) before it came.
+                None => {
+                    debug!(peer = %shared.peer.name, request_id = reply.request_id, "late reply dropped")
+                }
+            }
+        }
+        Body::Cancel(cancel) => {
+            if let Some(token) = shared.running.get(&cancel.request_id) {
+                debug!(peer = %shared.peer.name, request_id = cancel.request_id, reason = %cancel.reason, "peer cancelled a request");
+                token.cancel();
+            }
+        }
+        Body::Ping(ping) => shared.send_control(Body::Pong(Pong { nonce: ping.nonce })),
+        Body::Pong(_) => {}
+        Body::GoAway(go_away) => {
+            let reason = go_away::Reason::try_from(go_away.reason).unwrap_or_default();
+            info!(peer = %shared.peer.name, ?reason, message = %go_away.message, "peer is going away");
+            shared.peer_going_away.store(true, Ordering::Release);
+            *shared
+                .peer_go_away_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(reason);
+            shared.record_close(format!("peer went away: {}", go_away.message));
+        }
+        Body::Hello(_) => return Err("unexpected second Hello".to_owned()),
+        Body::Chunk(_) => {
+            return Err("chunked bodies are not supported by this node yet".to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Runs one incoming event to completion (or cancellation) and replies.
+async fn handle_event(
+    event: Event,
+    shared: Arc<Shared>,
+    handlers: Arc<Registry>,
+    slots: Arc<Semaphore>,
+    cancelled: CancellationToken,
+) {
+    let request_id = event.request_id;
+    let deadline = Instant::now() + Duration::from_millis(event.timeout_ms);
+    let reply = tokio::select! {
+        _ = cancelled.cancelled() => None,
+        _ = sleep_until(deadline) => None,
+        reply = async {
+            let _permit: OwnedSemaphorePermit = slots.acquire_owned().await.ok()?;
+            Some(run_handler(event, &shared.peer.name, &handlers, deadline, cancelled.clone()).await)
+        } => reply,
+    };
+    shared.running.remove(&request_id);
+    // Once cancelled, nobody waits for the reply: sending it would be noise.
+    if let Some(reply) = reply.filter(|_| !cancelled.is_cancelled()) {
+        let frame = Body::Reply(proto::Reply {
+            request_id,
+            return_code: reply.return_code,
+            content_type: reply.content_type,
+            body: reply.body,
+            headers: Vec::new(),
+            body_follows: false,
+        });
+        let _ = shared.outbound.send(Outgoing::Frame(frame)).await;
+    }
+}
+
+async fn run_handler(
+    event: Event,
+    peer: &str,
+    handlers: &Registry,
+    deadline: Instant,
+    cancelled: CancellationToken,
+) -> Reply {
+    let name = handler_name(&event.verb, &event.noun);
+    let Some(handler) = handlers.lookup(&name) else {
+        debug!(%peer, handler = %name, "no such handler");
+        return Reply::json(&serde_json::json!({
+            "error": format!("no handler named {name:?} on this node"),
+        }))
+        .with_return_code(RETURN_NO_HANDLER);
+    };
+    let json = if is_json_type(&event.content_type) && !event.body.is_empty() {
+        serde_json::from_slice(&event.body).ok()
+    } else {
+        None
+    };
+    let request = Request {
+        peer: peer.to_owned(),
+        request_id: event.request_id,
+        verb: event.verb,
+        noun: event.noun,
+        args: event.args,
+        query: event.query,
+        content_type: event.content_type,
+        body: event.body,
+        deadline,
+        cancelled: cancelled.clone(),
+        json,
+    };
+    // A task of its own, so a panicking handler is a 251, not a dead reader;
+    // aborted on drop, so cancellation stops it.
+    let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(handler.call(request)));
+    let failure = match task.await {
+        Ok(Ok(reply)) => return reply,
+        Ok(Err(failure)) => failure,
+        Err(join_error) => {
+            let message = match join_error.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "handler panicked".to_owned()),
+                Err(_) => "handler task was cancelled".to_owned(),
+            };
+            HandlerError::new("panic", message)
+        }
+    };
+    warn!(%peer, handler = %name, "handler failed: {failure}");
+    Reply {
+        return_code: RETURN_HANDLER_FAILED,
+        content_type: crate::handler::JSON.to_owned(),
+        body: failure.to_body(),
+    }
+}
+
+async fn write_loop<W>(
+    mut sink: FramedWrite<WriteHalf<W>, FrameCodec>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    shared: Arc<Shared>,
+) where
+    W: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let peer = shared.peer.name.clone();
+    loop {
+        let first = tokio::select! {
+            _ = shared.closed.cancelled() => break,
+            next = queue.recv() => next,
+        };
+        let Some(first) = first else { break };
+        // Take everything already queued, then flush once: under load many
+        // frames share one TLS record and one syscall.
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut close: Option<Option<GoAway>> = None;
+        let written = tokio::select! {
+            _ = shared.closed.cancelled() => break,
+            written = async {
+                for outgoing in batch {
+                    match outgoing {
+                        Outgoing::Frame(body) => feed_frame(&mut sink, body, &shared).await?,
+                        Outgoing::Close(go_away) => {
+                            close = Some(go_away);
+                            break;
+                        }
+                    }
+                }
+                sink.flush().await
+            } => written,
+        };
+        if let Err(error) = written {
+            shared.record_close(format!("write failed: {error}"));
+            debug!(%peer, "write failed: {error}");
+            break;
+        }
+        if let Some(go_away) = close {
+            let _ = timeout(CLOSE_TIMEOUT, async {
+                if let Some(go_away) = go_away {
+                    let _ = sink.send(Body::GoAway(go_away)).await;
+                }
+                let _ = sink.get_mut().shutdown().await;
+            })
+            .await;
+            break;
+        }
+    }
+    shared.closed.cancel();
+    debug!(%peer, connection = shared.connection_id, "writer finished");
+}
+
+/// Buffers one frame. A frame over the limit is answered in kind, never
+/// sent: an event fails its caller, a reply becomes a 251.
+async fn feed_frame<W>(
+    sink: &mut FramedWrite<WriteHalf<W>, FrameCodec>,
+    body: Body,
+    shared: &Shared,
+) -> Result<(), FrameError>
+where
+    W: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (request_id, is_reply) = match &body {
+        Body::Event(event) => (event.request_id, false),
+        Body::Reply(reply) => (reply.request_id, true),
+        _ => return sink.feed(body).await,
+    };
+    match sink.feed(body).await {
+        Err(FrameError::TooLarge { announced, limit }) => {
+            if is_reply {
+                let failure = HandlerError::new(
+                    "ReplyTooLarge",
+                    format!("reply of {announced} bytes exceeds the frame limit of {limit} bytes"),
+                );
+                warn!(peer = %shared.peer.name, request_id, "{failure}");
+                let reply = Body::Reply(proto::Reply {
+                    request_id,
+                    return_code: RETURN_HANDLER_FAILED,
+                    content_type: crate::handler::JSON.to_owned(),
+                    body: failure.to_body(),
+                    ..Default::default()
+                });
+                sink.feed(reply).await
+            } else {
+                if let Some((_, waiter)) = shared.pending.remove(&request_id) {
+                    let _ = waiter.send(Err(RequestError::TooLarge {
+                        size: announced,
+                        limit,
+                    }));
+                }
+                Ok(())
+            }
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,250 @@
+//! The wire format: a 4-byte big-endian length, then one protobuf [`Frame`].
+//!
+//! Splitting "is a whole frame here?" (the length prefix, handled by
+//! [`LengthDelimitedCodec`]) from "decode it" (prost) keeps both halves small.
+//! The length is checked against the configured maximum *before* any buffer is
+//! reserved, so a hostile or broken peer cannot make us allocate.
+
+use bytes::{BufMut, BytesMut};
+use prost::Message;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use crate::proto::{Frame, frame::Body};
+
+/// Version of the wire protocol this build speaks; exchanged in `Hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default largest frame, in bytes: big enough for any single-frame body a
+/// local HTTP caller is likely to send, small enough that one frame cannot
+/// exhaust a node's memory.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Size of the length prefix in front of every frame.
+const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announced more bytes than this node accepts.
+    #[error("frame of {announced} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Bytes the prefix announced, or the encoded size when writing.
+        announced: usize,
+        /// The configured maximum.
+        limit: usize,
+    },
+    /// The bytes of a frame are not a valid protobuf `Frame`.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    /// A well-formed frame carried none of the known bodies.
+    #[error("frame carries no body")]
+    Empty,
+    /// The underlying stream failed or ended inside a frame.
+    #[error("connection i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes and decodes length-prefixed [`Frame`]s with a size limit.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    lengths: LengthDelimitedCodec,
+    max_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    /// A codec refusing frames (in either direction) over `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        let lengths = LengthDelimitedCodec::builder()
+            .length_field_length(LENGTH_PREFIX_BYTES)
+            .big_endian()
+            .max_frame_length(max_frame_bytes)
+            .new_codec();
+        Self {
+            lengths,
+            max_frame_bytes,
+        }
+    }
+
+    /// The limit this codec enforces.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_BYTES)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Body;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Body>, FrameError> {
+        // Check the announced size ourselves first, so the error names it.
+        if src.len() >= LENGTH_PREFIX_BYTES {
+            let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+            prefix.copy_from_slice(&src[..LENGTH_PREFIX_BYTES]);
+            let announced = u32::from_be_bytes(prefix) as usize;
+            if announced > self.max_frame_bytes {
+                return Err(FrameError::TooLarge {
+                    announced,
+                    limit: self.max_frame_bytes,
+                });
+            }
+        }
+        let Some(bytes) = self.lengths.decode(src)? else {
+            return Ok(None);
+        };
+        let frame = Frame::decode(bytes.freeze())?;
+        frame.body.ok_or(FrameError::Empty).map(Some)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Body>, FrameError> {
+        match self.decode(src)? {
+            Some(body) => Ok(Some(body)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed inside a frame ({} bytes pending)",
+                    src.len()
+                ),
+            ))),
+        }
+    }
+}
+
+impl Encoder<Body> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, body: Body, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let frame = Frame { body: Some(body) };
+        let len = frame.encoded_len();
+        if len > self.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                announced: len,
+                limit: self.max_frame_bytes,
+            });
+        }
+        dst.reserve(LENGTH_PREFIX_BYTES + len);
+        // The cast cannot truncate: `len` is at most `max_frame_bytes`, which
+        // the length codec already bounds to what fits the 4-byte prefix.
+        dst.put_u32(len as u32);
+        frame
+            .encode(dst)
+            .map_err(|e| FrameError::Io(std::io::Error::other(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Event, Ping};
+
+    fn ping(nonce: u64) -> Body {
+        Body::Ping(Ping { nonce })
+    }
+
+    #[test]
+    fn round_trips_frames_split_at_every_byte() {
+        let mut codec = FrameCodec::default();
+        let mut wire = BytesMut::new();
+        let event = Body::Event(Event {
+            request_id: 7,
+            verb: "get".into(),
+            noun: "time".into(),
+            body: bytes::Bytes::from_static(b"\x00\xff\xfe binary"),
+            ..Default::default()
+        });
+        codec.encode(event.clone(), &mut wire).unwrap();
+        codec.encode(ping(9), &mut wire).unwrap();
+
+        // Feed one byte at a time: nothing is decoded until a frame is whole.
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for byte in wire.iter() {
+            buf.put_u8(*byte);
+            while let Some(body) = codec.decode(&mut buf).unwrap() {
+                out.push(body);
+            }
+        }
+        assert_eq!(out, vec![event, ping(9)]);
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_the_body_arrives() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::new();
+        buf.put_u32(1025);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::TooLarge {
+                    announced: 1025,
+                    limit: 1024
+                }
+            ),
+            "{err}"
+        );
+        // Nothing was reserved for the announced body.
+        assert!(buf.capacity() < 1025);
+    }
+
+    #[test]
+    fn huge_length_prefix_is_refused() {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn encoding_over_the_limit_is_an_error() {
+        let mut codec = FrameCodec::new(64);
+        let mut dst = BytesMut::new();
+        let big = Body::Event(Event {
+            body: vec![0u8; 100].into(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            codec.encode(big, &mut dst),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        buf.put_u32(6);
+        buf.put_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn frame_without_body_is_an_error() {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        buf.put_u32(0);
+        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Empty)));
+    }
+
+    #[test]
+    fn eof_inside_a_frame_is_an_error_and_clean_eof_is_none() {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+        buf.put_u32(10);
+        buf.put_slice(b"abc");
+        assert!(matches!(codec.decode_eof(&mut buf), Err(FrameError::Io(_))));
+    }
+}

@@ -1,0 +1,364 @@
+//! Handlers: what runs on the receiving node when an event arrives.
+//!
+//! A handler is any `Fn(Request) -> Future<Output = Result<Reply, HandlerError>>`
+//! registered under its name (`get_time`) in a [`Registry`]. A Rust user builds
+//! a registry in their own binary and hands it to the node; the built-in
+//! examples of the original project are in [`Registry::with_examples`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Return code of a successful event.
+pub const RETURN_OK: u32 = 0;
+/// Return code of an event whose handler failed (raised, in the original).
+pub const RETURN_HANDLER_FAILED: u32 = 251;
+/// Return code of an event no handler was registered for.
+pub const RETURN_NO_HANDLER: u32 = 255;
+
+/// MIME type of JSON bodies.
+pub const JSON: &str = "application/json";
+
+/// Which end of the pipe a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The central node that client nodes connect to.
+    Server,
+    /// A node that keeps one outbound connection to the server.
+    Client,
+}
+
+impl Side {
+    /// `"server"` or `"client"`, as the examples' JSON keys use it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// One event as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Identity of the node that sent the event (from its certificate).
+    pub peer: String,
+    /// The sender's id for this request (unique among its requests in flight).
+    pub request_id: u64,
+    /// Lower-case verb: `get`, `post`, `put`, `patch`, `delete`.
+    pub verb: String,
+    /// Noun path, e.g. `time/utc`.
+    pub noun: String,
+    /// Percent-decoded arguments from after `//` in the URL.
+    pub args: Vec<String>,
+    /// Raw query string (without `?`), empty if none.
+    pub query: String,
+    /// MIME type of `body`, empty when the caller sent none.
+    pub content_type: String,
+    /// The body, byte for byte as the caller sent it.
+    pub body: Bytes,
+    /// When the caller stops waiting; work past it is wasted.
+    pub deadline: Instant,
+    /// Cancelled when the caller gives up (deadline, disconnect, drop).
+    pub cancelled: CancellationToken,
+    /// The body parsed, when it was declared JSON.
+    pub json: Option<serde_json::Value>,
+}
+
+impl Request {
+    /// Whether the content type names JSON (`application/json`, `+json`).
+    pub fn is_json(&self) -> bool {
+        is_json_type(&self.content_type)
+    }
+
+    /// The query string as decoded `key=value` pairs, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode_query_part(k), decode_query_part(v))
+            })
+            .collect()
+    }
+}
+
+fn decode_query_part(part: &str) -> String {
+    let spaced = part.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Whether a MIME type is JSON: `application/json`, `application/x+json`,
+/// with or without parameters.
+pub fn is_json_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == JSON || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// What a handler answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// `0` for success, or the handler's own code.
+    pub return_code: u32,
+    /// MIME type of `body`.
+    pub content_type: String,
+    /// The reply body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A JSON reply with return code 0.
+    pub fn json(value: &impl Serialize) -> Self {
+        // Serializing a `Serialize` value into a Vec fails only for maps with
+        // non-string keys; say so in the body rather than panic.
+        let body = serde_json::to_vec(value).unwrap_or_else(|e| {
+            format!(r#"{{"error":"reply could not be serialized: {e}"}}"#).into_bytes()
+        });
+        Self {
+            return_code: RETURN_OK,
+            content_type: JSON.to_owned(),
+            body: body.into(),
+        }
+    }
+
+    /// A reply of any type with return code 0.
+    pub fn bytes(content_type: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Self {
+            return_code: RETURN_OK,
+            content_type: content_type.into(),
+            body: body.into(),
+        }
+    }
+
+    /// The same reply with the handler's own return code.
+    pub fn with_return_code(mut self, code: u32) -> Self {
+        self.return_code = code;
+        self
+    }
+}
+
+/// A handler's failure; travels as return code 251 with
+/// `{"exception": {"message", "traceback", "class"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HandlerError {
+    /// Kind of failure, e.g. `ValueError` or a Rust type name.
+    pub class: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Where it came from: a backtrace, a cause chain, or stderr.
+    pub traceback: String,
+}
+
+impl HandlerError {
+    /// A failure of kind `class` with a message and no traceback.
+    pub fn new(class: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            class: class.into(),
+            message: message.into(),
+            traceback: String::new(),
+        }
+    }
+
+    /// The JSON body this failure travels as.
+    pub fn to_body(&self) -> Bytes {
+        serde_json::to_vec(&serde_json::json!({ "exception": self }))
+            .unwrap_or_default()
+            .into()
+    }
+}
+
+impl From<anyhow::Error> for HandlerError {
+    fn from(error: anyhow::Error) -> Self {
+        let traceback = error
+            .chain()
+            .skip(1)
+            .map(|cause| format!("caused by: {cause}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Self {
+            class: "Error".to_owned(),
+            message: error.to_string(),
+            traceback,
+        }
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.class, self.message)
+    }
+}
+
+/// What a handler returns.
+pub type HandlerResult = Result<Reply, HandlerError>;
+
+/// A boxed handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+
+/// Something that answers events. Implemented for every suitable async closure.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one event.
+    fn call(&self, request: Request) -> HandlerFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn call(&self, request: Request) -> HandlerFuture {
+        Box::pin(self(request))
+    }
+}
+
+/// The handlers a node offers, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: BTreeMap<String, Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The original project's examples for a node on `side`: `get_time` and
+    /// `get_cat`.
+    pub fn with_examples(side: Side) -> Self {
+        let mut registry = Self::new();
+        let time_key = format!("time_from_{}", side.as_str());
+        registry.register("get_time", move |_request: Request| {
+            let time_key = time_key.clone();
+            async move {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                Ok(Reply::json(&serde_json::json!({ time_key: now })))
+            }
+        });
+        let cat_key = format!("result_from_{}", side.as_str());
+        registry.register("get_cat", move |request: Request| {
+            let cat_key = cat_key.clone();
+            async move {
+                Ok(Reply::json(
+                    &serde_json::json!({ cat_key: request.args.concat() }),
+                ))
+            }
+        });
+        registry
+    }
+
+    /// Registers `handler` under `name` (e.g. `get_time`), replacing any
+    /// handler of that name.
+    pub fn register(&mut self, name: impl Into<String>, handler: impl Handler) -> &mut Self {
+        self.handlers.insert(name.into(), Arc::new(handler));
+        self
+    }
+
+    /// The handler registered under `name`.
+    pub fn lookup(&self, name: &str) -> Option<Arc<dyn Handler>> {
+        self.handlers.get(name).cloned()
+    }
+
+    /// Names of all registered handlers, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(args: &[&str]) -> Request {
+        Request {
+            peer: "p".into(),
+            request_id: 1,
+            verb: "get".into(),
+            noun: "cat".into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            query: "a=1&b=x%20y&c=d+e&flag".into(),
+            content_type: String::new(),
+            body: Bytes::new(),
+            deadline: Instant::now(),
+            cancelled: CancellationToken::new(),
+            json: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn examples_answer_in_the_original_shapes() {
+        let registry = Registry::with_examples(Side::Server);
+        let cat = registry.lookup("get_cat").unwrap();
+        let reply = cat.call(request(&["hello ", "world"])).await.unwrap();
+        assert_eq!(reply.body, &br#"{"result_from_server":"hello world"}"#[..]);
+        let time = registry.lookup("get_time").unwrap();
+        let reply = time.call(request(&[])).await.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert!(value["time_from_server"].as_f64().unwrap() > 1.0e9);
+
+        let client = Registry::with_examples(Side::Client);
+        let reply = client
+            .lookup("get_cat")
+            .unwrap()
+            .call(request(&["x"]))
+            .await
+            .unwrap();
+        assert_eq!(reply.body, &br#"{"result_from_client":"x"}"#[..]);
+        assert_eq!(client.names().collect::<Vec<_>>(), ["get_cat", "get_time"]);
+    }
+
+    #[test]
+    fn query_pairs_are_decoded() {
+        assert_eq!(
+            request(&[]).query_pairs(),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), "d e".into()),
+                ("flag".into(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn json_types() {
+        assert!(is_json_type("application/json"));
+        assert!(is_json_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_type("application/problem+json"));
+        assert!(!is_json_type("text/plain"));
+        assert!(!is_json_type(""));
+    }
+
+    #[test]
+    fn handler_errors_travel_as_exception_json() {
+        let error = HandlerError::from(anyhow::anyhow!("inner").context("outer"));
+        let body: serde_json::Value = serde_json::from_slice(&error.to_body()).unwrap();
+        assert_eq!(body["exception"]["message"], "outer");
+        assert_eq!(body["exception"]["class"], "Error");
+        assert_eq!(body["exception"]["traceback"], "caused by: inner");
+    }
+}

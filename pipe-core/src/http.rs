@@ -1,0 +1,512 @@
+//! The local HTTP front: where apps on a node's host make plain HTTP requests
+//! that the node pipes to its peer, plus `/_pipe/health` and `/_pipe/status`.
+//!
+//! It listens on TCP (`127.0.0.1:PORT`) or a unix socket (`unix:/path`, what
+//! nginx proxies to). On shutdown it stops accepting and lets requests in
+//! progress finish within a bounded grace period.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::connection::{Outbound, RequestError};
+use crate::handler::{RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply, Side, is_json_type};
+use crate::node::Node;
+use crate::peers::{Lookup, SERVER_KEY};
+use crate::router::{self, ALLOWED_METHODS, PipedPath, Verb};
+
+/// Header carrying the far handler's return code on every piped response.
+pub const RETURN_CODE_HEADER: &str = "x-event-return-code";
+/// Request header overriding the deadline, in seconds (`2.5`).
+pub const TIMEOUT_HEADER: &str = "x-pipe-timeout";
+/// Longest deadline a caller may ask for: a day; longer is a mistake.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Default time given to requests in progress when the node shuts down.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Where the local HTTP front listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAddr {
+    /// A TCP address such as `127.0.0.1:8080`.
+    Tcp(SocketAddr),
+    /// A unix socket path, written `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl FromStr for HttpAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, e.g. unix:/tmp/rpclient.sock".to_owned());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse()
+            .map(Self::Tcp)
+            .map_err(|_| format!("{s:?} is neither IP:PORT nor unix:/path"))
+    }
+}
+
+impl fmt::Display for HttpAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A bound local HTTP listener.
+#[derive(Debug)]
+pub enum HttpListener {
+    /// Listening on TCP.
+    Tcp(TcpListener),
+    /// Listening on a unix socket (removed again on shutdown).
+    Unix(UnixListener, PathBuf),
+}
+
+impl HttpListener {
+    /// Binds `addr`. A stale unix socket left by a dead process is replaced;
+    /// one a live process still serves is an error.
+    pub async fn bind(addr: &HttpAddr) -> std::io::Result<Self> {
+        match addr {
+            HttpAddr::Tcp(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await?)),
+            HttpAddr::Unix(path) => {
+                if path.exists() {
+                    if tokio::net::UnixStream::connect(path).await.is_ok() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AddrInUse,
+                            format!("{} is served by a running process", path.display()),
+                        ));
+                    }
+                    std::fs::remove_file(path)?;
+                }
+                Ok(Self::Unix(UnixListener::bind(path)?, path.clone()))
+            }
+        }
+    }
+
+    /// The address actually bound (with the real port for `:0`).
+    pub fn local_addr(&self) -> std::io::Result<HttpAddr> {
+        Ok(match self {
+            Self::Tcp(listener) => HttpAddr::Tcp(listener.local_addr()?),
+            Self::Unix(_, path) => HttpAddr::Unix(path.clone()),
+        })
+    }
+}
+
+/// Serves the local HTTP front until `shutdown`, then drains for at most
+/// `grace`.
+pub async fn serve(
+    listener: HttpListener,
+    node: Arc<Node>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new());
+    // Slow-loris guard: headers must arrive promptly.
+    builder.header_read_timeout(Duration::from_secs(30));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let (io, caller) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                warn!("local HTTP accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        let service = service_fn(move |request| {
+            let node = node.clone();
+            let caller = caller.clone();
+            async move { Ok::<_, Infallible>(respond(&node, request, &caller).await) }
+        });
+        let connection = builder.serve_connection(io, service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                debug!("local HTTP connection ended: {error}");
+            }
+        });
+    }
+    drop(listener_cleanup(&listener));
+    tokio::select! {
+        _ = graceful.shutdown() => debug!("local HTTP front drained"),
+        _ = tokio::time::sleep(grace) => warn!(?grace, "local HTTP requests still running after the grace period; closing"),
+    }
+}
+
+fn listener_cleanup(listener: &HttpListener) -> std::io::Result<()> {
+    match listener {
+        HttpListener::Tcp(_) => Ok(()),
+        HttpListener::Unix(_, path) => std::fs::remove_file(path),
+    }
+}
+
+type BoxedIo = TokioIo<Box<dyn IoStream>>;
+
+trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> IoStream for T {}
+
+async fn accept(listener: &HttpListener) -> std::io::Result<(BoxedIo, String)> {
+    Ok(match listener {
+        HttpListener::Tcp(listener) => {
+            let (stream, addr) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            (
+                TokioIo::new(Box::new(stream) as Box<dyn IoStream>),
+                addr.to_string(),
+            )
+        }
+        HttpListener::Unix(listener, _) => {
+            let (stream, _) = listener.accept().await?;
+            (
+                TokioIo::new(Box::new(stream) as Box<dyn IoStream>),
+                "unix".to_owned(),
+            )
+        }
+    })
+}
+
+/// A JSON error response: `{"error": message}`.
+fn error_response(status: StatusCode, message: impl fmt::Display) -> Response<Full<Bytes>> {
+    json_response(status, &json!({ "error": message.to_string() }))
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::handler::JSON),
+    );
+    response
+}
+
+async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    match path {
+        "/_pipe/health" => return json_response(StatusCode::OK, &health(node)),
+        "/_pipe/status" => return json_response(StatusCode::OK, &status(node)),
+        _ => {}
+    }
+    let route = match node.side() {
+        Side::Client => router::parse_server_path(path)
+            .map(|parsed| parsed.map(|piped| (SERVER_KEY.to_owned(), piped))),
+        Side::Server => router::parse_client_path(path),
+    };
+    let Some(route) = route else {
+        let expected = match node.side() {
+            Side::Client => "/server/<noun>[//args]",
+            Side::Server => "/client/<name>/<noun>[//args]",
+        };
+        return error_response(
+            StatusCode::NOT_FOUND,
+            format!("no such path {path:?}: this node pipes {expected}"),
+        );
+    };
+    let (key, piped) = match route {
+        Ok(route) => route,
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
+    };
+    let Some(verb) = Verb::from_method(request.method()) else {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "method {} is not piped; use one of {ALLOWED_METHODS}",
+                request.method()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+        return response;
+    };
+    let started = Instant::now();
+    let handler = router::handler_name(verb.as_wire(), &piped.noun);
+    let response = pipe(node, request, key, piped, verb).await;
+    debug!(
+        caller,
+        verb = %verb.as_wire(),
+        %handler,
+        status = response.status().as_u16(),
+        return_code = response.headers().get(RETURN_CODE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "piped request"
+    );
+    response
+}
+
+async fn pipe(
+    node: &Node,
+    request: Request<Incoming>,
+    key: String,
+    piped: PipedPath,
+    verb: Verb,
+) -> Response<Full<Bytes>> {
+    let settings = node.settings();
+    let timeout = match request_timeout(&request, settings.request_timeout) {
+        Ok(timeout) => timeout,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
+    };
+    let deadline = Instant::now() + timeout;
+    let content_type = match request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str())
+    {
+        None => String::new(),
+        Some(Ok(value)) => value.to_owned(),
+        Some(Err(_)) => {
+            return error_response(StatusCode::BAD_REQUEST, "Content-Type is not visible ASCII");
+        }
+    };
+    let query = request.uri().query().unwrap_or("").to_owned();
+
+    let limit = settings.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body of {} bytes exceeds the limit of {limit} bytes",
+                declared.unwrap_or(0)
+            ),
+        );
+    }
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body exceeds the limit of {limit} bytes"),
+            );
+        }
+        Err(error) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the body: {error}"),
+            );
+        }
+    };
+    if is_json_type(&content_type) && !body.is_empty() {
+        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("body is declared {content_type} but is not valid JSON: {error}"),
+            );
+        }
+    }
+
+    let wait = settings.peer_wait.min(timeout);
+    let peer = match node.peers().wait_for(&key, wait).await {
+        Lookup::Connected(peer) => peer,
+        Lookup::Unknown if node.side() == Side::Server => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                format!("no client named {key:?} is connected (waited {wait:?})"),
+            );
+        }
+        Lookup::Unknown | Lookup::Disconnected => {
+            let whom = match node.side() {
+                Side::Server => format!("client {key:?}"),
+                Side::Client => "the server".to_owned(),
+            };
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no connection to {whom} (waited {wait:?})"),
+            );
+        }
+    };
+    let outbound = Outbound {
+        verb: verb.as_wire().to_owned(),
+        noun: piped.noun,
+        args: piped.args,
+        query,
+        content_type,
+        body,
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match peer.request(outbound, remaining).await {
+        Ok(reply) => reply_response(reply),
+        Err(error) => {
+            let status = match error {
+                RequestError::Disconnected { .. } => StatusCode::BAD_GATEWAY,
+                RequestError::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+                RequestError::GoingAway { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            };
+            error_response(status, error)
+        }
+    }
+}
+
+/// The deadline a request asked for with `X-Pipe-Timeout`, or the default.
+fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Duration, String> {
+    let Some(value) = request.headers().get(TIMEOUT_HEADER) else {
+        return Ok(default);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .map(|secs| Duration::from_secs_f64(secs).min(MAX_TIMEOUT))
+        .ok_or_else(|| "X-Pipe-Timeout must be a positive number of seconds, e.g. 2.5".to_owned())
+}
+
+/// The HTTP response for a reply from the far handler.
+fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+    let status = match reply.return_code {
+        RETURN_NO_HANDLER => StatusCode::NOT_FOUND,
+        RETURN_HANDLER_FAILED => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::OK,
+    };
+    let mut response = Response::new(Full::new(reply.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(RETURN_CODE_HEADER, HeaderValue::from(reply.return_code));
+    let content_type = HeaderValue::from_str(&reply.content_type)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, content_type);
+    response
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn health(node: &Node) -> serde_json::Value {
+    json!({
+        "status": "ok",
+        "node": node.name(),
+        "side": node.side().as_str(),
+        "connected_peers": node.peers().len(),
+    })
+}
+
+fn status(node: &Node) -> serde_json::Value {
+    let peers = node.peers().list();
+    let (mut outbound, mut inbound) = (0, 0);
+    let peers_json: Vec<_> = peers
+        .iter()
+        .map(|(key, handle)| {
+            outbound += handle.in_flight_out();
+            inbound += handle.in_flight_in();
+            json!({
+                "key": key,
+                "name": handle.name(),
+                "remote_addr": handle.peer().remote_addr.map(|a| a.to_string()),
+                "connection_id": handle.connection_id(),
+                "connected_since": rfc3339(handle.connected_at()),
+                "in_flight_out": handle.in_flight_out(),
+                "in_flight_in": handle.in_flight_in(),
+            })
+        })
+        .collect();
+    let uptime = SystemTime::now()
+        .duration_since(node.started_at())
+        .unwrap_or_default();
+    let mut status = json!({
+        "node": node.name(),
+        "side": node.side().as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(node.started_at()),
+        "uptime_seconds": uptime.as_secs_f64(),
+        "connected_peers": peers.len(),
+        "peers": peers_json,
+        "in_flight": { "outbound": outbound, "inbound": inbound },
+        "handlers": node.handlers().names().collect::<Vec<_>>(),
+    });
+    if node.side() == Side::Client {
+        let link = node.link();
+        status["link"] = json!({
+            "connected": !peers.is_empty(),
+            "reconnect_attempts": link.reconnect_attempts,
+            "last_error": link.last_error,
+            "last_error_at": link.last_error_at.map(rfc3339),
+        });
+    }
+    status
+}
+
+/// Logs where the local front listens.
+pub fn log_listening(addr: &HttpAddr) {
+    info!(%addr, "local HTTP front listening");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_addresses() {
+        assert_eq!(
+            "127.0.0.1:8080".parse::<HttpAddr>(),
+            Ok(HttpAddr::Tcp("127.0.0.1:8080".parse().unwrap()))
+        );
+        assert_eq!(
+            "unix:/tmp/rpclient.sock".parse::<HttpAddr>(),
+            Ok(HttpAddr::Unix("/tmp/rpclient.sock".into()))
+        );
+        assert!("unix:".parse::<HttpAddr>().is_err());
+        assert!("localhost".parse::<HttpAddr>().is_err());
+        assert_eq!(
+            HttpAddr::Unix("/tmp/x.sock".into()).to_string(),
+            "unix:/tmp/x.sock"
+        );
+    }
+
+    #[test]
+    fn reply_status_follows_return_code() {
+        let ok = reply_response(Reply::bytes("text/plain", "x"));
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(ok.headers()[RETURN_CODE_HEADER], "0");
+        let missing = reply_response(Reply::bytes("", "").with_return_code(RETURN_NO_HANDLER));
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            missing.headers()[header::CONTENT_TYPE],
+            "application/octet-stream"
+        );
+        let failed = reply_response(Reply::bytes("", "").with_return_code(RETURN_HANDLER_FAILED));
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let own = reply_response(Reply::bytes("", "").with_return_code(7));
+        assert_eq!(own.status(), StatusCode::OK);
+        assert_eq!(own.headers()[RETURN_CODE_HEADER], "7");
+    }
+}

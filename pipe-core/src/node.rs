@@ -1,0 +1,139 @@
+//! What a running node knows: who it is, its handlers, its peers, its limits.
+//! Shared (behind an `Arc`) by the local HTTP front and the pipe tasks.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::connection::{ConnectionSettings, LocalHello};
+use crate::handler::{Registry, Side};
+use crate::peers::Peers;
+
+/// Default time a request may take end to end, unless its caller says
+/// otherwise with `X-Pipe-Timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a request waits for its peer to (re)connect before 503:
+/// long enough to ride out a reconnect, short enough that callers learn fast.
+pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(5);
+/// Default deadline for a TLS handshake; a peer that stalls it is dropped.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room left in a frame for everything but the body (verb, noun, args,
+/// query, type), so a body at the limit still fits one frame.
+pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Limits and deadlines of a node.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Tunables of each pipe connection.
+    pub connection: ConnectionSettings,
+    /// Default end-to-end deadline of a request.
+    pub request_timeout: Duration,
+    /// How long a request waits for a missing peer before 503.
+    pub peer_wait: Duration,
+    /// Largest request body accepted from a local caller (413 beyond).
+    pub max_body_bytes: usize,
+    /// Deadline for the TLS handshake of a pipe connection.
+    pub handshake_timeout: Duration,
+    /// Time requests in progress get to finish when the node stops.
+    pub drain_grace: Duration,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        let connection = ConnectionSettings::default();
+        Self {
+            max_body_bytes: connection.max_frame_bytes - FRAME_OVERHEAD_BYTES,
+            connection,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            peer_wait: DEFAULT_PEER_WAIT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            drain_grace: crate::http::DEFAULT_DRAIN_GRACE,
+        }
+    }
+}
+
+/// What the client node's link to its server has been doing, for
+/// `/_pipe/status`.
+#[derive(Debug, Clone, Default)]
+pub struct LinkState {
+    /// Failed connection attempts since the last success.
+    pub reconnect_attempts: u64,
+    /// The last connection error, with its cause chain.
+    pub last_error: Option<String>,
+    /// When the last connection attempt failed or the connection ended.
+    pub last_error_at: Option<SystemTime>,
+}
+
+/// A running node's shared state.
+#[derive(Debug)]
+pub struct Node {
+    side: Side,
+    name: String,
+    handlers: Arc<Registry>,
+    peers: Peers,
+    settings: NodeSettings,
+    started_at: SystemTime,
+    link: Mutex<LinkState>,
+}
+
+impl Node {
+    /// A node on `side`, known to peers as `name`, answering with `handlers`.
+    pub fn new(side: Side, name: String, handlers: Registry, settings: NodeSettings) -> Arc<Self> {
+        Arc::new(Self {
+            side,
+            name,
+            handlers: Arc::new(handlers),
+            peers: Peers::new(),
+            settings,
+            started_at: SystemTime::now(),
+            link: Mutex::new(LinkState::default()),
+        })
+    }
+
+    /// Which end of the pipe this node is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// This node's identity (from its certificate).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The handlers this node offers its peers.
+    pub fn handlers(&self) -> &Arc<Registry> {
+        &self.handlers
+    }
+
+    /// The live connections.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Limits and deadlines.
+    pub fn settings(&self) -> &NodeSettings {
+        &self.settings
+    }
+
+    /// When the node started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// What this node says about itself in `Hello`.
+    pub fn hello(&self) -> LocalHello {
+        LocalHello {
+            name: self.name.clone(),
+            side: self.side,
+        }
+    }
+
+    /// A copy of the link state (client nodes).
+    pub fn link(&self) -> LinkState {
+        self.link.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Updates the link state (client nodes).
+    pub fn update_link(&self, update: impl FnOnce(&mut LinkState)) {
+        update(&mut self.link.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}

@@ -1,0 +1,188 @@
+//! TLS 1.3 with mutual authentication, on rustls with the ring provider.
+//!
+//! The server requires a client certificate chained to its CA and carrying the
+//! `clientAuth` extended key usage; a client node's identity is the first DNS
+//! SAN of that certificate. The client verifies the server's chain *and* name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::identity::{self, CertFiles};
+use crate::pki::Role;
+
+/// ALPN protocol id of restpipe's wire protocol v1.
+pub const ALPN: &[u8] = b"restpipe/1";
+
+/// Why TLS could not be set up, or a peer could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file held no usable PEM of the expected kind.
+    #[error("{what} holds no usable PEM ({detail})")]
+    Pem {
+        /// Which input (a path, or a description).
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// rustls refused the configuration (e.g. key and certificate differ).
+    #[error("tls configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// The client verifier could not be built from the CA.
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The peer presented no certificate.
+    #[error("peer presented no certificate")]
+    NoPeerCertificate,
+    /// The peer's certificate is not valid for its role or names no identity.
+    #[error("peer certificate refused: {0}")]
+    PeerIdentity(#[from] identity::IdentityError),
+    /// The peer's certificate lacks the extended key usage of its role.
+    #[error("peer certificate lacks the {0} extended key usage")]
+    MissingUsage(&'static str),
+}
+
+/// A node's certificate chain, private key and CA, loaded once.
+pub struct TlsIdentity {
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Arc<RootCertStore>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("certificates", &self.cert_chain.len())
+            .field("key", &"MASKED")
+            .finish()
+    }
+}
+
+impl TlsIdentity {
+    /// Loads the three files of a cert dir.
+    pub fn load(files: &CertFiles) -> Result<Self, TlsError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        Self::from_pem_named(
+            (&read(&files.cert)?, &files.cert.display().to_string()),
+            (&read(&files.key)?, &files.key.display().to_string()),
+            (&read(&files.ca)?, &files.ca.display().to_string()),
+        )
+    }
+
+    /// Builds an identity from PEM text (certificate chain, key, CA).
+    pub fn from_pem(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<Self, TlsError> {
+        Self::from_pem_named(
+            (cert, "certificate"),
+            (key, "private key"),
+            (ca, "CA certificate"),
+        )
+    }
+
+    fn from_pem_named(
+        (cert, cert_name): (&[u8], &str),
+        (key, key_name): (&[u8], &str),
+        (ca, ca_name): (&[u8], &str),
+    ) -> Result<Self, TlsError> {
+        let certs = |pem: &[u8], what: &str| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+            let certs = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TlsError::Pem {
+                    what: what.to_owned(),
+                    detail: e.to_string(),
+                })?;
+            if certs.is_empty() {
+                return Err(TlsError::Pem {
+                    what: what.to_owned(),
+                    detail: "no CERTIFICATE block".to_owned(),
+                });
+            }
+            Ok(certs)
+        };
+        let cert_chain = certs(cert, cert_name)?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::Pem {
+            what: key_name.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let mut roots = RootCertStore::empty();
+        for ca_cert in certs(ca, ca_name)? {
+            roots.add(ca_cert)?;
+        }
+        Ok(Self {
+            cert_chain,
+            key,
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// This node's identity: the first DNS SAN of its certificate, CN fallback.
+    pub fn name(&self) -> Result<String, TlsError> {
+        let leaf = self.cert_chain.first().ok_or(TlsError::NoPeerCertificate)?;
+        Ok(identity::node_name(leaf)?)
+    }
+
+    /// A server configuration: TLS 1.3 only, client certificates required.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let provider = provider();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+                .build()?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.cert_chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// A client configuration: TLS 1.3 only, server chain and name verified,
+    /// our certificate presented.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(self.cert_chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The identity of an authenticated peer, from the leaf certificate it
+/// presented: checks the extended key usage of `role` (rustls accepts a
+/// certificate without any EKU; restpipe does not) and the name's characters.
+pub fn peer_identity(
+    certificates: Option<&[CertificateDer<'_>]>,
+    role: Role,
+) -> Result<String, TlsError> {
+    let leaf = certificates
+        .and_then(|chain| chain.first())
+        .ok_or(TlsError::NoPeerCertificate)?;
+    if !identity::has_extended_key_usage(leaf, role)? {
+        return Err(TlsError::MissingUsage(match role {
+            Role::Client => "clientAuth",
+            Role::Server => "serverAuth",
+        }));
+    }
+    Ok(identity::node_name(leaf)?)
+}
