@@ -1,13 +1,13 @@
 //! The wire format: a 4-byte big-endian length, then one protobuf [`Frame`].
 //!
-//! Splitting "is a whole frame here?" (the length prefix, handled by
-//! [`LengthDelimitedCodec`]) from "decode it" (prost) keeps both halves small.
-//! The length is checked against the configured maximum *before* any buffer is
-//! reserved, so a hostile or broken peer cannot make us allocate.
+//! Splitting "is a whole frame here?" (the length prefix) from "decode it"
+//! (prost) keeps both halves small. The length is checked against the
+//! configured maximum *before* any buffer is reserved, so a hostile or broken
+//! peer cannot make us allocate more than one maximum frame.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use prost::Message;
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::proto::{Frame, frame::Body};
 
@@ -47,21 +47,15 @@ pub enum FrameError {
 /// Encodes and decodes length-prefixed [`Frame`]s with a size limit.
 #[derive(Debug, Clone)]
 pub struct FrameCodec {
-    lengths: LengthDelimitedCodec,
     max_frame_bytes: usize,
 }
 
 impl FrameCodec {
-    /// A codec refusing frames (in either direction) over `max_frame_bytes`.
+    /// A codec refusing frames (in either direction) over `max_frame_bytes`
+    /// (at most `u32::MAX`, what the prefix can express).
     pub fn new(max_frame_bytes: usize) -> Self {
-        let lengths = LengthDelimitedCodec::builder()
-            .length_field_length(LENGTH_PREFIX_BYTES)
-            .big_endian()
-            .max_frame_length(max_frame_bytes)
-            .new_codec();
         Self {
-            lengths,
-            max_frame_bytes,
+            max_frame_bytes: max_frame_bytes.min(u32::MAX as usize),
         }
     }
 
@@ -82,22 +76,26 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Body>, FrameError> {
-        // Check the announced size ourselves first, so the error names it.
-        if src.len() >= LENGTH_PREFIX_BYTES {
-            let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-            prefix.copy_from_slice(&src[..LENGTH_PREFIX_BYTES]);
-            let announced = u32::from_be_bytes(prefix) as usize;
-            if announced > self.max_frame_bytes {
-                return Err(FrameError::TooLarge {
-                    announced,
-                    limit: self.max_frame_bytes,
-                });
-            }
-        }
-        let Some(bytes) = self.lengths.decode(src)? else {
+        // Is a whole frame here? The prefix stays in `src` until it is, so
+        // every call starts at a frame boundary.
+        let Some(prefix) = src.first_chunk::<LENGTH_PREFIX_BYTES>() else {
             return Ok(None);
         };
-        let frame = Frame::decode(bytes.freeze())?;
+        let announced = u32::from_be_bytes(*prefix) as usize;
+        if announced > self.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                announced,
+                limit: self.max_frame_bytes,
+            });
+        }
+        let whole = LENGTH_PREFIX_BYTES + announced;
+        if src.len() < whole {
+            src.reserve(whole - src.len());
+            return Ok(None);
+        }
+        // Decode it.
+        src.advance(LENGTH_PREFIX_BYTES);
+        let frame = Frame::decode(src.split_to(announced).freeze())?;
         frame.body.ok_or(FrameError::Empty).map(Some)
     }
 
@@ -130,7 +128,7 @@ impl Encoder<Body> for FrameCodec {
         }
         dst.reserve(LENGTH_PREFIX_BYTES + len);
         // The cast cannot truncate: `len` is at most `max_frame_bytes`, which
-        // the length codec already bounds to what fits the 4-byte prefix.
+        // `new` bounds to what fits the 4-byte prefix.
         dst.put_u32(len as u32);
         frame
             .encode(dst)
@@ -172,6 +170,29 @@ mod tests {
         }
         assert_eq!(out, vec![event, ping(9)]);
         assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn body_bytes_are_never_read_as_a_length_when_a_frame_arrives_in_parts() {
+        // A body of 0xff bytes would look like a huge length if a partial
+        // frame were re-parsed from its middle.
+        let mut codec = FrameCodec::new(4096);
+        let event = Body::Event(Event {
+            body: vec![0xff; 3000].into(),
+            ..Default::default()
+        });
+        let mut wire = BytesMut::new();
+        codec.encode(event.clone(), &mut wire).unwrap();
+        let mut buf = BytesMut::new();
+        for part in wire.chunks(7) {
+            buf.extend_from_slice(part);
+            if let Some(body) = codec.decode(&mut buf).unwrap() {
+                assert_eq!(body, event);
+                assert!(buf.is_empty());
+                return;
+            }
+        }
+        panic!("frame never completed");
     }
 
     #[test]
