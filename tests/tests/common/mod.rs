@@ -1,7 +1,7 @@
 //! Shared harness of the end-to-end tests: a throwaway CA, real nodes on
 //! `127.0.0.1:0` over real mutual TLS, and a plain HTTP client, so each test
 //! reads like the README: start nodes, send HTTP, look at HTTP.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
