@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::{Backoff, BackoffSettings};
-use crate::connection::{self, PeerHandle, PeerInfo};
+use crate::connection::{self, HandshakeError, PeerHandle, PeerInfo};
+use crate::events::ConnectionEvent;
 use crate::handler::Side;
 use crate::node::Node;
 use crate::peers::SERVER_KEY;
@@ -48,7 +49,7 @@ impl std::fmt::Display for ServerTarget {
     }
 }
 
-/// Keeps the connection to `target` up until `shutdown`.
+/// Keeps the connection to `target` up until `shutdown`, then drains it.
 pub async fn run(
     target: ServerTarget,
     tls: Arc<rustls::ClientConfig>,
@@ -65,48 +66,40 @@ pub async fn run(
         };
         match attempt {
             Ok(handle) => {
-                let since = Instant::now();
-                node.update_link(|link| link.reconnect_attempts = 0);
-                if let Some(old) = node.peers().insert(SERVER_KEY, handle.clone()) {
-                    old.close(go_away::Reason::Replaced, "client reconnected");
-                }
-                info!(server = %target, name = handle.name(), connection = handle.connection_id(), "connected to server");
-                tokio::select! {
-                    _ = handle.closed() => {}
-                    _ = shutdown.cancelled() => {
-                        handle.close(go_away::Reason::Shutdown, "client node is shutting down");
-                        handle.closed().await;
-                        node.peers().remove(SERVER_KEY, &handle);
-                        return;
-                    }
-                }
-                node.peers().remove(SERVER_KEY, &handle);
-                let reason = handle.close_reason();
-                warn!(server = %target, %reason, "connection to server lost");
-                node.update_link(|link| {
-                    link.last_error = Some(reason.clone());
-                    link.last_error_at = Some(SystemTime::now());
-                });
-                if backoff.is_stable(since.elapsed()) {
-                    backoff.reset();
-                }
-                // Replaced by a newer connection with our identity: another
-                // process holds it. Retrying at once would flap the pipe, so
-                // take the longest wait the backoff allows.
-                if handle.peer_go_away() == Some(go_away::Reason::Replaced) {
-                    warn!("another connection with this identity replaced ours; backing off");
-                    for _ in 0..16 {
-                        backoff.next_envelope();
-                    }
+                if stay_connected(&node, handle, &mut backoff, &shutdown).await == Ended::Shutdown {
+                    return;
                 }
             }
             Err(error) => {
                 let chain = format!("{error:#}");
-                warn!(server = %target, "connection attempt failed: {chain}");
+                let refusal = error
+                    .downcast_ref::<HandshakeError>()
+                    .and_then(|e| match e {
+                        HandshakeError::Refused { reason, .. } => Some(*reason),
+                        _ => None,
+                    });
+                match refusal {
+                    Some(go_away::Reason::IdentityInUse) => {
+                        info!(server = %target, "standing by: {chain}");
+                        stretch(&mut backoff);
+                    }
+                    Some(go_away::Reason::Overloaded) => {
+                        warn!(server = %target, "server refused us: {chain}");
+                        stretch(&mut backoff);
+                    }
+                    _ => warn!(server = %target, "connection attempt failed: {chain}"),
+                }
+                let mut attempts = 0;
                 node.update_link(|link| {
                     link.reconnect_attempts += 1;
-                    link.last_error = Some(chain);
+                    attempts = link.reconnect_attempts;
+                    link.last_error = Some(chain.clone());
                     link.last_error_at = Some(SystemTime::now());
+                });
+                node.events().emit(ConnectionEvent::ConnectFail {
+                    target: target.to_string(),
+                    attempts,
+                    error: chain,
                 });
             }
         }
@@ -116,6 +109,97 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Shutdown,
+    Lost,
+}
+
+/// Serves one established connection until it ends or the node stops.
+async fn stay_connected(
+    node: &Node,
+    handle: PeerHandle,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let since = Instant::now();
+    let mut attempts = 0;
+    node.update_link(|link| {
+        attempts = link.reconnect_attempts;
+        link.reconnect_attempts = 0;
+        link.standby = false;
+    });
+    if let Some(old) = node.peers().insert(SERVER_KEY, handle.clone()) {
+        old.close(go_away::Reason::Replaced, "client reconnected");
+    }
+    node.events().emit(ConnectionEvent::ConnectSuccess {
+        peer: handle.name().to_owned(),
+        attempts,
+    });
+    node.events().emit(ConnectionEvent::ConnectionAdded {
+        peer: handle.name().to_owned(),
+        remote_addr: handle
+            .peer()
+            .remote_addr
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        connection_id: handle.connection_id(),
+    });
+    let ended = tokio::select! {
+        _ = handle.closed() => Ended::Lost,
+        _ = shutdown.cancelled() => {
+            node.begin_stopping();
+            handle.go_away(go_away::Reason::Shutdown, "client node is shutting down");
+            let grace = node.settings().drain_grace;
+            if tokio::time::timeout(grace, handle.drained()).await.is_err() {
+                warn!(?grace, "requests still in flight after the drain grace; closing anyway");
+            }
+            handle.close(go_away::Reason::Shutdown, "client node is shutting down");
+            handle.closed().await;
+            Ended::Shutdown
+        }
+    };
+    node.peers().remove(SERVER_KEY, &handle);
+    let reason = handle.close_reason();
+    node.events().emit(ConnectionEvent::ConnectionRemoved {
+        peer: handle.name().to_owned(),
+        connection_id: handle.connection_id(),
+        reason: reason.clone(),
+    });
+    if ended == Ended::Shutdown {
+        return ended;
+    }
+    warn!(server = handle.name(), %reason, "connection to server lost");
+    node.update_link(|link| {
+        link.last_error = Some(reason.clone());
+        link.last_error_at = Some(SystemTime::now());
+    });
+    if backoff.is_stable(since.elapsed()) {
+        backoff.reset();
+    }
+    match handle.peer_go_away() {
+        // Another process holds our identity now. Stand by: the server will
+        // refuse us while that connection lives, and take us back when it
+        // does not, so the pipe never flaps between the two.
+        Some(go_away::Reason::Replaced) => {
+            warn!("a newer connection with this identity replaced ours; standing by");
+            node.update_link(|link| link.standby = true);
+            stretch(backoff);
+        }
+        // The server is restarting: come back as soon as it is.
+        Some(go_away::Reason::Shutdown) => backoff.reset(),
+        _ => {}
+    }
+    ended
+}
+
+/// Moves the backoff to its cap: for refusals that retrying soon won't fix.
+fn stretch(backoff: &mut Backoff) {
+    for _ in 0..32 {
+        backoff.next_envelope();
     }
 }
 
@@ -153,13 +237,8 @@ async fn connect(
         side: Side::Server,
         remote_addr: remote,
     };
-    connection::establish(
-        stream,
-        &node.hello(),
-        peer,
-        node.handlers().clone(),
-        &settings.connection,
-    )
-    .await
-    .context("pipe handshake")
+    let (handle, _hello) = connection::establish(stream, &node.endpoint(), peer, |_| Ok(()))
+        .await
+        .context("pipe handshake")?;
+    Ok(handle)
 }

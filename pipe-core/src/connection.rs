@@ -23,6 +23,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::events::{ConnectionEvent, EventSink};
 use crate::frame::{FrameCodec, FrameError, PROTOCOL_VERSION};
 use crate::handler::{
     HandlerError, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Registry, Reply, Request, Side,
@@ -92,6 +93,23 @@ pub struct LocalHello {
     pub name: String,
     /// This node's side.
     pub side: Side,
+    /// Client only: we were replaced by a newer connection with our identity
+    /// and must not take the pipe back while it lives.
+    pub standby: bool,
+}
+
+/// Everything about this node a connection needs: who we are, what we
+/// answer with, our limits, and where events go.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// This node's identity and side.
+    pub hello: LocalHello,
+    /// The handlers incoming events reach.
+    pub handlers: Arc<Registry>,
+    /// Limits and heartbeats.
+    pub settings: ConnectionSettings,
+    /// Where connection events go.
+    pub events: EventSink,
 }
 
 /// Why the `Hello` exchange failed.
@@ -106,8 +124,16 @@ pub enum HandshakeError {
         ours: u32,
     },
     /// The peer refused us with `GoAway`.
-    #[error("peer refused the connection: {0}")]
-    Refused(String),
+    #[error("peer refused the connection: {message}")]
+    Refused {
+        /// The reason code the peer gave.
+        reason: go_away::Reason,
+        /// The peer's explanation.
+        message: String,
+    },
+    /// We refused the peer (server side: cap reached, identity in use).
+    #[error("refused the peer: {0}")]
+    Rejected(String),
     /// The peer sent something other than `Hello` first.
     #[error("peer sent {0} before Hello")]
     Unexpected(&'static str),
@@ -201,6 +227,8 @@ struct Shared {
     closed: CancellationToken,
     /// The peer sent `GoAway`: it takes no new events.
     peer_going_away: AtomicBool,
+    /// We sent `GoAway`: we take no new events and send none.
+    draining: AtomicBool,
     peer_go_away_reason: Mutex<Option<go_away::Reason>>,
     close_reason: Mutex<Option<String>>,
     max_frame_bytes: usize,
@@ -280,6 +308,13 @@ impl PeerHandle {
         self.shared.running.len()
     }
 
+    /// Whether new requests may be sent: open, and neither side going away.
+    pub fn is_accepting(&self) -> bool {
+        !self.is_closed()
+            && !self.shared.peer_going_away.load(Ordering::Acquire)
+            && !self.shared.draining.load(Ordering::Acquire)
+    }
+
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.is_cancelled()
@@ -302,6 +337,27 @@ impl PeerHandle {
             .peer_go_away_reason
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a graceful close: tells the peer with `GoAway` that we take no
+    /// new events, and stops sending new requests ourselves. Requests in
+    /// flight either way carry on; see [`PeerHandle::drained`].
+    pub fn go_away(&self, reason: go_away::Reason, message: impl Into<String>) {
+        if self.shared.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.send_control(Body::GoAway(GoAway {
+            reason: reason as i32,
+            message: message.into(),
+        }));
+    }
+
+    /// Resolves when no request is in flight in either direction, or the
+    /// connection has ended.
+    pub async fn drained(&self) {
+        while !self.is_closed() && (self.in_flight_out() > 0 || self.in_flight_in() > 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Tells the peer why with `GoAway`, then closes the connection. Requests
@@ -337,7 +393,8 @@ impl PeerHandle {
         if shared.closed.is_cancelled() {
             return Err(shared.disconnected());
         }
-        if shared.peer_going_away.load(Ordering::Acquire) {
+        if shared.peer_going_away.load(Ordering::Acquire) || shared.draining.load(Ordering::Acquire)
+        {
             return Err(RequestError::GoingAway {
                 peer: shared.peer.name.clone(),
             });
@@ -424,17 +481,23 @@ impl Drop for PendingGuard<'_> {
 }
 
 /// Exchanges `Hello` over a fresh TLS stream and starts the connection's
-/// tasks. Returns the handle callers use to send requests.
+/// tasks. Returns the handle callers use to send requests, and the peer's
+/// `Hello`.
+///
+/// The client speaks first. The server reads the client's `Hello`, checks the
+/// version and asks `admit`; it answers with its own `Hello`, or with the
+/// `GoAway` that `admit` returned (which the client reports as
+/// [`HandshakeError::Refused`]).
 pub async fn establish<S>(
     stream: S,
-    local: &LocalHello,
+    local: &Endpoint,
     peer: PeerInfo,
-    handlers: Arc<Registry>,
-    settings: &ConnectionSettings,
-) -> Result<PeerHandle, HandshakeError>
+    admit: impl FnOnce(&Hello) -> Result<(), GoAway>,
+) -> Result<(PeerHandle, Hello), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let settings = &local.settings;
     let codec = FrameCodec::new(settings.max_frame_bytes);
     let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read_half, codec.clone());
@@ -442,43 +505,70 @@ where
 
     let hello = Body::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
-        role: match local.side {
+        role: match local.hello.side {
             Side::Server => proto::Role::Server,
             Side::Client => proto::Role::Client,
         } as i32,
-        node_name: local.name.clone(),
+        node_name: local.hello.name.clone(),
         software: concat!("restpipe ", env!("CARGO_PKG_VERSION")).to_owned(),
         max_frame_bytes: u32::try_from(settings.max_frame_bytes).unwrap_or(u32::MAX),
+        standby: local.hello.standby,
     });
-    let theirs = timeout(settings.hello_timeout, async {
-        writer.send(hello).await?;
-        match reader.next().await {
-            Some(Ok(Body::Hello(theirs))) => Ok(theirs),
-            Some(Ok(Body::GoAway(go_away))) => Err(HandshakeError::Refused(go_away.message)),
-            Some(Ok(other)) => Err(HandshakeError::Unexpected(body_kind(&other))),
-            Some(Err(e)) => Err(e.into()),
-            None => Err(HandshakeError::Closed),
+    let speaks_first = local.hello.side == Side::Client;
+    let exchange = async {
+        if speaks_first {
+            writer.send(hello.clone()).await?;
         }
-    })
-    .await
-    .map_err(|_| HandshakeError::TimedOut(settings.hello_timeout))??;
-
-    if theirs.protocol_version != PROTOCOL_VERSION {
-        let error = HandshakeError::VersionMismatch {
-            theirs: theirs.protocol_version,
-            ours: PROTOCOL_VERSION,
+        let theirs = match reader.next().await {
+            Some(Ok(Body::Hello(theirs))) => theirs,
+            Some(Ok(Body::GoAway(go_away))) => {
+                return Err(HandshakeError::Refused {
+                    reason: go_away::Reason::try_from(go_away.reason).unwrap_or_default(),
+                    message: go_away.message,
+                });
+            }
+            Some(Ok(other)) => return Err(HandshakeError::Unexpected(body_kind(&other))),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(HandshakeError::Closed),
         };
-        let refusal = Body::GoAway(GoAway {
-            reason: go_away::Reason::ProtocolError as i32,
-            message: error.to_string(),
-        });
-        let _ = timeout(CLOSE_TIMEOUT, async {
-            let _ = writer.send(refusal).await;
-            let _ = writer.get_mut().shutdown().await;
-        })
-        .await;
-        return Err(error);
-    }
+        let verdict = if theirs.protocol_version != PROTOCOL_VERSION {
+            let error = HandshakeError::VersionMismatch {
+                theirs: theirs.protocol_version,
+                ours: PROTOCOL_VERSION,
+            };
+            Err((
+                GoAway {
+                    reason: go_away::Reason::ProtocolError as i32,
+                    message: error.to_string(),
+                },
+                error,
+            ))
+        } else {
+            admit(&theirs).map_err(|refusal| {
+                let error = HandshakeError::Rejected(refusal.message.clone());
+                (refusal, error)
+            })
+        };
+        match verdict {
+            Ok(()) => {
+                if !speaks_first {
+                    writer.send(hello).await?;
+                }
+                Ok(theirs)
+            }
+            Err((refusal, error)) => {
+                let _ = timeout(CLOSE_TIMEOUT, async {
+                    let _ = writer.send(Body::GoAway(refusal)).await;
+                    let _ = writer.get_mut().shutdown().await;
+                })
+                .await;
+                Err(error)
+            }
+        }
+    };
+    let theirs = timeout(settings.hello_timeout, exchange)
+        .await
+        .map_err(|_| HandshakeError::TimedOut(settings.hello_timeout))??;
 
     let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let shared = Arc::new(Shared {
@@ -491,6 +581,7 @@ where
         running: DashMap::new(),
         closed: CancellationToken::new(),
         peer_going_away: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         peer_go_away_reason: Mutex::new(None),
         close_reason: Mutex::new(None),
         max_frame_bytes: settings.max_frame_bytes,
@@ -500,11 +591,12 @@ where
     tokio::spawn(read_loop(
         reader,
         shared.clone(),
-        handlers,
+        local.handlers.clone(),
         slots,
         settings.clone(),
+        local.events.clone(),
     ));
-    Ok(PeerHandle { shared })
+    Ok((PeerHandle { shared }, theirs))
 }
 
 fn body_kind(body: &Body) -> &'static str {
@@ -526,10 +618,12 @@ async fn read_loop<R>(
     handlers: Arc<Registry>,
     slots: Arc<Semaphore>,
     settings: ConnectionSettings,
+    events: EventSink,
 ) where
     R: AsyncRead + AsyncWrite + Send + 'static,
 {
     let peer = shared.peer.name.clone();
+    let mut idle_reported = false;
     let mut last_heard = Instant::now();
     let mut last_ping = last_heard;
     let mut ping_nonce = 0u64;
@@ -552,6 +646,10 @@ async fn read_loop<R>(
                     None => break "peer closed the connection".to_owned(),
                 };
                 last_heard = Instant::now();
+                // Pongs answer our own pings; only real traffic ends an idle spell.
+                if !matches!(body, Body::Pong(_) | Body::Ping(_)) {
+                    idle_reported = false;
+                }
                 if let Err(violation) = dispatch(body, &shared, &handlers, &slots) {
                     warn!(%peer, connection = shared.connection_id, "closing connection: {violation}");
                     protocol_error(&shared, violation.clone());
@@ -563,6 +661,13 @@ async fn read_loop<R>(
                 if now >= dead_at {
                     warn!(%peer, connection = shared.connection_id, silent_for = ?now - last_heard, "peer is silent past the heartbeat deadline; dropping it");
                     break format!("no frame from peer for {:?} (heartbeat deadline)", settings.dead_after);
+                }
+                if !idle_reported {
+                    idle_reported = true;
+                    events.emit(ConnectionEvent::Idle {
+                        peer: peer.clone(),
+                        connection_id: shared.connection_id,
+                    });
                 }
                 ping_nonce += 1;
                 last_ping = now;
@@ -597,6 +702,21 @@ fn dispatch(
         Body::Event(event) => {
             if event.body_follows {
                 return Err("chunked bodies are not supported by this node yet".to_owned());
+            }
+            if shared.draining.load(Ordering::Acquire) {
+                // The peer sent this before our GoAway reached it.
+                let refusal = HandlerError::new(
+                    "GoingAway",
+                    "this node is shutting down and takes no new events",
+                );
+                shared.send_control(Body::Reply(proto::Reply {
+                    request_id: event.request_id,
+                    return_code: RETURN_HANDLER_FAILED,
+                    content_type: crate::handler::JSON.to_owned(),
+                    body: refusal.to_body(),
+                    ..Default::default()
+                }));
+                return Ok(());
             }
             let cancelled = shared.closed.child_token();
             shared.running.insert(event.request_id, cancelled.clone());

@@ -156,6 +156,7 @@ pub async fn serve(
             }
         });
     }
+    node.begin_stopping();
     drop(listener_cleanup(&listener));
     tokio::select! {
         _ = graceful.shutdown() => debug!("local HTTP front drained"),
@@ -272,6 +273,12 @@ async fn pipe(
     verb: Verb,
 ) -> Response<Full<Bytes>> {
     let settings = node.settings();
+    if node.is_stopping() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is shutting down and takes no new requests",
+        );
+    }
     let timeout = match request_timeout(&request, settings.request_timeout) {
         Ok(timeout) => timeout,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, message),

@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod connection;
+pub mod events;
 pub mod frame;
 pub mod handler;
 pub mod http;

@@ -4,7 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::connection::{ConnectionSettings, LocalHello};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{ConnectionSettings, Endpoint, LocalHello};
+use crate::events::EventSink;
 use crate::handler::{Registry, Side};
 use crate::peers::Peers;
 
@@ -16,6 +19,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(5);
 /// Default deadline for a TLS handshake; a peer that stalls it is dropped.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on client connections a server node holds.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Room left in a frame for everything but the body (verb, noun, args,
 /// query, type), so a body at the limit still fits one frame.
 pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -35,6 +40,11 @@ pub struct NodeSettings {
     pub handshake_timeout: Duration,
     /// Time requests in progress get to finish when the node stops.
     pub drain_grace: Duration,
+    /// Server only: most client connections held at once; past it, new ones
+    /// are refused with a clear reason (and retry with backoff).
+    pub max_connections: usize,
+    /// Command run (through `sh -c`) on each connection event.
+    pub on_event: Option<String>,
 }
 
 impl Default for NodeSettings {
@@ -47,6 +57,8 @@ impl Default for NodeSettings {
             peer_wait: DEFAULT_PEER_WAIT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain_grace: crate::http::DEFAULT_DRAIN_GRACE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            on_event: None,
         }
     }
 }
@@ -61,6 +73,9 @@ pub struct LinkState {
     pub last_error: Option<String>,
     /// When the last connection attempt failed or the connection ended.
     pub last_error_at: Option<SystemTime>,
+    /// We were replaced by a newer connection with our identity: stand by
+    /// until the server no longer holds it.
+    pub standby: bool,
 }
 
 /// A running node's shared state.
@@ -71,21 +86,26 @@ pub struct Node {
     handlers: Arc<Registry>,
     peers: Peers,
     settings: NodeSettings,
+    events: EventSink,
     started_at: SystemTime,
     link: Mutex<LinkState>,
+    stopping: CancellationToken,
 }
 
 impl Node {
     /// A node on `side`, known to peers as `name`, answering with `handlers`.
     pub fn new(side: Side, name: String, handlers: Registry, settings: NodeSettings) -> Arc<Self> {
+        let events = EventSink::new(&name, settings.on_event.clone());
         Arc::new(Self {
             side,
             name,
             handlers: Arc::new(handlers),
             peers: Peers::new(),
             settings,
+            events,
             started_at: SystemTime::now(),
             link: Mutex::new(LinkState::default()),
+            stopping: CancellationToken::new(),
         })
     }
 
@@ -119,12 +139,33 @@ impl Node {
         self.started_at
     }
 
-    /// What this node says about itself in `Hello`.
-    pub fn hello(&self) -> LocalHello {
-        LocalHello {
-            name: self.name.clone(),
-            side: self.side,
+    /// Where connection events go.
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
+
+    /// What a new connection needs to know about this node.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            hello: LocalHello {
+                name: self.name.clone(),
+                side: self.side,
+                standby: self.link().standby,
+            },
+            handlers: self.handlers.clone(),
+            settings: self.settings.connection.clone(),
+            events: self.events.clone(),
         }
+    }
+
+    /// Marks the node as shutting down: new local requests get 503.
+    pub fn begin_stopping(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
     }
 
     /// A copy of the link state (client nodes).

@@ -5,6 +5,7 @@
 //! small interface. A server node keys its clients by certificate identity; a
 //! client node keeps its one server under [`SERVER_KEY`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::{DashMap, DashSet};
@@ -31,6 +32,8 @@ pub enum Lookup {
 #[derive(Debug, Default)]
 pub struct Peers {
     live: DashMap<String, PeerHandle>,
+    /// `live.len()`, kept apart so admission checks are O(1) under a storm.
+    count: AtomicUsize,
     seen: DashSet<String>,
     changed: Notify,
 }
@@ -46,6 +49,9 @@ impl Peers {
     pub fn insert(&self, key: &str, handle: PeerHandle) -> Option<PeerHandle> {
         self.seen.insert(key.to_owned());
         let replaced = self.live.insert(key.to_owned(), handle);
+        if replaced.is_none() {
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
         self.changed.notify_waiters();
         replaced
     }
@@ -59,12 +65,13 @@ impl Peers {
         self.changed.notify_waiters();
     }
 
-    /// The live connection for `key`, if any.
+    /// The connection for `key` that takes new requests, if any (one that
+    /// is going away is skipped, so callers wait for its successor).
     pub fn get(&self, key: &str) -> Option<PeerHandle> {
         self.live
             .get(key)
             .map(|entry| entry.value().clone())
-            .filter(|handle| !handle.is_closed())
+            .filter(PeerHandle::is_accepting)
     }
 
     /// The connection for `key`, waiting up to `wait` for one to appear.
@@ -103,9 +110,10 @@ impl Peers {
         peers
     }
 
-    /// Number of live connections.
+    /// Number of connections held (including any that just ended and are
+    /// about to be removed).
     pub fn len(&self) -> usize {
-        self.live.iter().filter(|e| !e.value().is_closed()).count()
+        self.count.load(Ordering::Acquire)
     }
 
     /// Whether no peer is connected.

@@ -10,15 +10,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::connection::{self, PeerInfo};
+use crate::connection::{self, PeerHandle, PeerInfo};
+use crate::events::ConnectionEvent;
 use crate::handler::Side;
 use crate::node::Node;
 use crate::pki::Role;
-use crate::proto::go_away;
+use crate::proto::{GoAway, go_away};
 use crate::tls;
 
-/// Accepts client nodes on `listener` until `shutdown`, then tells every
-/// connected client to go away and waits for the connection tasks to end.
+/// Accepts client nodes on `listener` until `shutdown`; then drains: every
+/// client is told to go away, requests in flight get the node's drain grace
+/// to finish, and the connections close.
 pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -36,6 +38,7 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
+                    // EMFILE and friends: pause instead of spinning.
                     warn!("accept failed: {error}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -45,20 +48,67 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         // The handshake runs in the spawned task, never in this loop: a slow
         // or hostile peer stalls only itself.
-        tasks.spawn(serve_client(
-            tcp,
-            remote,
-            acceptor.clone(),
-            node.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(serve_client(tcp, remote, acceptor.clone(), node.clone()));
     }
     drop(listener);
-    for (_, peer) in node.peers().list() {
-        peer.close(go_away::Reason::Shutdown, "server node is shutting down");
-    }
+    node.begin_stopping();
+    drain(&node, "server node is shutting down").await;
     tasks.close();
     tasks.wait().await;
+}
+
+/// Tells every peer to go away, waits (at most the drain grace) for requests
+/// in flight to finish, then closes what is left.
+pub(crate) async fn drain(node: &Node, message: &str) {
+    let peers: Vec<PeerHandle> = node.peers().list().into_iter().map(|(_, p)| p).collect();
+    for peer in &peers {
+        peer.go_away(go_away::Reason::Shutdown, message);
+    }
+    let grace = node.settings().drain_grace;
+    let all_drained = futures_util::future::join_all(peers.iter().map(PeerHandle::drained));
+    if tokio::time::timeout(grace, all_drained).await.is_err() {
+        warn!(
+            ?grace,
+            "requests still in flight after the drain grace; closing anyway"
+        );
+    }
+    for peer in &peers {
+        peer.close(go_away::Reason::Shutdown, message);
+    }
+    for peer in &peers {
+        peer.closed().await;
+    }
+}
+
+/// Whether a client that completed TLS may join, by its `Hello`.
+fn admit(node: &Node, name: &str, hello: &crate::proto::Hello) -> Result<(), GoAway> {
+    let refuse = |reason: go_away::Reason, message: String| {
+        Err(GoAway {
+            reason: reason as i32,
+            message,
+        })
+    };
+    if node.is_stopping() {
+        return refuse(
+            go_away::Reason::Shutdown,
+            "server node is shutting down".to_owned(),
+        );
+    }
+    let holder = node.peers().get(name);
+    if hello.standby && holder.is_some() {
+        return refuse(
+            go_away::Reason::IdentityInUse,
+            format!("identity {name:?} is held by a newer connection; standing by"),
+        );
+    }
+    let cap = node.settings().max_connections;
+    if holder.is_none() && node.peers().len() >= cap {
+        return refuse(
+            go_away::Reason::Overloaded,
+            format!("server is at its cap of {cap} connections"),
+        );
+    }
+    Ok(())
 }
 
 async fn serve_client(
@@ -66,7 +116,6 @@ async fn serve_client(
     remote: std::net::SocketAddr,
     acceptor: TlsAcceptor,
     node: Arc<Node>,
-    shutdown: CancellationToken,
 ) {
     let settings = node.settings();
     let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await
@@ -93,16 +142,11 @@ async fn serve_client(
         side: Side::Client,
         remote_addr: Some(remote),
     };
-    let handle = match connection::establish(
-        stream,
-        &node.hello(),
-        peer,
-        node.handlers().clone(),
-        &settings.connection,
-    )
-    .await
-    {
-        Ok(handle) => handle,
+    let endpoint = node.endpoint();
+    let established =
+        connection::establish(stream, &endpoint, peer, |hello| admit(&node, &name, hello)).await;
+    let handle = match established {
+        Ok((handle, _hello)) => handle,
         Err(error) => {
             warn!(%remote, client = %name, "pipe handshake failed: {error}");
             return;
@@ -115,14 +159,16 @@ async fn serve_client(
             "a newer connection with the same identity replaced this one",
         );
     }
-    info!(client = %name, %remote, connection = handle.connection_id(), "client connected");
-    tokio::select! {
-        _ = handle.closed() => {}
-        _ = shutdown.cancelled() => {
-            handle.close(go_away::Reason::Shutdown, "server node is shutting down");
-            handle.closed().await;
-        }
-    }
+    node.events().emit(ConnectionEvent::ConnectionAdded {
+        peer: name.clone(),
+        remote_addr: remote.to_string(),
+        connection_id: handle.connection_id(),
+    });
+    handle.closed().await;
     node.peers().remove(&name, &handle);
-    info!(client = %name, connection = handle.connection_id(), reason = %handle.close_reason(), "client disconnected");
+    node.events().emit(ConnectionEvent::ConnectionRemoved {
+        peer: name,
+        connection_id: handle.connection_id(),
+        reason: handle.close_reason(),
+    });
 }
