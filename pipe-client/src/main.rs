@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the client node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check an identity (key matches certificate, chain verifies against the
     /// CA, certificate is a client certificate with a valid node name) and
     /// install it into the cert dir. Nothing is installed if any check fails.
@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the async runtime")?
-            .block_on(serve(args)),
+            .block_on(serve(*args)),
     }
 }
 

@@ -55,6 +55,15 @@ pub struct TuningArgs {
     /// On shutdown, time given to requests in progress, in seconds.
     #[arg(long, env = "RP_DRAIN_GRACE", value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub drain_grace: Duration,
+    /// Command run through `sh -c` on each connection event (connect_success,
+    /// connect_fail, connection_added, connection_removed, idle), with
+    /// RP_EVENT, RP_NODE, RP_PEER, RP_REASON... in its environment.
+    #[arg(long, env = "RP_ON_EVENT", value_name = "COMMAND")]
+    pub on_event: Option<String>,
+    /// Server node: most client connections held at once; past it, new ones
+    /// are refused with a clear reason and retry with backoff.
+    #[arg(long, env = "RP_MAX_CONNECTIONS", value_name = "N", default_value_t = crate::node::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Debug logging (the original's DEBUG=1). RUST_LOG, when set, wins.
     #[arg(long, env = "DEBUG", value_parser = clap::builder::FalseyValueParser::new(), default_value = "false")]
     pub debug: bool,
@@ -98,6 +107,8 @@ impl TuningArgs {
             peer_wait: self.peer_wait,
             max_body_bytes,
             drain_grace: self.drain_grace,
+            max_connections: self.max_connections,
+            on_event: self.on_event.clone(),
             ..NodeSettings::default()
         })
     }

@@ -59,9 +59,12 @@ impl Peers {
     /// Forgets `handle` under `key`, unless a newer connection already
     /// replaced it.
     pub fn remove(&self, key: &str, handle: &PeerHandle) {
-        self.live.remove_if(key, |_, current| {
+        let removed = self.live.remove_if(key, |_, current| {
             current.connection_id() == handle.connection_id()
         });
+        if removed.is_some() {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
         self.changed.notify_waiters();
     }
 

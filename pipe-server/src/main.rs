@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check an identity (key matches certificate, chain verifies against the
     /// CA, certificate is a server certificate) and install it into the cert
     /// dir. Nothing is installed if any check fails.
@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve(args) => runtime()?.block_on(serve(args)),
+        Command::Serve(args) => runtime()?.block_on(serve(*args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
     }
 }

@@ -20,6 +20,8 @@ use pipe_core::tls::TlsIdentity;
 use pipe_core::{NodeSettings, Registry, Side};
 use tokio_util::sync::CancellationToken;
 
+pub mod proxy;
+
 /// A throwaway certificate authority.
 pub struct Pki {
     pub ca: CertificateAuthority,
@@ -55,6 +57,23 @@ impl Pki {
 
     pub fn client(&self, name: &str) -> TlsIdentity {
         self.identity(&self.issue(IssueRequest::new(name, Role::Client)))
+    }
+}
+
+/// Settings with fast heartbeats: a silent peer is dropped in 0.6 s.
+pub fn heartbeat_settings() -> NodeSettings {
+    let mut settings = fast_settings();
+    settings.connection.ping_interval = Duration::from_millis(150);
+    settings.connection.dead_after = Duration::from_millis(600);
+    settings
+}
+
+/// Polls `condition` every 10 ms until it holds, failing after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -125,8 +144,19 @@ pub async fn start_server_with(
     handlers: Registry,
     settings: NodeSettings,
 ) -> TestNode {
+    start_server_at("127.0.0.1:0".parse().unwrap(), identity, handlers, settings).await
+}
+
+/// A server node whose pipe listens on `pipe` (e.g. the port of a server
+/// that was just stopped, to restart it in place).
+pub async fn start_server_at(
+    pipe: SocketAddr,
+    identity: TlsIdentity,
+    handlers: Registry,
+    settings: NodeSettings,
+) -> TestNode {
     init_logging();
-    let pipe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pipe = tokio::net::TcpListener::bind(pipe).await.unwrap();
     let pipe_addr = pipe.local_addr().unwrap();
     let (http, http_addr) = local_front().await;
     let running = launch::start_server(
