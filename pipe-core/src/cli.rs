@@ -186,7 +186,11 @@ pub fn init_logging(debug: bool, profile: Option<Profile>) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout is for what a command prints (the demo's
+    // curl lines), and journald captures both.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if profile == Some(Profile::Prod) {
         builder.json().with_ansi(false).init();
     } else {

@@ -624,6 +624,8 @@ async fn read_loop<R>(
 {
     let peer = shared.peer.name.clone();
     let mut idle_reported = false;
+    // Whether a GoAway explaining the close is queued for the peer.
+    let mut told_peer = false;
     let mut last_heard = Instant::now();
     let mut last_ping = last_heard;
     let mut ping_nonce = 0u64;
@@ -640,6 +642,7 @@ async fn read_loop<R>(
                         warn!(%peer, connection = shared.connection_id, "closing connection: {error}");
                         if matches!(error, FrameError::TooLarge { .. } | FrameError::Malformed(_) | FrameError::Empty) {
                             protocol_error(&shared, error.to_string());
+                            told_peer = true;
                         }
                         break format!("protocol error: {error}");
                     }
@@ -653,6 +656,7 @@ async fn read_loop<R>(
                 if let Err(violation) = dispatch(body, &shared, &handlers, &slots) {
                     warn!(%peer, connection = shared.connection_id, "closing connection: {violation}");
                     protocol_error(&shared, violation.clone());
+                    told_peer = true;
                     break format!("protocol error: {violation}");
                 }
             }
@@ -676,9 +680,14 @@ async fn read_loop<R>(
         }
     };
     shared.record_close(reason);
-    shared.closed.cancel();
     // Everyone still waiting learns at once; their futures map this to 502.
     shared.pending.clear();
+    if told_peer {
+        // Give the writer a bounded moment to deliver the GoAway and close
+        // TLS cleanly; it ends the connection itself when done.
+        let _ = timeout(CLOSE_TIMEOUT, shared.closed.cancelled()).await;
+    }
+    shared.closed.cancel();
     debug!(%peer, connection = shared.connection_id, "reader finished");
 }
 

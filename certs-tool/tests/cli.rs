@@ -1,0 +1,341 @@
+//! `certs-tool` as an operator runs it: the real binary, in a temporary
+//! directory, and the certificates it writes put through a real TLS 1.3
+//! handshake.
+// Helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pipe_core::identity;
+use pipe_core::pki::{CertificateAuthority, Role};
+use pipe_core::tls::{self, TlsIdentity};
+use rustls::pki_types::ServerName;
+
+fn certs_tool(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_certs-tool"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("certs-tool runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs certs-tool and insists it succeeded.
+fn ok(args: &[&str]) -> Output {
+    let output = certs_tool(args);
+    assert!(
+        output.status.success(),
+        "certs-tool {args:?} failed: {}",
+        stderr(&output)
+    );
+    output
+}
+
+/// Runs certs-tool and insists it failed; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let output = certs_tool(args);
+    assert!(
+        !output.status.success(),
+        "certs-tool {args:?} should have failed; stdout: {}",
+        stdout(&output)
+    );
+    stderr(&output)
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// A CA made by `certs-tool init-ca` in a fresh directory.
+fn ca_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    ok(&["init-ca", "--out", arg(&dir)]);
+    (tmp, dir)
+}
+
+fn load(dir: &Path, name: &str) -> TlsIdentity {
+    TlsIdentity::from_pem(
+        &read(&dir.join(format!("{name}.crt.pem"))),
+        &read(&dir.join(format!("{name}.key.pem"))),
+        &read(&dir.join("ca.crt.pem")),
+    )
+    .unwrap()
+}
+
+/// A full TLS 1.3 handshake in memory between the two identities, the
+/// client verifying the server as `server_name`. Returns the client's
+/// identity as the server's pipe code reads it.
+fn handshake(
+    server: &TlsIdentity,
+    client: &TlsIdentity,
+    server_name: &str,
+) -> Result<String, String> {
+    let mut s = rustls::ServerConnection::new(server.server_config().unwrap()).unwrap();
+    let mut c = rustls::ClientConnection::new(
+        client.client_config().unwrap(),
+        ServerName::try_from(server_name.to_owned()).unwrap(),
+    )
+    .unwrap();
+    for _ in 0..10 {
+        let mut wire = Vec::new();
+        c.write_tls(&mut wire).unwrap();
+        s.read_tls(&mut &wire[..]).unwrap();
+        s.process_new_packets()
+            .map_err(|e| format!("server: {e}"))?;
+        let mut wire = Vec::new();
+        s.write_tls(&mut wire).unwrap();
+        c.read_tls(&mut &wire[..]).unwrap();
+        c.process_new_packets()
+            .map_err(|e| format!("client: {e}"))?;
+        if !c.is_handshaking() && !s.is_handshaking() {
+            return tls::peer_identity(s.peer_certificates(), Role::Client)
+                .map_err(|e| e.to_string());
+        }
+    }
+    Err("handshake did not finish".to_owned())
+}
+
+#[test]
+fn init_ca_writes_the_ca_with_a_private_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("new/ca");
+    let output = ok(&["init-ca", "--out", arg(&dir)]);
+    assert_eq!(files_in(&dir), ["ca.crt.pem", "ca.key.pem"]);
+    assert_eq!(mode(&dir.join("ca.key.pem")), 0o600);
+    assert!(
+        stdout(&output).contains("ca.crt.pem"),
+        "{}",
+        stdout(&output)
+    );
+    // It is a CA whose key belongs to its certificate.
+    CertificateAuthority::load(&dir.join("ca.crt.pem"), &dir.join("ca.key.pem"))
+        .expect("the written CA loads");
+}
+
+#[test]
+fn issued_server_and_client_identities_work_over_tls() {
+    let (_tmp, dir) = ca_dir();
+    ok(&[
+        "issue",
+        "--out",
+        arg(&dir),
+        "--name",
+        "srv",
+        "--server",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+    ]);
+    ok(&["issue", "--out", arg(&dir), "--name", "node-1", "--client"]);
+    assert_eq!(
+        files_in(&dir),
+        [
+            "ca.crt.pem",
+            "ca.key.pem",
+            "node-1.crt.pem",
+            "node-1.key.pem",
+            "srv.crt.pem",
+            "srv.key.pem"
+        ]
+    );
+    for key in ["srv.key.pem", "node-1.key.pem"] {
+        assert_eq!(mode(&dir.join(key)), 0o600, "{key}");
+    }
+
+    // Each fits its role, and only its role.
+    let ca = read(&dir.join("ca.crt.pem"));
+    let check = |name: &str, role: Role| {
+        identity::validate(
+            &read(&dir.join(format!("{name}.key.pem"))),
+            &read(&dir.join(format!("{name}.crt.pem"))),
+            &ca,
+            role,
+        )
+    };
+    assert_eq!(check("srv", Role::Server).unwrap().name, "srv");
+    assert_eq!(check("node-1", Role::Client).unwrap().name, "node-1");
+    assert!(check("srv", Role::Client).is_err());
+    assert!(check("node-1", Role::Server).is_err());
+
+    // The server certificate is good for the names asked for, and no other.
+    let server = load(&dir, "srv");
+    let client = load(&dir, "node-1");
+    for name in ["localhost", "127.0.0.1", "srv"] {
+        assert_eq!(
+            handshake(&server, &client, name).as_deref(),
+            Ok("node-1"),
+            "{name}"
+        );
+    }
+    let wrong = handshake(&server, &client, "example.com").unwrap_err();
+    assert!(
+        wrong.starts_with("client:") && wrong.contains("example.com"),
+        "{wrong}"
+    );
+}
+
+#[test]
+fn issue_with_ca_dir_writes_elsewhere() {
+    let (tmp, ca) = ca_dir();
+    let out = tmp.path().join("nodes");
+    ok(&[
+        "issue",
+        "--out",
+        arg(&out),
+        "--ca-dir",
+        arg(&ca),
+        "--name",
+        "n2",
+        "--client",
+        "--days",
+        "3",
+    ]);
+    assert_eq!(files_in(&out), ["n2.crt.pem", "n2.key.pem"]);
+    let installed = identity::validate(
+        &read(&out.join("n2.key.pem")),
+        &read(&out.join("n2.crt.pem")),
+        &read(&ca.join("ca.crt.pem")),
+        Role::Client,
+    )
+    .unwrap();
+    // --days is honoured: it expires before one issued with the default.
+    ok(&[
+        "issue",
+        "--out",
+        arg(&out),
+        "--ca-dir",
+        arg(&ca),
+        "--name",
+        "n3",
+        "--client",
+    ]);
+    let default = identity::validate(
+        &read(&out.join("n3.key.pem")),
+        &read(&out.join("n3.crt.pem")),
+        &read(&ca.join("ca.crt.pem")),
+        Role::Client,
+    )
+    .unwrap();
+    assert!(
+        installed.not_after < default.not_after,
+        "{installed:?} vs {default:?}"
+    );
+}
+
+#[test]
+fn second_init_ca_without_force_is_refused_and_keeps_the_ca() {
+    let (_tmp, dir) = ca_dir();
+    let key = read(&dir.join("ca.key.pem"));
+    let cert = read(&dir.join("ca.crt.pem"));
+
+    let message = fails(&["init-ca", "--out", arg(&dir)]);
+    assert!(
+        message.contains("already exists") && message.contains("--force"),
+        "{message}"
+    );
+    assert_eq!(read(&dir.join("ca.key.pem")), key);
+    assert_eq!(read(&dir.join("ca.crt.pem")), cert);
+
+    ok(&["init-ca", "--out", arg(&dir), "--force"]);
+    assert_ne!(read(&dir.join("ca.key.pem")), key);
+    assert_eq!(mode(&dir.join("ca.key.pem")), 0o600);
+}
+
+#[test]
+fn bad_names_and_roles_are_refused_and_write_nothing() {
+    let (_tmp, dir) = ca_dir();
+    for name in ["bad/name", "..", "", "white space", "ümlaut"] {
+        let message = fails(&["issue", "--out", arg(&dir), "--name", name, "--client"]);
+        assert!(message.contains("invalid name"), "{name:?}: {message}");
+    }
+    // Nothing escaped into a subdirectory or the parent.
+    assert_eq!(files_in(&dir), ["ca.crt.pem", "ca.key.pem"]);
+    assert!(!dir.join("bad").exists());
+
+    // Exactly one of --server and --client.
+    let message = fails(&["issue", "--out", arg(&dir), "--name", "x"]);
+    assert!(
+        message.contains("--server") && message.contains("--client"),
+        "{message}"
+    );
+    fails(&[
+        "issue",
+        "--out",
+        arg(&dir),
+        "--name",
+        "x",
+        "--server",
+        "--client",
+    ]);
+    // A bad IP address.
+    let message = fails(&[
+        "issue",
+        "--out",
+        arg(&dir),
+        "--name",
+        "x",
+        "--server",
+        "--ip",
+        "1.2.3",
+    ]);
+    assert!(message.contains("1.2.3"), "{message}");
+    assert_eq!(files_in(&dir), ["ca.crt.pem", "ca.key.pem"]);
+}
+
+#[test]
+fn issue_without_a_ca_says_how_to_make_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let message = fails(&["issue", "--out", arg(tmp.path()), "--name", "n", "--client"]);
+    assert!(message.contains("init-ca"), "{message}");
+    assert!(files_in(tmp.path()).is_empty());
+}
+
+#[test]
+fn help_of_each_subcommand_names_its_flags() {
+    let top = stdout(&ok(&["--help"]));
+    for word in ["init-ca", "issue"] {
+        assert!(top.contains(word), "--help lacks {word}: {top}");
+    }
+    let init = stdout(&ok(&["init-ca", "--help"]));
+    for flag in ["--out", "--name", "--force"] {
+        assert!(init.contains(flag), "init-ca --help lacks {flag}: {init}");
+    }
+    let issue = stdout(&ok(&["issue", "--help"]));
+    for flag in [
+        "--out", "--name", "--server", "--client", "--dns", "--ip", "--ca-dir", "--days",
+    ] {
+        assert!(issue.contains(flag), "issue --help lacks {flag}: {issue}");
+    }
+}
