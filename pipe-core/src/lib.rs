@@ -17,6 +17,7 @@ pub mod handler;
 pub mod http;
 pub mod identity;
 pub mod launch;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod pki;

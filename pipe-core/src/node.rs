@@ -45,6 +45,8 @@ pub struct NodeSettings {
     pub max_connections: usize,
     /// Command run (through `sh -c`) on each connection event.
     pub on_event: Option<String>,
+    /// Where metrics go; `None` sends none.
+    pub statsd: Option<crate::metrics::StatsdSettings>,
 }
 
 impl Default for NodeSettings {
@@ -59,6 +61,7 @@ impl Default for NodeSettings {
             drain_grace: crate::http::DEFAULT_DRAIN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             on_event: None,
+            statsd: None,
         }
     }
 }
