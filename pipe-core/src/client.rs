@@ -19,6 +19,10 @@ use crate::backoff::{Backoff, BackoffSettings};
 use crate::connection::{self, HandshakeError, PeerHandle, PeerInfo};
 use crate::events::ConnectionEvent;
 use crate::handler::Side;
+use crate::metrics::{
+    CONNECT_BROKEN_TICK, CONNECT_CONNECTED_TICK, CONNECT_FAIL_TICK, CONNECT_NEW_TICK, PEERS_GAUGE,
+    RECONNECT_TIMING,
+};
 use crate::node::Node;
 use crate::peers::SERVER_KEY;
 use crate::pki::Role;
@@ -59,18 +63,26 @@ pub async fn run(
 ) {
     let connector = TlsConnector::from(tls);
     let mut backoff = Backoff::new(backoff);
+    // When the last connection was lost, until the next one is up.
+    let mut lost_at: Option<Instant> = None;
     loop {
+        node.metrics().incr(CONNECT_NEW_TICK);
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => return,
             attempt = connect(&target, &connector, &node) => attempt,
         };
         match attempt {
             Ok(handle) => {
+                if let Some(lost_at) = lost_at.take() {
+                    node.metrics().timing(RECONNECT_TIMING, lost_at.elapsed());
+                }
                 if stay_connected(&node, handle, &mut backoff, &shutdown).await == Ended::Shutdown {
                     return;
                 }
+                lost_at = Some(Instant::now());
             }
             Err(error) => {
+                node.metrics().incr(CONNECT_FAIL_TICK);
                 let chain = format!("{error:#}");
                 let refusal = error
                     .downcast_ref::<HandshakeError>()
@@ -135,6 +147,8 @@ async fn stay_connected(
     if let Some(old) = node.peers().insert(SERVER_KEY, handle.clone()) {
         old.close(go_away::Reason::Replaced, "client reconnected");
     }
+    node.metrics().incr(CONNECT_CONNECTED_TICK);
+    node.metrics().gauge(PEERS_GAUGE, node.peers().len() as u64);
     node.events().emit(ConnectionEvent::ConnectSuccess {
         peer: handle.name().to_owned(),
         attempts,
@@ -163,6 +177,8 @@ async fn stay_connected(
         }
     };
     node.peers().remove(SERVER_KEY, &handle);
+    node.metrics().incr(CONNECT_BROKEN_TICK);
+    node.metrics().gauge(PEERS_GAUGE, node.peers().len() as u64);
     let reason = handle.close_reason();
     node.events().emit(ConnectionEvent::ConnectionRemoved {
         peer: handle.name().to_owned(),

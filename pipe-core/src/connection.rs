@@ -29,6 +29,7 @@ use crate::handler::{
     HandlerError, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Registry, Reply, Request, Side,
     is_json_type,
 };
+use crate::metrics::{self, Metrics};
 use crate::proto::{self, Cancel, Event, GoAway, Hello, Ping, Pong, frame::Body, go_away};
 use crate::router::handler_name;
 
@@ -110,6 +111,8 @@ pub struct Endpoint {
     pub settings: ConnectionSettings,
     /// Where connection events go.
     pub events: EventSink,
+    /// Where metrics go.
+    pub metrics: Metrics,
 }
 
 /// Why the `Hello` exchange failed.
@@ -232,6 +235,7 @@ struct Shared {
     peer_go_away_reason: Mutex<Option<go_away::Reason>>,
     close_reason: Mutex<Option<String>>,
     max_frame_bytes: usize,
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -585,6 +589,7 @@ where
         peer_go_away_reason: Mutex::new(None),
         close_reason: Mutex::new(None),
         max_frame_bytes: settings.max_frame_bytes,
+        metrics: local.metrics.clone(),
     });
     let slots = Arc::new(Semaphore::new(settings.max_concurrent_handlers));
     tokio::spawn(write_loop(writer, outbound_rx, shared.clone()));
@@ -629,6 +634,8 @@ async fn read_loop<R>(
     let mut last_heard = Instant::now();
     let mut last_ping = last_heard;
     let mut ping_nonce = 0u64;
+    // The latest ping still waiting for its pong, and when it was sent.
+    let mut ping_outstanding: Option<(u64, Instant)> = None;
     let reason: String = loop {
         let ping_at = last_heard.max(last_ping) + settings.ping_interval;
         let dead_at = last_heard + settings.dead_after;
@@ -653,6 +660,12 @@ async fn read_loop<R>(
                 if !matches!(body, Body::Pong(_) | Body::Ping(_)) {
                     idle_reported = false;
                 }
+                if let Body::Pong(pong) = &body {
+                    let answered = ping_outstanding.take_if(|(nonce, _)| *nonce == pong.nonce);
+                    if let Some((_, sent)) = answered {
+                        shared.metrics.timing(metrics::HEARTBEAT_TIMING, last_heard - sent);
+                    }
+                }
                 if let Err(violation) = dispatch(body, &shared, &handlers, &slots) {
                     warn!(%peer, connection = shared.connection_id, "closing connection: {violation}");
                     protocol_error(&shared, violation.clone());
@@ -675,6 +688,7 @@ async fn read_loop<R>(
                 }
                 ping_nonce += 1;
                 last_ping = now;
+                ping_outstanding = Some((ping_nonce, now));
                 shared.send_control(Body::Ping(Ping { nonce: ping_nonce }));
             }
         }
@@ -709,6 +723,7 @@ fn dispatch(
 ) -> Result<(), String> {
     match body {
         Body::Event(event) => {
+            shared.metrics.incr(metrics::RECEIVE_TICK);
             if event.body_follows {
                 return Err("chunked bodies are not supported by this node yet".to_owned());
             }
@@ -793,7 +808,7 @@ async fn handle_event(
         _ = sleep_until(deadline) => None,
         reply = async {
             let _permit: OwnedSemaphorePermit = slots.acquire_owned().await.ok()?;
-            Some(run_handler(event, &shared.peer.name, &handlers, deadline, cancelled.clone()).await)
+            Some(run_handler(event, &shared, &handlers, deadline, cancelled.clone()).await)
         } => reply,
     };
     shared.running.remove(&request_id);
@@ -813,13 +828,16 @@ async fn handle_event(
 
 async fn run_handler(
     event: Event,
-    peer: &str,
+    shared: &Shared,
     handlers: &Registry,
     deadline: Instant,
     cancelled: CancellationToken,
 ) -> Reply {
+    let peer = shared.peer.name.as_str();
+    let started = Instant::now();
     let name = handler_name(&event.verb, &event.noun);
     let Some(handler) = handlers.lookup(&name) else {
+        shared.metrics.handled(None, started.elapsed());
         debug!(%peer, handler = %name, "no such handler");
         return Reply::json(&serde_json::json!({
             "error": format!("no handler named {name:?} on this node"),
@@ -847,7 +865,9 @@ async fn run_handler(
     // A task of its own, so a panicking handler is a 251, not a dead reader;
     // aborted on drop, so cancellation stops it.
     let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(handler.call(request)));
-    let failure = match task.await {
+    let outcome = task.await;
+    shared.metrics.handled(Some(&name), started.elapsed());
+    let failure = match outcome {
         Ok(Ok(reply)) => return reply,
         Ok(Err(failure)) => failure,
         Err(join_error) => {

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::connection::{Outbound, RequestError};
 use crate::handler::{RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply, Side, is_json_type};
+use crate::metrics::{SEND_TICK, SEND_TIMING};
 use crate::node::Node;
 use crate::peers::{Lookup, SERVER_KEY};
 use crate::router::{self, ALLOWED_METHODS, PipedPath, Verb};
@@ -76,21 +77,58 @@ impl fmt::Display for HttpAddr {
     }
 }
 
+/// How a unix-socket front is exposed, and whose `X-Forwarded-For` to
+/// believe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Permission bits of the socket file (e.g. `0o660`).
+    pub mode: u32,
+    /// Group to give the socket file (name or number), e.g. `www-data`.
+    pub group: Option<String>,
+    /// TCP callers whose `X-Forwarded-For` names the real caller in logs.
+    /// Callers on a unix socket (nginx) are always believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            mode: 0o660,
+            group: None,
+            trusted_proxies: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1]),
+            ],
+        }
+    }
+}
+
 /// A bound local HTTP listener.
 #[derive(Debug)]
-pub enum HttpListener {
-    /// Listening on TCP.
+pub struct HttpListener {
+    socket: Socket,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+#[derive(Debug)]
+enum Socket {
     Tcp(TcpListener),
-    /// Listening on a unix socket (removed again on shutdown).
+    /// Removed again on shutdown.
     Unix(UnixListener, PathBuf),
 }
 
 impl HttpListener {
-    /// Binds `addr`. A stale unix socket left by a dead process is replaced;
-    /// one a live process still serves is an error.
+    /// Binds `addr` with default [`SocketOptions`].
     pub async fn bind(addr: &HttpAddr) -> std::io::Result<Self> {
-        match addr {
-            HttpAddr::Tcp(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await?)),
+        Self::bind_with(addr, &SocketOptions::default()).await
+    }
+
+    /// Binds `addr`. A stale unix socket left by a dead process is replaced;
+    /// one a live process still serves is an error. A unix socket gets the
+    /// mode and group of `options`.
+    pub async fn bind_with(addr: &HttpAddr, options: &SocketOptions) -> std::io::Result<Self> {
+        let socket = match addr {
+            HttpAddr::Tcp(addr) => Socket::Tcp(TcpListener::bind(addr).await?),
             HttpAddr::Unix(path) => {
                 if path.exists() {
                     if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -101,17 +139,79 @@ impl HttpListener {
                     }
                     std::fs::remove_file(path)?;
                 }
-                Ok(Self::Unix(UnixListener::bind(path)?, path.clone()))
+                let listener = UnixListener::bind(path)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))?;
+                if let Some(group) = &options.group {
+                    std::os::unix::fs::chown(path, None, Some(group_id(group)?))?;
+                }
+                Socket::Unix(listener, path.clone())
             }
-        }
+        };
+        Ok(Self {
+            socket,
+            trusted_proxies: options.trusted_proxies.clone(),
+        })
     }
 
     /// The address actually bound (with the real port for `:0`).
     pub fn local_addr(&self) -> std::io::Result<HttpAddr> {
-        Ok(match self {
-            Self::Tcp(listener) => HttpAddr::Tcp(listener.local_addr()?),
-            Self::Unix(_, path) => HttpAddr::Unix(path.clone()),
+        Ok(match &self.socket {
+            Socket::Tcp(listener) => HttpAddr::Tcp(listener.local_addr()?),
+            Socket::Unix(_, path) => HttpAddr::Unix(path.clone()),
         })
+    }
+}
+
+/// The numeric id of a group given by name (looked up in `/etc/group`) or
+/// number.
+fn group_id(group: &str) -> std::io::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")?;
+    groups
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?;
+            if name == group {
+                gid.parse().ok()
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no group named {group:?} in /etc/group"),
+            )
+        })
+}
+
+/// The other end of a local HTTP connection.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: String,
+    /// A trusted proxy (or a unix-socket caller): its forwarded-for counts.
+    trusted: bool,
+}
+
+/// Who made a local request, for logs: the connection's peer, or the first
+/// `X-Forwarded-For` address when the peer is a trusted proxy.
+fn caller_of(request: &Request<Incoming>, peer: &Peer) -> String {
+    let forwarded = peer
+        .trusted
+        .then(|| request.headers().get("x-forwarded-for"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    match forwarded {
+        Some(original) => format!("{original} via {}", peer.addr),
+        None => peer.addr.clone(),
     }
 }
 
@@ -133,7 +233,7 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             accepted = accept(&listener) => accepted,
         };
-        let (io, caller) = match accepted {
+        let (io, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -145,7 +245,7 @@ pub async fn serve(
         let node = node.clone();
         let service = service_fn(move |request| {
             let node = node.clone();
-            let caller = caller.clone();
+            let caller = caller_of(&request, &peer);
             async move { Ok::<_, Infallible>(respond(&node, request, &caller).await) }
         });
         let connection = builder.serve_connection(io, service);
@@ -165,9 +265,9 @@ pub async fn serve(
 }
 
 fn listener_cleanup(listener: &HttpListener) -> std::io::Result<()> {
-    match listener {
-        HttpListener::Tcp(_) => Ok(()),
-        HttpListener::Unix(_, path) => std::fs::remove_file(path),
+    match &listener.socket {
+        Socket::Tcp(_) => Ok(()),
+        Socket::Unix(_, path) => std::fs::remove_file(path),
     }
 }
 
@@ -176,22 +276,24 @@ type BoxedIo = TokioIo<Box<dyn IoStream>>;
 trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> IoStream for T {}
 
-async fn accept(listener: &HttpListener) -> std::io::Result<(BoxedIo, String)> {
-    Ok(match listener {
-        HttpListener::Tcp(listener) => {
-            let (stream, addr) = listener.accept().await?;
+async fn accept(listener: &HttpListener) -> std::io::Result<(BoxedIo, Peer)> {
+    Ok(match &listener.socket {
+        Socket::Tcp(tcp) => {
+            let (stream, addr) = tcp.accept().await?;
             let _ = stream.set_nodelay(true);
-            (
-                TokioIo::new(Box::new(stream) as Box<dyn IoStream>),
-                addr.to_string(),
-            )
+            let peer = Peer {
+                addr: addr.to_string(),
+                trusted: listener.trusted_proxies.contains(&addr.ip()),
+            };
+            (TokioIo::new(Box::new(stream) as Box<dyn IoStream>), peer)
         }
-        HttpListener::Unix(listener, _) => {
-            let (stream, _) = listener.accept().await?;
-            (
-                TokioIo::new(Box::new(stream) as Box<dyn IoStream>),
-                "unix".to_owned(),
-            )
+        Socket::Unix(unix, _) => {
+            let (stream, _) = unix.accept().await?;
+            let peer = Peer {
+                addr: "unix".to_owned(),
+                trusted: true,
+            };
+            (TokioIo::new(Box::new(stream) as Box<dyn IoStream>), peer)
         }
     })
 }
@@ -218,6 +320,20 @@ async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Respo
         "/_pipe/status" => return json_response(StatusCode::OK, &status(node)),
         _ => {}
     }
+    let response = respond_piped(node, request, caller).await;
+    let body_bytes = hyper::body::Body::size_hint(response.body()).lower();
+    node.metrics()
+        .http_response(response.status().as_u16(), body_bytes);
+    response
+}
+
+/// Answers a request for a piped path (or explains why it is not one).
+async fn respond_piped(
+    node: &Node,
+    request: Request<Incoming>,
+    caller: &str,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
     let route = match node.side() {
         Side::Client => router::parse_server_path(path)
             .map(|parsed| parsed.map(|piped| (SERVER_KEY.to_owned(), piped))),
@@ -327,6 +443,7 @@ async fn pipe(
             );
         }
     };
+    node.metrics().http_request(body.len() as u64);
     if is_json_type(&content_type) && !body.is_empty() {
         if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             return error_response(
@@ -365,15 +482,21 @@ async fn pipe(
         body,
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
+    node.metrics().incr(SEND_TICK);
+    let sent = Instant::now();
     match peer.request(outbound, remaining).await {
-        Ok(reply) => reply_response(reply),
+        Ok(reply) => {
+            node.metrics().timing(SEND_TIMING, sent.elapsed());
+            reply_response(reply)
+        }
         Err(error) => {
-            let status = match error {
-                RequestError::Disconnected { .. } => StatusCode::BAD_GATEWAY,
-                RequestError::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
-                RequestError::GoingAway { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            let (status, kind) = match error {
+                RequestError::Disconnected { .. } => (StatusCode::BAD_GATEWAY, "disconnected"),
+                RequestError::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                RequestError::GoingAway { .. } => (StatusCode::SERVICE_UNAVAILABLE, "going_away"),
+                RequestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             };
+            node.metrics().send_failed(kind);
             error_response(status, error)
         }
     }

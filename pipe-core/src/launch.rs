@@ -12,8 +12,21 @@ use crate::backoff::BackoffSettings;
 use crate::client::ServerTarget;
 use crate::handler::{Registry, Side};
 use crate::http::{self, HttpAddr, HttpListener};
+use crate::metrics::{Metrics, MetricsError};
 use crate::node::{Node, NodeSettings};
 use crate::tls::{TlsError, TlsIdentity};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The TLS identity is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Metrics are configured but cannot be sent (e.g. the statsd host does
+    /// not resolve).
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
 
 /// A node whose tasks are running.
 #[derive(Debug)]
@@ -62,9 +75,10 @@ pub fn start_server(
     handlers: Registry,
     settings: NodeSettings,
     shutdown: CancellationToken,
-) -> Result<RunningNode, TlsError> {
+) -> Result<RunningNode, LaunchError> {
     let tls = identity.server_config()?;
-    let node = Node::new(Side::Server, identity.name()?, handlers, settings);
+    let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
+    let node = Node::new(Side::Server, identity.name()?, handlers, settings, metrics);
     let http_addr = http.local_addr().map_err(|source| TlsError::Read {
         path: "local HTTP listener".into(),
         source,
@@ -96,9 +110,10 @@ pub fn start_client(
     settings: NodeSettings,
     backoff: BackoffSettings,
     shutdown: CancellationToken,
-) -> Result<RunningNode, TlsError> {
+) -> Result<RunningNode, LaunchError> {
     let tls = identity.client_config()?;
-    let node = Node::new(Side::Client, identity.name()?, handlers, settings);
+    let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
+    let node = Node::new(Side::Client, identity.name()?, handlers, settings, metrics);
     let http_addr = http.local_addr().map_err(|source| TlsError::Read {
         path: "local HTTP listener".into(),
         source,
@@ -130,6 +145,7 @@ fn spawn_http(
 ) {
     let grace = node.settings().drain_grace;
     tasks.spawn(http::serve(http, node.clone(), shutdown.clone(), grace));
+    tasks.spawn(crate::metrics::report(node.clone(), shutdown.clone()));
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM.

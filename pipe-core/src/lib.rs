@@ -8,8 +8,8 @@
 //! frames ([`frame`]).
 
 pub mod backoff;
-pub mod cli;
 pub mod client;
+pub mod config;
 pub mod connection;
 pub mod events;
 pub mod frame;
@@ -17,6 +17,7 @@ pub mod handler;
 pub mod http;
 pub mod identity;
 pub mod launch;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod peers;

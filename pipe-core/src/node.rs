@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{ConnectionSettings, Endpoint, LocalHello};
 use crate::events::EventSink;
 use crate::handler::{Registry, Side};
+use crate::metrics::Metrics;
 use crate::peers::Peers;
 
 /// Default time a request may take end to end, unless its caller says
@@ -93,11 +94,20 @@ pub struct Node {
     started_at: SystemTime,
     link: Mutex<LinkState>,
     stopping: CancellationToken,
+    metrics: Metrics,
 }
 
 impl Node {
-    /// A node on `side`, known to peers as `name`, answering with `handlers`.
-    pub fn new(side: Side, name: String, handlers: Registry, settings: NodeSettings) -> Arc<Self> {
+    /// A node on `side`, known to peers as `name`, answering with `handlers`
+    /// and reporting to `metrics` (built from `settings.statsd` by the
+    /// caller, which can fail).
+    pub fn new(
+        side: Side,
+        name: String,
+        handlers: Registry,
+        settings: NodeSettings,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         let events = EventSink::new(&name, settings.on_event.clone());
         Arc::new(Self {
             side,
@@ -109,6 +119,7 @@ impl Node {
             started_at: SystemTime::now(),
             link: Mutex::new(LinkState::default()),
             stopping: CancellationToken::new(),
+            metrics,
         })
     }
 
@@ -147,6 +158,11 @@ impl Node {
         &self.events
     }
 
+    /// Where metrics go.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// What a new connection needs to know about this node.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint {
@@ -158,6 +174,7 @@ impl Node {
             handlers: self.handlers.clone(),
             settings: self.settings.connection.clone(),
             events: self.events.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

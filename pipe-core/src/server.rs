@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::connection::{self, PeerHandle, PeerInfo};
 use crate::events::ConnectionEvent;
 use crate::handler::Side;
+use crate::metrics::{CONNECT_BROKEN_TICK, CONNECT_CONNECTED_TICK, CONNECT_NEW_TICK, PEERS_GAUGE};
 use crate::node::Node;
 use crate::pki::Role;
 use crate::proto::{GoAway, go_away};
@@ -117,6 +118,7 @@ async fn serve_client(
     acceptor: TlsAcceptor,
     node: Arc<Node>,
 ) {
+    node.metrics().incr(CONNECT_NEW_TICK);
     let settings = node.settings();
     let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await
     {
@@ -159,6 +161,8 @@ async fn serve_client(
             "a newer connection with the same identity replaced this one",
         );
     }
+    node.metrics().incr(CONNECT_CONNECTED_TICK);
+    node.metrics().gauge(PEERS_GAUGE, node.peers().len() as u64);
     node.events().emit(ConnectionEvent::ConnectionAdded {
         peer: name.clone(),
         remote_addr: remote.to_string(),
@@ -166,6 +170,8 @@ async fn serve_client(
     });
     handle.closed().await;
     node.peers().remove(&name, &handle);
+    node.metrics().incr(CONNECT_BROKEN_TICK);
+    node.metrics().gauge(PEERS_GAUGE, node.peers().len() as u64);
     node.events().emit(ConnectionEvent::ConnectionRemoved {
         peer: name,
         connection_id: handle.connection_id(),

@@ -186,3 +186,36 @@ pub fn peer_identity(
     }
     Ok(identity::node_name(leaf)?)
 }
+
+/// A TLS configuration that can be replaced while in use: each new
+/// connection takes the current one; established connections keep theirs.
+/// This is how certificates are reloaded without dropping the pipe.
+#[derive(Debug)]
+pub struct Reloadable<T> {
+    current: std::sync::RwLock<Arc<T>>,
+}
+
+impl<T> Reloadable<T> {
+    /// Starts with `config`.
+    pub fn new(config: Arc<T>) -> Self {
+        Self {
+            current: std::sync::RwLock::new(config),
+        }
+    }
+
+    /// The configuration new connections use now.
+    pub fn current(&self) -> Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Makes `config` the one new connections use.
+    pub fn replace(&self, config: Arc<T>) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+    }
+}

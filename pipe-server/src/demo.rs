@@ -42,7 +42,10 @@ pub struct DemoArgs {
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    pipe_core::cli::init_logging(args.debug, None);
+    pipe_core::logging::init(pipe_core::config::Logging {
+        debug: args.debug,
+        format: pipe_core::config::LogFormat::Human,
+    });
     let ca = CertificateAuthority::generate("restpipe demo CA")?;
     let server_identity = identity(
         &ca,
