@@ -105,6 +105,7 @@ async fn serve(config: ClientConfig) -> anyhow::Result<()> {
         config.backoff,
         launch::shutdown_on_signals(),
     )?;
+    node.reload_on_signal(common.cert_files, common.watch_certs);
     node.wait().await;
     Ok(())
 }

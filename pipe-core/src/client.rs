@@ -27,7 +27,7 @@ use crate::node::Node;
 use crate::peers::SERVER_KEY;
 use crate::pki::Role;
 use crate::proto::go_away;
-use crate::tls;
+use crate::tls::{self, Reloadable};
 
 /// Default deadline for the TCP connect to the server.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,17 +56,18 @@ impl std::fmt::Display for ServerTarget {
 /// Keeps the connection to `target` up until `shutdown`, then drains it.
 pub async fn run(
     target: ServerTarget,
-    tls: Arc<rustls::ClientConfig>,
+    tls: Arc<Reloadable<rustls::ClientConfig>>,
     node: Arc<Node>,
     backoff: BackoffSettings,
     shutdown: CancellationToken,
 ) {
-    let connector = TlsConnector::from(tls);
     let mut backoff = Backoff::new(backoff);
     // When the last connection was lost, until the next one is up.
     let mut lost_at: Option<Instant> = None;
     loop {
         node.metrics().incr(CONNECT_NEW_TICK);
+        // The TLS config current now: a reload affects the next attempt.
+        let connector = TlsConnector::from(tls.current());
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => return,
             attempt = connect(&target, &connector, &node) => attempt,

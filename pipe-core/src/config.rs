@@ -114,6 +114,10 @@ pub struct CommonArgs {
     /// RP_CLIENT_KEY_FILENAME, RP_CLIENT_CRT_FILENAME, RP_CA_CRT_FILENAME.
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// Also reload the identity when its files change (SIGHUP always
+    /// reloads) [env: RP_WATCH_CERTS] [default: off].
+    #[arg(long)]
+    pub watch_certs: bool,
     /// Launch profile: dev (unix socket, debug logs) or prod (unix socket for
     /// the web server's group, JSON logs) [env: RP_PROFILE].
     #[arg(long, value_enum)]
@@ -253,6 +257,8 @@ pub struct CommonConfig {
     pub socket: SocketOptions,
     /// The identity files.
     pub cert_files: CertFiles,
+    /// Reload the identity when its files change, not only on SIGHUP.
+    pub watch_certs: bool,
     /// The launch profile, if any.
     pub profile: Option<Profile>,
     /// Logging.
@@ -288,6 +294,7 @@ const COMMON_KEYS: &[&str] = &[
     "key_filename",
     "crt_filename",
     "ca_crt_filename",
+    "watch_certs",
     "profile",
     "debug",
     "log_format",
@@ -660,6 +667,10 @@ fn resolve_common(
         cert_files.ca = cert_dir.join(name);
     }
 
+    let watch_certs = args.watch_certs
+        || layers
+            .lookup(&["RP_WATCH_CERTS"], "watch_certs", parse_bool)?
+            .unwrap_or(false);
     let debug = args.debug
         || layers
             .lookup(&["DEBUG"], "debug", parse_bool)?
@@ -822,6 +833,7 @@ fn resolve_common(
         http,
         socket,
         cert_files,
+        watch_certs,
         profile,
         logging: Logging { debug, format },
         node,

@@ -12,9 +12,14 @@ use crate::backoff::BackoffSettings;
 use crate::client::ServerTarget;
 use crate::handler::{Registry, Side};
 use crate::http::{self, HttpAddr, HttpListener};
+use crate::identity::{self, CertFiles};
 use crate::metrics::{Metrics, MetricsError};
 use crate::node::{Node, NodeSettings};
-use crate::tls::{TlsError, TlsIdentity};
+use crate::pki::Role;
+use crate::tls::{Reloadable, TlsError, TlsIdentity};
+
+/// How often `--watch-certs` looks at the identity files' modification times.
+const CERT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +38,68 @@ pub enum LaunchError {
 pub struct RunningNode {
     node: Arc<Node>,
     http_addr: HttpAddr,
+    tls: NodeTls,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// The node's replaceable TLS configuration.
+#[derive(Debug, Clone)]
+enum NodeTls {
+    Server(Arc<Reloadable<rustls::ServerConfig>>),
+    Client(Arc<Reloadable<rustls::ClientConfig>>),
+}
+
+/// Swaps a node's identity for new connections; cheap to clone into a task.
+#[derive(Debug, Clone)]
+pub struct IdentityReloader {
+    node: Arc<Node>,
+    tls: NodeTls,
+}
+
+impl IdentityReloader {
+    /// Makes `identity` the one new connections use. Established connections
+    /// keep theirs. On error the current identity stays.
+    pub fn reload(&self, identity: &TlsIdentity) -> Result<(), TlsError> {
+        let name = identity.name()?;
+        match &self.tls {
+            NodeTls::Server(slot) => slot.replace(identity.server_config()?),
+            NodeTls::Client(slot) => slot.replace(identity.client_config()?),
+        }
+        if name != self.node.name() {
+            tracing::warn!(
+                old = self.node.name(),
+                new = %name,
+                "the reloaded certificate names another identity; peers see the new name on their next connection"
+            );
+        }
+        tracing::info!(identity = %name, "identity reloaded: new connections use it");
+        Ok(())
+    }
+
+    /// Reads, validates and installs the identity in `files`: the same checks
+    /// as `set-identity` (key matches, chain verifies against the CA, the
+    /// certificate fits the node's role). A broken file changes nothing.
+    pub fn reload_files(&self, files: &CertFiles) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let role = match self.tls {
+            NodeTls::Server(_) => Role::Server,
+            NodeTls::Client(_) => Role::Client,
+        };
+        identity::validate(
+            &read(&files.key)?,
+            &read(&files.cert)?,
+            &read(&files.ca)?,
+            role,
+        )
+        .context("the new identity is invalid")?;
+        let identity = TlsIdentity::load(files)?;
+        self.reload(&identity)?;
+        Ok(())
+    }
 }
 
 impl RunningNode {
@@ -46,6 +111,56 @@ impl RunningNode {
     /// Where the local HTTP front listens.
     pub fn http_addr(&self) -> &HttpAddr {
         &self.http_addr
+    }
+
+    /// Swaps the node's identity for new connections.
+    pub fn reloader(&self) -> IdentityReloader {
+        IdentityReloader {
+            node: self.node.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// Reloads the identity from `files` on SIGHUP and, with `watch`, when
+    /// one of the files changes. Failures are logged; the old identity stays.
+    pub fn reload_on_signal(&self, files: CertFiles, watch: bool) {
+        let reloader = self.reloader();
+        let shutdown = self.shutdown.clone();
+        self.tasks.reopen();
+        self.tasks.spawn(async move {
+            let mut hangups =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                    Ok(signal) => Some(signal),
+                    Err(error) => {
+                        tracing::warn!("cannot listen for SIGHUP: {error}");
+                        None
+                    }
+                };
+            let mut seen = modified(&files);
+            let mut ticks = tokio::time::interval(CERT_WATCH_INTERVAL);
+            loop {
+                let why = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    Some(()) = async { hangups.as_mut()?.recv().await } => "SIGHUP",
+                    _ = ticks.tick(), if watch => {
+                        let now = modified(&files);
+                        if now == seen {
+                            continue;
+                        }
+                        seen = now;
+                        "the identity files changed"
+                    }
+                };
+                match reloader.reload_files(&files) {
+                    Ok(()) => tracing::info!(trigger = why, "certificates reloaded"),
+                    Err(error) => tracing::error!(
+                        trigger = why,
+                        "certificate reload refused, the current identity stays in use: {error:#}"
+                    ),
+                }
+            }
+        });
+        self.tasks.close();
     }
 
     /// Cancelling this token stops the node.
@@ -76,7 +191,7 @@ pub fn start_server(
     settings: NodeSettings,
     shutdown: CancellationToken,
 ) -> Result<RunningNode, LaunchError> {
-    let tls = identity.server_config()?;
+    let tls = Arc::new(Reloadable::new(identity.server_config()?));
     let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
     let node = Node::new(Side::Server, identity.name()?, handlers, settings, metrics);
     let http_addr = http.local_addr().map_err(|source| TlsError::Read {
@@ -87,7 +202,7 @@ pub fn start_server(
     let tasks = TaskTracker::new();
     tasks.spawn(crate::server::run(
         pipe,
-        tls,
+        tls.clone(),
         node.clone(),
         shutdown.clone(),
     ));
@@ -96,6 +211,7 @@ pub fn start_server(
     Ok(RunningNode {
         node,
         http_addr,
+        tls: NodeTls::Server(tls),
         shutdown,
         tasks,
     })
@@ -111,7 +227,7 @@ pub fn start_client(
     backoff: BackoffSettings,
     shutdown: CancellationToken,
 ) -> Result<RunningNode, LaunchError> {
-    let tls = identity.client_config()?;
+    let tls = Arc::new(Reloadable::new(identity.client_config()?));
     let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
     let node = Node::new(Side::Client, identity.name()?, handlers, settings, metrics);
     let http_addr = http.local_addr().map_err(|source| TlsError::Read {
@@ -122,7 +238,7 @@ pub fn start_client(
     let tasks = TaskTracker::new();
     tasks.spawn(crate::client::run(
         target,
-        tls,
+        tls.clone(),
         node.clone(),
         backoff,
         shutdown.clone(),
@@ -132,6 +248,7 @@ pub fn start_client(
     Ok(RunningNode {
         node,
         http_addr,
+        tls: NodeTls::Client(tls),
         shutdown,
         tasks,
     })
@@ -146,6 +263,14 @@ fn spawn_http(
     let grace = node.settings().drain_grace;
     tasks.spawn(http::serve(http, node.clone(), shutdown.clone(), grace));
     tasks.spawn(crate::metrics::report(node.clone(), shutdown.clone()));
+}
+
+/// Modification times of the identity files, to notice a rotation.
+fn modified(files: &CertFiles) -> Vec<Option<std::time::SystemTime>> {
+    [&files.key, &files.cert, &files.ca]
+        .iter()
+        .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM.

@@ -17,18 +17,17 @@ use crate::metrics::{CONNECT_BROKEN_TICK, CONNECT_CONNECTED_TICK, CONNECT_NEW_TI
 use crate::node::Node;
 use crate::pki::Role;
 use crate::proto::{GoAway, go_away};
-use crate::tls;
+use crate::tls::{self, Reloadable};
 
 /// Accepts client nodes on `listener` until `shutdown`; then drains: every
 /// client is told to go away, requests in flight get the node's drain grace
 /// to finish, and the connections close.
 pub async fn run(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<Reloadable<rustls::ServerConfig>>,
     node: Arc<Node>,
     shutdown: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let tasks = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, node = node.name(), "accepting client nodes");
@@ -49,7 +48,10 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         // The handshake runs in the spawned task, never in this loop: a slow
         // or hostile peer stalls only itself.
-        tasks.spawn(serve_client(tcp, remote, acceptor.clone(), node.clone()));
+        // The TLS config current at accept time: a reload affects new
+        // connections only.
+        let acceptor = TlsAcceptor::from(tls.current());
+        tasks.spawn(serve_client(tcp, remote, acceptor, node.clone()));
     }
     drop(listener);
     node.begin_stopping();

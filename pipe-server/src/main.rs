@@ -115,6 +115,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         common.node,
         launch::shutdown_on_signals(),
     )?;
+    node.reload_on_signal(common.cert_files, common.watch_certs);
     node.wait().await;
     Ok(())
 }
