@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backoff::BackoffSettings;
+use crate::body::INLINE_LIMIT;
 use crate::client::ServerTarget;
 use crate::connection::ConnectionSettings;
 use crate::handler::Side;
@@ -150,8 +151,9 @@ pub struct CommonArgs {
     /// disconnected [env: RP_MAX_FRAME_BYTES] [default: 16777216].
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
-    /// Largest local request body, in bytes (413 beyond) [env:
-    /// RP_MAX_BODY_BYTES] [default: the frame limit less 64 KiB].
+    /// Largest local request body, in bytes (413 beyond); larger bodies than
+    /// a frame stream in bounded memory [env: RP_MAX_BODY_BYTES] [default:
+    /// 1073741824].
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
     /// Handlers running at once per connection [env:
@@ -695,32 +697,24 @@ fn resolve_common(
         parse_positive,
         defaults.connection.max_frame_bytes,
     )?;
-    if max_frame_bytes <= FRAME_OVERHEAD_BYTES || max_frame_bytes > u32::MAX as usize {
+    // A frame must hold the largest body that travels inline, plus headers.
+    let smallest_frame = INLINE_LIMIT + FRAME_OVERHEAD_BYTES;
+    if max_frame_bytes < smallest_frame || max_frame_bytes > u32::MAX as usize {
         return Err(ConfigError::BadValue {
             source_name: "max_frame_bytes".to_owned(),
             message: format!(
-                "{max_frame_bytes} is outside {}..={}",
-                FRAME_OVERHEAD_BYTES + 1,
+                "{max_frame_bytes} is outside {smallest_frame}..={}",
                 u32::MAX
             ),
         });
     }
-    let body_room = max_frame_bytes - FRAME_OVERHEAD_BYTES;
     let max_body_bytes = layers.pick(
         args.max_body_bytes,
         &["RP_MAX_BODY_BYTES"],
         "max_body_bytes",
         parse_positive,
-        body_room,
+        defaults.max_body_bytes,
     )?;
-    if max_body_bytes > body_room {
-        return Err(ConfigError::BadValue {
-            source_name: "max_body_bytes".to_owned(),
-            message: format!(
-                "{max_body_bytes} does not fit a frame of {max_frame_bytes} bytes (at most {body_room}); raise max_frame_bytes"
-            ),
-        });
-    }
     let ping_interval = layers.pick(
         args.ping_interval,
         &["RP_PING_INTERVAL"],

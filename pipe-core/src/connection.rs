@@ -23,6 +23,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::body::{self, BodyError, BodySink, BodyStream, CHUNK_BYTES, WINDOW_BYTES};
 use crate::events::{ConnectionEvent, EventSink};
 use crate::frame::{FrameCodec, FrameError, PROTOCOL_VERSION};
 use crate::handler::{
@@ -30,7 +31,9 @@ use crate::handler::{
     is_json_type,
 };
 use crate::metrics::{self, Metrics};
-use crate::proto::{self, Cancel, Event, GoAway, Hello, Ping, Pong, frame::Body, go_away};
+use crate::proto::{
+    self, Cancel, Chunk, Event, GoAway, Hello, Ping, Pong, Window, frame::Body, go_away,
+};
 use crate::router::handler_name;
 
 /// Default bound on handlers running at once for one connection: enough for
@@ -111,6 +114,8 @@ pub struct Endpoint {
     pub settings: ConnectionSettings,
     /// Where connection events go.
     pub events: EventSink,
+    /// Largest body collected whole for a handler that does not stream.
+    pub max_body_bytes: usize,
     /// Where metrics go.
     pub metrics: Metrics,
 }
@@ -187,7 +192,7 @@ pub enum RequestError {
 }
 
 /// A request to send to the peer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Outbound {
     /// Lower-case verb.
     pub verb: String,
@@ -199,8 +204,10 @@ pub struct Outbound {
     pub query: String,
     /// MIME type of `body`.
     pub content_type: String,
-    /// The body.
+    /// The body, when it is small enough to travel in one frame.
     pub body: Bytes,
+    /// A body of any size, streamed in chunks (instead of `body`).
+    pub stream: Option<BodyStream>,
 }
 
 /// What the writer task is asked to do.
@@ -216,11 +223,33 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 type PendingReply = oneshot::Sender<Result<Reply, RequestError>>;
 
+/// A streamed body we are receiving.
+struct IncomingBody {
+    sink: BodySink,
+    /// Bytes received so far.
+    received: u64,
+    /// Bytes the reader has handed back as window (updated by the reader's
+    /// task), so `received - granted` is what the peer has in flight.
+    granted: Arc<AtomicU64>,
+}
+
+/// Which body: (request id as the event's sender chose it, is it the reply's).
+type BodyKey = (u64, bool);
+
 struct Shared {
     peer: PeerInfo,
     connection_id: u64,
     connected_at: SystemTime,
     outbound: mpsc::Sender<Outgoing>,
+    /// Small frames that must never wait behind data or be dropped: pings,
+    /// pongs, window grants, cancels. Few and tiny, so unbounded.
+    control: mpsc::UnboundedSender<Body>,
+    /// Streamed bodies arriving from the peer.
+    incoming: DashMap<BodyKey, IncomingBody>,
+    /// Streamed bodies we are sending: the peer's grants, as permits of one
+    /// byte each. Closing the semaphore stops the sender.
+    outgoing: DashMap<BodyKey, Arc<Semaphore>>,
+    max_body_bytes: usize,
     /// Our requests awaiting the peer's reply, by our request id.
     pending: DashMap<u64, PendingReply>,
     next_request_id: AtomicU64,
@@ -259,10 +288,122 @@ impl Shared {
         }
     }
 
-    /// Queues a control frame without waiting: a full queue means frames are
-    /// flowing anyway, and the reader must never block on the writer.
+    /// Queues a control frame; never waits, never drops (while the writer
+    /// lives).
     fn send_control(&self, body: Body) {
-        let _ = self.outbound.try_send(Outgoing::Frame(body));
+        let _ = self.control.send(body);
+    }
+
+    /// Stops sending the body under `key`, if we are.
+    fn stop_sending(&self, key: BodyKey) {
+        if let Some((_, credit)) = self.outgoing.remove(&key) {
+            credit.close();
+        }
+    }
+
+    /// Ends the body arriving under `key` with `error`, if one is.
+    fn abort_incoming(&self, key: BodyKey, error: BodyError) {
+        if let Some((_, body)) = self.incoming.remove(&key) {
+            body.sink.abort(error);
+        }
+    }
+
+    /// Starts receiving a streamed body under `key`: returns the stream its
+    /// reader reads, which hands window back to the peer as it goes and, if
+    /// dropped before the end, tells the peer to stop sending.
+    fn receive_body(self: &Arc<Self>, key: BodyKey, length: Option<u64>) -> BodyStream {
+        let (sink, mut stream) = body::unbounded_channel(length);
+        let granted = Arc::new(AtomicU64::new(0));
+        let (request_id, of_reply) = key;
+        let control = self.control.clone();
+        let counter = granted.clone();
+        let mut consumed_since_grant = 0u64;
+        stream.set_on_consumed(Box::new(move |n| {
+            consumed_since_grant += n as u64;
+            if consumed_since_grant >= WINDOW_BYTES / 2 {
+                counter.fetch_add(consumed_since_grant, Ordering::AcqRel);
+                let _ = control.send(Body::Window(Window {
+                    request_id,
+                    of_reply,
+                    bytes: consumed_since_grant,
+                    stop: false,
+                }));
+                consumed_since_grant = 0;
+            }
+        }));
+        let shared = Arc::downgrade(self);
+        stream.set_on_abandoned(Box::new(move || {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if shared.incoming.remove(&key).is_some() && !shared.closed.is_cancelled() {
+                // Our reader is gone: the peer's sender should stop now. For
+                // an event's body, the handler is done with it; for a reply's,
+                // the caller hung up mid-download.
+                shared.send_control(Body::Window(Window {
+                    request_id,
+                    of_reply,
+                    bytes: 0,
+                    stop: true,
+                }));
+            }
+        }));
+        self.incoming.insert(
+            key,
+            IncomingBody {
+                sink,
+                received: 0,
+                granted,
+            },
+        );
+        stream
+    }
+
+    /// Sends `stream` as the body under `key`, within the peer's window.
+    /// Ends when the body does, the peer cancels, or the connection closes.
+    async fn send_body(self: Arc<Self>, key: BodyKey, mut stream: BodyStream) {
+        let credit = Arc::new(Semaphore::new(WINDOW_BYTES as usize));
+        self.outgoing.insert(key, credit.clone());
+        let (request_id, of_reply) = key;
+        let chunk = |data: Bytes, last: bool, error: String| {
+            Outgoing::Frame(Body::Chunk(Chunk {
+                request_id,
+                of_reply,
+                data,
+                last,
+                error,
+            }))
+        };
+        let end = loop {
+            let piece = tokio::select! {
+                _ = self.closed.cancelled() => return,
+                piece = stream.chunk() => piece,
+            };
+            let mut data = match piece {
+                None => break chunk(Bytes::new(), true, String::new()),
+                Some(Err(error)) => break chunk(Bytes::new(), true, error.to_string()),
+                Some(Ok(data)) => data,
+            };
+            while !data.is_empty() {
+                let n = data.len().min(CHUNK_BYTES);
+                // Waits for the peer's grant; a closed semaphore means the
+                // peer cancelled or the connection ended.
+                let Ok(permit) = credit.acquire_many(n as u32).await else {
+                    return;
+                };
+                permit.forget();
+                if self
+                    .outbound
+                    .send(chunk(data.split_to(n), false, String::new()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        };
+        let _ = self.outbound.send(end).await;
+        self.outgoing.remove(&key);
     }
 }
 
@@ -415,11 +556,11 @@ impl PeerHandle {
             body: outbound.body,
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             headers: Vec::new(),
-            body_follows: false,
+            body_follows: outbound.stream.is_some(),
+            body_length: outbound.stream.as_ref().and_then(BodyStream::length),
         };
-        let size = prost::Message::encoded_len(&proto::Frame {
-            body: Some(Body::Event(event.clone())),
-        });
+        // The frame adds a tag and a length prefix of at most 6 bytes.
+        let size = prost::Message::encoded_len(&event) + 6;
         if size > shared.max_frame_bytes {
             return Err(RequestError::TooLarge {
                 size,
@@ -441,6 +582,10 @@ impl PeerHandle {
                     .send(Outgoing::Frame(Body::Event(event)))
                     .await
                     .map_err(|_| shared.disconnected())?;
+                if let Some(stream) = outbound.stream {
+                    // Queued after the event, so its chunks follow it.
+                    tokio::spawn(self.shared.clone().send_body((request_id, false), stream));
+                }
                 reply_rx.await.unwrap_or_else(|_| Err(shared.disconnected()))
             } => outcome,
             _ = shared.closed.cancelled() => Err(shared.disconnected()),
@@ -467,19 +612,17 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let was_pending = self.shared.pending.remove(&self.request_id).is_some();
+        if self.cancel_on_drop {
+            // Nobody waits any more: the upload of the request's body, if
+            // any, is pointless too. (After a reply it may go on: a handler
+            // may stream its reply while still reading the request.)
+            self.shared.stop_sending((self.request_id, false));
+        }
         if self.cancel_on_drop && was_pending && !self.shared.closed.is_cancelled() {
-            let cancel = Body::Cancel(Cancel {
+            self.shared.send_control(Body::Cancel(Cancel {
                 request_id: self.request_id,
                 reason: "the caller stopped waiting".to_owned(),
-            });
-            if let Err(mpsc::error::TrySendError::Full(frame)) =
-                self.shared.outbound.try_send(Outgoing::Frame(cancel))
-            {
-                let outbound = self.shared.outbound.clone();
-                tokio::spawn(async move {
-                    let _ = outbound.send(frame).await;
-                });
-            }
+            }));
         }
     }
 }
@@ -575,11 +718,16 @@ where
         .map_err(|_| HandshakeError::TimedOut(settings.hello_timeout))??;
 
     let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         peer,
         connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
         connected_at: SystemTime::now(),
         outbound: outbound_tx,
+        control: control_tx,
+        incoming: DashMap::new(),
+        outgoing: DashMap::new(),
+        max_body_bytes: local.max_body_bytes,
         pending: DashMap::new(),
         next_request_id: AtomicU64::new(1),
         running: DashMap::new(),
@@ -592,7 +740,7 @@ where
         metrics: local.metrics.clone(),
     });
     let slots = Arc::new(Semaphore::new(settings.max_concurrent_handlers));
-    tokio::spawn(write_loop(writer, outbound_rx, shared.clone()));
+    tokio::spawn(write_loop(writer, outbound_rx, control_rx, shared.clone()));
     tokio::spawn(read_loop(
         reader,
         shared.clone(),
@@ -614,6 +762,7 @@ fn body_kind(body: &Body) -> &'static str {
         Body::Ping(_) => "Ping",
         Body::Pong(_) => "Pong",
         Body::GoAway(_) => "GoAway",
+        Body::Window(_) => "Window",
     }
 }
 
@@ -693,9 +842,21 @@ async fn read_loop<R>(
             }
         }
     };
-    shared.record_close(reason);
+    shared.record_close(reason.clone());
     // Everyone still waiting learns at once; their futures map this to 502.
     shared.pending.clear();
+    // Bodies in transit end now, with the reason, and free their memory.
+    let keys: Vec<BodyKey> = shared.incoming.iter().map(|e| *e.key()).collect();
+    for key in keys {
+        shared.abort_incoming(
+            key,
+            BodyError::Aborted(format!("connection lost: {reason}")),
+        );
+    }
+    let keys: Vec<BodyKey> = shared.outgoing.iter().map(|e| *e.key()).collect();
+    for key in keys {
+        shared.stop_sending(key);
+    }
     if told_peer {
         // Give the writer a bounded moment to deliver the GoAway and close
         // TLS cleanly; it ends the connection itself when done.
@@ -724,9 +885,6 @@ fn dispatch(
     match body {
         Body::Event(event) => {
             shared.metrics.incr(metrics::RECEIVE_TICK);
-            if event.body_follows {
-                return Err("chunked bodies are not supported by this node yet".to_owned());
-            }
             if shared.draining.load(Ordering::Acquire) {
                 // The peer sent this before our GoAway reached it.
                 let refusal = HandlerError::new(
@@ -744,8 +902,14 @@ fn dispatch(
             }
             let cancelled = shared.closed.child_token();
             shared.running.insert(event.request_id, cancelled.clone());
+            // Registered now, before the reader takes the next frame, which
+            // may be this body's first chunk.
+            let stream = event
+                .body_follows
+                .then(|| shared.receive_body((event.request_id, false), event.body_length));
             tokio::spawn(handle_event(
                 event,
+                stream,
                 shared.clone(),
                 handlers.clone(),
                 slots.clone(),
@@ -755,22 +919,80 @@ fn dispatch(
         Body::Reply(reply) => {
             match shared.pending.remove(&reply.request_id) {
                 Some((_, waiter)) => {
+                    let stream = reply
+                        .body_follows
+                        .then(|| shared.receive_body((reply.request_id, true), reply.body_length));
                     let _ = waiter.send(Ok(Reply {
                         return_code: reply.return_code,
                         content_type: reply.content_type,
                         body: reply.body,
+                        stream,
                     }));
                 }
                 // The caller gave up (deadline or disconnect) before it came.
                 None => {
-                    debug!(peer = %shared.peer.name, request_id = reply.request_id, "late reply dropped")
+                    debug!(peer = %shared.peer.name, request_id = reply.request_id, "late reply dropped");
+                    if reply.body_follows {
+                        shared.send_control(Body::Window(Window {
+                            request_id: reply.request_id,
+                            of_reply: true,
+                            bytes: 0,
+                            stop: true,
+                        }));
+                    }
                 }
             }
         }
         Body::Cancel(cancel) => {
-            if let Some(token) = shared.running.get(&cancel.request_id) {
-                debug!(peer = %shared.peer.name, request_id = cancel.request_id, reason = %cancel.reason, "peer cancelled a request");
+            let id = cancel.request_id;
+            if let Some(token) = shared.running.get(&id) {
+                debug!(peer = %shared.peer.name, request_id = id, reason = %cancel.reason, "peer cancelled a request");
                 token.cancel();
+            }
+            shared.stop_sending((id, true));
+            shared.abort_incoming(
+                (id, false),
+                BodyError::Aborted("the caller cancelled the request".to_owned()),
+            );
+        }
+        Body::Window(window) => {
+            let key = (window.request_id, window.of_reply);
+            if window.stop {
+                shared.stop_sending(key);
+            } else if let Some(credit) = shared.outgoing.get(&key) {
+                let grant = usize::try_from(window.bytes).unwrap_or(usize::MAX);
+                // A grant that would overflow the semaphore is a broken peer.
+                if grant > Semaphore::MAX_PERMITS - credit.available_permits() {
+                    return Err(format!("window grant of {grant} bytes is absurd"));
+                }
+                credit.add_permits(grant);
+            }
+        }
+        Body::Chunk(chunk) => {
+            let key = (chunk.request_id, chunk.of_reply);
+            let size = chunk.data.len() as u64;
+            let mut reader_gone = false;
+            if let Some(mut body) = shared.incoming.get_mut(&key) {
+                body.received += size;
+                let in_flight = body.received - body.granted.load(Ordering::Acquire);
+                if in_flight > WINDOW_BYTES {
+                    return Err(format!(
+                        "peer sent {in_flight} bytes of one body beyond its {WINDOW_BYTES}-byte window"
+                    ));
+                }
+                if size > 0 {
+                    reader_gone = body.sink.push(chunk.data).is_err();
+                }
+            }
+            // Else: a body whose reader already left, or that was cancelled;
+            // chunks still in flight are dropped.
+            if chunk.last || reader_gone {
+                if let Some((_, body)) = shared.incoming.remove(&key) {
+                    if !chunk.error.is_empty() {
+                        body.sink.abort(BodyError::Aborted(chunk.error));
+                    }
+                    // Else dropping the sink ends the body normally.
+                }
             }
         }
         Body::Ping(ping) => shared.send_control(Body::Pong(Pong { nonce: ping.nonce })),
@@ -786,9 +1008,6 @@ fn dispatch(
             shared.record_close(format!("peer went away: {}", go_away.message));
         }
         Body::Hello(_) => return Err("unexpected second Hello".to_owned()),
-        Body::Chunk(_) => {
-            return Err("chunked bodies are not supported by this node yet".to_owned());
-        }
     }
     Ok(())
 }
@@ -796,6 +1015,7 @@ fn dispatch(
 /// Runs one incoming event to completion (or cancellation) and replies.
 async fn handle_event(
     event: Event,
+    stream: Option<BodyStream>,
     shared: Arc<Shared>,
     handlers: Arc<Registry>,
     slots: Arc<Semaphore>,
@@ -808,26 +1028,34 @@ async fn handle_event(
         _ = sleep_until(deadline) => None,
         reply = async {
             let _permit: OwnedSemaphorePermit = slots.acquire_owned().await.ok()?;
-            Some(run_handler(event, &shared, &handlers, deadline, cancelled.clone()).await)
+            Some(run_handler(event, stream, &shared, &handlers, deadline, cancelled.clone()).await)
         } => reply,
     };
-    shared.running.remove(&request_id);
     // Once cancelled, nobody waits for the reply: sending it would be noise.
-    if let Some(reply) = reply.filter(|_| !cancelled.is_cancelled()) {
-        let frame = Body::Reply(proto::Reply {
-            request_id,
-            return_code: reply.return_code,
-            content_type: reply.content_type,
-            body: reply.body,
-            headers: Vec::new(),
-            body_follows: false,
-        });
-        let _ = shared.outbound.send(Outgoing::Frame(frame)).await;
+    let Some(reply) = reply.filter(|_| !cancelled.is_cancelled()) else {
+        shared.running.remove(&request_id);
+        return;
+    };
+    let frame = Body::Reply(proto::Reply {
+        request_id,
+        return_code: reply.return_code,
+        content_type: reply.content_type,
+        body: reply.body,
+        headers: Vec::new(),
+        body_follows: reply.stream.is_some(),
+        body_length: reply.stream.as_ref().and_then(BodyStream::length),
+    });
+    let sent = shared.outbound.send(Outgoing::Frame(frame)).await.is_ok();
+    if let (true, Some(stream)) = (sent, reply.stream) {
+        // Still "running" while the body streams, so a Cancel stops it.
+        shared.clone().send_body((request_id, true), stream).await;
     }
+    shared.running.remove(&request_id);
 }
 
 async fn run_handler(
     event: Event,
+    stream: Option<BodyStream>,
     shared: &Shared,
     handlers: &Registry,
     deadline: Instant,
@@ -844,8 +1072,27 @@ async fn run_handler(
         }))
         .with_return_code(RETURN_NO_HANDLER);
     };
-    let json = if is_json_type(&event.content_type) && !event.body.is_empty() {
-        serde_json::from_slice(&event.body).ok()
+    let (body, stream) = match (handler.streams_body(), stream) {
+        (true, Some(stream)) => (Bytes::new(), Some(stream)),
+        (true, None) => (Bytes::new(), Some(BodyStream::from_bytes(event.body))),
+        (false, None) => (event.body, None),
+        (false, Some(stream)) => match stream.collect(shared.max_body_bytes).await {
+            Ok(body) => (body, None),
+            Err(error) => {
+                shared.metrics.handled(Some(&name), started.elapsed());
+                let failure = HandlerError::new("BodyError", error.to_string());
+                warn!(%peer, handler = %name, "{failure}");
+                return Reply {
+                    return_code: RETURN_HANDLER_FAILED,
+                    content_type: crate::handler::JSON.to_owned(),
+                    body: failure.to_body(),
+                    stream: None,
+                };
+            }
+        },
+    };
+    let json = if is_json_type(&event.content_type) && !body.is_empty() {
+        serde_json::from_slice(&body).ok()
     } else {
         None
     };
@@ -857,7 +1104,8 @@ async fn run_handler(
         args: event.args,
         query: event.query,
         content_type: event.content_type,
-        body: event.body,
+        body,
+        stream,
         deadline,
         cancelled: cancelled.clone(),
         json,
@@ -887,12 +1135,30 @@ async fn run_handler(
         return_code: RETURN_HANDLER_FAILED,
         content_type: crate::handler::JSON.to_owned(),
         body: failure.to_body(),
+        stream: None,
+    }
+}
+
+/// Frames taken from the queue before one flush.
+const MAX_BATCH_FRAMES: usize = 256;
+/// Body bytes taken from the queue before one flush: enough to fill TLS
+/// records, little enough that a control frame behind them waits briefly.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Rough payload size of a queued frame, for batching.
+fn payload_len(outgoing: &Outgoing) -> usize {
+    match outgoing {
+        Outgoing::Frame(Body::Chunk(chunk)) => chunk.data.len(),
+        Outgoing::Frame(Body::Event(event)) => event.body.len(),
+        Outgoing::Frame(Body::Reply(reply)) => reply.body.len(),
+        _ => 0,
     }
 }
 
 async fn write_loop<W>(
     mut sink: FramedWrite<WriteHalf<W>, FrameCodec>,
     mut queue: mpsc::Receiver<Outgoing>,
+    mut control: mpsc::UnboundedReceiver<Body>,
     shared: Arc<Shared>,
 ) where
     W: AsyncRead + AsyncWrite + Send + 'static,
@@ -900,16 +1166,27 @@ async fn write_loop<W>(
     let peer = shared.peer.name.clone();
     loop {
         let first = tokio::select! {
+            biased;
             _ = shared.closed.cancelled() => break,
-            next = queue.recv() => next,
+            Some(body) = control.recv() => Outgoing::Frame(body),
+            next = queue.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
         };
-        let Some(first) = first else { break };
-        // Take everything already queued, then flush once: under load many
-        // frames share one TLS record and one syscall.
+        // Take what is already queued, control frames first, then flush
+        // once: under load many frames share one TLS record and one syscall.
+        let mut bytes = payload_len(&first);
         let mut batch = vec![first];
-        while batch.len() < 256 {
+        while let Ok(body) = control.try_recv() {
+            batch.push(Outgoing::Frame(body));
+        }
+        while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    bytes += payload_len(&next);
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+
+use crate::body::BodyStream;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +48,13 @@ impl Side {
 }
 
 /// One event as a handler sees it.
-#[derive(Debug, Clone)]
+///
+/// A handler registered with [`Registry::register`] gets the whole body in
+/// `body` (collected up to the node's body limit) and `stream` is `None`.
+/// One registered with [`Registry::register_streaming`] gets the body as it
+/// arrives in `stream` (always `Some`), and `body` is empty: that is how a
+/// gigabyte passes through in bounded memory.
+#[derive(Debug)]
 pub struct Request {
     /// Identity of the node that sent the event (from its certificate).
     pub peer: String,
@@ -62,8 +70,10 @@ pub struct Request {
     pub query: String,
     /// MIME type of `body`, empty when the caller sent none.
     pub content_type: String,
-    /// The body, byte for byte as the caller sent it.
+    /// The body, byte for byte as the caller sent it (whole-body handlers).
     pub body: Bytes,
+    /// The body as it arrives (streaming handlers).
+    pub stream: Option<BodyStream>,
     /// When the caller stops waiting; work past it is wasted.
     pub deadline: Instant,
     /// Cancelled when the caller gives up (deadline, disconnect, drop).
@@ -111,14 +121,16 @@ pub fn is_json_type(content_type: &str) -> bool {
 }
 
 /// What a handler answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Reply {
     /// `0` for success, or the handler's own code.
     pub return_code: u32,
     /// MIME type of `body`.
     pub content_type: String,
-    /// The reply body.
+    /// The reply body (when `stream` is `None`).
     pub body: Bytes,
+    /// A body produced as it goes, of any size, streamed to the caller.
+    pub stream: Option<BodyStream>,
 }
 
 impl Reply {
@@ -133,6 +145,7 @@ impl Reply {
             return_code: RETURN_OK,
             content_type: JSON.to_owned(),
             body: body.into(),
+            stream: None,
         }
     }
 
@@ -142,6 +155,19 @@ impl Reply {
             return_code: RETURN_OK,
             content_type: content_type.into(),
             body: body.into(),
+            stream: None,
+        }
+    }
+
+    /// A reply whose body is streamed as `stream` produces it: for bodies of
+    /// any size. Feed it through the [`crate::body::BodySink`] of
+    /// [`crate::body::channel`].
+    pub fn stream(content_type: impl Into<String>, stream: BodyStream) -> Self {
+        Self {
+            return_code: RETURN_OK,
+            content_type: content_type.into(),
+            body: Bytes::new(),
+            stream: Some(stream),
         }
     }
 
@@ -214,6 +240,25 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'st
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event.
     fn call(&self, request: Request) -> HandlerFuture;
+
+    /// Whether this handler reads `Request::stream` (true) or wants the
+    /// whole body collected into `Request::body` first (false).
+    fn streams_body(&self) -> bool {
+        false
+    }
+}
+
+/// A handler that reads the body as it arrives.
+struct Streaming<H>(H);
+
+impl<H: Handler> Handler for Streaming<H> {
+    fn call(&self, request: Request) -> HandlerFuture {
+        self.0.call(request)
+    }
+
+    fn streams_body(&self) -> bool {
+        true
+    }
 }
 
 impl<F, Fut> Handler for F
@@ -278,6 +323,18 @@ impl Registry {
         self
     }
 
+    /// Registers a handler that reads the body as it arrives, from
+    /// `Request::stream`, instead of getting it whole: for bodies of any size.
+    pub fn register_streaming(
+        &mut self,
+        name: impl Into<String>,
+        handler: impl Handler,
+    ) -> &mut Self {
+        self.handlers
+            .insert(name.into(), Arc::new(Streaming(handler)));
+        self
+    }
+
     /// The handler registered under `name`.
     pub fn lookup(&self, name: &str) -> Option<Arc<dyn Handler>> {
         self.handlers.get(name).cloned()
@@ -303,6 +360,7 @@ mod tests {
             query: "a=1&b=x%20y&c=d+e&flag".into(),
             content_type: String::new(),
             body: Bytes::new(),
+            stream: None,
             deadline: Instant::now(),
             cancelled: CancellationToken::new(),
             json: None,

@@ -14,8 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::Frame;
+
+use crate::body::{BodyError, INLINE_LIMIT};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -298,13 +303,20 @@ async fn accept(listener: &HttpListener) -> std::io::Result<(BoxedIo, Peer)> {
     })
 }
 
+/// The body of every local HTTP response: whole, or streamed from the peer.
+pub type ResponseBody = BoxBody<Bytes, BodyError>;
+
+fn full(bytes: Bytes) -> ResponseBody {
+    BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
+}
+
 /// A JSON error response: `{"error": message}`.
-fn error_response(status: StatusCode, message: impl fmt::Display) -> Response<Full<Bytes>> {
+fn error_response(status: StatusCode, message: impl fmt::Display) -> Response<ResponseBody> {
     json_response(status, &json!({ "error": message.to_string() }))
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(full(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -313,7 +325,7 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full
     response
 }
 
-async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Response<Full<Bytes>> {
+async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Response<ResponseBody> {
     let path = request.uri().path();
     match path {
         "/_pipe/health" => return json_response(StatusCode::OK, &health(node)),
@@ -332,7 +344,7 @@ async fn respond_piped(
     node: &Node,
     request: Request<Incoming>,
     caller: &str,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let path = request.uri().path();
     let route = match node.side() {
         Side::Client => router::parse_server_path(path)
@@ -387,7 +399,7 @@ async fn pipe(
     key: String,
     piped: PipedPath,
     verb: Verb,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let settings = node.settings();
     if node.is_stopping() {
         return error_response(
@@ -428,7 +440,41 @@ async fn pipe(
             ),
         );
     }
-    let body = match Limited::new(request.into_body(), limit).collect().await {
+    // Small bodies of known length travel whole in the event (and JSON is
+    // checked); anything else streams, checked against the limit as it goes.
+    let body = match declared {
+        Some(length) if length <= INLINE_LIMIT as u64 => request.into_body(),
+        length => {
+            let (sink, stream) = crate::body::channel(length);
+            let (too_large_tx, too_large_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(pump_request_body(
+                request.into_body(),
+                sink,
+                limit,
+                too_large_tx,
+            ));
+            node.metrics().http_request(length.unwrap_or(0));
+            let outbound = Outbound {
+                verb: verb.as_wire().to_owned(),
+                noun: piped.noun,
+                args: piped.args,
+                query,
+                content_type,
+                body: Bytes::new(),
+                stream: Some(stream),
+            };
+            // An upload of unknown length that outgrows the limit ends the
+            // request with 413; dropping the request cancels the far side.
+            return tokio::select! {
+                response = send(node, &key, outbound, deadline, timeout) => response,
+                Ok(()) = too_large_rx => error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body exceeds the limit of {limit} bytes"),
+                ),
+            };
+        }
+    };
+    let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             return error_response(
@@ -453,8 +499,29 @@ async fn pipe(
         }
     }
 
+    let outbound = Outbound {
+        verb: verb.as_wire().to_owned(),
+        noun: piped.noun,
+        args: piped.args,
+        query,
+        content_type,
+        body,
+        stream: None,
+    };
+    send(node, &key, outbound, deadline, timeout).await
+}
+
+/// Finds the peer (waiting a little for it) and sends the request.
+async fn send(
+    node: &Node,
+    key: &str,
+    outbound: Outbound,
+    deadline: Instant,
+    timeout: Duration,
+) -> Response<ResponseBody> {
+    let settings = node.settings();
     let wait = settings.peer_wait.min(timeout);
-    let peer = match node.peers().wait_for(&key, wait).await {
+    let peer = match node.peers().wait_for(key, wait).await {
         Lookup::Connected(peer) => peer,
         Lookup::Unknown if node.side() == Side::Server => {
             return error_response(
@@ -472,14 +539,6 @@ async fn pipe(
                 format!("no connection to {whom} (waited {wait:?})"),
             );
         }
-    };
-    let outbound = Outbound {
-        verb: verb.as_wire().to_owned(),
-        noun: piped.noun,
-        args: piped.args,
-        query,
-        content_type,
-        body,
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     node.metrics().incr(SEND_TICK);
@@ -502,6 +561,44 @@ async fn pipe(
     }
 }
 
+/// Feeds the local caller's upload into `sink` as it arrives, ending it with
+/// an error if it grows past `limit` (a body of unknown length) or the
+/// caller's connection fails.
+async fn pump_request_body(
+    mut body: Incoming,
+    sink: crate::body::BodySink,
+    limit: usize,
+    too_large: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut total = 0usize;
+    loop {
+        let frame = match body.frame().await {
+            None => return,
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => {
+                sink.abort(BodyError::Aborted(format!(
+                    "reading the upload failed: {error}"
+                )));
+                return;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len();
+        if total > limit {
+            let _ = too_large.send(());
+            sink.abort(BodyError::TooLarge {
+                limit: limit as u64,
+            });
+            return;
+        }
+        if sink.send(data).await.is_err() {
+            return; // nobody reads it any more
+        }
+    }
+}
+
 /// The deadline a request asked for with `X-Pipe-Timeout`, or the default.
 fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Duration, String> {
     let Some(value) = request.headers().get(TIMEOUT_HEADER) else {
@@ -517,13 +614,17 @@ fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Dur
 }
 
 /// The HTTP response for a reply from the far handler.
-fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+fn reply_response(reply: Reply) -> Response<ResponseBody> {
     let status = match reply.return_code {
         RETURN_NO_HANDLER => StatusCode::NOT_FOUND,
         RETURN_HANDLER_FAILED => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::OK,
     };
-    let mut response = Response::new(Full::new(reply.body));
+    let body = match reply.stream {
+        Some(stream) => BoxBody::new(StreamBody::new(stream.map_ok(Frame::data))),
+        None => full(reply.body),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(RETURN_CODE_HEADER, HeaderValue::from(reply.return_code));

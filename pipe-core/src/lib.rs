@@ -8,6 +8,7 @@
 //! frames ([`frame`]).
 
 pub mod backoff;
+pub mod body;
 pub mod client;
 pub mod config;
 pub mod connection;

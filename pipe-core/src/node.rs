@@ -22,6 +22,9 @@ pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on client connections a server node holds.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default largest request body: bodies stream in bounded memory, so the
+/// limit guards disks and patience, not the node's memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 30;
 /// Room left in a frame for everything but the body (verb, noun, args,
 /// query, type), so a body at the limit still fits one frame.
 pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -54,7 +57,7 @@ impl Default for NodeSettings {
     fn default() -> Self {
         let connection = ConnectionSettings::default();
         Self {
-            max_body_bytes: connection.max_frame_bytes - FRAME_OVERHEAD_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             connection,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             peer_wait: DEFAULT_PEER_WAIT,
@@ -175,6 +178,7 @@ impl Node {
             settings: self.settings.connection.clone(),
             events: self.events.clone(),
             metrics: self.metrics.clone(),
+            max_body_bytes: self.settings.max_body_bytes,
         }
     }
 
