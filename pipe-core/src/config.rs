@@ -119,6 +119,21 @@ pub struct CommonArgs {
     /// reloads) [env: RP_WATCH_CERTS] [default: off].
     #[arg(long)]
     pub watch_certs: bool,
+    /// Access policy (TOML) of which peers may call which handlers; once
+    /// given, everything it does not allow is refused with 403 [env:
+    /// RP_POLICY].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Directory of executable handlers, named like handlers (`get_time`,
+    /// `post_upload`): body on stdin, args as argv, reply on stdout [env:
+    /// RP_HANDLER_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub handler_dir: Option<PathBuf>,
+    /// Forward a noun prefix to a local HTTP upstream, PREFIX=URL, e.g.
+    /// `files/=http://127.0.0.1:8080/`; repeatable [env: RP_FORWARDS,
+    /// comma-separated].
+    #[arg(long = "forward", value_name = "PREFIX=URL")]
+    pub forwards: Vec<String>,
     /// Launch profile: dev (unix socket, debug logs) or prod (unix socket for
     /// the web server's group, JSON logs) [env: RP_PROFILE].
     #[arg(long, value_enum)]
@@ -297,6 +312,9 @@ const COMMON_KEYS: &[&str] = &[
     "crt_filename",
     "ca_crt_filename",
     "watch_certs",
+    "policy",
+    "handler_dir",
+    "forwards",
     "profile",
     "debug",
     "log_format",
@@ -778,6 +796,33 @@ fn resolve_common(
         )?,
         on_event,
         statsd: resolve_statsd(args, layers)?,
+        policy: match &args.policy {
+            Some(path) => Some(path.clone()),
+            None => layers.lookup(&["RP_POLICY"], "policy", |v| Ok(PathBuf::from(v)))?,
+        },
+        handler_dir: match &args.handler_dir {
+            Some(dir) => Some(dir.clone()),
+            None => layers.lookup(&["RP_HANDLER_DIR"], "handler_dir", |v| Ok(PathBuf::from(v)))?,
+        },
+        forwards: if args.forwards.is_empty() {
+            layers
+                .lookup(&["RP_FORWARDS"], "forwards", |v| {
+                    v.split(',')
+                        .filter(|f| !f.trim().is_empty())
+                        .map(parse_forward)
+                        .collect()
+                })?
+                .unwrap_or_default()
+        } else {
+            args.forwards
+                .iter()
+                .map(|f| parse_forward(f))
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::BadValue {
+                    source_name: "--forward".to_owned(),
+                    message,
+                })?
+        },
         ..defaults
     };
 
@@ -933,6 +978,17 @@ fn parse_ip_list(value: &str) -> Result<Vec<IpAddr>, String> {
         .filter(|ip| !ip.is_empty())
         .map(parse_parsed::<IpAddr>)
         .collect()
+}
+
+/// Splits `PREFIX=URL` of a forward.
+fn parse_forward(value: &str) -> Result<(String, String), String> {
+    let (prefix, url) = value.trim().split_once('=').ok_or_else(|| {
+        format!("{value:?} must be PREFIX=URL, e.g. files/=http://127.0.0.1:8080/")
+    })?;
+    if url.is_empty() {
+        return Err(format!("{value:?} names no upstream URL"));
+    }
+    Ok((prefix.trim().to_owned(), url.trim().to_owned()))
 }
 
 /// Splits `HOST:PORT` (or `[v6]:PORT`).

@@ -24,11 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::body::{self, BodyError, BodySink, BodyStream, CHUNK_BYTES, WINDOW_BYTES};
+use crate::dispatch::{Handlers, Resolution};
 use crate::events::{ConnectionEvent, EventSink};
 use crate::frame::{FrameCodec, FrameError, PROTOCOL_VERSION};
 use crate::handler::{
-    HandlerError, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Registry, Reply, Request, Side,
-    is_json_type,
+    HandlerError, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply, Request,
+    Side, is_json_type,
 };
 use crate::metrics::{self, Metrics};
 use crate::proto::{
@@ -109,7 +110,7 @@ pub struct Endpoint {
     /// This node's identity and side.
     pub hello: LocalHello,
     /// The handlers incoming events reach.
-    pub handlers: Arc<Registry>,
+    pub handlers: Arc<Handlers>,
     /// Limits and heartbeats.
     pub settings: ConnectionSettings,
     /// Where connection events go.
@@ -204,6 +205,8 @@ pub struct Outbound {
     pub query: String,
     /// MIME type of `body`.
     pub content_type: String,
+    /// End-to-end headers for the handler.
+    pub headers: http::HeaderMap,
     /// The body, when it is small enough to travel in one frame.
     pub body: Bytes,
     /// A body of any size, streamed in chunks (instead of `body`).
@@ -555,7 +558,7 @@ impl PeerHandle {
             content_type: outbound.content_type,
             body: outbound.body,
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            headers: Vec::new(),
+            headers: headers_to_wire(&outbound.headers),
             body_follows: outbound.stream.is_some(),
             body_length: outbound.stream.as_ref().and_then(BodyStream::length),
         };
@@ -769,7 +772,7 @@ fn body_kind(body: &Body) -> &'static str {
 async fn read_loop<R>(
     mut frames: FramedRead<ReadHalf<R>, FrameCodec>,
     shared: Arc<Shared>,
-    handlers: Arc<Registry>,
+    handlers: Arc<Handlers>,
     slots: Arc<Semaphore>,
     settings: ConnectionSettings,
     events: EventSink,
@@ -879,7 +882,7 @@ fn protocol_error(shared: &Shared, message: String) {
 fn dispatch(
     body: Body,
     shared: &Arc<Shared>,
-    handlers: &Arc<Registry>,
+    handlers: &Arc<Handlers>,
     slots: &Arc<Semaphore>,
 ) -> Result<(), String> {
     match body {
@@ -927,6 +930,8 @@ fn dispatch(
                         content_type: reply.content_type,
                         body: reply.body,
                         stream,
+                        headers: headers_from_wire(reply.headers),
+                        http_status: u16::try_from(reply.http_status).ok().filter(|s| *s != 0),
                     }));
                 }
                 // The caller gave up (deadline or disconnect) before it came.
@@ -1017,7 +1022,7 @@ async fn handle_event(
     event: Event,
     stream: Option<BodyStream>,
     shared: Arc<Shared>,
-    handlers: Arc<Registry>,
+    handlers: Arc<Handlers>,
     slots: Arc<Semaphore>,
     cancelled: CancellationToken,
 ) {
@@ -1041,9 +1046,10 @@ async fn handle_event(
         return_code: reply.return_code,
         content_type: reply.content_type,
         body: reply.body,
-        headers: Vec::new(),
+        headers: headers_to_wire(&reply.headers),
         body_follows: reply.stream.is_some(),
         body_length: reply.stream.as_ref().and_then(BodyStream::length),
+        http_status: reply.http_status.map_or(0, u32::from),
     });
     let sent = shared.outbound.send(Outgoing::Frame(frame)).await.is_ok();
     if let (true, Some(stream)) = (sent, reply.stream) {
@@ -1057,20 +1063,29 @@ async fn run_handler(
     event: Event,
     stream: Option<BodyStream>,
     shared: &Shared,
-    handlers: &Registry,
+    handlers: &Handlers,
     deadline: Instant,
     cancelled: CancellationToken,
 ) -> Reply {
     let peer = shared.peer.name.as_str();
     let started = Instant::now();
     let name = handler_name(&event.verb, &event.noun);
-    let Some(handler) = handlers.lookup(&name) else {
-        shared.metrics.handled(None, started.elapsed());
-        debug!(%peer, handler = %name, "no such handler");
-        return Reply::json(&serde_json::json!({
-            "error": format!("no handler named {name:?} on this node"),
-        }))
-        .with_return_code(RETURN_NO_HANDLER);
+    let handler = match handlers.resolve(peer, &event.verb, &event.noun) {
+        Resolution::Found(handler) => handler,
+        Resolution::Missing => {
+            shared.metrics.handled(None, started.elapsed());
+            debug!(%peer, handler = %name, "no such handler");
+            return Reply::json(&serde_json::json!({
+                "error": format!("no handler named {name:?} on this node"),
+            }))
+            .with_return_code(RETURN_NO_HANDLER);
+        }
+        Resolution::Denied(message) => {
+            shared.metrics.incr(metrics::DENIED_TICK);
+            warn!(%peer, handler = %name, "refused by the access policy");
+            return Reply::json(&serde_json::json!({ "error": message }))
+                .with_return_code(RETURN_ACCESS_DENIED);
+        }
     };
     let (body, stream) = match (handler.streams_body(), stream) {
         (true, Some(stream)) => (Bytes::new(), Some(stream)),
@@ -1082,12 +1097,7 @@ async fn run_handler(
                 shared.metrics.handled(Some(&name), started.elapsed());
                 let failure = HandlerError::new("BodyError", error.to_string());
                 warn!(%peer, handler = %name, "{failure}");
-                return Reply {
-                    return_code: RETURN_HANDLER_FAILED,
-                    content_type: crate::handler::JSON.to_owned(),
-                    body: failure.to_body(),
-                    stream: None,
-                };
+                return failure.into_reply();
             }
         },
     };
@@ -1104,6 +1114,7 @@ async fn run_handler(
         args: event.args,
         query: event.query,
         content_type: event.content_type,
+        headers: headers_from_wire(event.headers),
         body,
         stream,
         deadline,
@@ -1131,12 +1142,32 @@ async fn run_handler(
         }
     };
     warn!(%peer, handler = %name, "handler failed: {failure}");
-    Reply {
-        return_code: RETURN_HANDLER_FAILED,
-        content_type: crate::handler::JSON.to_owned(),
-        body: failure.to_body(),
-        stream: None,
+    failure.into_reply()
+}
+
+/// Headers as they travel in frames.
+fn headers_to_wire(headers: &http::HeaderMap) -> Vec<proto::Header> {
+    headers
+        .iter()
+        .map(|(name, value)| proto::Header {
+            name: name.as_str().to_owned(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        })
+        .collect()
+}
+
+/// Headers from a frame; any a peer sent that HTTP cannot carry are dropped.
+fn headers_from_wire(headers: Vec<proto::Header>) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for header in headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(header.name.as_bytes()),
+            http::HeaderValue::from_bytes(&header.value),
+        ) {
+            map.append(name, value);
+        }
     }
+    map
 }
 
 /// Frames taken from the queue before one flush.

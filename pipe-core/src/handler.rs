@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub const RETURN_OK: u32 = 0;
 /// Return code of an event whose handler failed (raised, in the original).
 pub const RETURN_HANDLER_FAILED: u32 = 251;
+/// Return code of an event the receiving node's access policy refused.
+pub const RETURN_ACCESS_DENIED: u32 = 253;
 /// Return code of an event no handler was registered for.
 pub const RETURN_NO_HANDLER: u32 = 255;
 
@@ -70,6 +72,9 @@ pub struct Request {
     pub query: String,
     /// MIME type of `body`, empty when the caller sent none.
     pub content_type: String,
+    /// The caller's end-to-end HTTP headers (not hop-by-hop ones, not
+    /// `Host`, `Content-Length` or `Content-Type`).
+    pub headers: http::HeaderMap,
     /// The body, byte for byte as the caller sent it (whole-body handlers).
     pub body: Bytes,
     /// The body as it arrives (streaming handlers).
@@ -131,6 +136,11 @@ pub struct Reply {
     pub body: Bytes,
     /// A body produced as it goes, of any size, streamed to the caller.
     pub stream: Option<BodyStream>,
+    /// Extra HTTP headers for the caller (e.g. a forward's `ETag`).
+    pub headers: http::HeaderMap,
+    /// The HTTP status the caller gets; `None` derives it from the return
+    /// code (0 → 200, 251 → 500, 253 → 403, 255 → 404, others → 200).
+    pub http_status: Option<u16>,
 }
 
 impl Reply {
@@ -146,6 +156,8 @@ impl Reply {
             content_type: JSON.to_owned(),
             body: body.into(),
             stream: None,
+            headers: http::HeaderMap::new(),
+            http_status: None,
         }
     }
 
@@ -156,6 +168,8 @@ impl Reply {
             content_type: content_type.into(),
             body: body.into(),
             stream: None,
+            headers: http::HeaderMap::new(),
+            http_status: None,
         }
     }
 
@@ -168,7 +182,15 @@ impl Reply {
             content_type: content_type.into(),
             body: Bytes::new(),
             stream: Some(stream),
+            headers: http::HeaderMap::new(),
+            http_status: None,
         }
+    }
+
+    /// The same reply with an explicit HTTP status for the caller.
+    pub fn with_http_status(mut self, status: u16) -> Self {
+        self.http_status = Some(status);
+        self
     }
 
     /// The same reply with the handler's own return code.
@@ -198,6 +220,12 @@ impl HandlerError {
             message: message.into(),
             traceback: String::new(),
         }
+    }
+
+    /// The reply this failure travels as: return code 251 and the
+    /// exception JSON.
+    pub fn into_reply(self) -> Reply {
+        Reply::bytes(JSON, self.to_body()).with_return_code(RETURN_HANDLER_FAILED)
     }
 
     /// The JSON body this failure travels as.
@@ -359,6 +387,7 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             query: "a=1&b=x%20y&c=d+e&flag".into(),
             content_type: String::new(),
+            headers: http::HeaderMap::new(),
             body: Bytes::new(),
             stream: None,
             deadline: Instant::now(),

@@ -33,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Outbound, RequestError};
-use crate::handler::{RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply, Side, is_json_type};
+use crate::handler::{
+    RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply, Side, is_json_type,
+};
 use crate::metrics::{SEND_TICK, SEND_TIMING};
 use crate::node::Node;
 use crate::peers::{Lookup, SERVER_KEY};
@@ -424,6 +426,7 @@ async fn pipe(
         }
     };
     let query = request.uri().query().unwrap_or("").to_owned();
+    let headers = end_to_end(request.headers());
 
     let limit = settings.max_body_bytes;
     let declared = request
@@ -460,6 +463,7 @@ async fn pipe(
                 args: piped.args,
                 query,
                 content_type,
+                headers,
                 body: Bytes::new(),
                 stream: Some(stream),
             };
@@ -505,6 +509,7 @@ async fn pipe(
         args: piped.args,
         query,
         content_type,
+        headers,
         body,
         stream: None,
     };
@@ -613,13 +618,68 @@ fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Dur
         .ok_or_else(|| "X-Pipe-Timeout must be a positive number of seconds, e.g. 2.5".to_owned())
 }
 
-/// The HTTP response for a reply from the far handler.
-fn reply_response(reply: Reply) -> Response<ResponseBody> {
-    let status = match reply.return_code {
+/// Headers that describe a connection or the pipe itself, never carried
+/// end to end (besides any the `Connection` header names).
+const NOT_END_TO_END: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    TIMEOUT_HEADER,
+    RETURN_CODE_HEADER,
+];
+
+/// The end-to-end headers of `headers`: what a handler (or an upstream
+/// behind a forward) should see, and what a caller should get back.
+fn end_to_end(headers: &http::HeaderMap) -> http::HeaderMap {
+    let named_by_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut kept = http::HeaderMap::new();
+    for (name, value) in headers {
+        let name_str = name.as_str();
+        if !NOT_END_TO_END.contains(&name_str) && !named_by_connection.iter().any(|n| n == name_str)
+        {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// The HTTP status for a reply: the handler's explicit one, else what its
+/// return code means.
+fn reply_status(reply: &Reply) -> StatusCode {
+    if let Some(status) = reply.http_status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        return status;
+    }
+    match reply.return_code {
         RETURN_NO_HANDLER => StatusCode::NOT_FOUND,
         RETURN_HANDLER_FAILED => StatusCode::INTERNAL_SERVER_ERROR,
+        RETURN_ACCESS_DENIED => StatusCode::FORBIDDEN,
         _ => StatusCode::OK,
-    };
+    }
+}
+
+/// The HTTP response for a reply from the far handler.
+fn reply_response(reply: Reply) -> Response<ResponseBody> {
+    let status = reply_status(&reply);
+    let extra = end_to_end(&reply.headers);
+    let content_type = HeaderValue::from_str(&reply.content_type)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
     let body = match reply.stream {
         Some(stream) => BoxBody::new(StreamBody::new(stream.map_ok(Frame::data))),
         None => full(reply.body),
@@ -627,11 +687,8 @@ fn reply_response(reply: Reply) -> Response<ResponseBody> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
+    headers.extend(extra);
     headers.insert(RETURN_CODE_HEADER, HeaderValue::from(reply.return_code));
-    let content_type = HeaderValue::from_str(&reply.content_type)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, content_type);
     response
 }
@@ -682,7 +739,8 @@ fn status(node: &Node) -> serde_json::Value {
         "connected_peers": peers.len(),
         "peers": peers_json,
         "in_flight": { "outbound": outbound, "inbound": inbound },
-        "handlers": node.handlers().names().collect::<Vec<_>>(),
+        "handlers": node.handlers().names(),
+        "access_policy": node.handlers().policy().is_some(),
     });
     if node.side() == Side::Client {
         let link = node.link();

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backoff::BackoffSettings;
 use crate::client::ServerTarget;
+use crate::dispatch::Handlers;
 use crate::handler::{Registry, Side};
 use crate::http::{self, HttpAddr, HttpListener};
 use crate::identity::{self, CertFiles};
@@ -31,6 +32,27 @@ pub enum LaunchError {
     /// not resolve).
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The access policy file is unusable.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A handler source (forward, handler directory) is misconfigured.
+    #[error("handlers: {0}")]
+    Handlers(String),
+}
+
+/// The node's handlers: `registry` first, then what `settings` configures
+/// (forwards, the handler directory), under its access policy, if any.
+pub fn build_handlers(
+    registry: Registry,
+    settings: &NodeSettings,
+) -> Result<Handlers, LaunchError> {
+    let mut handlers = Handlers::new(registry);
+    // Forwards to local HTTP upstreams come next.
+    // The handler directory comes last.
+    if let Some(path) = &settings.policy {
+        handlers = handlers.with_policy(crate::policy::Policy::load(path)?);
+    }
+    Ok(handlers)
 }
 
 /// A node whose tasks are running.
@@ -193,6 +215,7 @@ pub fn start_server(
 ) -> Result<RunningNode, LaunchError> {
     let tls = Arc::new(Reloadable::new(identity.server_config()?));
     let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
+    let handlers = build_handlers(handlers, &settings)?;
     let node = Node::new(Side::Server, identity.name()?, handlers, settings, metrics);
     let http_addr = http.local_addr().map_err(|source| TlsError::Read {
         path: "local HTTP listener".into(),
@@ -229,6 +252,7 @@ pub fn start_client(
 ) -> Result<RunningNode, LaunchError> {
     let tls = Arc::new(Reloadable::new(identity.client_config()?));
     let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
+    let handlers = build_handlers(handlers, &settings)?;
     let node = Node::new(Side::Client, identity.name()?, handlers, settings, metrics);
     let http_addr = http.local_addr().map_err(|source| TlsError::Read {
         path: "local HTTP listener".into(),

@@ -70,6 +70,8 @@ pub const SEND_TICK: &str = "message.send.tick";
 pub const SEND_TIMING: &str = "message.send.timing";
 /// An event received from the peer.
 pub const RECEIVE_TICK: &str = "message.receive.tick";
+/// An event the access policy refused.
+pub const DENIED_TICK: &str = "message.receive.denied.tick";
 /// Time a handler took, all handlers.
 pub const HANDLE_TIMING: &str = "message.receive.handle.timing";
 /// The per-handler name of events for a handler this node does not have.

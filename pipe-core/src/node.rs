@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{ConnectionSettings, Endpoint, LocalHello};
+use crate::dispatch::Handlers;
 use crate::events::EventSink;
-use crate::handler::{Registry, Side};
+use crate::handler::Side;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 
@@ -51,6 +52,13 @@ pub struct NodeSettings {
     pub on_event: Option<String>,
     /// Where metrics go; `None` sends none.
     pub statsd: Option<crate::metrics::StatsdSettings>,
+    /// Access policy file: which peers may call which handlers.
+    pub policy: Option<std::path::PathBuf>,
+    /// Directory of executable handlers (`get_time`, `post_upload`...).
+    pub handler_dir: Option<std::path::PathBuf>,
+    /// Forwards of noun prefixes to local HTTP upstreams: (`files/`,
+    /// `http://127.0.0.1:8080/`).
+    pub forwards: Vec<(String, String)>,
 }
 
 impl Default for NodeSettings {
@@ -66,6 +74,9 @@ impl Default for NodeSettings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             on_event: None,
             statsd: None,
+            policy: None,
+            handler_dir: None,
+            forwards: Vec::new(),
         }
     }
 }
@@ -90,7 +101,7 @@ pub struct LinkState {
 pub struct Node {
     side: Side,
     name: String,
-    handlers: Arc<Registry>,
+    handlers: Arc<Handlers>,
     peers: Peers,
     settings: NodeSettings,
     events: EventSink,
@@ -107,7 +118,7 @@ impl Node {
     pub fn new(
         side: Side,
         name: String,
-        handlers: Registry,
+        handlers: Handlers,
         settings: NodeSettings,
         metrics: Metrics,
     ) -> Arc<Self> {
@@ -137,7 +148,7 @@ impl Node {
     }
 
     /// The handlers this node offers its peers.
-    pub fn handlers(&self) -> &Arc<Registry> {
+    pub fn handlers(&self) -> &Arc<Handlers> {
         &self.handlers
     }
 

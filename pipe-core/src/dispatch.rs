@@ -1,0 +1,171 @@
+//! Which handler answers an event, and whether the peer may call it.
+//!
+//! Handlers come from several sources, asked in a fixed order: the built-in
+//! and Rust handlers of the [`Registry`], then forwards to local HTTP
+//! upstreams, then executables in the handler directory. The first that has
+//! the name answers. Before any of them, the node's access policy (if it has
+//! one) decides whether this peer may call this handler at all.
+
+use std::sync::Arc;
+
+use crate::handler::{Handler, Registry};
+use crate::policy::Policy;
+use crate::router::handler_name;
+
+/// A place handlers come from.
+pub trait HandlerSource: Send + Sync + 'static {
+    /// The handler for an event with `verb` and `noun` (its name is
+    /// `handler_name(verb, noun)`), if this source has one. Called per
+    /// event, so a source may look things up afresh (files appear).
+    fn lookup(&self, verb: &str, noun: &str) -> Option<Arc<dyn Handler>>;
+
+    /// What this source offers, for `/_pipe/status`: handler names, or
+    /// patterns such as `* files/...` for a forward.
+    fn names(&self) -> Vec<String>;
+}
+
+impl HandlerSource for Registry {
+    fn lookup(&self, verb: &str, noun: &str) -> Option<Arc<dyn Handler>> {
+        Registry::lookup(self, &handler_name(verb, noun))
+    }
+
+    fn names(&self) -> Vec<String> {
+        Registry::names(self).map(str::to_owned).collect()
+    }
+}
+
+/// How an event resolved.
+pub enum Resolution {
+    /// This handler answers it.
+    Found(Arc<dyn Handler>),
+    /// The policy refuses this peer this handler; the message says so.
+    Denied(String),
+    /// No source has a handler of that name.
+    Missing,
+}
+
+/// All of a node's handler sources, in precedence order, and its policy.
+#[derive(Default)]
+pub struct Handlers {
+    sources: Vec<Box<dyn HandlerSource>>,
+    policy: Option<Policy>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handlers")
+            .field("names", &self.names())
+            .field("policy", &self.policy.is_some())
+            .finish()
+    }
+}
+
+impl Handlers {
+    /// Handlers from `registry` alone, open to every peer.
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            sources: vec![Box::new(registry)],
+            policy: None,
+        }
+    }
+
+    /// Adds a source, asked after those already added.
+    pub fn with_source(mut self, source: impl HandlerSource) -> Self {
+        self.sources.push(Box::new(source));
+        self
+    }
+
+    /// Restricts which peer may call which handler.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The handler for `peer`'s event `verb` `noun`, or why there is none.
+    pub fn resolve(&self, peer: &str, verb: &str, noun: &str) -> Resolution {
+        let name = handler_name(verb, noun);
+        if let Some(policy) = &self.policy {
+            if !policy.allows(peer, &name) {
+                return Resolution::Denied(format!(
+                    "{peer:?} may not call {name} on this node (access policy)"
+                ));
+            }
+        }
+        self.sources
+            .iter()
+            .find_map(|source| source.lookup(verb, noun))
+            .map_or(Resolution::Missing, Resolution::Found)
+    }
+
+    /// Everything the node offers, source by source, in precedence order.
+    pub fn names(&self) -> Vec<String> {
+        self.sources.iter().flat_map(|s| s.names()).collect()
+    }
+
+    /// The access policy, if any.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Reply, Request};
+
+    struct Everything;
+
+    impl HandlerSource for Everything {
+        fn lookup(&self, _verb: &str, _noun: &str) -> Option<Arc<dyn Handler>> {
+            Some(Arc::new(|_request: Request| async {
+                Ok(Reply::bytes("text/plain", "fallback"))
+            }))
+        }
+
+        fn names(&self) -> Vec<String> {
+            vec!["* *".to_owned()]
+        }
+    }
+
+    #[test]
+    fn sources_are_asked_in_order_and_the_policy_comes_first() {
+        let mut registry = Registry::new();
+        registry.register("get_time", |_request: Request| async {
+            Ok(Reply::bytes("text/plain", "registry"))
+        });
+        let handlers = Handlers::new(registry).with_source(Everything);
+        assert!(matches!(
+            handlers.resolve("p", "get", "time"),
+            Resolution::Found(_)
+        ));
+        assert!(matches!(
+            handlers.resolve("p", "get", "other"),
+            Resolution::Found(_)
+        ));
+        assert_eq!(handlers.names(), ["get_time", "* *"]);
+
+        let policy = Policy::parse(
+            "[[allow]]\npeers = [\"ok-*\"]\nhandlers = [\"get_time\"]\n",
+            "test",
+        )
+        .unwrap();
+        let handlers = Handlers::new(Registry::new())
+            .with_source(Everything)
+            .with_policy(policy);
+        assert!(matches!(
+            handlers.resolve("ok-1", "get", "time"),
+            Resolution::Found(_)
+        ));
+        let Resolution::Denied(message) = handlers.resolve("other", "get", "time") else {
+            panic!("not denied")
+        };
+        assert!(
+            message.contains("\"other\" may not call get_time"),
+            "{message}"
+        );
+        assert!(matches!(
+            handlers.resolve("ok-1", "post", "time"),
+            Resolution::Denied(_)
+        ));
+    }
+}
