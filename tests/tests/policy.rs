@@ -1,0 +1,138 @@
+//! Access control by identity: a policy file on the receiving node says which
+//! peers may call which handlers; everything else is refused with 403.
+
+mod common;
+
+use common::*;
+use pipe_core::{NodeSettings, Registry, Reply, Request, Side};
+use serde_json::json;
+
+fn policy_file(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn handlers() -> Registry {
+    let mut registry = Registry::with_examples(Side::Server);
+    registry.register("post_upload", |_request: Request| async move {
+        Ok(Reply::json(&json!({ "stored": true })))
+    });
+    registry.register("get_files_report", |_request: Request| async move {
+        Ok(Reply::json(&json!({ "report": "ok" })))
+    });
+    registry
+}
+
+#[tokio::test]
+async fn the_server_allows_by_rule_refuses_the_rest_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        &dir,
+        r#"
+[[allow]]
+peers = ["branch-*"]
+handlers = ["get_time", "get_files_*"]
+
+[[allow]]
+peers = ["hq"]
+handlers = ["*"]
+"#,
+    );
+    let pki = Pki::new();
+    let server = start_server(
+        &pki,
+        handlers(),
+        NodeSettings {
+            policy: Some(policy),
+            ..fast_settings()
+        },
+    )
+    .await;
+    let branch = connect_client(&pki, &server, "branch-7", Registry::new()).await;
+    let hq = connect_client(&pki, &server, "hq", Registry::new()).await;
+    let stranger = connect_client(&pki, &server, "stranger", Registry::new()).await;
+
+    // Allowed, by name and by wildcard.
+    assert_eq!(get(&branch.url("/server/time")).await.status, 200);
+    assert_eq!(get(&branch.url("/server/files/report")).await.status, 200);
+    // Refused: a handler outside the branch's rule.
+    let refused = send("POST", &branch.url("/server/upload"), &[], "x").await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.code(), Some(253));
+    let message = refused.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("\"branch-7\" may not call post_upload"),
+        "{message}"
+    );
+    // hq may call anything.
+    assert_eq!(
+        send("POST", &hq.url("/server/upload"), &[], "x")
+            .await
+            .status,
+        200
+    );
+    // Default deny: no rule names this client.
+    let refused = get(&stranger.url("/server/time")).await;
+    assert_eq!((refused.status, refused.code()), (403, Some(253)));
+    // Refusal is decided before lookup: an unknown handler is refused too,
+    // so a policy does not reveal which handlers exist.
+    assert_eq!(get(&stranger.url("/server/nothing")).await.status, 403);
+
+    let status = get(&server.url("/_pipe/status")).await.json();
+    assert_eq!(status["access_policy"], true);
+}
+
+#[tokio::test]
+async fn a_client_can_restrict_what_the_server_may_call_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server's identity in the test harness is `localhost`.
+    let policy = policy_file(
+        &dir,
+        "[[allow]]\npeers = [\"localhost\"]\nhandlers = [\"get_time\"]\n",
+    );
+    let pki = Pki::new();
+    let server = start_server(&pki, Registry::with_examples(Side::Server), fast_settings()).await;
+    let client = start_client(
+        pki.client("guarded"),
+        server.pipe_addr(),
+        Registry::with_examples(Side::Client),
+        NodeSettings {
+            policy: Some(policy),
+            ..fast_settings()
+        },
+    )
+    .await;
+    wait_for_client(&server, "guarded").await;
+    assert_eq!(get(&server.url("/client/guarded/time")).await.status, 200);
+    let refused = get(&server.url("/client/guarded/cat//x")).await;
+    assert_eq!((refused.status, refused.code()), (403, Some(253)));
+    // The client's own requests to the server are not affected.
+    assert_eq!(get(&client.url("/server/cat//x")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_broken_policy_keeps_the_node_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(&dir, "[[allow]]\npeers = [\"x\"]\nhandlerz = [\"*\"]\n");
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = pipe_core::http::HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let error = pipe_core::launch::start_server(
+        listener,
+        http,
+        &pki.server(),
+        Registry::new(),
+        NodeSettings {
+            policy: Some(policy),
+            ..fast_settings()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("policy.toml"), "{error}");
+    assert!(error.contains("handlerz"), "{error}");
+}
