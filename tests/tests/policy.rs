@@ -1,6 +1,8 @@
 //! Access control by identity: a policy file on the receiving node says which
 //! peers may call which handlers; everything else is refused with 403.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
