@@ -207,10 +207,10 @@ struct Peer {
 
 /// Who made a local request, for logs: the connection's peer, or the first
 /// `X-Forwarded-For` address when the peer is a trusted proxy.
-fn caller_of(request: &Request<Incoming>, peer: &Peer) -> String {
+fn caller_of(headers: &http::HeaderMap, peer: &Peer) -> String {
     let forwarded = peer
         .trusted
-        .then(|| request.headers().get("x-forwarded-for"))
+        .then(|| headers.get("x-forwarded-for"))
         .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
@@ -252,7 +252,7 @@ pub async fn serve(
         let node = node.clone();
         let service = service_fn(move |request| {
             let node = node.clone();
-            let caller = caller_of(&request, &peer);
+            let caller = caller_of(request.headers(), &peer);
             async move { Ok::<_, Infallible>(respond(&node, request, &caller).await) }
         });
         let connection = builder.serve_connection(io, service);
@@ -382,9 +382,11 @@ async fn respond_piped(
     };
     let started = Instant::now();
     let handler = router::handler_name(verb.as_wire(), &piped.noun);
+    let peer = key.clone();
     let response = pipe(node, request, key, piped, verb).await;
     debug!(
         caller,
+        %peer,
         verb = %verb.as_wire(),
         %handler,
         status = response.status().as_u16(),
@@ -762,6 +764,56 @@ pub fn log_listening(addr: &HttpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_caller_is_the_forwarded_one_only_behind_a_trusted_proxy() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.0.0.1"),
+        );
+        let proxy = Peer {
+            addr: "127.0.0.1:5000".to_owned(),
+            trusted: true,
+        };
+        assert_eq!(
+            caller_of(&headers, &proxy),
+            "203.0.113.9 via 127.0.0.1:5000"
+        );
+        let stranger = Peer {
+            addr: "192.0.2.7:5000".to_owned(),
+            trusted: false,
+        };
+        assert_eq!(
+            caller_of(&headers, &stranger),
+            "192.0.2.7:5000",
+            "a spoofable header is ignored"
+        );
+        assert_eq!(caller_of(&http::HeaderMap::new(), &proxy), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn end_to_end_headers_drop_hop_by_hop_ones() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("host", "rpclient.local"),
+            ("x-pipe-timeout", "3"),
+            ("accept", "text/csv"),
+            ("if-none-match", "\"v1\""),
+        ] {
+            headers.append(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let kept = end_to_end(&headers);
+        let mut names: Vec<_> = kept.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "if-none-match"]);
+    }
 
     #[test]
     fn http_addresses() {
