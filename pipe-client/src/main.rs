@@ -2,15 +2,12 @@
 //! Parses flags, sets up logging, binds, and hands over to
 //! `pipe_core::launch`.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pipe_core::config::{self, ClientArgs, ClientConfig, CommonArgs};
+use pipe_core::config::{self, ClientArgs, ClientConfig, SetIdentityArgs};
 use pipe_core::http::HttpListener;
-use pipe_core::pki::Role;
 use pipe_core::tls::TlsIdentity;
-use pipe_core::{Registry, Side, identity, launch, logging};
+use pipe_core::{Registry, Side, launch, logging};
 
 /// restpipe client node: keeps one mutual-TLS connection to the server node
 /// (reconnecting forever); local apps reach the server with plain HTTP at
@@ -35,47 +32,11 @@ enum Command {
     SetIdentity(SetIdentityArgs),
 }
 
-#[derive(Debug, clap::Args)]
-struct SetIdentityArgs {
-    /// The client's private key (PEM).
-    key: PathBuf,
-    /// The client's certificate (PEM), issued with `certs-tool issue --client`.
-    crt: PathBuf,
-    /// The CA certificate that signed both nodes' certificates (PEM).
-    ca: PathBuf,
-    /// Where to install the three files [env: RP_CLIENT_CERT_PATH] [default:
-    /// /var/lib/restpipe].
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Option<PathBuf>,
-    /// TOML file that may name the cert dir (`cert_dir`).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::SetIdentity(args) => {
-            let config = ClientConfig::resolve(
-                &ClientArgs {
-                    common: CommonArgs {
-                        cert_dir: args.cert_dir,
-                        config: args.config,
-                        ..CommonArgs::default()
-                    },
-                    ..ClientArgs::default()
-                },
-                &config::process_env,
-            )?;
-            let dest = &config.common.cert_files;
-            let installed = identity::install(&args.key, &args.crt, &args.ca, Role::Client, dest)
-                .context("identity not installed")?;
-            println!(
-                "installed client identity {:?} (valid until {}) as {}",
-                installed.name,
-                installed.not_after,
-                dest.cert.display()
-            );
+            println!("{}", launch::set_identity(Side::Client, &args)?);
             Ok(())
         }
         Command::Serve(args) => {

@@ -256,6 +256,58 @@ pub struct ClientArgs {
     pub common: CommonArgs,
 }
 
+/// Arguments of `set-identity` (both nodes).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SetIdentityArgs {
+    /// The node's private key (PEM).
+    pub key: PathBuf,
+    /// The node's certificate (PEM), from `certs-tool issue --server` for a
+    /// server node or `--client` for a client node.
+    pub crt: PathBuf,
+    /// The CA certificate that signed both nodes' certificates (PEM).
+    pub ca: PathBuf,
+    /// Where to install the three files [env: RP_SERVER_CERT_PATH /
+    /// RP_CLIENT_CERT_PATH] [default: /var/lib/restpipe].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// TOML file that may name the cert dir (`cert_dir`) and file names.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl SetIdentityArgs {
+    /// Where the identity goes for a node on `side`: resolved exactly as
+    /// `serve` resolves it (flag, environment, file, default), so the node
+    /// finds what was installed.
+    pub fn destination(
+        &self,
+        side: Side,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<CertFiles, ConfigError> {
+        let common = CommonArgs {
+            cert_dir: self.cert_dir.clone(),
+            config: self.config.clone(),
+            ..CommonArgs::default()
+        };
+        Ok(match side {
+            Side::Server => {
+                let args = ServerArgs {
+                    common,
+                    ..ServerArgs::default()
+                };
+                ServerConfig::resolve(&args, env)?.common.cert_files
+            }
+            Side::Client => {
+                let args = ClientArgs {
+                    common,
+                    ..ClientArgs::default()
+                };
+                ClientConfig::resolve(&args, env)?.common.cert_files
+            }
+        })
+    }
+}
+
 /// How a node logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Logging {

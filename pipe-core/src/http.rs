@@ -447,8 +447,34 @@ async fn pipe(
     }
     // Small bodies of known length travel whole in the event (and JSON is
     // checked); anything else streams, checked against the limit as it goes.
-    let body = match declared {
-        Some(length) if length <= INLINE_LIMIT as u64 => request.into_body(),
+    let (body, stream, too_large) = match declared {
+        Some(length) if length <= INLINE_LIMIT as u64 => {
+            let body = match Limited::new(request.into_body(), limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                    return error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("body exceeds the limit of {limit} bytes"),
+                    );
+                }
+                Err(error) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the body: {error}"),
+                    );
+                }
+            };
+            if is_json_type(&content_type) && !body.is_empty() {
+                if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("body is declared {content_type} but is not valid JSON: {error}"),
+                    );
+                }
+            }
+            node.metrics().http_request(body.len() as u64);
+            (body, None, None)
+        }
         length => {
             let (sink, stream) = crate::body::channel(length);
             let (too_large_tx, too_large_rx) = tokio::sync::oneshot::channel();
@@ -459,52 +485,9 @@ async fn pipe(
                 too_large_tx,
             ));
             node.metrics().http_request(length.unwrap_or(0));
-            let outbound = Outbound {
-                verb: verb.as_wire().to_owned(),
-                noun: piped.noun,
-                args: piped.args,
-                query,
-                content_type,
-                headers,
-                body: Bytes::new(),
-                stream: Some(stream),
-            };
-            // An upload of unknown length that outgrows the limit ends the
-            // request with 413; dropping the request cancels the far side.
-            return tokio::select! {
-                response = send(node, &key, outbound, deadline, timeout) => response,
-                Ok(()) = too_large_rx => error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body exceeds the limit of {limit} bytes"),
-                ),
-            };
+            (Bytes::new(), Some(stream), Some(too_large_rx))
         }
     };
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body exceeds the limit of {limit} bytes"),
-            );
-        }
-        Err(error) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the body: {error}"),
-            );
-        }
-    };
-    node.metrics().http_request(body.len() as u64);
-    if is_json_type(&content_type) && !body.is_empty() {
-        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                format!("body is declared {content_type} but is not valid JSON: {error}"),
-            );
-        }
-    }
-
     let outbound = Outbound {
         verb: verb.as_wire().to_owned(),
         noun: piped.noun,
@@ -513,9 +496,20 @@ async fn pipe(
         content_type,
         headers,
         body,
-        stream: None,
+        stream,
     };
-    send(node, &key, outbound, deadline, timeout).await
+    let Some(too_large) = too_large else {
+        return send(node, &key, outbound, deadline, timeout).await;
+    };
+    // An upload of unknown length that outgrows the limit ends the request
+    // with 413; dropping the request cancels the far side.
+    tokio::select! {
+        response = send(node, &key, outbound, deadline, timeout) => response,
+        Ok(()) = too_large => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body exceeds the limit of {limit} bytes"),
+        ),
+    }
 }
 
 /// Finds the peer (waiting a little for it) and sends the request.

@@ -32,6 +32,9 @@ pub enum LaunchError {
     /// not resolve).
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The local HTTP listener cannot tell its address.
+    #[error("local HTTP listener: {0}")]
+    Http(std::io::Error),
     /// The access policy file is unusable.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
@@ -214,30 +217,17 @@ pub fn start_server(
     shutdown: CancellationToken,
 ) -> Result<RunningNode, LaunchError> {
     let tls = Arc::new(Reloadable::new(identity.server_config()?));
-    let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
-    let handlers = build_handlers(handlers, &settings)?;
-    let node = Node::new(Side::Server, identity.name()?, handlers, settings, metrics);
-    let http_addr = http.local_addr().map_err(|source| TlsError::Read {
-        path: "local HTTP listener".into(),
-        source,
-    })?;
-    http::log_listening(&http_addr);
-    let tasks = TaskTracker::new();
-    tasks.spawn(crate::server::run(
-        pipe,
-        tls.clone(),
-        node.clone(),
-        shutdown.clone(),
-    ));
-    spawn_http(&tasks, http, &node, &shutdown);
-    tasks.close();
-    Ok(RunningNode {
-        node,
-        http_addr,
-        tls: NodeTls::Server(tls),
+    let pipe_side = tls.clone();
+    start(
+        Side::Server,
+        http,
+        identity,
+        handlers,
+        settings,
         shutdown,
-        tasks,
-    })
+        NodeTls::Server(tls),
+        move |node, shutdown| crate::server::run(pipe, pipe_side, node, shutdown),
+    )
 }
 
 /// Starts a client node that keeps a connection to `target`.
@@ -251,28 +241,48 @@ pub fn start_client(
     shutdown: CancellationToken,
 ) -> Result<RunningNode, LaunchError> {
     let tls = Arc::new(Reloadable::new(identity.client_config()?));
+    let pipe_side = tls.clone();
+    start(
+        Side::Client,
+        http,
+        identity,
+        handlers,
+        settings,
+        shutdown,
+        NodeTls::Client(tls),
+        move |node, shutdown| crate::client::run(target, pipe_side, node, backoff, shutdown),
+    )
+}
+
+/// What both kinds of node share: the node state, its local front, its
+/// metrics reporter, and `pipe`, the side-specific task.
+#[allow(clippy::too_many_arguments)]
+fn start<F>(
+    side: Side,
+    http: HttpListener,
+    identity: &TlsIdentity,
+    handlers: Registry,
+    settings: NodeSettings,
+    shutdown: CancellationToken,
+    tls: NodeTls,
+    pipe: impl FnOnce(Arc<Node>, CancellationToken) -> F,
+) -> Result<RunningNode, LaunchError>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
     let handlers = build_handlers(handlers, &settings)?;
-    let node = Node::new(Side::Client, identity.name()?, handlers, settings, metrics);
-    let http_addr = http.local_addr().map_err(|source| TlsError::Read {
-        path: "local HTTP listener".into(),
-        source,
-    })?;
+    let node = Node::new(side, identity.name()?, handlers, settings, metrics);
+    let http_addr = http.local_addr().map_err(LaunchError::Http)?;
     http::log_listening(&http_addr);
     let tasks = TaskTracker::new();
-    tasks.spawn(crate::client::run(
-        target,
-        tls.clone(),
-        node.clone(),
-        backoff,
-        shutdown.clone(),
-    ));
+    tasks.spawn(pipe(node.clone(), shutdown.clone()));
     spawn_http(&tasks, http, &node, &shutdown);
     tasks.close();
     Ok(RunningNode {
         node,
         http_addr,
-        tls: NodeTls::Client(tls),
+        tls,
         shutdown,
         tasks,
     })
@@ -287,6 +297,27 @@ fn spawn_http(
     let grace = node.settings().drain_grace;
     tasks.spawn(http::serve(http, node.clone(), shutdown.clone(), grace));
     tasks.spawn(crate::metrics::report(node.clone(), shutdown.clone()));
+}
+
+/// `set-identity`: validates the key, certificate and CA for a node on
+/// `side` and installs them where `serve` will look; nothing is installed if
+/// a check fails. Returns what to tell the operator.
+pub fn set_identity(side: Side, args: &crate::config::SetIdentityArgs) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let dest = args.destination(side, &crate::config::process_env)?;
+    let role = match side {
+        Side::Server => Role::Server,
+        Side::Client => Role::Client,
+    };
+    let installed = identity::install(&args.key, &args.crt, &args.ca, role, &dest)
+        .context("identity not installed")?;
+    Ok(format!(
+        "installed {} identity {:?} (valid until {}) as {}",
+        side.as_str(),
+        installed.name,
+        installed.not_after,
+        dest.cert.display()
+    ))
 }
 
 /// Modification times of the identity files, to notice a rotation.

@@ -3,15 +3,12 @@
 
 mod demo;
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pipe_core::config::{self, CommonArgs, ServerArgs, ServerConfig};
+use pipe_core::config::{self, ServerArgs, ServerConfig, SetIdentityArgs};
 use pipe_core::http::HttpListener;
-use pipe_core::pki::Role;
 use pipe_core::tls::TlsIdentity;
-use pipe_core::{Registry, Side, identity, launch, logging};
+use pipe_core::{Registry, Side, launch, logging};
 
 /// restpipe server node: client nodes connect to it over mutual TLS; local
 /// apps reach them with plain HTTP at /client/<name>/<noun>.
@@ -39,47 +36,11 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
-#[derive(Debug, clap::Args)]
-struct SetIdentityArgs {
-    /// The server's private key (PEM).
-    key: PathBuf,
-    /// The server's certificate (PEM), issued with `certs-tool issue --server`.
-    crt: PathBuf,
-    /// The CA certificate that signed both nodes' certificates (PEM).
-    ca: PathBuf,
-    /// Where to install the three files [env: RP_SERVER_CERT_PATH] [default:
-    /// /var/lib/restpipe].
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Option<PathBuf>,
-    /// TOML file that may name the cert dir (`cert_dir`).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::SetIdentity(args) => {
-            let config = ServerConfig::resolve(
-                &ServerArgs {
-                    common: CommonArgs {
-                        cert_dir: args.cert_dir,
-                        config: args.config,
-                        ..CommonArgs::default()
-                    },
-                    ..ServerArgs::default()
-                },
-                &config::process_env,
-            )?;
-            let dest = &config.common.cert_files;
-            let installed = identity::install(&args.key, &args.crt, &args.ca, Role::Server, dest)
-                .context("identity not installed")?;
-            println!(
-                "installed server identity {:?} (valid until {}) as {}",
-                installed.name,
-                installed.not_after,
-                dest.cert.display()
-            );
+            println!("{}", launch::set_identity(Side::Server, &args)?);
             Ok(())
         }
         Command::Serve(args) => {
