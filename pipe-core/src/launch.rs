@@ -51,7 +51,17 @@ pub fn build_handlers(
 ) -> Result<Handlers, LaunchError> {
     let mut handlers = Handlers::new(registry);
     // Forwards to local HTTP upstreams come next.
+    if !settings.forwards.is_empty() {
+        handlers = handlers.with_source(
+            crate::forward::Forwards::new(&settings.forwards).map_err(LaunchError::Handlers)?,
+        );
+    }
     // The handler directory comes last.
+    if let Some(dir) = &settings.handler_dir {
+        let directory = crate::exec::ExecDirectory::new(dir.clone(), settings.max_body_bytes)
+            .map_err(LaunchError::Handlers)?;
+        handlers = handlers.with_source(directory);
+    }
     if let Some(path) = &settings.policy {
         handlers = handlers.with_policy(crate::policy::Policy::load(path)?);
     }

@@ -14,6 +14,8 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod events;
+pub mod exec;
+pub mod forward;
 pub mod frame;
 pub mod handler;
 pub mod http;
