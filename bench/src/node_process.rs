@@ -1,0 +1,394 @@
+//! Nodes in child processes: this same binary re-executed as
+//! `restpipe-bench node-for-bench`, a real server or client node started
+//! through `pipe_core::launch` like the shipped binaries, so that its
+//! `/proc/<pid>` figures (memory, peak memory, CPU) are the node's alone.
+//!
+//! The child prints one `ready pipe=ADDR http=ADDR` line once it listens,
+//! and stops when its standard input closes (the benchmark ended or died),
+//! when it is killed, or after a bounded lifetime.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use pipe_core::backoff::BackoffSettings;
+use pipe_core::client::ServerTarget;
+use pipe_core::http::{HttpAddr, HttpListener};
+use pipe_core::launch;
+use pipe_core::tls::TlsIdentity;
+use pipe_core::{HandlerError, NodeSettings, Registry, Reply, Request, Side};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::identities::{NodeFiles, SERVER_NAME};
+use crate::procfs;
+
+/// A command to run node processes under, e.g. `heaptrack` or
+/// `valgrind --tool=massif` (profiling only: `/proc` figures are then the
+/// wrapper's).
+pub const WRAPPER_VAR: &str = "RESTPIPE_BENCH_NODE_WRAPPER";
+/// Lines a wrapper may print before the node's `ready` line.
+const MAX_LINES_BEFORE_READY: usize = 100;
+/// Time a child gets to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a child gets to stop after its standard input closes.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// A child ends itself after this long, whatever happens to its parent.
+const DEFAULT_LIFETIME_SECS: u64 = 3600;
+/// Largest body `get_source` agrees to produce.
+const MAX_SOURCE_BYTES: u64 = 4 << 30;
+/// Size of the pieces `get_source` produces: the pipe's own chunk size.
+const SOURCE_CHUNK_BYTES: usize = pipe_core::body::CHUNK_BYTES;
+
+/// Which node a child runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeSide {
+    /// A server node.
+    Server,
+    /// A client node.
+    Client,
+}
+
+/// Arguments of `node-for-bench`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Server or client node.
+    #[arg(long, value_enum)]
+    side: NodeSide,
+    /// The node's certificate (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// The CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// Server: where client nodes connect.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Client: the server node's pipe address.
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// Seconds after which the node stops by itself.
+    #[arg(long, default_value_t = DEFAULT_LIFETIME_SECS)]
+    lifetime: u64,
+}
+
+/// Where a child should run its node.
+#[derive(Debug, Clone, Copy)]
+pub enum Placement {
+    /// A server node whose pipe listens on `listen` (port 0: any).
+    Server {
+        /// The pipe address to bind.
+        listen: SocketAddr,
+    },
+    /// A client node dialling the server at `server`.
+    Client {
+        /// The server's pipe address.
+        server: SocketAddr,
+    },
+}
+
+/// A node running in a child process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Child,
+    pid: u32,
+    /// The node's local HTTP front.
+    pub http: SocketAddr,
+    /// The server's pipe address (server nodes).
+    pub pipe: Option<SocketAddr>,
+}
+
+impl NodeProcess {
+    /// Starts a node with identity `files`, its logs (warnings and up) in
+    /// `log`, and waits until it listens.
+    pub async fn start(
+        files: &NodeFiles,
+        placement: Placement,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the benchmark binary")?;
+        let mut command = match std::env::var(WRAPPER_VAR) {
+            Ok(wrapper) if !wrapper.trim().is_empty() => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().unwrap_or_default());
+                command.args(words).arg(exe);
+                command
+            }
+            _ => Command::new(exe),
+        };
+        command
+            .arg("node-for-bench")
+            .arg("--cert")
+            .arg(&files.cert)
+            .arg("--key")
+            .arg(&files.key)
+            .arg("--ca")
+            .arg(&files.ca);
+        match placement {
+            Placement::Server { listen } => {
+                command.args(["--side", "server", "--listen", &listen.to_string()]);
+            }
+            Placement::Client { server } => {
+                command.args(["--side", "client", "--server", &server.to_string()]);
+            }
+        }
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("starting a node process")?;
+        let pid = child.id().context("the node process ended at once")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout of the node process")?;
+        let mut lines = BufReader::new(stdout).lines();
+        // A wrapper may print first; the node's own line starts with `ready`.
+        let ready = async {
+            for _ in 0..MAX_LINES_BEFORE_READY {
+                let line = lines
+                    .next_line()
+                    .await
+                    .context("reading the node process's output")?
+                    .with_context(|| {
+                        format!(
+                            "the node process exited before listening: {}",
+                            last_lines(log, 5)
+                        )
+                    })?;
+                if let Some(addresses) = parse_ready(&line) {
+                    return Ok(addresses);
+                }
+            }
+            anyhow::bail!("the node process printed no ready line")
+        };
+        let (pipe, http) = tokio::time::timeout(START_TIMEOUT, ready)
+            .await
+            .context("the node process did not start in time")??;
+        Ok(Self {
+            child,
+            pid,
+            http,
+            pipe,
+        })
+    }
+
+    /// The node's resident memory now.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        procfs::rss(self.pid)
+    }
+
+    /// The node's peak resident memory since start or [`Self::reset_peak`].
+    pub fn peak(&self) -> anyhow::Result<u64> {
+        procfs::peak(self.pid)
+    }
+
+    /// Starts a new peak-memory measurement from the current memory.
+    pub fn reset_peak(&self) -> anyhow::Result<()> {
+        procfs::reset_peak(self.pid)
+    }
+
+    /// CPU time the node has used.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        procfs::cpu_time(self.pid)
+    }
+
+    /// Kills the node at once (SIGKILL): a crash, not a drain.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child
+            .start_kill()
+            .context("killing the node process")?;
+        tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .context("the killed node process did not end")??;
+        Ok(())
+    }
+
+    /// Stops the node the way an operator would: it drains, then exits.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.start_kill()?;
+            self.child.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+/// `(pipe, http)` from `ready pipe=ADDR http=ADDR` (`pipe=-` on clients).
+fn parse_ready(line: &str) -> Option<(Option<SocketAddr>, SocketAddr)> {
+    let mut words = line.split_whitespace();
+    (words.next()? == "ready").then_some(())?;
+    let pipe = words.next()?.strip_prefix("pipe=")?;
+    let http = words.next()?.strip_prefix("http=")?.parse().ok()?;
+    let pipe = if pipe == "-" {
+        None
+    } else {
+        Some(pipe.parse().ok()?)
+    };
+    Some((pipe, http))
+}
+
+/// The last `n` lines of a log, for an error message.
+fn last_lines(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
+/// Counts the log lines of a node that contain `needle`.
+pub fn count_in_log(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+/// The server node's handlers: the examples, plus the two the large-body
+/// scenario drives. Both stream, so neither holds a body: what the nodes'
+/// peak memory shows is the pipe's own buffering.
+pub fn server_handlers() -> Registry {
+    let mut handlers = Registry::with_examples(Side::Server);
+    // Reads the upload as it arrives and answers its length, so the
+    // transfer is checked end to end.
+    handlers.register_streaming("post_sink", |mut request: Request| async move {
+        let mut received = request.body.len() as u64;
+        if let Some(mut stream) = request.stream.take() {
+            while let Some(piece) = stream.chunk().await {
+                let piece = piece.map_err(|e| HandlerError::new("BodyError", e.to_string()))?;
+                received += piece.len() as u64;
+            }
+        }
+        Ok(Reply::json(&serde_json::json!({ "bytes": received })))
+    });
+    // Answers `?bytes=N` zero bytes, produced as the caller reads them:
+    // slices of one shared chunk, so producing costs no memory.
+    handlers.register("get_source", |request: Request| async move {
+        let total = request
+            .query_pairs()
+            .into_iter()
+            .find(|(key, _)| key == "bytes")
+            .and_then(|(_, value)| value.parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(MAX_SOURCE_BYTES);
+        let (sink, stream) = pipe_core::body::channel(Some(total));
+        tokio::spawn(async move {
+            let chunk = Bytes::from(vec![0u8; SOURCE_CHUNK_BYTES]);
+            let mut left = total;
+            while left > 0 {
+                let len = left.min(SOURCE_CHUNK_BYTES as u64) as usize;
+                if sink.send(chunk.slice(..len)).await.is_err() {
+                    return; // the caller went away
+                }
+                left -= len as u64;
+            }
+        });
+        Ok(Reply::stream("application/octet-stream", stream))
+    });
+    handlers
+}
+
+/// Runs `node-for-bench`: the child side.
+pub fn serve(args: NodeArgs) -> anyhow::Result<()> {
+    crate::init_logging("warn");
+    procfs::raise_open_file_limit()?;
+    // The same runtime the shipped binaries use: one worker per core.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve_node(args))
+}
+
+async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let identity = TlsIdentity::from_pem(&read(&args.cert)?, &read(&args.key)?, &read(&args.ca)?)?;
+    let http = HttpListener::bind(&HttpAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+    let HttpAddr::Tcp(http_addr) = http.local_addr()? else {
+        anyhow::bail!("the local HTTP front is not on TCP");
+    };
+    let shutdown = CancellationToken::new();
+    let (node, pipe) = match args.side {
+        NodeSide::Server => {
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("binding the pipe listener on {}", args.listen))?;
+            let pipe = listener.local_addr()?;
+            let node = launch::start_server(
+                listener,
+                http,
+                &identity,
+                server_handlers(),
+                NodeSettings::default(),
+                shutdown.clone(),
+            )?;
+            (node, pipe.to_string())
+        }
+        NodeSide::Client => {
+            let server = args.server.context("a client node needs --server")?;
+            let target = ServerTarget {
+                host: server.ip().to_string(),
+                port: server.port(),
+                server_name: Some(SERVER_NAME.to_owned()),
+            };
+            let node = launch::start_client(
+                target,
+                http,
+                &identity,
+                Registry::with_examples(Side::Client),
+                NodeSettings::default(),
+                BackoffSettings::default(),
+                shutdown.clone(),
+            )?;
+            (node, "-".to_owned())
+        }
+    };
+    println!("ready pipe={pipe} http={http_addr}");
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+
+    let parent_gone = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 64];
+        while matches!(stdin.read(&mut buffer).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        _ = parent_gone => {}
+        _ = tokio::time::sleep(Duration::from_secs(args.lifetime)) => {
+            tracing::warn!("node-for-bench: lifetime over, stopping");
+        }
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(STOP_TIMEOUT, node.wait()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_lines_are_parsed() {
+        let (pipe, http) = parse_ready("ready pipe=127.0.0.1:5 http=127.0.0.1:6").unwrap();
+        assert_eq!(pipe, Some("127.0.0.1:5".parse().unwrap()));
+        assert_eq!(http, "127.0.0.1:6".parse().unwrap());
+        let (pipe, _) = parse_ready("ready pipe=- http=127.0.0.1:6").unwrap();
+        assert_eq!(pipe, None);
+        assert!(parse_ready("listening").is_none());
+    }
+}

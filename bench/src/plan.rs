@@ -1,0 +1,87 @@
+//! How big and how long each scenario runs: the full figures, or `--quick`
+//! ones that only prove the benchmark still works (CI).
+
+use std::time::Duration;
+
+/// Files a process needs besides its connections (listeners, logs, the
+/// runtime's own descriptors, probes).
+const SPARE_FILES: u64 = 256;
+
+/// Sizes and durations of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Brief run for CI.
+    pub quick: bool,
+    /// Cores of this machine.
+    pub cores: usize,
+    /// Load before measuring starts: connections warm, caches filled.
+    pub warmup: Duration,
+    /// Measured load per configuration.
+    pub load: Duration,
+    /// Concurrencies of the request scenario.
+    pub concurrencies: Vec<usize>,
+    /// Client counts of the connections scenario.
+    pub client_counts: Vec<usize>,
+    /// Clients held while measuring heartbeat CPU.
+    pub heartbeat_clients: usize,
+    /// Window over which heartbeat CPU is measured.
+    pub heartbeat_window: Duration,
+    /// Body size of the large-body scenario.
+    pub large_bytes: u64,
+    /// Longest wait for a fleet of clients to (re)connect before the
+    /// figure is reported as not reached.
+    pub connect_bound: Duration,
+    /// Longest wait for one large transfer.
+    pub transfer_bound: Duration,
+}
+
+impl Plan {
+    /// The plan for a full or a quick run, with client counts limited by the
+    /// open-file limit (each client holds a socket in this process, and the
+    /// server one in its own).
+    pub fn new(quick: bool, open_files: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fits = |n: &usize| (*n as u64) + SPARE_FILES <= open_files;
+        let mut plan = if quick {
+            Self {
+                quick,
+                cores,
+                warmup: Duration::from_millis(250),
+                load: Duration::from_secs(1),
+                concurrencies: vec![1, 64],
+                client_counts: vec![100],
+                heartbeat_clients: 100,
+                heartbeat_window: Duration::from_secs(5),
+                large_bytes: 8 << 20,
+                connect_bound: Duration::from_secs(60),
+                transfer_bound: Duration::from_secs(60),
+            }
+        } else {
+            Self {
+                quick,
+                cores,
+                warmup: Duration::from_secs(2),
+                load: Duration::from_secs(10),
+                concurrencies: vec![1, 64],
+                client_counts: vec![1_000, 10_000],
+                heartbeat_clients: 10_000,
+                heartbeat_window: Duration::from_secs(10),
+                large_bytes: 256 << 20,
+                connect_bound: Duration::from_secs(180),
+                transfer_bound: Duration::from_secs(600),
+            }
+        };
+        let largest_fitting = open_files.saturating_sub(SPARE_FILES) as usize;
+        plan.client_counts.retain(fits);
+        if plan.client_counts.is_empty() {
+            plan.client_counts.push(largest_fitting.max(1));
+        }
+        plan.heartbeat_clients = plan.heartbeat_clients.min(largest_fitting.max(1));
+        plan
+    }
+
+    /// `quick` or `full`, for the report.
+    pub fn mode(&self) -> &'static str {
+        if self.quick { "quick" } else { "full" }
+    }
+}
