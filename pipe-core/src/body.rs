@@ -17,16 +17,16 @@ use tokio::sync::mpsc;
 /// Bodies up to this size travel inside their `Event` or `Reply` frame;
 /// larger ones are streamed.
 pub const INLINE_LIMIT: usize = 256 * 1024;
-/// Data carried by one `Chunk` frame: large enough to amortise framing, small
-/// enough that a small request queued behind it waits microseconds.
-pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Data carried by one `Chunk` frame: large enough to amortise framing and
+/// allocation, small enough that a small request queued behind it waits a
+/// fraction of a millisecond (and small requests overtake queued chunks).
+pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Bytes of one body a sender may have in flight before the receiver grants
-/// more: the memory a streamed body can occupy at the receiver.
-pub const WINDOW_BYTES: u64 = 1024 * 1024;
-/// Chunks a body channel holds: a full window of the smallest useful chunks
-/// would be more, but senders never exceed the window in bytes, and each
-/// chunk is at most [`CHUNK_BYTES`].
-const CHANNEL_CHUNKS: usize = (WINDOW_BYTES as usize / CHUNK_BYTES) + 2;
+/// more: the memory a streamed body can occupy at the receiver, and, over
+/// the round trip of a grant, what bounds one transfer's speed.
+pub const WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+/// Pieces a local body channel holds before its producer waits.
+const CHANNEL_CHUNKS: usize = 32;
 
 /// Why a body did not arrive whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -50,6 +50,16 @@ pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued for the writer before senders wait: deep enough to batch
 /// bursts into few TLS records, shallow enough to push back on callers.
 const OUTBOUND_QUEUE: usize = 1024;
+/// Chunk frames queued for the writer before a body's sender waits.
+const BULK_QUEUE: usize = 32;
+/// Initial size of the write buffer: a ping fits; larger frames grow it,
+/// and an idle connection keeps little.
+const FRAMING_BUFFER: usize = 512;
+/// Initial size of the read buffer. Not smaller: once decoded frames are
+/// split off, the buffer regrows to this size, so it sets how much one read
+/// takes from the socket under load.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// Time allowed to flush a final `GoAway` and close TLS cleanly.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -216,7 +226,9 @@ pub struct Outbound {
 /// What the writer task is asked to do.
 #[derive(Debug)]
 enum Outgoing {
-    Frame(Body),
+    /// Boxed: channels allocate slots up front, and an unboxed `Body` would
+    /// make every idle connection's queues several KiB each.
+    Frame(Box<Body>),
     /// Send `GoAway` (if any), flush, close TLS and end the connection.
     Close(Option<GoAway>),
 }
@@ -246,7 +258,10 @@ struct Shared {
     outbound: mpsc::Sender<Outgoing>,
     /// Small frames that must never wait behind data or be dropped: pings,
     /// pongs, window grants, cancels. Few and tiny, so unbounded.
-    control: mpsc::UnboundedSender<Body>,
+    control: mpsc::UnboundedSender<Box<Body>>,
+    /// Chunks of streamed bodies: written only when nothing else waits, so
+    /// small requests overtake bulk data.
+    bulk: mpsc::Sender<Box<Body>>,
     /// Streamed bodies arriving from the peer.
     incoming: DashMap<BodyKey, IncomingBody>,
     /// Streamed bodies we are sending: the peer's grants, as permits of one
@@ -294,7 +309,7 @@ impl Shared {
     /// Queues a control frame; never waits, never drops (while the writer
     /// lives).
     fn send_control(&self, body: Body) {
-        let _ = self.control.send(body);
+        let _ = self.control.send(Box::new(body));
     }
 
     /// Stops sending the body under `key`, if we are.
@@ -323,14 +338,14 @@ impl Shared {
         let mut consumed_since_grant = 0u64;
         stream.set_on_consumed(Box::new(move |n| {
             consumed_since_grant += n as u64;
-            if consumed_since_grant >= WINDOW_BYTES / 2 {
+            if consumed_since_grant >= WINDOW_BYTES / 4 {
                 counter.fetch_add(consumed_since_grant, Ordering::AcqRel);
-                let _ = control.send(Body::Window(Window {
+                let _ = control.send(Box::new(Body::Window(Window {
                     request_id,
                     of_reply,
                     bytes: consumed_since_grant,
                     stop: false,
-                }));
+                })));
                 consumed_since_grant = 0;
             }
         }));
@@ -369,7 +384,7 @@ impl Shared {
         self.outgoing.insert(key, credit.clone());
         let (request_id, of_reply) = key;
         let chunk = |data: Bytes, last: bool, error: String| {
-            Outgoing::Frame(Body::Chunk(Chunk {
+            Box::new(Body::Chunk(Chunk {
                 request_id,
                 of_reply,
                 data,
@@ -396,7 +411,7 @@ impl Shared {
                 };
                 permit.forget();
                 if self
-                    .outbound
+                    .bulk
                     .send(chunk(data.split_to(n), false, String::new()))
                     .await
                     .is_err()
@@ -405,7 +420,7 @@ impl Shared {
                 }
             }
         };
-        let _ = self.outbound.send(end).await;
+        let _ = self.bulk.send(end).await;
         self.outgoing.remove(&key);
     }
 }
@@ -582,7 +597,7 @@ impl PeerHandle {
             outcome = async {
                 shared
                     .outbound
-                    .send(Outgoing::Frame(Body::Event(event)))
+                    .send(Outgoing::Frame(Box::new(Body::Event(event))))
                     .await
                     .map_err(|_| shared.disconnected())?;
                 if let Some(stream) = outbound.stream {
@@ -650,8 +665,11 @@ where
     let settings = &local.settings;
     let codec = FrameCodec::new(settings.max_frame_bytes);
     let (read_half, write_half) = tokio::io::split(stream);
-    let mut reader = FramedRead::new(read_half, codec.clone());
+    // Small buffers to start with: most connections idle, and the buffers
+    // grow to the frames that actually arrive.
+    let mut reader = FramedRead::with_capacity(read_half, codec.clone(), READ_BUFFER);
     let mut writer = FramedWrite::new(write_half, codec);
+    *writer.write_buffer_mut() = bytes::BytesMut::with_capacity(FRAMING_BUFFER);
 
     let hello = Body::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -722,12 +740,14 @@ where
 
     let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (bulk_tx, bulk_rx) = mpsc::channel(BULK_QUEUE);
     let shared = Arc::new(Shared {
         peer,
         connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
         connected_at: SystemTime::now(),
         outbound: outbound_tx,
         control: control_tx,
+        bulk: bulk_tx,
         incoming: DashMap::new(),
         outgoing: DashMap::new(),
         max_body_bytes: local.max_body_bytes,
@@ -743,7 +763,13 @@ where
         metrics: local.metrics.clone(),
     });
     let slots = Arc::new(Semaphore::new(settings.max_concurrent_handlers));
-    tokio::spawn(write_loop(writer, outbound_rx, control_rx, shared.clone()));
+    tokio::spawn(write_loop(
+        writer,
+        outbound_rx,
+        control_rx,
+        bulk_rx,
+        shared.clone(),
+    ));
     tokio::spawn(read_loop(
         reader,
         shared.clone(),
@@ -1051,7 +1077,11 @@ async fn handle_event(
         body_length: reply.stream.as_ref().and_then(BodyStream::length),
         http_status: reply.http_status.map_or(0, u32::from),
     });
-    let sent = shared.outbound.send(Outgoing::Frame(frame)).await.is_ok();
+    let sent = shared
+        .outbound
+        .send(Outgoing::Frame(Box::new(frame)))
+        .await
+        .is_ok();
     if let (true, Some(stream)) = (sent, reply.stream) {
         // Still "running" while the body streams, so a Cancel stops it.
         shared.clone().send_body((request_id, true), stream).await;
@@ -1123,21 +1153,21 @@ async fn run_handler(
     };
     // A task of its own, so a panicking handler is a 251, not a dead reader;
     // aborted on drop, so cancellation stops it.
-    let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(handler.call(request)));
-    let outcome = task.await;
+    // Run in this task (no extra spawn on the hot path), with a panic caught
+    // and turned into a 251 instead of taking the connection down.
+    let outcome = std::panic::AssertUnwindSafe(handler.call(request))
+        .catch_unwind()
+        .await;
     shared.metrics.handled(Some(&name), started.elapsed());
     let failure = match outcome {
         Ok(Ok(reply)) => return reply,
         Ok(Err(failure)) => failure,
-        Err(join_error) => {
-            let message = match join_error.try_into_panic() {
-                Ok(payload) => payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "handler panicked".to_owned()),
-                Err(_) => "handler task was cancelled".to_owned(),
-            };
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "handler panicked".to_owned());
             HandlerError::new("panic", message)
         }
     };
@@ -1178,10 +1208,18 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// Rough payload size of a queued frame, for batching.
 fn payload_len(outgoing: &Outgoing) -> usize {
-    match outgoing {
-        Outgoing::Frame(Body::Chunk(chunk)) => chunk.data.len(),
-        Outgoing::Frame(Body::Event(event)) => event.body.len(),
-        Outgoing::Frame(Body::Reply(reply)) => reply.body.len(),
+    let Outgoing::Frame(body) = outgoing else {
+        return 0;
+    };
+    body_len(body)
+}
+
+/// Body bytes a frame carries, for batching.
+fn body_len(body: &Body) -> usize {
+    match body {
+        Body::Chunk(chunk) => chunk.data.len(),
+        Body::Event(event) => event.body.len(),
+        Body::Reply(reply) => reply.body.len(),
         _ => 0,
     }
 }
@@ -1189,7 +1227,8 @@ fn payload_len(outgoing: &Outgoing) -> usize {
 async fn write_loop<W>(
     mut sink: FramedWrite<WriteHalf<W>, FrameCodec>,
     mut queue: mpsc::Receiver<Outgoing>,
-    mut control: mpsc::UnboundedReceiver<Body>,
+    mut control: mpsc::UnboundedReceiver<Box<Body>>,
+    mut bulk: mpsc::Receiver<Box<Body>>,
     shared: Arc<Shared>,
 ) where
     W: AsyncRead + AsyncWrite + Send + 'static,
@@ -1204,6 +1243,8 @@ async fn write_loop<W>(
                 Some(next) => next,
                 None => break,
             },
+            // Only when nothing above is waiting: bulk data yields.
+            Some(body) = bulk.recv() => Outgoing::Frame(body),
         };
         // Take what is already queued, control frames first, then flush
         // once: under load many frames share one TLS record and one syscall.
@@ -1212,11 +1253,26 @@ async fn write_loop<W>(
         while let Ok(body) = control.try_recv() {
             batch.push(Outgoing::Frame(body));
         }
+        let mut queue_empty = false;
         while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
             match queue.try_recv() {
                 Ok(next) => {
                     bytes += payload_len(&next);
                     batch.push(next);
+                }
+                Err(_) => {
+                    queue_empty = true;
+                    break;
+                }
+            }
+        }
+        // Chunks only once the queue is empty: an event or reply is always
+        // written before the chunks of its body, which follow it.
+        while queue_empty && batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
+            match bulk.try_recv() {
+                Ok(body) => {
+                    bytes += body_len(&body);
+                    batch.push(Outgoing::Frame(body));
                 }
                 Err(_) => break,
             }
@@ -1227,7 +1283,7 @@ async fn write_loop<W>(
             written = async {
                 for outgoing in batch {
                     match outgoing {
-                        Outgoing::Frame(body) => feed_frame(&mut sink, body, &shared).await?,
+                        Outgoing::Frame(body) => feed_frame(&mut sink, *body, &shared).await?,
                         Outgoing::Close(go_away) => {
                             close = Some(go_away);
                             break;

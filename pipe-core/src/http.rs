@@ -431,11 +431,9 @@ async fn pipe(
     let headers = end_to_end(request.headers());
 
     let limit = settings.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // hyper knows the body's size: 0 without a body, the declared length,
+    // or unknown for a chunked upload.
+    let declared = hyper::body::Body::size_hint(request.body()).exact();
     if declared.is_some_and(|len| len > limit as u64) {
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -79,6 +79,10 @@ impl Peers {
 
     /// The connection for `key`, waiting up to `wait` for one to appear.
     pub async fn wait_for(&self, key: &str, wait: Duration) -> Lookup {
+        // The common case, without touching the notifier's lock.
+        if let Some(handle) = self.get(key) {
+            return Lookup::Connected(handle);
+        }
         let deadline = Instant::now() + wait;
         loop {
             // Register interest before looking, so an insert between the
