@@ -20,11 +20,18 @@ pub const INLINE_LIMIT: usize = 256 * 1024;
 /// Data carried by one `Chunk` frame: large enough to amortise framing and
 /// allocation, small enough that a small request queued behind it waits a
 /// fraction of a millisecond (and small requests overtake queued chunks).
-pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Each chunk is stored and forwarded whole at every hop, so smaller chunks
+/// also shorten a grant's round trip (measured in BENCH.md: 128 KiB beat
+/// 256 KiB on both throughput and small-request latency).
+pub const CHUNK_BYTES: usize = 128 * 1024;
 /// Bytes of one body a sender may have in flight before the receiver grants
 /// more: the memory a streamed body can occupy at the receiver, and, over
-/// the round trip of a grant, what bounds one transfer's speed.
-pub const WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+/// the round trip of a grant, what bounds one transfer's speed. It is also
+/// how much a small request can find queued ahead of it in the socket, so
+/// it trades transfer speed against small-request latency during a
+/// transfer (BENCH.md: 1 MiB kept p99 at ~4 ms but cost a quarter of the
+/// speed; 4 MiB went past the 10 ms target; 2 MiB meets both).
+pub const WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 /// Pieces a local body channel holds before its producer waits.
 const CHANNEL_CHUNKS: usize = 32;
 
