@@ -1234,6 +1234,8 @@ async fn write_loop<W>(
     W: AsyncRead + AsyncWrite + Send + 'static,
 {
     let peer = shared.peer.name.clone();
+    // Writes in a row that carried a single frame.
+    let mut lone_writes = u32::MAX;
     loop {
         let first = tokio::select! {
             biased;
@@ -1246,6 +1248,15 @@ async fn write_loop<W>(
             // Only when nothing above is waiting: bulk data yields.
             Some(body) = bulk.recv() => Outgoing::Frame(body),
         };
+        // Under load (one of the last few writes carried several frames, or
+        // more are already queued), let the tasks that are ready run first:
+        // a yielded task resumes after the runtime has polled for I/O, so
+        // they queue more frames, which then share this write. This halves
+        // the TLS writes per request at concurrency 64 (BENCH.md). Lone
+        // requests do not wait: yielding would only wake an idle worker.
+        if lone_writes < 4 || !queue.is_empty() {
+            tokio::task::yield_now().await;
+        }
         // Take what is already queued, control frames first, then flush
         // once: under load many frames share one TLS record and one syscall.
         let mut bytes = payload_len(&first);
@@ -1277,6 +1288,11 @@ async fn write_loop<W>(
                 Err(_) => break,
             }
         }
+        lone_writes = if batch.len() > 1 {
+            0
+        } else {
+            lone_writes.saturating_add(1)
+        };
         let mut close: Option<Option<GoAway>> = None;
         let written = tokio::select! {
             _ = shared.closed.cancelled() => break,
