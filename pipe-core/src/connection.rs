@@ -63,12 +63,20 @@ const READ_BUFFER: usize = 8 * 1024;
 /// Time allowed to flush a final `GoAway` and close TLS cleanly.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Events that may wait for a handler slot, per slot: past
+/// `max_concurrent_handlers * (1 + WAITING_PER_SLOT)` events in progress on
+/// one connection, a new one is refused at once (503) instead of queueing
+/// without bound.
+pub const WAITING_PER_SLOT: usize = 3;
+
 /// Tunables of one connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
     /// Largest frame accepted or sent.
     pub max_frame_bytes: usize,
-    /// Handlers running at once for this connection; more events wait.
+    /// Handlers running at once for this connection; up to
+    /// [`WAITING_PER_SLOT`] times as many more events wait, and events past
+    /// those are refused with 503.
     pub max_concurrent_handlers: usize,
     /// Silence (nothing received) after which a `Ping` is sent.
     pub ping_interval: Duration,
@@ -273,6 +281,11 @@ struct Shared {
     next_request_id: AtomicU64,
     /// The peer's requests our handlers are working on, by the peer's id.
     running: DashMap<u64, CancellationToken>,
+    /// Events admitted (running or waiting for a handler slot): an event
+    /// that finds none left is refused rather than queued.
+    admission: Arc<Semaphore>,
+    /// Handlers that may run at once for this connection.
+    max_handlers: usize,
     /// Cancelled when the connection has ended, for whatever reason.
     closed: CancellationToken,
     /// The peer sent `GoAway`: it takes no new events.
@@ -754,6 +767,12 @@ where
         pending: DashMap::new(),
         next_request_id: AtomicU64::new(1),
         running: DashMap::new(),
+        admission: Arc::new(Semaphore::new(
+            settings
+                .max_concurrent_handlers
+                .saturating_mul(1 + WAITING_PER_SLOT),
+        )),
+        max_handlers: settings.max_concurrent_handlers,
         closed: CancellationToken::new(),
         peer_going_away: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -904,6 +923,28 @@ fn protocol_error(shared: &Shared, message: String) {
     let _ = shared.outbound.try_send(Outgoing::Close(Some(go_away)));
 }
 
+/// Answers the peer's `event` at once with `refusal` (503, code 251), and
+/// stops the body that may follow it.
+fn refuse_event(shared: &Shared, event: &Event, refusal: HandlerError) {
+    shared.send_control(Body::Reply(proto::Reply {
+        request_id: event.request_id,
+        return_code: RETURN_HANDLER_FAILED,
+        content_type: crate::handler::JSON.to_owned(),
+        body: refusal.to_body(),
+        http_status: u32::from(http::StatusCode::SERVICE_UNAVAILABLE.as_u16()),
+        ..Default::default()
+    }));
+    if event.body_follows {
+        // Its chunks find no receiver and are dropped; this stops the rest.
+        shared.send_control(Body::Window(Window {
+            request_id: event.request_id,
+            of_reply: false,
+            bytes: 0,
+            stop: true,
+        }));
+    }
+}
+
 /// Handles one frame from the peer. An `Err` is a protocol violation.
 fn dispatch(
     body: Body,
@@ -916,19 +957,33 @@ fn dispatch(
             shared.metrics.incr(metrics::RECEIVE_TICK);
             if shared.draining.load(Ordering::Acquire) {
                 // The peer sent this before our GoAway reached it.
-                let refusal = HandlerError::new(
-                    "GoingAway",
-                    "this node is shutting down and takes no new events",
+                refuse_event(
+                    shared,
+                    &event,
+                    HandlerError::new(
+                        "GoingAway",
+                        "this node is shutting down and takes no new events",
+                    ),
                 );
-                shared.send_control(Body::Reply(proto::Reply {
-                    request_id: event.request_id,
-                    return_code: RETURN_HANDLER_FAILED,
-                    content_type: crate::handler::JSON.to_owned(),
-                    body: refusal.to_body(),
-                    ..Default::default()
-                }));
                 return Ok(());
             }
+            let Ok(admitted) = shared.admission.clone().try_acquire_owned() else {
+                shared.metrics.incr(metrics::BUSY_TICK);
+                warn!(peer = %shared.peer.name, verb = %event.verb, noun = %event.noun, "refusing an event: every handler slot is taken and the wait queue is full");
+                refuse_event(
+                    shared,
+                    &event,
+                    HandlerError::new(
+                        "Busy",
+                        format!(
+                            "this node is at capacity for this peer: {} handlers running and {} more events waiting; try again later",
+                            shared.max_handlers,
+                            shared.max_handlers.saturating_mul(WAITING_PER_SLOT),
+                        ),
+                    ),
+                );
+                return Ok(());
+            };
             let cancelled = shared.closed.child_token();
             shared.running.insert(event.request_id, cancelled.clone());
             // Registered now, before the reader takes the next frame, which
@@ -943,6 +998,7 @@ fn dispatch(
                 handlers.clone(),
                 slots.clone(),
                 cancelled,
+                admitted,
             ));
         }
         Body::Reply(reply) => {
@@ -1051,6 +1107,8 @@ async fn handle_event(
     handlers: Arc<Handlers>,
     slots: Arc<Semaphore>,
     cancelled: CancellationToken,
+    // Held until the reply (and its body) is sent.
+    _admitted: OwnedSemaphorePermit,
 ) {
     let request_id = event.request_id;
     let deadline = Instant::now() + Duration::from_millis(event.timeout_ms);

@@ -72,6 +72,9 @@ pub const SEND_TIMING: &str = "message.send.timing";
 pub const RECEIVE_TICK: &str = "message.receive.tick";
 /// An event the access policy refused.
 pub const DENIED_TICK: &str = "message.receive.denied.tick";
+/// An event refused because every handler slot and wait place of its
+/// connection was taken (answered 503).
+pub const BUSY_TICK: &str = "message.receive.busy.tick";
 /// Time a handler took, all handlers.
 pub const HANDLE_TIMING: &str = "message.receive.handle.timing";
 /// The per-handler name of events for a handler this node does not have.

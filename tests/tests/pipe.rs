@@ -485,3 +485,87 @@ async fn client_node_without_a_server_answers_503_fast() {
             .contains("TCP connect")
     );
 }
+
+#[tokio::test]
+async fn events_past_the_handler_slots_and_wait_queue_are_refused_with_503_at_once() {
+    use pipe_core::connection::WAITING_PER_SLOT;
+    const SLOTS: usize = 2;
+    const ADMITTED: usize = SLOTS * (1 + WAITING_PER_SLOT);
+    let started = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut handlers = Registry::with_examples(Side::Server);
+    {
+        let started = started.clone();
+        let gate = gate.clone();
+        handlers.register("get_gated", move |request: Request| {
+            let started = started.clone();
+            let gate = gate.clone();
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                Ok(Reply::json(&json!({ "arg": request.args[0] })))
+            }
+        });
+    }
+    let mut settings = fast_settings();
+    settings.connection.max_concurrent_handlers = SLOTS;
+    let pki = Pki::new();
+    let server = start_server(&pki, handlers, settings).await;
+    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
+
+    let http = http_client();
+    let admitted: Vec<_> = (0..ADMITTED)
+        .map(|i| {
+            let http = http.clone();
+            let url = client.url(&format!("/server/gated//{i}"));
+            tokio::spawn(async move { send_with(&http, "GET", &url, &[], Bytes::new()).await })
+        })
+        .collect();
+    // All admitted: SLOTS running, the rest waiting for a slot.
+    let status_url = server.url("/_pipe/status");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = get(&status_url).await.json();
+        if status["in_flight"]["inbound"] == ADMITTED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all admitted: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        SLOTS,
+        "only SLOTS handlers run"
+    );
+
+    // One more is refused at once, with the reason, instead of queueing.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(2),
+        get(&client.url("/server/gated//extra")),
+    )
+    .await
+    .expect("a refusal must not wait for a slot");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.code(), Some(251));
+    assert_eq!(refused.json()["exception"]["class"], "Busy");
+    let message = refused.json()["exception"]["message"].to_string();
+    assert!(message.contains("at capacity"), "{message}");
+
+    // The admitted ones all finish once the handlers may go on.
+    gate.add_permits(ADMITTED);
+    for (i, request) in admitted.into_iter().enumerate() {
+        let reply = tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .expect("admitted request finishes")
+            .unwrap();
+        assert_eq!(reply.status, 200, "request {i}");
+        assert_eq!(reply.json(), json!({ "arg": i.to_string() }));
+    }
+    // And with the queue drained, the node takes events again.
+    gate.add_permits(1);
+    let again = get(&client.url("/server/gated//again")).await;
+    assert_eq!(again.status, 200);
+}
