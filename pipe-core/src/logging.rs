@@ -17,6 +17,9 @@ pub fn init(logging: Logging) {
         .with_writer(std::io::stderr);
     match logging.format {
         LogFormat::Json => builder.json().with_ansi(false).init(),
-        LogFormat::Human => builder.init(),
+        // Colour only on a terminal: piped or redirected logs stay plain.
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
 }
