@@ -294,6 +294,7 @@ struct Shared {
     draining: AtomicBool,
     peer_go_away_reason: Mutex<Option<go_away::Reason>>,
     close_reason: Mutex<Option<String>>,
+    /// Largest frame we may send: the smaller of our limit and the peer's.
     max_frame_bytes: usize,
     metrics: Metrics,
 }
@@ -778,7 +779,11 @@ where
         draining: AtomicBool::new(false),
         peer_go_away_reason: Mutex::new(None),
         close_reason: Mutex::new(None),
-        max_frame_bytes: settings.max_frame_bytes,
+        // What we send must fit the peer's limit as well as ours.
+        max_frame_bytes: match usize::try_from(theirs.max_frame_bytes) {
+            Ok(0) | Err(_) => settings.max_frame_bytes,
+            Ok(peer_limit) => settings.max_frame_bytes.min(peer_limit),
+        },
         metrics: local.metrics.clone(),
     });
     let slots = Arc::new(Semaphore::new(settings.max_concurrent_handlers));

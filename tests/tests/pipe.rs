@@ -569,3 +569,42 @@ async fn events_past_the_handler_slots_and_wait_queue_are_refused_with_503_at_on
     let again = get(&client.url("/server/gated//again")).await;
     assert_eq!(again.status, 200);
 }
+
+#[tokio::test]
+async fn an_event_larger_than_the_peers_frame_limit_is_413_here_and_the_link_stays_up() {
+    use pipe_core::body::INLINE_LIMIT;
+    use pipe_core::node::FRAME_OVERHEAD_BYTES;
+    // The server takes the smallest frames a node may be configured with;
+    // the client keeps the 16 MiB default, and learns the server's limit
+    // from its Hello.
+    let mut settings = fast_settings();
+    settings.connection.max_frame_bytes = INLINE_LIMIT + FRAME_OVERHEAD_BYTES;
+    let pki = Pki::new();
+    let server = start_server(&pki, test_handlers(Side::Server), settings).await;
+    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
+
+    // An inline body just under the inline limit plus long end-to-end
+    // headers (carried with the event): it no longer fits the server's frames.
+    let body = Bytes::from(vec![b'x'; INLINE_LIMIT - 1024]);
+    let pad = "y".repeat(FRAME_OVERHEAD_BYTES / 2 + 4096);
+    let headers = [("x-pad-1", pad.as_str()), ("x-pad-2", pad.as_str())];
+    let url = client.url("/server/echo");
+    let reply = send_with(&http_client(), "POST", &url, &headers, body).await;
+    assert_eq!(reply.status, 413, "{:?}", reply.json());
+    assert!(reply.json()["error"].as_str().unwrap().contains("limit"));
+
+    // Nothing reached the server to break the connection: it still serves.
+    let small = send_with(
+        &http_client(),
+        "POST",
+        &client.url("/server/echo"),
+        &[],
+        Bytes::from_static(b"still here"),
+    )
+    .await;
+    assert_eq!(small.status, 200);
+    assert_eq!(small.body, Bytes::from_static(b"still here"));
+    let status = get(&client.url("/_pipe/status")).await.json();
+    assert_eq!(status["link"]["connected"], true, "{status}");
+    assert_eq!(status["link"]["reconnect_attempts"], 0, "{status}");
+}
