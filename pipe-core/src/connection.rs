@@ -787,6 +787,9 @@ where
         metrics: local.metrics.clone(),
     });
     let slots = Arc::new(Semaphore::new(settings.max_concurrent_handlers));
+    // From here on, frames we write must also fit the peer's limit: a reply
+    // that does not is replaced by a failure reply, not sent to break it.
+    *writer.encoder_mut() = FrameCodec::new(shared.max_frame_bytes);
     tokio::spawn(write_loop(
         writer,
         outbound_rx,

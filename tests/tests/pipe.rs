@@ -608,3 +608,43 @@ async fn an_event_larger_than_the_peers_frame_limit_is_413_here_and_the_link_sta
     assert_eq!(status["link"]["connected"], true, "{status}");
     assert_eq!(status["link"]["reconnect_attempts"], 0, "{status}");
 }
+
+#[tokio::test]
+async fn a_reply_larger_than_the_peers_frame_limit_fails_cleanly_and_the_link_stays_up() {
+    use pipe_core::body::INLINE_LIMIT;
+    use pipe_core::node::FRAME_OVERHEAD_BYTES;
+    // The server keeps the default frame limit; the client node takes the
+    // smallest, and the server learns it from the client's Hello.
+    let mut handlers = test_handlers(Side::Server);
+    handlers.register("get_bulky", |_request: Request| async move {
+        let mut reply = Reply::bytes("text/plain", vec![b'x'; INLINE_LIMIT - 1024]);
+        let pad =
+            http::HeaderValue::from_str(&"y".repeat(FRAME_OVERHEAD_BYTES / 2 + 4096)).unwrap();
+        reply.headers.insert("x-pad-1", pad.clone());
+        reply.headers.insert("x-pad-2", pad);
+        Ok(reply)
+    });
+    let pki = Pki::new();
+    let server = start_server(&pki, handlers, fast_settings()).await;
+    let mut settings = fast_settings();
+    settings.connection.max_frame_bytes = INLINE_LIMIT + FRAME_OVERHEAD_BYTES;
+    let client = start_client(
+        pki.client(CLIENT),
+        server.pipe_addr(),
+        Registry::new(),
+        settings,
+    )
+    .await;
+    wait_for_client(&server, CLIENT).await;
+    wait_for_server(&client).await;
+
+    let reply = get(&client.url("/server/bulky")).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.code(), Some(251));
+    assert_eq!(reply.json()["exception"]["class"], "ReplyTooLarge");
+
+    let time = get(&client.url("/server/time")).await;
+    assert_eq!(time.status, 200);
+    let status = get(&client.url("/_pipe/status")).await.json();
+    assert_eq!(status["link"]["reconnect_attempts"], 0, "{status}");
+}
