@@ -326,6 +326,16 @@ impl Shared {
         let _ = self.control.send(Box::new(body));
     }
 
+    /// Tells the peer to stop sending the body under `key`.
+    fn stop_peer_body(&self, (request_id, of_reply): BodyKey) {
+        self.send_control(Body::Window(Window {
+            request_id,
+            of_reply,
+            bytes: 0,
+            stop: true,
+        }));
+    }
+
     /// Stops sending the body under `key`, if we are.
     fn stop_sending(&self, key: BodyKey) {
         if let Some((_, credit)) = self.outgoing.remove(&key) {
@@ -372,12 +382,7 @@ impl Shared {
                 // Our reader is gone: the peer's sender should stop now. For
                 // an event's body, the handler is done with it; for a reply's,
                 // the caller hung up mid-download.
-                shared.send_control(Body::Window(Window {
-                    request_id,
-                    of_reply,
-                    bytes: 0,
-                    stop: true,
-                }));
+                shared.stop_peer_body(key);
             }
         }));
         self.incoming.insert(
@@ -944,12 +949,7 @@ fn refuse_event(shared: &Shared, event: &Event, refusal: HandlerError) {
     }));
     if event.body_follows {
         // Its chunks find no receiver and are dropped; this stops the rest.
-        shared.send_control(Body::Window(Window {
-            request_id: event.request_id,
-            of_reply: false,
-            bytes: 0,
-            stop: true,
-        }));
+        shared.stop_peer_body((event.request_id, false));
     }
 }
 
@@ -1028,12 +1028,7 @@ fn dispatch(
                 None => {
                     debug!(peer = %shared.peer.name, request_id = reply.request_id, "late reply dropped");
                     if reply.body_follows {
-                        shared.send_control(Body::Window(Window {
-                            request_id: reply.request_id,
-                            of_reply: true,
-                            bytes: 0,
-                            stop: true,
-                        }));
+                        shared.stop_peer_body((reply.request_id, true));
                     }
                 }
             }
