@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use pipe_core::frame::FrameCodec;
+use pipe_core::FrameCodec;
 use pipe_core::proto::Event;
 use pipe_core::proto::frame::Body;
 use tokio_util::codec::{Decoder, Encoder};

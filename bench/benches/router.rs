@@ -5,7 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pipe_core::router::{handler_name, parse_client_path, parse_server_path};
+use pipe_core::handler_name;
+use pipe_core::router::{parse_client_path, parse_server_path};
 
 fn router(c: &mut Criterion) {
     let mut group = c.benchmark_group("router");

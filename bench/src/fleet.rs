@@ -1,6 +1,6 @@
-//! Many client nodes in one process: each a real `pipe_core::node::Node`
+//! Many client nodes in one process: each a real `pipe_core::Node`
 //! with its own identity, kept connected by pipe-core's own reconnect loop
-//! (`pipe_core::client::run`, with the default backoff), but without the
+//! (`pipe_core::run_client`, with the default backoff), but without the
 //! local HTTP front a full client node would add, which the server never
 //! sees.
 //!
@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipe_core::backoff::BackoffSettings;
-use pipe_core::client::ServerTarget;
-use pipe_core::dispatch::Handlers;
+use pipe_core::BackoffSettings;
+use pipe_core::Handlers;
+use pipe_core::Reloadable;
+use pipe_core::ServerTarget;
 use pipe_core::metrics::Metrics;
-use pipe_core::tls::Reloadable;
 use pipe_core::{Node, NodeSettings, Registry, Side};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,7 +61,7 @@ impl Fleet {
                     metrics.clone(),
                 );
                 tasks.spawn_on(
-                    pipe_core::client::run(
+                    pipe_core::run_client(
                         target.clone(),
                         Arc::new(Reloadable::new(identity.tls.clone())),
                         node.clone(),

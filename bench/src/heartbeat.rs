@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pipe_core::connection::DEFAULT_PING_INTERVAL;
+use pipe_core::DEFAULT_PING_INTERVAL;
 use pipe_core::metrics::Metrics;
 use pipe_core::pki::Role;
 use tokio::time::Instant;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use pipe_core::TlsIdentity;
 use pipe_core::pki::{CertificateAuthority, IssueRequest, Role};
-use pipe_core::tls::TlsIdentity;
 use tempfile::TempDir;
 
 /// Name the server's certificate carries; clients verify it.

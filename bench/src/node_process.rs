@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use pipe_core::backoff::BackoffSettings;
-use pipe_core::client::ServerTarget;
-use pipe_core::http::{HttpAddr, HttpListener};
+use pipe_core::BackoffSettings;
+use pipe_core::ServerTarget;
+use pipe_core::TlsIdentity;
 use pipe_core::launch;
-use pipe_core::tls::TlsIdentity;
 use pipe_core::{HandlerError, NodeSettings, Registry, Reply, Request, Side};
+use pipe_core::{HttpAddr, HttpListener};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;

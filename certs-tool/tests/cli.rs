@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use pipe_core::identity;
 use pipe_core::pki::{CertificateAuthority, Role};
-use pipe_core::tls::{self, TlsIdentity};
+use pipe_core::{TlsIdentity, peer_identity};
 use rustls::pki_types::ServerName;
 
 fn certs_tool(args: &[&str]) -> Output {
@@ -119,8 +119,7 @@ fn handshake(
         c.process_new_packets()
             .map_err(|e| format!("client: {e}"))?;
         if !c.is_handshaking() && !s.is_handshaking() {
-            return tls::peer_identity(s.peer_certificates(), Role::Client)
-                .map_err(|e| e.to_string());
+            return peer_identity(s.peer_certificates(), Role::Client).map_err(|e| e.to_string());
         }
     }
     Err("handshake did not finish".to_owned())

@@ -4,9 +4,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pipe_core::HttpListener;
+use pipe_core::TlsIdentity;
 use pipe_core::config::{self, ClientArgs, ClientConfig, SetIdentityArgs};
-use pipe_core::http::HttpListener;
-use pipe_core::tls::TlsIdentity;
 use pipe_core::{Registry, Side, launch, logging};
 
 /// restpipe client node: keeps one mutual-TLS connection to the server node

@@ -1,36 +1,57 @@
-//! restpipe's library: everything both nodes are made of.
+//! restpipe's library: everything both nodes are made of, in layers whose
+//! dependencies point one way, from the top of this list down:
 //!
-//! A node is a local HTTP front ([`http`]) in front of a [`node::Node`]
-//! holding handlers ([`handler`]) and live pipe connections ([`peers`]).
-//! The server side accepts connections ([`server`]); the client side keeps one
-//! alive ([`client`]). Each connection ([`connection`]) multiplexes events
-//! over mutually authenticated TLS 1.3 ([`tls`]) in length-prefixed protobuf
-//! frames ([`frame`]).
+//! - `ops`: configuration, launch, logging, identity files and the CA kit;
+//! - `front`: the local HTTP front and its URL router;
+//! - `node`: a running node, its peer directory, the server's accept loop
+//!   and the client's reconnect actor, connection events, metrics;
+//! - `handlers`: running an event: the registry, handler sources in
+//!   precedence order, the access policy, executables and forwards;
+//! - `link`: one multiplexed connection over mutual TLS: handshake, reader,
+//!   writer, flow control, pending replies;
+//! - `wire`: the protobuf messages, the frame codec, streamed bodies and the
+//!   domain types with their one mapping to and from the wire.
+//!
+//! The modules are private; what a user of the library needs is re-exported
+//! here, by name. The operations layer is public as modules (`config`,
+//! `launch`, ...), since the binaries drive it.
 
-pub mod backoff;
-pub mod body;
-pub mod client;
-pub mod config;
-pub mod connection;
-pub mod dispatch;
-pub mod events;
-pub mod exec;
-pub mod forward;
-pub mod frame;
-pub mod handler;
-pub mod http;
-pub mod identity;
-pub mod launch;
-pub mod logging;
-pub mod metrics;
-pub mod node;
-pub mod peers;
-pub mod pki;
-pub mod policy;
-pub mod proto;
-pub mod router;
-pub mod server;
-pub mod tls;
+#![warn(unreachable_pub)]
 
-pub use handler::{HandlerError, Registry, Reply, Request, Side};
-pub use node::{Node, NodeSettings};
+mod front;
+mod handlers;
+mod link;
+mod node;
+mod ops;
+mod wire;
+
+pub use front::{
+    HttpAddr, HttpListener, RETURN_CODE_HEADER, ResponseBody, SocketOptions, TIMEOUT_HEADER,
+    log_listening, router, serve as serve_http,
+};
+pub use handlers::{
+    ExecDirectory, Forwards, HANDLER_PATH, Handler, HandlerFuture, HandlerResult, HandlerSource,
+    Handlers, Job, Outcome, PEER_HEADER, Policy, PolicyError, Registry, Request, Resolution,
+    STREAM_AFTER_BYTES, is_handler_name,
+};
+pub use link::{
+    ALPN, CertFiles, CertificateError, ConnectionSettings, DEFAULT_DEAD_AFTER,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_PING_INTERVAL, Delivery,
+    Endpoint, HandshakeError, Inbound, LinkNotice, LocalHello, MAX_NODE_NAME_LEN, PeerHandle,
+    PeerInfo, Reloadable, ReplyFuture, RequestError, Role, TlsError, TlsIdentity, WAITING_PER_SLOT,
+    establish, has_extended_key_usage, is_valid_node_name, node_name, peer_identity,
+};
+pub use node::{
+    Backoff, BackoffSettings, ConnectError, ConnectionEvent, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DELAY, DEFAULT_MIN_DELAY, DEFAULT_PEER_WAIT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_STABLE_AFTER, EventSink, FRAME_OVERHEAD_BYTES, LinkState,
+    LocalPeers, Lookup, LookupFuture, Metrics, MetricsError, Node, NodeSettings, PeerDirectory,
+    SERVER_KEY, ServerTarget, Session, StatsdSettings, metrics, run_client, run_server,
+};
+pub use ops::{config, identity, launch, logging, pki};
+pub use wire::{
+    DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, JSON,
+    PROTOCOL_VERSION, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, RETURN_OK,
+    Reply, Side, body, handler_name, is_json_type, proto,
+};

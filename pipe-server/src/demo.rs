@@ -9,11 +9,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use pipe_core::backoff::BackoffSettings;
-use pipe_core::client::ServerTarget;
-use pipe_core::http::{HttpAddr, HttpListener};
+use pipe_core::BackoffSettings;
+use pipe_core::ServerTarget;
+use pipe_core::TlsIdentity;
 use pipe_core::pki::{CertificateAuthority, IssueRequest, Role};
-use pipe_core::tls::TlsIdentity;
+use pipe_core::{HttpAddr, HttpListener};
 use pipe_core::{NodeSettings, Registry, Side, launch};
 use tokio_util::sync::CancellationToken;
 

@@ -5,9 +5,9 @@ mod demo;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pipe_core::HttpListener;
+use pipe_core::TlsIdentity;
 use pipe_core::config::{self, ServerArgs, ServerConfig, SetIdentityArgs};
-use pipe_core::http::HttpListener;
-use pipe_core::tls::TlsIdentity;
 use pipe_core::{Registry, Side, launch, logging};
 
 /// restpipe server node: client nodes connect to it over mutual TLS; local

@@ -10,9 +10,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pipe_core::TlsIdentity;
 use pipe_core::identity::CertFiles;
 use pipe_core::pki::{CertificateAuthority, IssueRequest, Role};
-use pipe_core::tls::TlsIdentity;
 
 /// A client identity from `ca`, trusting `ca`.
 fn client_identity(ca: &CertificateAuthority, name: &str) -> TlsIdentity {

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use pipe_core::HttpAddr;
 use pipe_core::config::{
     ClientArgs, ClientConfig, ConfigError, LogFormat, Profile, ServerArgs, ServerConfig,
 };
-use pipe_core::http::HttpAddr;
 
 #[derive(Parser)]
 struct ServerCli {

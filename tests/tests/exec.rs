@@ -448,7 +448,7 @@ async fn large_bodies_pass_through_a_program() {
 async fn a_missing_handler_directory_stops_the_node_from_starting() {
     let pki = Pki::new();
     let pipe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = pipe_core::http::HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
+    let http = pipe_core::HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let error = pipe_core::launch::start_server(

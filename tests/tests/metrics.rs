@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
 use common::*;
-use pipe_core::http::HttpListener;
+use pipe_core::HttpListener;
 use pipe_core::launch;
 use pipe_core::metrics::StatsdSettings;
 use pipe_core::{NodeSettings, Registry, Reply, Request, Side};

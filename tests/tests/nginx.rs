@@ -18,10 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pipe_core::backoff::BackoffSettings;
-use pipe_core::client::ServerTarget;
-use pipe_core::http::{HttpAddr, HttpListener, SocketOptions};
+use pipe_core::BackoffSettings;
+use pipe_core::ServerTarget;
 use pipe_core::launch::{self, RunningNode};
+use pipe_core::{HttpAddr, HttpListener, SocketOptions};
 use pipe_core::{Registry, Side};
 use tokio_util::sync::CancellationToken;
 

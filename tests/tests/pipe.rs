@@ -488,7 +488,7 @@ async fn client_node_without_a_server_answers_503_fast() {
 
 #[tokio::test]
 async fn events_past_the_handler_slots_and_wait_queue_are_refused_with_503_at_once() {
-    use pipe_core::connection::WAITING_PER_SLOT;
+    use pipe_core::WAITING_PER_SLOT;
     const SLOTS: usize = 2;
     const ADMITTED: usize = SLOTS * (1 + WAITING_PER_SLOT);
     let started = Arc::new(AtomicUsize::new(0));
@@ -572,8 +572,8 @@ async fn events_past_the_handler_slots_and_wait_queue_are_refused_with_503_at_on
 
 #[tokio::test]
 async fn an_event_larger_than_the_peers_frame_limit_is_413_here_and_the_link_stays_up() {
+    use pipe_core::FRAME_OVERHEAD_BYTES;
     use pipe_core::body::INLINE_LIMIT;
-    use pipe_core::node::FRAME_OVERHEAD_BYTES;
     // The server takes the smallest frames a node may be configured with;
     // the client keeps the 16 MiB default, and learns the server's limit
     // from its Hello.
@@ -611,8 +611,8 @@ async fn an_event_larger_than_the_peers_frame_limit_is_413_here_and_the_link_sta
 
 #[tokio::test]
 async fn a_reply_larger_than_the_peers_frame_limit_fails_cleanly_and_the_link_stays_up() {
+    use pipe_core::FRAME_OVERHEAD_BYTES;
     use pipe_core::body::INLINE_LIMIT;
-    use pipe_core::node::FRAME_OVERHEAD_BYTES;
     // The server keeps the default frame limit; the client node takes the
     // smallest, and the server learns it from the client's Hello.
     let mut handlers = test_handlers(Side::Server);

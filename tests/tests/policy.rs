@@ -119,7 +119,7 @@ async fn a_broken_policy_keeps_the_node_from_starting() {
     let policy = policy_file(&dir, "[[allow]]\npeers = [\"x\"]\nhandlerz = [\"*\"]\n");
     let pki = Pki::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = pipe_core::http::HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
+    let http = pipe_core::HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let error = pipe_core::launch::start_server(

@@ -16,15 +16,15 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use pipe_core::backoff::BackoffSettings;
-use pipe_core::client::ServerTarget;
-use pipe_core::connection::ConnectionSettings;
-use pipe_core::frame::{FrameCodec, PROTOCOL_VERSION};
-use pipe_core::http::{HttpAddr, HttpListener};
+use pipe_core::BackoffSettings;
+use pipe_core::ConnectionSettings;
+use pipe_core::ServerTarget;
+use pipe_core::TlsIdentity;
 use pipe_core::launch;
 use pipe_core::pki::{IssueRequest, Role};
 use pipe_core::proto::{GoAway, Hello, Ping, Role as WireRole, frame::Body, go_away};
-use pipe_core::tls::TlsIdentity;
+use pipe_core::{FrameCodec, PROTOCOL_VERSION};
+use pipe_core::{HttpAddr, HttpListener};
 use pipe_core::{NodeSettings, Registry, Reply, Request, Side};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -330,7 +330,7 @@ async fn raw_client_without_a_certificate_is_refused() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![pipe_core::tls::ALPN.to_vec()];
+    config.alpn_protocols = vec![pipe_core::ALPN.to_vec()];
 
     assert_refused(Arc::new(config), &server).await;
     assert_only_the_bad_peer_was_hurt(&server, before, "anybody").await;

@@ -11,12 +11,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use pipe_core::backoff::BackoffSettings;
-use pipe_core::client::ServerTarget;
-use pipe_core::http::{HttpAddr, HttpListener};
+use pipe_core::BackoffSettings;
+use pipe_core::ServerTarget;
+use pipe_core::TlsIdentity;
 use pipe_core::launch::{self, RunningNode};
 use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role};
-use pipe_core::tls::TlsIdentity;
+use pipe_core::{HttpAddr, HttpListener};
 use pipe_core::{NodeSettings, Registry, Side};
 use tokio_util::sync::CancellationToken;
 

@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{ConnectionSettings, Endpoint, LocalHello};
-use crate::dispatch::Handlers;
-use crate::events::EventSink;
-use crate::handler::Side;
-use crate::metrics::Metrics;
-use crate::peers::Peers;
+use super::directory::{LocalPeers, PeerDirectory};
+use super::events::EventSink;
+use super::inbound::NodeInbound;
+use super::metrics::{Metrics, StatsdSettings};
+use crate::handlers::Handlers;
+use crate::link::{ConnectionSettings, Endpoint, LocalHello};
+use crate::wire::Side;
 
 /// Default time a request may take end to end, unless its caller says
 /// otherwise with `X-Pipe-Timeout`.
@@ -26,6 +27,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Default largest request body: bodies stream in bounded memory, so the
 /// limit guards disks and patience, not the node's memory.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 30;
+/// Default time given to requests in progress when the node shuts down.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// Room left in a frame for everything but the body (verb, noun, args,
 /// query, type), so a body at the limit still fits one frame.
 pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -51,7 +54,7 @@ pub struct NodeSettings {
     /// Command run (through `sh -c`) on each connection event.
     pub on_event: Option<String>,
     /// Where metrics go; `None` sends none.
-    pub statsd: Option<crate::metrics::StatsdSettings>,
+    pub statsd: Option<StatsdSettings>,
     /// Access policy file: which peers may call which handlers.
     pub policy: Option<std::path::PathBuf>,
     /// Directory of executable handlers (`get_time`, `post_upload`...).
@@ -70,7 +73,7 @@ impl Default for NodeSettings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             peer_wait: DEFAULT_PEER_WAIT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            drain_grace: crate::http::DEFAULT_DRAIN_GRACE,
+            drain_grace: DEFAULT_DRAIN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             on_event: None,
             statsd: None,
@@ -102,7 +105,8 @@ pub struct Node {
     side: Side,
     name: String,
     handlers: Arc<Handlers>,
-    peers: Peers,
+    peers: Arc<dyn PeerDirectory>,
+    inbound: Arc<NodeInbound>,
     settings: NodeSettings,
     events: EventSink,
     started_at: SystemTime,
@@ -123,11 +127,19 @@ impl Node {
         metrics: Metrics,
     ) -> Arc<Self> {
         let events = EventSink::new(&name, settings.on_event.clone());
+        let handlers = Arc::new(handlers);
+        let inbound = NodeInbound::new(
+            handlers.clone(),
+            metrics.clone(),
+            events.clone(),
+            settings.max_body_bytes,
+        );
         Arc::new(Self {
             side,
             name,
-            handlers: Arc::new(handlers),
-            peers: Peers::new(),
+            handlers,
+            peers: Arc::new(LocalPeers::new(metrics.clone(), events.clone())),
+            inbound: Arc::new(inbound),
             settings,
             events,
             started_at: SystemTime::now(),
@@ -152,8 +164,8 @@ impl Node {
         &self.handlers
     }
 
-    /// The live connections.
-    pub fn peers(&self) -> &Peers {
+    /// Which connection serves which peer.
+    pub fn peers(&self) -> &Arc<dyn PeerDirectory> {
         &self.peers
     }
 
@@ -185,11 +197,8 @@ impl Node {
                 side: self.side,
                 standby: self.link().standby,
             },
-            handlers: self.handlers.clone(),
             settings: self.settings.connection.clone(),
-            events: self.events.clone(),
-            metrics: self.metrics.clone(),
-            max_body_bytes: self.settings.max_body_bytes,
+            inbound: self.inbound.clone(),
         }
     }
 

@@ -10,14 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::connection::{self, PeerHandle, PeerInfo};
-use crate::events::ConnectionEvent;
-use crate::handler::Side;
-use crate::metrics::{CONNECT_BROKEN_TICK, CONNECT_CONNECTED_TICK, CONNECT_NEW_TICK, PEERS_GAUGE};
-use crate::node::Node;
-use crate::pki::Role;
-use crate::proto::{GoAway, go_away};
-use crate::tls::{self, Reloadable};
+use super::directory::drain;
+use super::metrics::CONNECT_NEW_TICK;
+use super::node::Node;
+use crate::link::{self, PeerHandle, PeerInfo, Reloadable, Role};
+use crate::wire::Side;
+use crate::wire::proto::{GoAway, Hello, go_away};
 
 /// Accepts client nodes on `listener` until `shutdown`; then drains: every
 /// client is told to go away, requests in flight get the node's drain grace
@@ -55,36 +53,15 @@ pub async fn run(
     }
     drop(listener);
     node.begin_stopping();
-    drain(&node, "server node is shutting down").await;
+    let peers: Vec<PeerHandle> = node.peers().list().into_iter().map(|(_, p)| p).collect();
+    let grace = node.settings().drain_grace;
+    drain(&peers, grace, "server node is shutting down").await;
     tasks.close();
     tasks.wait().await;
 }
 
-/// Tells every peer to go away, waits (at most the drain grace) for requests
-/// in flight to finish, then closes what is left.
-pub(crate) async fn drain(node: &Node, message: &str) {
-    let peers: Vec<PeerHandle> = node.peers().list().into_iter().map(|(_, p)| p).collect();
-    for peer in &peers {
-        peer.go_away(go_away::Reason::Shutdown, message);
-    }
-    let grace = node.settings().drain_grace;
-    let all_drained = futures_util::future::join_all(peers.iter().map(PeerHandle::drained));
-    if tokio::time::timeout(grace, all_drained).await.is_err() {
-        warn!(
-            ?grace,
-            "requests still in flight after the drain grace; closing anyway"
-        );
-    }
-    for peer in &peers {
-        peer.close(go_away::Reason::Shutdown, message);
-    }
-    for peer in &peers {
-        peer.closed().await;
-    }
-}
-
 /// Whether a client that completed TLS may join, by its `Hello`.
-fn admit(node: &Node, name: &str, hello: &crate::proto::Hello) -> Result<(), GoAway> {
+fn admit(node: &Node, name: &str, hello: &Hello) -> Result<(), GoAway> {
     let refuse = |reason: go_away::Reason, message: String| {
         Err(GoAway {
             reason: reason as i32,
@@ -134,7 +111,7 @@ async fn serve_client(
             return;
         }
     };
-    let name = match tls::peer_identity(stream.get_ref().1.peer_certificates(), Role::Client) {
+    let name = match link::peer_identity(stream.get_ref().1.peer_certificates(), Role::Client) {
         Ok(name) => name,
         Err(error) => {
             warn!(%remote, "client refused: {error}");
@@ -148,7 +125,7 @@ async fn serve_client(
     };
     let endpoint = node.endpoint();
     let established =
-        connection::establish(stream, &endpoint, peer, |hello| admit(&node, &name, hello)).await;
+        link::establish(stream, &endpoint, peer, |hello| admit(&node, &name, hello)).await;
     let handle = match established {
         Ok((handle, _hello)) => handle,
         Err(error) => {
@@ -156,27 +133,7 @@ async fn serve_client(
             return;
         }
     };
-    if let Some(replaced) = node.peers().insert(&name, handle.clone()) {
-        info!(client = %name, old = replaced.connection_id(), new = handle.connection_id(), "newer connection replaces the old one");
-        replaced.close(
-            go_away::Reason::Replaced,
-            "a newer connection with the same identity replaced this one",
-        );
-    }
-    node.metrics().incr(CONNECT_CONNECTED_TICK);
-    node.metrics().gauge(PEERS_GAUGE, node.peers().len() as u64);
-    node.events().emit(ConnectionEvent::ConnectionAdded {
-        peer: name.clone(),
-        remote_addr: remote.to_string(),
-        connection_id: handle.connection_id(),
-    });
+    let session = node.peers().hold(&name, handle.clone());
     handle.closed().await;
-    node.peers().remove(&name, &handle);
-    node.metrics().incr(CONNECT_BROKEN_TICK);
-    node.metrics().gauge(PEERS_GAUGE, node.peers().len() as u64);
-    node.events().emit(ConnectionEvent::ConnectionRemoved {
-        peer: name,
-        connection_id: handle.connection_id(),
-        reason: handle.close_reason(),
-    });
+    drop(session);
 }

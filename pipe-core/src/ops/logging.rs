@@ -1,7 +1,7 @@
 //! Logging through tracing, to stderr (stdout is for what a command prints;
 //! journald captures both). `RUST_LOG`, when set, overrides the level.
 
-use crate::config::{LogFormat, Logging};
+use super::config::{LogFormat, Logging};
 
 /// Installs the global subscriber for `logging`.
 pub fn init(logging: Logging) {

@@ -92,9 +92,10 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{BodyError, BodySink, BodyStream};
-use crate::dispatch::HandlerSource;
-use crate::handler::{Handler, HandlerError, HandlerFuture, Reply, Request};
+use super::registry::{Handler, HandlerFuture, Request};
+use super::sources::HandlerSource;
+use crate::wire::body::{BodyError, BodySink, BodyStream};
+use crate::wire::{HandlerError, HandlerName, Reply};
 
 /// Header telling the upstream which node sent the event.
 pub const PEER_HEADER: &str = "x-restpipe-peer";
@@ -243,7 +244,8 @@ impl Forwards {
 }
 
 impl HandlerSource for Forwards {
-    fn lookup(&self, _verb: &str, noun: &str) -> Option<Arc<dyn Handler>> {
+    fn lookup(&self, name: &HandlerName) -> Option<Arc<dyn Handler>> {
+        let noun = name.noun();
         // The sending node checked the noun; a peer that skipped the check
         // must not smuggle `..` or `?` into an upstream path.
         if !noun.split('/').all(is_noun_segment) {
@@ -401,7 +403,7 @@ async fn forward(
         .remove(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok().map(str::to_owned))
         .unwrap_or_default();
-    let (sink, stream) = crate::body::channel(body.size_hint().exact());
+    let (sink, stream) = crate::wire::body::channel(body.size_hint().exact());
     tokio::spawn(pump_response(
         body,
         sink,
@@ -539,7 +541,7 @@ mod tests {
     }
 
     fn route(forwards: &Forwards, noun: &str) -> Option<String> {
-        let handler = forwards.lookup("get", noun)?;
+        let handler = forwards.lookup(&HandlerName::new("get", noun))?;
         forwards
             .routes
             .iter()
@@ -581,7 +583,12 @@ mod tests {
         assert_eq!(route(&forwards, "filesystem"), None);
         assert_eq!(route(&forwards, "time"), None);
         assert_eq!(route(&forwards, "files/../etc"), None, "not a noun");
-        assert!(forwards.lookup("post", "files").unwrap().streams_body());
+        assert!(
+            forwards
+                .lookup(&HandlerName::new("post", "files"))
+                .unwrap()
+                .streams_body()
+        );
         assert_eq!(
             forwards.names(),
             [
@@ -677,7 +684,7 @@ mod tests {
         let frame = some.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), &b"abc"[..]);
         assert!(some.is_end_stream());
-        let (_sink, stream) = crate::body::channel(None);
+        let (_sink, stream) = crate::wire::body::channel(None);
         assert_eq!(UpstreamBody::new(Some(stream)).size_hint().exact(), None);
     }
 }

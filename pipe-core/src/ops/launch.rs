@@ -8,16 +8,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::BackoffSettings;
-use crate::client::ServerTarget;
-use crate::dispatch::Handlers;
-use crate::handler::{Registry, Side};
-use crate::http::{self, HttpAddr, HttpListener};
-use crate::identity::{self, CertFiles};
-use crate::metrics::{Metrics, MetricsError};
-use crate::node::{Node, NodeSettings};
-use crate::pki::Role;
-use crate::tls::{Reloadable, TlsError, TlsIdentity};
+use super::config::SetIdentityArgs;
+use super::identity;
+use crate::front::{self, HttpAddr, HttpListener};
+use crate::handlers::{ExecDirectory, Forwards, Handlers, Policy, PolicyError, Registry};
+use crate::link::{CertFiles, Reloadable, Role, TlsError, TlsIdentity};
+use crate::node::{BackoffSettings, Metrics, MetricsError, Node, NodeSettings, ServerTarget};
+use crate::wire::Side;
 
 /// How often `--watch-certs` looks at the identity files' modification times.
 const CERT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -37,7 +34,7 @@ pub enum LaunchError {
     Http(std::io::Error),
     /// The access policy file is unusable.
     #[error(transparent)]
-    Policy(#[from] crate::policy::PolicyError),
+    Policy(#[from] PolicyError),
     /// A handler source (forward, handler directory) is misconfigured.
     #[error("handlers: {0}")]
     Handlers(String),
@@ -52,18 +49,17 @@ pub fn build_handlers(
     let mut handlers = Handlers::new(registry);
     // Forwards to local HTTP upstreams come next.
     if !settings.forwards.is_empty() {
-        handlers = handlers.with_source(
-            crate::forward::Forwards::new(&settings.forwards).map_err(LaunchError::Handlers)?,
-        );
+        handlers =
+            handlers.with_source(Forwards::new(&settings.forwards).map_err(LaunchError::Handlers)?);
     }
     // The handler directory comes last.
     if let Some(dir) = &settings.handler_dir {
-        let directory = crate::exec::ExecDirectory::new(dir.clone(), settings.max_body_bytes)
+        let directory = ExecDirectory::new(dir.clone(), settings.max_body_bytes)
             .map_err(LaunchError::Handlers)?;
         handlers = handlers.with_source(directory);
     }
     if let Some(path) = &settings.policy {
-        handlers = handlers.with_policy(crate::policy::Policy::load(path)?);
+        handlers = handlers.with_policy(Policy::load(path)?);
     }
     Ok(handlers)
 }
@@ -236,7 +232,7 @@ pub fn start_server(
         settings,
         shutdown,
         NodeTls::Server(tls),
-        move |node, shutdown| crate::server::run(pipe, pipe_side, node, shutdown),
+        move |node, shutdown| crate::node::run_server(pipe, pipe_side, node, shutdown),
     )
 }
 
@@ -260,7 +256,7 @@ pub fn start_client(
         settings,
         shutdown,
         NodeTls::Client(tls),
-        move |node, shutdown| crate::client::run(target, pipe_side, node, backoff, shutdown),
+        move |node, shutdown| crate::node::run_client(target, pipe_side, node, backoff, shutdown),
     )
 }
 
@@ -284,7 +280,7 @@ where
     let handlers = build_handlers(handlers, &settings)?;
     let node = Node::new(side, identity.name()?, handlers, settings, metrics);
     let http_addr = http.local_addr().map_err(LaunchError::Http)?;
-    http::log_listening(&http_addr);
+    front::log_listening(&http_addr);
     let tasks = TaskTracker::new();
     tasks.spawn(pipe(node.clone(), shutdown.clone()));
     spawn_http(&tasks, http, &node, &shutdown);
@@ -305,16 +301,22 @@ fn spawn_http(
     shutdown: &CancellationToken,
 ) {
     let grace = node.settings().drain_grace;
-    tasks.spawn(http::serve(http, node.clone(), shutdown.clone(), grace));
-    tasks.spawn(crate::metrics::report(node.clone(), shutdown.clone()));
+    tasks.spawn(front::serve(http, node.clone(), shutdown.clone(), grace));
+    let peers = node.peers().clone();
+    let in_flight = move || peers.in_flight();
+    tasks.spawn(crate::node::metrics::report(
+        node.metrics().clone(),
+        in_flight,
+        shutdown.clone(),
+    ));
 }
 
 /// `set-identity`: validates the key, certificate and CA for a node on
 /// `side` and installs them where `serve` will look; nothing is installed if
 /// a check fails. Returns what to tell the operator.
-pub fn set_identity(side: Side, args: &crate::config::SetIdentityArgs) -> anyhow::Result<String> {
+pub fn set_identity(side: Side, args: &SetIdentityArgs) -> anyhow::Result<String> {
     use anyhow::Context as _;
-    let dest = args.destination(side, &crate::config::process_env)?;
+    let dest = args.destination(side, &super::config::process_env)?;
     let role = match side {
         Side::Server => Role::Server,
         Side::Client => Role::Client,

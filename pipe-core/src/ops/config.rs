@@ -14,16 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::backoff::BackoffSettings;
-use crate::body::INLINE_LIMIT;
-use crate::client::ServerTarget;
-use crate::connection::ConnectionSettings;
-use crate::handler::Side;
-use crate::http::{HttpAddr, SocketOptions};
-use crate::identity::CertFiles;
-use crate::metrics::StatsdSettings;
-use crate::node::{FRAME_OVERHEAD_BYTES, NodeSettings};
-use crate::pki::Role;
+use crate::front::{HttpAddr, SocketOptions};
+use crate::link::{CertFiles, ConnectionSettings, Role};
+use crate::node::{
+    BackoffSettings, FRAME_OVERHEAD_BYTES, NodeSettings, ServerTarget, StatsdSettings,
+};
+use crate::wire::Side;
+use crate::wire::body::INLINE_LIMIT;
 
 /// Where identities live unless told otherwise (the original's).
 pub const DEFAULT_CERT_DIR: &str = "/var/lib/restpipe";

@@ -15,19 +15,14 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backoff::{Backoff, BackoffSettings};
-use crate::connection::{self, HandshakeError, PeerHandle, PeerInfo};
-use crate::events::ConnectionEvent;
-use crate::handler::Side;
-use crate::metrics::{
-    CONNECT_BROKEN_TICK, CONNECT_CONNECTED_TICK, CONNECT_FAIL_TICK, CONNECT_NEW_TICK, PEERS_GAUGE,
-    RECONNECT_TIMING,
-};
-use crate::node::Node;
-use crate::peers::SERVER_KEY;
-use crate::pki::Role;
-use crate::proto::go_away;
-use crate::tls::{self, Reloadable};
+use super::backoff::{Backoff, BackoffSettings};
+use super::directory::{SERVER_KEY, drain};
+use super::events::ConnectionEvent;
+use super::metrics::{CONNECT_FAIL_TICK, CONNECT_NEW_TICK, RECONNECT_TIMING};
+use super::node::Node;
+use crate::link::{self, HandshakeError, PeerHandle, PeerInfo, Reloadable, Role, TlsError};
+use crate::wire::Side;
+use crate::wire::proto::go_away;
 
 /// Default deadline for the TCP connect to the server.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,13 +79,13 @@ pub async fn run(
             }
             Err(error) => {
                 node.metrics().incr(CONNECT_FAIL_TICK);
-                let chain = format!("{error:#}");
-                let refusal = error
-                    .downcast_ref::<HandshakeError>()
-                    .and_then(|e| match e {
-                        HandshakeError::Refused { reason, .. } => Some(*reason),
-                        _ => None,
-                    });
+                let chain = error_chain(&error);
+                let refusal = match &error {
+                    ConnectError::Handshake(HandshakeError::Refused { reason, .. }) => {
+                        Some(*reason)
+                    }
+                    _ => None,
+                };
                 match refusal {
                     Some(go_away::Reason::IdentityInUse) => {
                         info!(server = %target, "standing by: {chain}");
@@ -145,47 +140,22 @@ async fn stay_connected(
         link.reconnect_attempts = 0;
         link.standby = false;
     });
-    if let Some(old) = node.peers().insert(SERVER_KEY, handle.clone()) {
-        old.close(go_away::Reason::Replaced, "client reconnected");
-    }
-    node.metrics().incr(CONNECT_CONNECTED_TICK);
-    node.metrics().gauge(PEERS_GAUGE, node.peers().len() as u64);
     node.events().emit(ConnectionEvent::ConnectSuccess {
         peer: handle.name().to_owned(),
         attempts,
     });
-    node.events().emit(ConnectionEvent::ConnectionAdded {
-        peer: handle.name().to_owned(),
-        remote_addr: handle
-            .peer()
-            .remote_addr
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        connection_id: handle.connection_id(),
-    });
+    let session = node.peers().hold(SERVER_KEY, handle.clone());
     let ended = tokio::select! {
         _ = handle.closed() => Ended::Lost,
         _ = shutdown.cancelled() => {
             node.begin_stopping();
-            handle.go_away(go_away::Reason::Shutdown, "client node is shutting down");
             let grace = node.settings().drain_grace;
-            if tokio::time::timeout(grace, handle.drained()).await.is_err() {
-                warn!(?grace, "requests still in flight after the drain grace; closing anyway");
-            }
-            handle.close(go_away::Reason::Shutdown, "client node is shutting down");
-            handle.closed().await;
+            drain(std::slice::from_ref(&handle), grace, "client node is shutting down").await;
             Ended::Shutdown
         }
     };
-    node.peers().remove(SERVER_KEY, &handle);
-    node.metrics().incr(CONNECT_BROKEN_TICK);
-    node.metrics().gauge(PEERS_GAUGE, node.peers().len() as u64);
+    drop(session);
     let reason = handle.close_reason();
-    node.events().emit(ConnectionEvent::ConnectionRemoved {
-        peer: handle.name().to_owned(),
-        connection_id: handle.connection_id(),
-        reason: reason.clone(),
-    });
     if ended == Ended::Shutdown {
         return ended;
     }
@@ -220,42 +190,103 @@ fn stretch(backoff: &mut Backoff) {
     }
 }
 
+/// Why a connection attempt failed; each names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connect did not finish in time.
+    #[error("TCP connect to {target} timed out")]
+    TcpTimedOut {
+        /// The server dialled.
+        target: String,
+        /// The elapsed deadline.
+        source: tokio::time::error::Elapsed,
+    },
+    /// The TCP connect failed.
+    #[error("TCP connect to {target}")]
+    Tcp {
+        /// The server dialled.
+        target: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The name to verify the server against is not a valid server name.
+    #[error("{name:?} is not a valid server name")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// Why.
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
+    /// The TLS handshake did not finish in time.
+    #[error("TLS handshake timed out")]
+    TlsTimedOut(#[source] tokio::time::error::Elapsed),
+    /// The TLS handshake failed.
+    #[error("TLS handshake")]
+    Tls(#[source] std::io::Error),
+    /// The server's certificate names no usable identity.
+    #[error("server certificate")]
+    ServerCertificate(#[source] TlsError),
+    /// The `Hello` exchange failed or the server refused us.
+    #[error("pipe handshake")]
+    Handshake(#[source] HandshakeError),
+}
+
+/// `error` and its causes on one line, `outer: inner: ...`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        chain.push_str(": ");
+        chain.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    chain
+}
+
 /// One connection attempt: TCP, TLS (server name verified), `Hello`.
 async fn connect(
     target: &ServerTarget,
     connector: &TlsConnector,
     node: &Node,
-) -> anyhow::Result<PeerHandle> {
-    use anyhow::Context as _;
+) -> Result<PeerHandle, ConnectError> {
     let settings = node.settings();
     let tcp = tokio::time::timeout(
         DEFAULT_CONNECT_TIMEOUT,
         TcpStream::connect((target.host.as_str(), target.port)),
     )
     .await
-    .with_context(|| format!("TCP connect to {target} timed out"))?
-    .with_context(|| format!("TCP connect to {target}"))?;
+    .map_err(|source| ConnectError::TcpTimedOut {
+        target: target.to_string(),
+        source,
+    })?
+    .map_err(|source| ConnectError::Tcp {
+        target: target.to_string(),
+        source,
+    })?;
     let _ = tcp.set_nodelay(true);
     let remote = tcp.peer_addr().ok();
     let name = target.server_name.as_deref().unwrap_or(&target.host);
-    let server_name = ServerName::try_from(name.to_owned())
-        .with_context(|| format!("{name:?} is not a valid server name"))?;
+    let server_name =
+        ServerName::try_from(name.to_owned()).map_err(|source| ConnectError::ServerName {
+            name: name.to_owned(),
+            source,
+        })?;
     let stream = tokio::time::timeout(
         settings.handshake_timeout,
         connector.connect(server_name, tcp),
     )
     .await
-    .context("TLS handshake timed out")?
-    .context("TLS handshake")?;
-    let server = tls::peer_identity(stream.get_ref().1.peer_certificates(), Role::Server)
-        .context("server certificate")?;
+    .map_err(ConnectError::TlsTimedOut)?
+    .map_err(ConnectError::Tls)?;
+    let server = link::peer_identity(stream.get_ref().1.peer_certificates(), Role::Server)
+        .map_err(ConnectError::ServerCertificate)?;
     let peer = PeerInfo {
         name: server,
         side: Side::Server,
         remote_addr: remote,
     };
-    let (handle, _hello) = connection::establish(stream, &node.endpoint(), peer, |_| Ok(()))
+    let (handle, _hello) = link::establish(stream, &node.endpoint(), peer, |_| Ok(()))
         .await
-        .context("pipe handshake")?;
+        .map_err(ConnectError::Handshake)?;
     Ok(handle)
 }

@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::proto::{Frame, frame::Body};
+use super::proto::{Frame, frame::Body};
 
 /// Version of the wire protocol this build speaks; exchanged in `Hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -139,7 +139,7 @@ impl Encoder<Body> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Event, Ping};
+    use crate::wire::proto::{Event, Ping};
 
     fn ping(nonce: u64) -> Body {
         Body::Ping(Ping { nonce })

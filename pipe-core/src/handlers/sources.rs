@@ -8,16 +8,16 @@
 
 use std::sync::Arc;
 
-use crate::handler::{Handler, Registry};
-use crate::policy::Policy;
-use crate::router::handler_name;
+use super::policy::Policy;
+use super::registry::{Handler, Registry};
+use crate::wire::HandlerName;
 
 /// A place handlers come from.
 pub trait HandlerSource: Send + Sync + 'static {
-    /// The handler for an event with `verb` and `noun` (its name is
-    /// `handler_name(verb, noun)`), if this source has one. Called per
-    /// event, so a source may look things up afresh (files appear).
-    fn lookup(&self, verb: &str, noun: &str) -> Option<Arc<dyn Handler>>;
+    /// The handler for an event to `name` (its verb, noun and flattened
+    /// name), if this source has one. Called per event, so a source may look
+    /// things up afresh (files appear).
+    fn lookup(&self, name: &HandlerName) -> Option<Arc<dyn Handler>>;
 
     /// What this source offers, for `/_pipe/status`: handler names, or
     /// patterns such as `* files/...` for a forward.
@@ -25,8 +25,8 @@ pub trait HandlerSource: Send + Sync + 'static {
 }
 
 impl HandlerSource for Registry {
-    fn lookup(&self, verb: &str, noun: &str) -> Option<Arc<dyn Handler>> {
-        Registry::lookup(self, &handler_name(verb, noun))
+    fn lookup(&self, name: &HandlerName) -> Option<Arc<dyn Handler>> {
+        Registry::lookup(self, name.as_str())
     }
 
     fn names(&self) -> Vec<String> {
@@ -81,11 +81,10 @@ impl Handlers {
         self
     }
 
-    /// The handler for `peer`'s event `verb` `noun`, or why there is none.
-    pub fn resolve(&self, peer: &str, verb: &str, noun: &str) -> Resolution {
-        let name = handler_name(verb, noun);
+    /// The handler for `peer`'s event to `name`, or why there is none.
+    pub fn resolve(&self, peer: &str, name: &HandlerName) -> Resolution {
         if let Some(policy) = &self.policy {
-            if !policy.allows(peer, &name) {
+            if !policy.allows(peer, name.as_str()) {
                 return Resolution::Denied(format!(
                     "{peer:?} may not call {name} on this node (access policy)"
                 ));
@@ -93,7 +92,7 @@ impl Handlers {
         }
         self.sources
             .iter()
-            .find_map(|source| source.lookup(verb, noun))
+            .find_map(|source| source.lookup(name))
             .map_or(Resolution::Missing, Resolution::Found)
     }
 
@@ -111,12 +110,17 @@ impl Handlers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::{Reply, Request};
+    use crate::handlers::registry::Request;
+    use crate::wire::Reply;
+
+    fn resolve(handlers: &Handlers, peer: &str, verb: &str, noun: &str) -> Resolution {
+        handlers.resolve(peer, &HandlerName::new(verb, noun))
+    }
 
     struct Everything;
 
     impl HandlerSource for Everything {
-        fn lookup(&self, _verb: &str, _noun: &str) -> Option<Arc<dyn Handler>> {
+        fn lookup(&self, _name: &HandlerName) -> Option<Arc<dyn Handler>> {
             Some(Arc::new(|_request: Request| async {
                 Ok(Reply::bytes("text/plain", "fallback"))
             }))
@@ -135,11 +139,11 @@ mod tests {
         });
         let handlers = Handlers::new(registry).with_source(Everything);
         assert!(matches!(
-            handlers.resolve("p", "get", "time"),
+            resolve(&handlers, "p", "get", "time"),
             Resolution::Found(_)
         ));
         assert!(matches!(
-            handlers.resolve("p", "get", "other"),
+            resolve(&handlers, "p", "get", "other"),
             Resolution::Found(_)
         ));
         assert_eq!(handlers.names(), ["get_time", "* *"]);
@@ -153,10 +157,10 @@ mod tests {
             .with_source(Everything)
             .with_policy(policy);
         assert!(matches!(
-            handlers.resolve("ok-1", "get", "time"),
+            resolve(&handlers, "ok-1", "get", "time"),
             Resolution::Found(_)
         ));
-        let Resolution::Denied(message) = handlers.resolve("other", "get", "time") else {
+        let Resolution::Denied(message) = resolve(&handlers, "other", "get", "time") else {
             panic!("not denied")
         };
         assert!(
@@ -164,7 +168,7 @@ mod tests {
             "{message}"
         );
         assert!(matches!(
-            handlers.resolve("ok-1", "post", "time"),
+            resolve(&handlers, "ok-1", "post", "time"),
             Resolution::Denied(_)
         ));
     }

@@ -26,8 +26,8 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use time::{Duration, OffsetDateTime};
 
-/// File name of the CA certificate, in a CA directory and in a node's cert dir.
-pub const CA_CERT_FILE: &str = "ca.crt.pem";
+pub use crate::link::{CA_CERT_FILE, Role};
+use crate::link::{MAX_NODE_NAME_LEN, is_valid_node_name};
 
 /// File name of the CA private key; it never leaves the machine that runs `certs-tool`.
 pub const CA_KEY_FILE: &str = "ca.key.pem";
@@ -42,10 +42,6 @@ pub const DEFAULT_VALID_DAYS: u32 = 2 * 365;
 /// little behind does not reject a certificate issued a moment ago.
 const BACKDATE: Duration = Duration::hours(1);
 
-/// Longest node name accepted; matches the longest DNS name, since the name
-/// travels as a DNS subject alternative name.
-pub const MAX_NODE_NAME_LEN: usize = 253;
-
 /// Random bytes in a serial number (RFC 5280 allows up to 20 octets).
 const SERIAL_LEN: usize = 16;
 
@@ -58,25 +54,6 @@ pub(crate) const PRIVATE_MODE: u32 = 0o600;
 
 /// Mode of certificate files, which are public.
 pub(crate) const PUBLIC_MODE: u32 = 0o644;
-
-/// Which side of the pipe a certificate is for; decides its extended key usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The central server node: its certificate carries `serverAuth`.
-    Server,
-    /// A client node: its certificate carries `clientAuth`, and its first DNS
-    /// name is the node's identity.
-    Client,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Server => "server",
-            Role::Client => "client",
-        })
-    }
-}
 
 /// Errors from creating, loading, issuing or writing certificates.
 #[derive(Debug, thiserror::Error)]
@@ -168,21 +145,6 @@ pub enum PkiError {
     /// Key generation or signing failed.
     #[error("cannot generate the certificate")]
     Generate(#[source] rcgen::Error),
-}
-
-/// Whether `name` is acceptable as a node identity: 1 to
-/// [`MAX_NODE_NAME_LEN`] characters from `[A-Za-z0-9_.-]`, and not `.` or `..`.
-///
-/// Node names end up in URLs, log lines, metric names and file names, so the
-/// charset is deliberately narrow.
-pub fn is_valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NODE_NAME_LEN
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// A CA certificate and its private key, able to sign node certificates.

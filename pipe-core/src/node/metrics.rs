@@ -62,8 +62,6 @@ use cadence::{Counted, Gauged, QueuingMetricSink, StatsdClient, Timed, UdpMetric
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::node::Node;
-
 /// An event sent to the peer.
 pub const SEND_TICK: &str = "message.send.tick";
 /// Send to reply, for requests that got a reply.
@@ -309,11 +307,12 @@ fn log_failure(failures: &AtomicU64, error: &dyn std::fmt::Display) {
     }
 }
 
-/// Sends the gauges that change with every request (`requests.in_flight`)
-/// every [`REPORT_INTERVAL`] until `shutdown`, so the request path itself
-/// never sends them. Returns at once when metrics are disabled.
-pub async fn report(node: Arc<Node>, shutdown: CancellationToken) {
-    if !node.metrics().is_enabled() {
+/// Sends the gauges that change with every request (`requests.in_flight`,
+/// as `in_flight` counts it) every [`REPORT_INTERVAL`] until `shutdown`, so
+/// the request path itself never sends them. Returns at once when metrics
+/// are disabled.
+pub async fn report(metrics: Metrics, in_flight: impl Fn() -> usize, shutdown: CancellationToken) {
+    if !metrics.is_enabled() {
         return;
     }
     let mut ticks = tokio::time::interval(REPORT_INTERVAL);
@@ -323,16 +322,8 @@ pub async fn report(node: Arc<Node>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let in_flight: usize = node
-            .peers()
-            .list()
-            .iter()
-            .map(|(_, peer)| peer.in_flight_out() + peer.in_flight_in())
-            .sum();
-        node.metrics().gauge(
-            IN_FLIGHT_GAUGE,
-            u64::try_from(in_flight).unwrap_or(u64::MAX),
-        );
+        let in_flight = u64::try_from(in_flight()).unwrap_or(u64::MAX);
+        metrics.gauge(IN_FLIGHT_GAUGE, in_flight);
     }
 }
 

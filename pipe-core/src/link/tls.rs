@@ -13,8 +13,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::identity::{self, CertFiles};
-use crate::pki::Role;
+use super::certificate::{self, CertificateError, Role};
 
 /// ALPN protocol id of restpipe's wire protocol v1.
 pub const ALPN: &[u8] = b"restpipe/1";
@@ -49,10 +48,49 @@ pub enum TlsError {
     NoPeerCertificate,
     /// The peer's certificate is not valid for its role or names no identity.
     #[error("peer certificate refused: {0}")]
-    PeerIdentity(#[from] identity::IdentityError),
+    PeerIdentity(#[from] CertificateError),
     /// The peer's certificate lacks the extended key usage of its role.
     #[error("peer certificate lacks the {0} extended key usage")]
     MissingUsage(&'static str),
+}
+
+/// The server's private key file in its cert dir (name kept from the original project).
+pub const SERVER_KEY_FILE: &str = "restpipe.server.key.pem";
+/// The server's certificate file in its cert dir.
+pub const SERVER_CERT_FILE: &str = "restpipe.server.crt.pem";
+/// A client's private key file in its cert dir.
+pub const CLIENT_KEY_FILE: &str = "restpipe.client.key.pem";
+/// A client's certificate file in its cert dir.
+pub const CLIENT_CERT_FILE: &str = "restpipe.client.crt.pem";
+
+/// The CA certificate file, in a cert dir and in a CA's directory.
+pub const CA_CERT_FILE: &str = "ca.crt.pem";
+
+/// Where a node keeps its identity: the three files in its cert dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The node's private key (mode `0600`).
+    pub key: PathBuf,
+    /// The node's certificate.
+    pub cert: PathBuf,
+    /// The CA certificate that peers must chain to.
+    pub ca: PathBuf,
+}
+
+impl CertFiles {
+    /// The standard file names in `dir` for `role`, the same names as the
+    /// original project so existing cert dirs keep working.
+    pub fn in_dir(dir: &Path, role: Role) -> Self {
+        let (key, cert) = match role {
+            Role::Server => (SERVER_KEY_FILE, SERVER_CERT_FILE),
+            Role::Client => (CLIENT_KEY_FILE, CLIENT_CERT_FILE),
+        };
+        Self {
+            key: dir.join(key),
+            cert: dir.join(cert),
+            ca: dir.join(CA_CERT_FILE),
+        }
+    }
 }
 
 /// A node's certificate chain, private key and CA, loaded once.
@@ -135,7 +173,7 @@ impl TlsIdentity {
     /// This node's identity: the first DNS SAN of its certificate, CN fallback.
     pub fn name(&self) -> Result<String, TlsError> {
         let leaf = self.cert_chain.first().ok_or(TlsError::NoPeerCertificate)?;
-        Ok(identity::node_name(leaf)?)
+        Ok(certificate::node_name(leaf)?)
     }
 
     /// A server configuration: TLS 1.3 only, client certificates required.
@@ -178,13 +216,13 @@ pub fn peer_identity(
     let leaf = certificates
         .and_then(|chain| chain.first())
         .ok_or(TlsError::NoPeerCertificate)?;
-    if !identity::has_extended_key_usage(leaf, role)? {
+    if !certificate::has_extended_key_usage(leaf, role)? {
         return Err(TlsError::MissingUsage(match role {
             Role::Client => "clientAuth",
             Role::Server => "serverAuth",
         }));
     }
-    Ok(identity::node_name(leaf)?)
+    Ok(certificate::node_name(leaf)?)
 }
 
 /// A TLS configuration that can be replaced while in use: each new

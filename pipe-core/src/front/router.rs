@@ -127,15 +127,6 @@ pub fn is_node_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// The handler an event reaches: `get` + `time/utc` → `get_time_utc`.
-pub fn handler_name(verb: &str, noun: &str) -> String {
-    let mut name = String::with_capacity(verb.len() + 1 + noun.len());
-    name.push_str(verb);
-    name.push('_');
-    name.extend(noun.chars().map(|c| if c == '/' { '_' } else { c }));
-    name
-}
-
 fn parse_piped(rest: &str, prefix: &'static str) -> Result<PipedPath, RouteError> {
     let (noun_part, args_part) = match rest.split_once("//") {
         Some((noun, args)) => (noun, Some(args)),
@@ -273,13 +264,6 @@ mod tests {
             parse_server_path("/server/a%20b"),
             Some(Err(RouteError::BadNounSegment("a%20b".into())))
         );
-    }
-
-    #[test]
-    fn handler_names_follow_verb_and_noun() {
-        assert_eq!(handler_name("get", "time"), "get_time");
-        assert_eq!(handler_name("get", "time/utc"), "get_time_utc");
-        assert_eq!(handler_name("post", "files/report"), "post_files_report");
     }
 
     #[test]

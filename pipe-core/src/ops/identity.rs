@@ -1,5 +1,4 @@
-//! A node's TLS identity: checking it before it is installed, and reading
-//! names and roles out of certificates at run time.
+//! A node's TLS identity files: checking them before they are installed.
 //!
 //! `pipe-server set-identity` and `pipe-client set-identity` take a key, a
 //! certificate and a CA certificate, and refuse them unless the key belongs
@@ -8,9 +7,9 @@
 //! the cert dir, each through a temporary file and a rename, so a bad input
 //! installs nothing and never overwrites a working identity.
 //!
-//! The server also calls [`node_name`] and [`has_extended_key_usage`] on
-//! every client certificate it accepts, so both take arbitrary bytes and
-//! never panic.
+//! Reading names and roles out of certificates at run time is the link's
+//! (`link/certificate.rs`); this module puts file paths and context on its
+//! errors.
 
 use std::fmt;
 use std::fs;
@@ -23,19 +22,14 @@ use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
-use crate::pki::{
-    CA_CERT_FILE, MAX_PEM_FILE_BYTES, PRIVATE_MODE, PUBLIC_MODE, ReadLimitedError, Role,
-    StagedFile, is_valid_node_name, read_limited,
+use super::pki::{
+    MAX_PEM_FILE_BYTES, PRIVATE_MODE, PUBLIC_MODE, ReadLimitedError, StagedFile, read_limited,
 };
-
-/// The server's private key file in its cert dir (name kept from the original project).
-pub const SERVER_KEY_FILE: &str = "restpipe.server.key.pem";
-/// The server's certificate file in its cert dir.
-pub const SERVER_CERT_FILE: &str = "restpipe.server.crt.pem";
-/// A client's private key file in its cert dir.
-pub const CLIENT_KEY_FILE: &str = "restpipe.client.key.pem";
-/// A client's certificate file in its cert dir.
-pub const CLIENT_CERT_FILE: &str = "restpipe.client.crt.pem";
+use crate::link::Role;
+use crate::link::certificate::{self, CertificateError};
+pub use crate::link::{
+    CLIENT_CERT_FILE, CLIENT_KEY_FILE, CertFiles, SERVER_CERT_FILE, SERVER_KEY_FILE,
+};
 
 /// Which of the three identity inputs a problem was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +174,19 @@ pub enum IdentityError {
     },
 }
 
+impl CertificateError {
+    /// The same problem, as found in `input`.
+    fn in_input(self, input: &Input) -> IdentityError {
+        match self {
+            CertificateError::Malformed(reason) => IdentityError::Certificate {
+                input: input.clone(),
+                reason,
+            },
+            CertificateError::InvalidNodeName { name } => IdentityError::InvalidNodeName { name },
+        }
+    }
+}
+
 /// A checked identity, described for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedIdentity {
@@ -191,33 +198,6 @@ pub struct ValidatedIdentity {
     /// When the certificate expires, as RFC 3339 UTC, so the operator can
     /// plan the renewal.
     pub not_after: String,
-}
-
-/// Where a node keeps its identity: the three files in its cert dir.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertFiles {
-    /// The node's private key (mode `0600`).
-    pub key: PathBuf,
-    /// The node's certificate.
-    pub cert: PathBuf,
-    /// The CA certificate that peers must chain to.
-    pub ca: PathBuf,
-}
-
-impl CertFiles {
-    /// The standard file names in `dir` for `role`, the same names as the
-    /// original project so existing cert dirs keep working.
-    pub fn in_dir(dir: &Path, role: Role) -> Self {
-        let (key, cert) = match role {
-            Role::Server => (SERVER_KEY_FILE, SERVER_CERT_FILE),
-            Role::Client => (CLIENT_KEY_FILE, CLIENT_CERT_FILE),
-        };
-        Self {
-            key: dir.join(key),
-            cert: dir.join(cert),
-            ca: dir.join(CA_CERT_FILE),
-        }
-    }
 }
 
 /// Checks that a key, certificate and CA (all PEM) form a usable identity
@@ -292,47 +272,6 @@ pub fn install(
     Ok(identity)
 }
 
-/// A client node's identity: the first DNS subject alternative name of its
-/// certificate, or the subject CN if it has none, restricted to
-/// `[A-Za-z0-9_.-]+` (and not `.` or `..`).
-///
-/// Called on every client certificate the server accepts; never panics.
-pub fn node_name(cert_der: &[u8]) -> Result<String, IdentityError> {
-    let input = Input::new(InputKind::Certificate, None);
-    let cert = parse_certificate(cert_der, &input)?;
-    let name = first_dns_name(&cert, &input)?
-        .or_else(|| common_name(&cert))
-        .unwrap_or_default();
-    if is_valid_node_name(name) {
-        Ok(name.to_owned())
-    } else {
-        Err(IdentityError::InvalidNodeName {
-            name: name.to_owned(),
-        })
-    }
-}
-
-/// Whether the certificate explicitly carries the extended key usage of
-/// `role` (`serverAuth` or `clientAuth`).
-///
-/// webpki accepts a certificate with no extended key usage extension at
-/// all; restpipe does not, so that a server certificate can never pass as a
-/// client and the other way round.
-pub fn has_extended_key_usage(cert_der: &[u8], role: Role) -> Result<bool, IdentityError> {
-    let input = Input::new(InputKind::Certificate, None);
-    let cert = parse_certificate(cert_der, &input)?;
-    let usage = cert
-        .extended_key_usage()
-        .map_err(|err| IdentityError::Certificate {
-            input,
-            reason: err.to_string(),
-        })?;
-    Ok(usage.is_some_and(|usage| match role {
-        Role::Server => usage.value.server_auth,
-        Role::Client => usage.value.client_auth,
-    }))
-}
-
 fn validate_inputs(
     (key_pem, key_input): (&[u8], Input),
     (cert_pem, cert_input): (&[u8], Input),
@@ -378,7 +317,7 @@ fn validate_inputs(
         .keys_match()
         .map_err(|_| IdentityError::KeyMismatch)?;
 
-    if !has_extended_key_usage(leaf, role)? {
+    if !certificate::has_extended_key_usage(leaf, role).map_err(|e| e.in_input(&cert_input))? {
         return Err(IdentityError::WrongRole { role });
     }
     let usage = match role {
@@ -401,7 +340,7 @@ fn validate_inputs(
         })?;
 
     let name = match role {
-        Role::Client => node_name(leaf)?,
+        Role::Client => certificate::node_name(leaf).map_err(|e| e.in_input(&cert_input))?,
         Role::Server => server_name(&parsed_leaf, &cert_input)?,
     };
     Ok(ValidatedIdentity {
@@ -462,52 +401,20 @@ fn parse_certificate<'a>(
     der: &'a [u8],
     input: &Input,
 ) -> Result<X509Certificate<'a>, IdentityError> {
-    let invalid = |reason: String| IdentityError::Certificate {
-        input: input.clone(),
-        reason,
-    };
-    match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, _)) if !rest.is_empty() => {
-            Err(invalid("trailing bytes after the certificate".to_owned()))
-        }
-        Ok((_, cert)) => Ok(cert),
-        Err(err) => Err(invalid(err.to_string())),
-    }
+    certificate::parse_certificate(der).map_err(|error| error.in_input(input))
 }
 
 fn first_dns_name<'a>(
     cert: &'a X509Certificate<'_>,
     input: &Input,
 ) -> Result<Option<&'a str>, IdentityError> {
-    let names = cert
-        .subject_alternative_name()
-        .map_err(|err| IdentityError::Certificate {
-            input: input.clone(),
-            reason: err.to_string(),
-        })?;
-    Ok(names.and_then(|names| {
-        names
-            .value
-            .general_names
-            .iter()
-            .find_map(|name| match name {
-                GeneralName::DNSName(dns) => Some(*dns),
-                _ => None,
-            })
-    }))
-}
-
-fn common_name<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a str> {
-    cert.subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
+    certificate::first_dns_name(cert).map_err(|error| error.in_input(input))
 }
 
 /// A server's name for display only: servers are identified by the names
 /// clients dial, which need not fit the node-name charset.
 fn server_name(cert: &X509Certificate<'_>, input: &Input) -> Result<String, IdentityError> {
-    if let Some(name) = first_dns_name(cert, input)?.or_else(|| common_name(cert)) {
+    if let Some(name) = first_dns_name(cert, input)?.or_else(|| certificate::common_name(cert)) {
         return Ok(name.to_owned());
     }
     let first_ip = cert
@@ -571,7 +478,17 @@ fn rfc3339_utc(time: time::OffsetDateTime) -> String {
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::pki::{CertificateAuthority, IssueRequest, IssuedIdentity};
+
+    fn node_name(der: &[u8]) -> Result<String, IdentityError> {
+        let input = Input::new(InputKind::Certificate, None);
+        certificate::node_name(der).map_err(|error| error.in_input(&input))
+    }
+
+    fn has_extended_key_usage(der: &[u8], role: Role) -> Result<bool, IdentityError> {
+        let input = Input::new(InputKind::Certificate, None);
+        certificate::has_extended_key_usage(der, role).map_err(|error| error.in_input(&input))
+    }
+    use crate::ops::pki::{CertificateAuthority, IssueRequest, IssuedIdentity};
 
     struct Fixture {
         ca: CertificateAuthority,

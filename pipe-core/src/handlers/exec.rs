@@ -71,10 +71,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
-use crate::body::{self, BodyError, BodySink, BodyStream, INLINE_LIMIT};
-use crate::dispatch::HandlerSource;
-use crate::handler::{Handler, HandlerError, HandlerFuture, HandlerResult, JSON, Reply, Request};
-use crate::router::handler_name;
+use super::registry::{Handler, HandlerFuture, HandlerResult, Request};
+use super::sources::HandlerSource;
+use crate::wire::body::{self, BodyError, BodySink, BodyStream, INLINE_LIMIT};
+use crate::wire::{HandlerError, HandlerName, JSON, RETURN_HANDLER_FAILED, Reply};
 
 /// Output collected before the reply switches to streaming: outputs up to
 /// this size get their exit status and type sniffing; larger ones stream.
@@ -189,14 +189,13 @@ pub fn is_handler_name(name: &str) -> bool {
 }
 
 impl HandlerSource for ExecDirectory {
-    fn lookup(&self, verb: &str, noun: &str) -> Option<Arc<dyn Handler>> {
-        if !VERBS.contains(&verb) {
+    fn lookup(&self, name: &HandlerName) -> Option<Arc<dyn Handler>> {
+        if !VERBS.contains(&name.verb()) {
             return None;
         }
-        let name = handler_name(verb, noun);
-        match self.runnable(&name) {
+        match self.runnable(name.as_str()) {
             Ok(path) => Some(Arc::new(Executable {
-                name,
+                name: name.as_str().to_owned(),
                 path,
                 dir: self.dir.clone(),
                 max_output_bytes: self.max_output_bytes,
@@ -418,7 +417,7 @@ async fn spawn(command: &mut Command) -> io::Result<Child> {
 fn exit_code(name: &str, status: ExitStatus) -> Result<u32, HandlerError> {
     use std::os::unix::process::ExitStatusExt as _;
     match (status.code(), status.signal()) {
-        (Some(code), _) => Ok(u32::try_from(code).unwrap_or(crate::handler::RETURN_HANDLER_FAILED)),
+        (Some(code), _) => Ok(u32::try_from(code).unwrap_or(RETURN_HANDLER_FAILED)),
         (None, Some(signal)) => Err(HandlerError::new(
             "Killed",
             format!("{name} was killed by signal {signal}"),

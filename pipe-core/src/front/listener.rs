@@ -1,0 +1,231 @@
+//! Where the local front listens: TCP or a unix socket (mode, group), and
+//! accepting its connections.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, UnixListener};
+use tracing::info;
+
+/// Where the local HTTP front listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAddr {
+    /// A TCP address such as `127.0.0.1:8080`.
+    Tcp(SocketAddr),
+    /// A unix socket path, written `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl FromStr for HttpAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, e.g. unix:/tmp/rpclient.sock".to_owned());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse()
+            .map(Self::Tcp)
+            .map_err(|_| format!("{s:?} is neither IP:PORT nor unix:/path"))
+    }
+}
+
+impl fmt::Display for HttpAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// How a unix-socket front is exposed, and whose `X-Forwarded-For` to
+/// believe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Permission bits of the socket file (e.g. `0o660`).
+    pub mode: u32,
+    /// Group to give the socket file (name or number), e.g. `www-data`.
+    pub group: Option<String>,
+    /// TCP callers whose `X-Forwarded-For` names the real caller in logs.
+    /// Callers on a unix socket (nginx) are always believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            mode: 0o660,
+            group: None,
+            trusted_proxies: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1]),
+            ],
+        }
+    }
+}
+
+/// A bound local HTTP listener.
+#[derive(Debug)]
+pub struct HttpListener {
+    socket: Socket,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+#[derive(Debug)]
+enum Socket {
+    Tcp(TcpListener),
+    /// Removed again on shutdown.
+    Unix(UnixListener, PathBuf),
+}
+
+impl HttpListener {
+    /// Binds `addr` with default [`SocketOptions`].
+    pub async fn bind(addr: &HttpAddr) -> std::io::Result<Self> {
+        Self::bind_with(addr, &SocketOptions::default()).await
+    }
+
+    /// Binds `addr`. A stale unix socket left by a dead process is replaced;
+    /// one a live process still serves is an error. A unix socket gets the
+    /// mode and group of `options`.
+    pub async fn bind_with(addr: &HttpAddr, options: &SocketOptions) -> std::io::Result<Self> {
+        let socket = match addr {
+            HttpAddr::Tcp(addr) => Socket::Tcp(TcpListener::bind(addr).await?),
+            HttpAddr::Unix(path) => {
+                if path.exists() {
+                    if tokio::net::UnixStream::connect(path).await.is_ok() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AddrInUse,
+                            format!("{} is served by a running process", path.display()),
+                        ));
+                    }
+                    std::fs::remove_file(path)?;
+                }
+                let listener = UnixListener::bind(path)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))?;
+                if let Some(group) = &options.group {
+                    std::os::unix::fs::chown(path, None, Some(group_id(group)?))?;
+                }
+                Socket::Unix(listener, path.clone())
+            }
+        };
+        Ok(Self {
+            socket,
+            trusted_proxies: options.trusted_proxies.clone(),
+        })
+    }
+
+    /// The address actually bound (with the real port for `:0`).
+    pub fn local_addr(&self) -> std::io::Result<HttpAddr> {
+        Ok(match &self.socket {
+            Socket::Tcp(listener) => HttpAddr::Tcp(listener.local_addr()?),
+            Socket::Unix(_, path) => HttpAddr::Unix(path.clone()),
+        })
+    }
+}
+
+/// The numeric id of a group given by name (looked up in `/etc/group`) or
+/// number.
+fn group_id(group: &str) -> std::io::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")?;
+    groups
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?;
+            if name == group {
+                gid.parse().ok()
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no group named {group:?} in /etc/group"),
+            )
+        })
+}
+
+/// The other end of a local HTTP connection.
+#[derive(Debug, Clone)]
+pub(super) struct Peer {
+    pub(super) addr: String,
+    /// A trusted proxy (or a unix-socket caller): its forwarded-for counts.
+    pub(super) trusted: bool,
+}
+
+pub(super) fn listener_cleanup(listener: &HttpListener) -> std::io::Result<()> {
+    match &listener.socket {
+        Socket::Tcp(_) => Ok(()),
+        Socket::Unix(_, path) => std::fs::remove_file(path),
+    }
+}
+
+pub(super) type BoxedIo = TokioIo<Box<dyn IoStream>>;
+
+pub(super) trait IoStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> IoStream for T {}
+
+pub(super) async fn accept(listener: &HttpListener) -> std::io::Result<(BoxedIo, Peer)> {
+    Ok(match &listener.socket {
+        Socket::Tcp(tcp) => {
+            let (stream, addr) = tcp.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let peer = Peer {
+                addr: addr.to_string(),
+                trusted: listener.trusted_proxies.contains(&addr.ip()),
+            };
+            (TokioIo::new(Box::new(stream) as Box<dyn IoStream>), peer)
+        }
+        Socket::Unix(unix, _) => {
+            let (stream, _) = unix.accept().await?;
+            let peer = Peer {
+                addr: "unix".to_owned(),
+                trusted: true,
+            };
+            (TokioIo::new(Box::new(stream) as Box<dyn IoStream>), peer)
+        }
+    })
+}
+
+/// Logs where the local front listens.
+pub fn log_listening(addr: &HttpAddr) {
+    info!(%addr, "local HTTP front listening");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_addresses() {
+        assert_eq!(
+            "127.0.0.1:8080".parse::<HttpAddr>(),
+            Ok(HttpAddr::Tcp("127.0.0.1:8080".parse().unwrap()))
+        );
+        assert_eq!(
+            "unix:/tmp/rpclient.sock".parse::<HttpAddr>(),
+            Ok(HttpAddr::Unix("/tmp/rpclient.sock".into()))
+        );
+        assert!("unix:".parse::<HttpAddr>().is_err());
+        assert!("localhost".parse::<HttpAddr>().is_err());
+        assert_eq!(
+            HttpAddr::Unix("/tmp/x.sock".into()).to_string(),
+            "unix:/tmp/x.sock"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The local HTTP front: where apps on a node's host make plain HTTP
+//! requests that the node pipes to its peer (`piped`), plus `/_pipe/health`
+//! and `/_pipe/status` (`status`). It listens on TCP or a unix socket
+//! (`listener`); on shutdown it stops accepting and lets requests in
+//! progress finish within a bounded grace period (`server`).
+
+mod listener;
+mod piped;
+pub mod router;
+mod server;
+mod status;
+
+pub use listener::{HttpAddr, HttpListener, SocketOptions, log_listening};
+pub use piped::{RETURN_CODE_HEADER, TIMEOUT_HEADER};
+pub use server::{ResponseBody, serve};

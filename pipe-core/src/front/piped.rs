@@ -1,0 +1,427 @@
+//! A piped request: an app's local HTTP request made into an event, sent
+//! to the peer (waiting a little for it), and the reply made into the
+//! HTTP response.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::Frame;
+
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
+use super::server::{ResponseBody, error_response, full};
+use crate::link::RequestError;
+use crate::node::metrics::{SEND_TICK, SEND_TIMING};
+use crate::node::{Lookup, Node, SERVER_KEY};
+use crate::wire::body::{BodyError, INLINE_LIMIT};
+use crate::wire::{
+    Event, HandlerName, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply,
+    Side, is_json_type,
+};
+
+/// Header carrying the far handler's return code on every piped response.
+pub const RETURN_CODE_HEADER: &str = "x-event-return-code";
+/// Request header overriding the deadline, in seconds (`2.5`).
+pub const TIMEOUT_HEADER: &str = "x-pipe-timeout";
+/// Longest deadline a caller may ask for: a day; longer is a mistake.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Answers a request for a piped path (or explains why it is not one).
+pub(super) async fn respond_piped(
+    node: &Node,
+    request: Request<Incoming>,
+    caller: &str,
+) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    let route = match node.side() {
+        Side::Client => router::parse_server_path(path)
+            .map(|parsed| parsed.map(|piped| (SERVER_KEY.to_owned(), piped))),
+        Side::Server => router::parse_client_path(path),
+    };
+    let Some(route) = route else {
+        let expected = match node.side() {
+            Side::Client => "/server/<noun>[//args]",
+            Side::Server => "/client/<name>/<noun>[//args]",
+        };
+        return error_response(
+            StatusCode::NOT_FOUND,
+            format!("no such path {path:?}: this node pipes {expected}"),
+        );
+    };
+    let (key, piped) = match route {
+        Ok(route) => route,
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
+    };
+    let Some(verb) = Verb::from_method(request.method()) else {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "method {} is not piped; use one of {ALLOWED_METHODS}",
+                request.method()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+        return response;
+    };
+    let started = Instant::now();
+    let mut piped = piped;
+    let handler = HandlerName::new(verb.as_wire(), std::mem::take(&mut piped.noun));
+    let name = handler.as_str().to_owned();
+    let peer = key.clone();
+    let response = pipe(node, request, key, piped, handler).await;
+    debug!(
+        caller,
+        %peer,
+        verb = %verb.as_wire(),
+        handler = %name,
+        status = response.status().as_u16(),
+        return_code = response.headers().get(RETURN_CODE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "piped request"
+    );
+    response
+}
+
+async fn pipe(
+    node: &Node,
+    request: Request<Incoming>,
+    key: String,
+    piped: PipedPath,
+    handler: HandlerName,
+) -> Response<ResponseBody> {
+    let settings = node.settings();
+    if node.is_stopping() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is shutting down and takes no new requests",
+        );
+    }
+    let timeout = match request_timeout(&request, settings.request_timeout) {
+        Ok(timeout) => timeout,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
+    };
+    let deadline = Instant::now() + timeout;
+    let content_type = match request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str())
+    {
+        None => String::new(),
+        Some(Ok(value)) => value.to_owned(),
+        Some(Err(_)) => {
+            return error_response(StatusCode::BAD_REQUEST, "Content-Type is not visible ASCII");
+        }
+    };
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let headers = end_to_end(request.headers());
+
+    let limit = settings.max_body_bytes;
+    // hyper knows the body's size: 0 without a body, the declared length,
+    // or unknown for a chunked upload.
+    let declared = hyper::body::Body::size_hint(request.body()).exact();
+    if declared.is_some_and(|len| len > limit as u64) {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body of {} bytes exceeds the limit of {limit} bytes",
+                declared.unwrap_or(0)
+            ),
+        );
+    }
+    // Small bodies of known length travel whole in the event (and JSON is
+    // checked); anything else streams, checked against the limit as it goes.
+    let (body, stream, too_large) = match declared {
+        Some(length) if length <= INLINE_LIMIT as u64 => {
+            let body = match Limited::new(request.into_body(), limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                    return error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("body exceeds the limit of {limit} bytes"),
+                    );
+                }
+                Err(error) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the body: {error}"),
+                    );
+                }
+            };
+            if is_json_type(&content_type) && !body.is_empty() {
+                if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("body is declared {content_type} but is not valid JSON: {error}"),
+                    );
+                }
+            }
+            node.metrics().http_request(body.len() as u64);
+            (body, None, None)
+        }
+        length => {
+            let (sink, stream) = crate::body::channel(length);
+            let (too_large_tx, too_large_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(pump_request_body(
+                request.into_body(),
+                sink,
+                limit,
+                too_large_tx,
+            ));
+            node.metrics().http_request(length.unwrap_or(0));
+            (Bytes::new(), Some(stream), Some(too_large_rx))
+        }
+    };
+    let event = Event {
+        handler,
+        args: piped.args,
+        query,
+        content_type,
+        headers,
+        body,
+        stream,
+    };
+    let Some(too_large) = too_large else {
+        return send(node, &key, event, deadline, timeout).await;
+    };
+    // An upload of unknown length that outgrows the limit ends the request
+    // with 413; dropping the request cancels the far side.
+    tokio::select! {
+        response = send(node, &key, event, deadline, timeout) => response,
+        Ok(()) = too_large => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body exceeds the limit of {limit} bytes"),
+        ),
+    }
+}
+
+/// Finds the peer (waiting a little for it) and sends the request.
+async fn send(
+    node: &Node,
+    key: &str,
+    event: Event,
+    deadline: Instant,
+    timeout: Duration,
+) -> Response<ResponseBody> {
+    let settings = node.settings();
+    let wait = settings.peer_wait.min(timeout);
+    let peer = match node.peers().wait_for(key, wait).await {
+        Lookup::Connected(peer) => peer,
+        Lookup::Unknown if node.side() == Side::Server => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                format!("no client named {key:?} is connected (waited {wait:?})"),
+            );
+        }
+        Lookup::Unknown | Lookup::Disconnected => {
+            let whom = match node.side() {
+                Side::Server => format!("client {key:?}"),
+                Side::Client => "the server".to_owned(),
+            };
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no connection to {whom} (waited {wait:?})"),
+            );
+        }
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    node.metrics().incr(SEND_TICK);
+    let sent = Instant::now();
+    match peer.request(event, remaining).await {
+        Ok(reply) => {
+            node.metrics().timing(SEND_TIMING, sent.elapsed());
+            reply_response(reply)
+        }
+        Err(error) => {
+            let (status, kind) = match error {
+                RequestError::Disconnected { .. } => (StatusCode::BAD_GATEWAY, "disconnected"),
+                RequestError::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                RequestError::GoingAway { .. } => (StatusCode::SERVICE_UNAVAILABLE, "going_away"),
+                RequestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            };
+            node.metrics().send_failed(kind);
+            error_response(status, error)
+        }
+    }
+}
+
+/// Feeds the local caller's upload into `sink` as it arrives, ending it with
+/// an error if it grows past `limit` (a body of unknown length) or the
+/// caller's connection fails.
+async fn pump_request_body(
+    mut body: Incoming,
+    sink: crate::body::BodySink,
+    limit: usize,
+    too_large: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut total = 0usize;
+    loop {
+        let frame = match body.frame().await {
+            None => return,
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => {
+                sink.abort(BodyError::Aborted(format!(
+                    "reading the upload failed: {error}"
+                )));
+                return;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len();
+        if total > limit {
+            let _ = too_large.send(());
+            sink.abort(BodyError::TooLarge {
+                limit: limit as u64,
+            });
+            return;
+        }
+        if sink.send(data).await.is_err() {
+            return; // nobody reads it any more
+        }
+    }
+}
+
+/// The deadline a request asked for with `X-Pipe-Timeout`, or the default.
+fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Duration, String> {
+    let Some(value) = request.headers().get(TIMEOUT_HEADER) else {
+        return Ok(default);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .map(|secs| Duration::from_secs_f64(secs).min(MAX_TIMEOUT))
+        .ok_or_else(|| "X-Pipe-Timeout must be a positive number of seconds, e.g. 2.5".to_owned())
+}
+
+/// Headers that describe a connection or the pipe itself, never carried
+/// end to end (besides any the `Connection` header names).
+const NOT_END_TO_END: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    TIMEOUT_HEADER,
+    RETURN_CODE_HEADER,
+];
+
+/// The end-to-end headers of `headers`: what a handler (or an upstream
+/// behind a forward) should see, and what a caller should get back.
+fn end_to_end(headers: &http::HeaderMap) -> http::HeaderMap {
+    let named_by_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut kept = http::HeaderMap::new();
+    for (name, value) in headers {
+        let name_str = name.as_str();
+        if !NOT_END_TO_END.contains(&name_str) && !named_by_connection.iter().any(|n| n == name_str)
+        {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// The HTTP status for a reply: the handler's explicit one, else what its
+/// return code means.
+fn reply_status(reply: &Reply) -> StatusCode {
+    if let Some(status) = reply.http_status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        return status;
+    }
+    match reply.return_code {
+        RETURN_NO_HANDLER => StatusCode::NOT_FOUND,
+        RETURN_HANDLER_FAILED => StatusCode::INTERNAL_SERVER_ERROR,
+        RETURN_ACCESS_DENIED => StatusCode::FORBIDDEN,
+        _ => StatusCode::OK,
+    }
+}
+
+/// The HTTP response for a reply from the far handler.
+fn reply_response(reply: Reply) -> Response<ResponseBody> {
+    let status = reply_status(&reply);
+    let extra = end_to_end(&reply.headers);
+    let content_type = HeaderValue::from_str(&reply.content_type)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+    let body = match reply.stream {
+        Some(stream) => BoxBody::new(StreamBody::new(stream.map_ok(Frame::data))),
+        None => full(reply.body),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.extend(extra);
+    headers.insert(RETURN_CODE_HEADER, HeaderValue::from(reply.return_code));
+    headers.insert(header::CONTENT_TYPE, content_type);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_to_end_headers_drop_hop_by_hop_ones() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("host", "rpclient.local"),
+            ("x-pipe-timeout", "3"),
+            ("accept", "text/csv"),
+            ("if-none-match", "\"v1\""),
+        ] {
+            headers.append(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let kept = end_to_end(&headers);
+        let mut names: Vec<_> = kept.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "if-none-match"]);
+    }
+
+    #[test]
+    fn reply_status_follows_return_code() {
+        let ok = reply_response(Reply::bytes("text/plain", "x"));
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(ok.headers()[RETURN_CODE_HEADER], "0");
+        let missing = reply_response(Reply::bytes("", "").with_return_code(RETURN_NO_HANDLER));
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            missing.headers()[header::CONTENT_TYPE],
+            "application/octet-stream"
+        );
+        let failed = reply_response(Reply::bytes("", "").with_return_code(RETURN_HANDLER_FAILED));
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let own = reply_response(Reply::bytes("", "").with_return_code(7));
+        assert_eq!(own.status(), StatusCode::OK);
+        assert_eq!(own.headers()[RETURN_CODE_HEADER], "7");
+    }
+}

@@ -1,0 +1,166 @@
+//! Serving the local front: one HTTP/1 connection task per caller, the
+//! top-level routing of a request, and the drain on shutdown.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::listener::{HttpListener, Peer, accept, listener_cleanup};
+use super::piped::respond_piped;
+use super::status::{health, status};
+use crate::node::Node;
+use crate::wire::body::BodyError;
+
+/// Who made a local request, for logs: the connection's peer, or the first
+/// `X-Forwarded-For` address when the peer is a trusted proxy.
+fn caller_of(headers: &http::HeaderMap, peer: &Peer) -> String {
+    let forwarded = peer
+        .trusted
+        .then(|| headers.get("x-forwarded-for"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    match forwarded {
+        Some(original) => format!("{original} via {}", peer.addr),
+        None => peer.addr.clone(),
+    }
+}
+
+/// Serves the local HTTP front until `shutdown`, then drains for at most
+/// `grace`.
+pub async fn serve(
+    listener: HttpListener,
+    node: Arc<Node>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new());
+    // Slow-loris guard: headers must arrive promptly.
+    builder.header_read_timeout(Duration::from_secs(30));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let (io, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                warn!("local HTTP accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        let service = service_fn(move |request| {
+            let node = node.clone();
+            let caller = caller_of(request.headers(), &peer);
+            async move { Ok::<_, Infallible>(respond(&node, request, &caller).await) }
+        });
+        let connection = builder.serve_connection(io, service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                debug!("local HTTP connection ended: {error}");
+            }
+        });
+    }
+    node.begin_stopping();
+    drop(listener_cleanup(&listener));
+    tokio::select! {
+        _ = graceful.shutdown() => debug!("local HTTP front drained"),
+        _ = tokio::time::sleep(grace) => warn!(?grace, "local HTTP requests still running after the grace period; closing"),
+    }
+}
+
+/// The body of every local HTTP response: whole, or streamed from the peer.
+pub type ResponseBody = BoxBody<Bytes, BodyError>;
+
+pub(super) fn full(bytes: Bytes) -> ResponseBody {
+    BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
+}
+
+/// A JSON error response: `{"error": message}`.
+pub(super) fn error_response(
+    status: StatusCode,
+    message: impl fmt::Display,
+) -> Response<ResponseBody> {
+    json_response(status, &json!({ "error": message.to_string() }))
+}
+
+pub(super) fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::wire::JSON),
+    );
+    response
+}
+
+async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    match path {
+        "/_pipe/health" => return json_response(StatusCode::OK, &health(node)),
+        "/_pipe/status" => return json_response(StatusCode::OK, &status(node)),
+        _ => {}
+    }
+    let response = respond_piped(node, request, caller).await;
+    let body_bytes = hyper::body::Body::size_hint(response.body()).lower();
+    node.metrics()
+        .http_response(response.status().as_u16(), body_bytes);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_is_the_forwarded_one_only_behind_a_trusted_proxy() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.0.0.1"),
+        );
+        let proxy = Peer {
+            addr: "127.0.0.1:5000".to_owned(),
+            trusted: true,
+        };
+        assert_eq!(
+            caller_of(&headers, &proxy),
+            "203.0.113.9 via 127.0.0.1:5000"
+        );
+        let stranger = Peer {
+            addr: "192.0.2.7:5000".to_owned(),
+            trusted: false,
+        };
+        assert_eq!(
+            caller_of(&headers, &stranger),
+            "192.0.2.7:5000",
+            "a spoofable header is ignored"
+        );
+        assert_eq!(caller_of(&http::HeaderMap::new(), &proxy), "127.0.0.1:5000");
+    }
+}

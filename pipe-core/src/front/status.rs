@@ -1,0 +1,69 @@
+//! `/_pipe/health` and `/_pipe/status`: what a node says about itself.
+
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use crate::node::Node;
+use crate::wire::Side;
+
+fn rfc3339(at: SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+pub(super) fn health(node: &Node) -> serde_json::Value {
+    json!({
+        "status": "ok",
+        "node": node.name(),
+        "side": node.side().as_str(),
+        "connected_peers": node.peers().len(),
+    })
+}
+
+pub(super) fn status(node: &Node) -> serde_json::Value {
+    let peers = node.peers().list();
+    let (mut outbound, mut inbound) = (0, 0);
+    let peers_json: Vec<_> = peers
+        .iter()
+        .map(|(key, handle)| {
+            outbound += handle.in_flight_out();
+            inbound += handle.in_flight_in();
+            json!({
+                "key": key,
+                "name": handle.name(),
+                "remote_addr": handle.peer().remote_addr.map(|a| a.to_string()),
+                "connection_id": handle.connection_id(),
+                "connected_since": rfc3339(handle.connected_at()),
+                "in_flight_out": handle.in_flight_out(),
+                "in_flight_in": handle.in_flight_in(),
+            })
+        })
+        .collect();
+    let uptime = SystemTime::now()
+        .duration_since(node.started_at())
+        .unwrap_or_default();
+    let mut status = json!({
+        "node": node.name(),
+        "side": node.side().as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(node.started_at()),
+        "uptime_seconds": uptime.as_secs_f64(),
+        "connected_peers": peers.len(),
+        "peers": peers_json,
+        "in_flight": { "outbound": outbound, "inbound": inbound },
+        "handlers": node.handlers().names(),
+        "access_policy": node.handlers().policy().is_some(),
+    });
+    if node.side() == Side::Client {
+        let link = node.link();
+        status["link"] = json!({
+            "connected": !peers.is_empty(),
+            "reconnect_attempts": link.reconnect_attempts,
+            "last_error": link.last_error,
+            "last_error_at": link.last_error_at.map(rfc3339),
+        });
+    }
+    status
+}

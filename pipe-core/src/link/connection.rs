@@ -1,0 +1,155 @@
+//! The state one connection's tasks share: who the peer is, the queues to
+//! the writer, the tables of requests and bodies in flight, and how the
+//! connection ended. Only the link's own files touch it; callers hold a
+//! [`super::PeerHandle`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::flow::{BodyKey, ReceivingBody};
+use super::handle::RequestError;
+use super::hello::PeerInfo;
+use super::inbound::Inbound;
+use crate::wire::body::BodyError;
+use crate::wire::proto::{GoAway, Window, frame::Body, go_away};
+use crate::wire::{HandlerError, Reply, failure_frame};
+
+/// What the writer task is asked to do.
+#[derive(Debug)]
+pub(super) enum WriterCommand {
+    /// Boxed: channels allocate slots up front, and an unboxed `Body` would
+    /// make every idle connection's queues several KiB each.
+    Frame(Box<Body>),
+    /// Send `GoAway` (if any), flush, close TLS and end the connection.
+    Close(Option<GoAway>),
+}
+
+/// Where a caller waiting for the peer's reply is told of it.
+pub(super) type ReplyWaiter = oneshot::Sender<Result<Reply, RequestError>>;
+
+/// One live connection's shared state.
+pub(super) struct Connection {
+    pub(super) peer: PeerInfo,
+    pub(super) id: u64,
+    pub(super) connected_at: SystemTime,
+    /// Events, replies and the final close, in order, to the writer.
+    pub(super) frames_tx: mpsc::Sender<WriterCommand>,
+    /// Small frames that must never wait behind data or be dropped: pings,
+    /// pongs, window grants, cancels. Few and tiny, so unbounded.
+    pub(super) control_tx: mpsc::UnboundedSender<Box<Body>>,
+    /// Chunks of streamed bodies: written only when nothing else waits, so
+    /// small requests overtake bulk data.
+    pub(super) bulk_tx: mpsc::Sender<Box<Body>>,
+    /// Streamed bodies arriving from the peer.
+    pub(super) receiving: DashMap<BodyKey, ReceivingBody>,
+    /// Streamed bodies we are sending: the peer's grants, as permits of one
+    /// byte each. Closing the semaphore stops the sender.
+    pub(super) sending: DashMap<BodyKey, Arc<Semaphore>>,
+    /// Our requests awaiting the peer's reply, by our request id.
+    pub(super) pending: DashMap<u64, ReplyWaiter>,
+    pub(super) next_request_id: AtomicU64,
+    /// The peer's requests our handlers are working on, by the peer's id.
+    pub(super) running: DashMap<u64, CancellationToken>,
+    /// Events admitted (running or waiting for a handler slot): an event
+    /// that finds none left is refused rather than queued.
+    pub(super) admission: Arc<Semaphore>,
+    /// Handler slots: events admitted run once they hold one.
+    pub(super) slots: Arc<Semaphore>,
+    /// Handlers that may run at once for this connection.
+    pub(super) max_handlers: usize,
+    /// Where the peer's events go, and what the link reports.
+    pub(super) inbound: Arc<dyn Inbound>,
+    /// Cancelled when the connection has ended, for whatever reason.
+    pub(super) closed: CancellationToken,
+    /// The peer sent `GoAway`: it takes no new events.
+    pub(super) peer_going_away: AtomicBool,
+    /// We sent `GoAway`: we take no new events and send none.
+    pub(super) draining: AtomicBool,
+    pub(super) peer_go_away_reason: Mutex<Option<go_away::Reason>>,
+    pub(super) close_reason: Mutex<Option<String>>,
+    /// Largest frame we may send: the smaller of our limit and the peer's.
+    pub(super) max_frame_bytes: usize,
+}
+
+impl Connection {
+    /// Remembers why the connection ends; the first reason given wins.
+    pub(super) fn record_close(&self, reason: impl Into<String>) {
+        let mut slot = self.close_reason.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(|| reason.into());
+    }
+
+    /// Why the connection ended, or "connection closed" while it is open.
+    pub(super) fn close_reason(&self) -> String {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "connection closed".to_owned())
+    }
+
+    /// The error of a request that the connection's end left unanswered.
+    pub(super) fn disconnected(&self) -> RequestError {
+        RequestError::Disconnected {
+            peer: self.peer.name.clone(),
+            reason: self.close_reason(),
+        }
+    }
+
+    /// Queues a control frame; never waits, never drops (while the writer
+    /// lives).
+    pub(super) fn send_control(&self, body: Body) {
+        let _ = self.control_tx.send(Box::new(body));
+    }
+
+    /// Tells the peer to stop sending the body under `key`.
+    pub(super) fn stop_peer_body(&self, (request_id, of_reply): BodyKey) {
+        self.send_control(Body::Window(Window {
+            request_id,
+            of_reply,
+            bytes: 0,
+            stop: true,
+        }));
+    }
+
+    /// Stops sending the body under `key`, if we are.
+    pub(super) fn stop_sending(&self, key: BodyKey) {
+        if let Some((_, credit)) = self.sending.remove(&key) {
+            credit.close();
+        }
+    }
+
+    /// Ends the body arriving under `key` with `error`, if one is.
+    pub(super) fn abort_receiving(&self, key: BodyKey, error: BodyError) {
+        if let Some((_, body)) = self.receiving.remove(&key) {
+            body.sink.abort(error);
+        }
+    }
+
+    /// Tells the peer it broke the protocol, then closes.
+    pub(super) fn protocol_error(&self, message: String) {
+        let go_away = GoAway {
+            reason: go_away::Reason::ProtocolError as i32,
+            message,
+        };
+        let _ = self.frames_tx.try_send(WriterCommand::Close(Some(go_away)));
+    }
+
+    /// Answers the peer's event `request_id` at once with `refusal` (503,
+    /// code 251), and stops the body that may follow it.
+    pub(super) fn refuse_event(&self, request_id: u64, body_follows: bool, refusal: HandlerError) {
+        self.send_control(Body::Reply(failure_frame(
+            request_id,
+            &refusal,
+            Some(http::StatusCode::SERVICE_UNAVAILABLE),
+        )));
+        if body_follows {
+            // Its chunks find no receiver and are dropped; this stops the rest.
+            self.stop_peer_body((request_id, false));
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The reader: the one task that reads a connection. It decodes frames,
+//! handles each kind in its own step (`on_event`, `on_reply`, `on_chunk`,
+//! `on_window`, `on_cancel`, `on_ping`, `on_pong`, `on_go_away`), keeps the
+//! heartbeat, and when the connection ends, fails what still waits on it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncRead;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use super::connection::Connection;
+use super::flow::BodyKey;
+use super::hello::CLOSE_TIMEOUT;
+use super::inbound::{Delivery, LinkNotice, answer_event};
+use super::settings::{ConnectionSettings, WAITING_PER_SLOT};
+use crate::wire::body::BodyError;
+use crate::wire::proto::{self, Cancel, Chunk, GoAway, Ping, Pong, Window, frame::Body, go_away};
+use crate::wire::{FrameCodec, FrameError, HandlerError, ReceivedEvent, ReceivedReply};
+
+/// A broken rule of the protocol: the connection ends with this message.
+type Violation = String;
+
+/// How a spell of reading ended.
+enum Step {
+    /// Go on reading.
+    Continue,
+    /// The connection is over, for this reason; `told_peer` when a `GoAway`
+    /// explaining it is queued for the peer.
+    End { reason: String, told_peer: bool },
+}
+
+/// The reading side of one connection, with its heartbeat state.
+pub(super) struct Reader<R> {
+    frames: FramedRead<R, FrameCodec>,
+    connection: Arc<Connection>,
+    settings: ConnectionSettings,
+    last_heard: Instant,
+    last_ping: Instant,
+    ping_nonce: u64,
+    /// The latest ping still waiting for its pong, and when it was sent.
+    ping_outstanding: Option<(u64, Instant)>,
+    idle_reported: bool,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    pub(super) fn new(
+        frames: FramedRead<R, FrameCodec>,
+        connection: Arc<Connection>,
+        settings: ConnectionSettings,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            frames,
+            connection,
+            settings,
+            last_heard: now,
+            last_ping: now,
+            ping_nonce: 0,
+            ping_outstanding: None,
+            idle_reported: false,
+        }
+    }
+
+    /// Reads until the connection ends, then cleans up after it.
+    pub(super) async fn run(mut self) {
+        let (reason, told_peer) = loop {
+            match self.step().await {
+                Step::Continue => {}
+                Step::End { reason, told_peer } => break (reason, told_peer),
+            }
+        };
+        self.finish(reason, told_peer).await;
+    }
+
+    /// Waits for the next frame, the heartbeat timer, or the close.
+    async fn step(&mut self) -> Step {
+        let ping_at = self.last_heard.max(self.last_ping) + self.settings.ping_interval;
+        let dead_at = self.last_heard + self.settings.dead_after;
+        let connection = self.connection.clone();
+        tokio::select! {
+            biased;
+            _ = connection.closed.cancelled() => Step::End {
+                reason: connection.close_reason(),
+                told_peer: false,
+            },
+            next = self.frames.next() => match next {
+                Some(Ok(body)) => self.on_frame(body),
+                Some(Err(error)) => self.on_read_error(error),
+                None => Step::End {
+                    reason: "peer closed the connection".to_owned(),
+                    told_peer: false,
+                },
+            },
+            _ = sleep_until(ping_at.min(dead_at)) => self.on_heartbeat_timer(dead_at),
+        }
+    }
+
+    fn on_read_error(&self, error: FrameError) -> Step {
+        let connection = &self.connection;
+        warn!(peer = %connection.peer.name, connection = connection.id, "closing connection: {error}");
+        let told_peer = matches!(
+            error,
+            FrameError::TooLarge { .. } | FrameError::Malformed(_) | FrameError::Empty
+        );
+        if told_peer {
+            connection.protocol_error(error.to_string());
+        }
+        Step::End {
+            reason: format!("protocol error: {error}"),
+            told_peer,
+        }
+    }
+
+    /// Sends a `Ping` when the connection has been quiet, or declares the
+    /// peer dead when it has been silent past the deadline.
+    fn on_heartbeat_timer(&mut self, dead_at: Instant) -> Step {
+        let now = Instant::now();
+        let connection = &self.connection;
+        if now >= dead_at {
+            warn!(peer = %connection.peer.name, connection = connection.id, silent_for = ?now - self.last_heard, "peer is silent past the heartbeat deadline; dropping it");
+            return Step::End {
+                reason: format!(
+                    "no frame from peer for {:?} (heartbeat deadline)",
+                    self.settings.dead_after
+                ),
+                told_peer: false,
+            };
+        }
+        if !self.idle_reported {
+            self.idle_reported = true;
+            let inbound = &connection.inbound;
+            inbound.notice(&connection.peer, connection.id, LinkNotice::Idle);
+        }
+        self.ping_nonce += 1;
+        self.last_ping = now;
+        self.ping_outstanding = Some((self.ping_nonce, now));
+        connection.send_control(Body::Ping(Ping {
+            nonce: self.ping_nonce,
+        }));
+        Step::Continue
+    }
+
+    /// Handles one frame from the peer.
+    fn on_frame(&mut self, body: Body) -> Step {
+        self.last_heard = Instant::now();
+        // Pongs answer our own pings; only real traffic ends an idle spell.
+        if !matches!(body, Body::Pong(_) | Body::Ping(_)) {
+            self.idle_reported = false;
+        }
+        let handled = match body {
+            Body::Event(event) => {
+                self.on_event(event);
+                Ok(())
+            }
+            Body::Reply(reply) => {
+                self.on_reply(reply);
+                Ok(())
+            }
+            Body::Chunk(chunk) => self.on_chunk(chunk),
+            Body::Window(window) => self.on_window(window),
+            Body::Cancel(cancel) => {
+                self.on_cancel(cancel);
+                Ok(())
+            }
+            Body::Ping(ping) => {
+                self.on_ping(ping);
+                Ok(())
+            }
+            Body::Pong(pong) => {
+                self.on_pong(pong);
+                Ok(())
+            }
+            Body::GoAway(go_away) => {
+                self.on_go_away(go_away);
+                Ok(())
+            }
+            Body::Hello(_) => Err("unexpected second Hello".to_owned()),
+        };
+        match handled {
+            Ok(()) => Step::Continue,
+            Err(violation) => {
+                let connection = &self.connection;
+                warn!(peer = %connection.peer.name, connection = connection.id, "closing connection: {violation}");
+                connection.protocol_error(violation.clone());
+                Step::End {
+                    reason: format!("protocol error: {violation}"),
+                    told_peer: true,
+                }
+            }
+        }
+    }
+
+    /// The peer's event: admitted (or refused at once) and handed to its
+    /// own task, which waits for a handler slot.
+    fn on_event(&self, frame: proto::Event) {
+        let connection = &self.connection;
+        let inbound = &connection.inbound;
+        inbound.notice(&connection.peer, connection.id, LinkNotice::EventReceived);
+        let received = ReceivedEvent::from(frame);
+        let request_id = received.request_id;
+        if connection.draining.load(Ordering::Acquire) {
+            // The peer sent this before our GoAway reached it.
+            let refusal = HandlerError::new(
+                "GoingAway",
+                "this node is shutting down and takes no new events",
+            );
+            connection.refuse_event(request_id, received.body_follows, refusal);
+            return;
+        }
+        let Ok(admitted) = connection.admission.clone().try_acquire_owned() else {
+            inbound.notice(&connection.peer, connection.id, LinkNotice::Busy);
+            let handler = &received.event.handler;
+            warn!(peer = %connection.peer.name, %handler, "refusing an event: every handler slot is taken and the wait queue is full");
+            let refusal = HandlerError::new(
+                "Busy",
+                format!(
+                    "this node is at capacity for this peer: {} handlers running and {} more events waiting; try again later",
+                    connection.max_handlers,
+                    connection.max_handlers.saturating_mul(WAITING_PER_SLOT),
+                ),
+            );
+            connection.refuse_event(request_id, received.body_follows, refusal);
+            return;
+        };
+        let cancelled = connection.closed.child_token();
+        connection.running.insert(request_id, cancelled.clone());
+        let mut event = received.event;
+        // Registered now, before the reader takes the next frame, which may
+        // be this body's first chunk.
+        event.stream = received
+            .body_follows
+            .then(|| connection.receive_body((request_id, false), received.body_length));
+        let delivery = Delivery {
+            request_id,
+            event,
+            deadline: Instant::now() + received.timeout,
+            cancelled,
+        };
+        tokio::spawn(answer_event(connection.clone(), delivery, admitted));
+    }
+
+    /// The peer's reply to one of our requests, handed to its waiter.
+    fn on_reply(&self, frame: proto::Reply) {
+        let connection = &self.connection;
+        let received = ReceivedReply::from(frame);
+        let request_id = received.request_id;
+        let Some((_, waiter)) = connection.pending.remove(&request_id) else {
+            // The caller gave up (deadline or disconnect) before it came.
+            debug!(peer = %connection.peer.name, request_id, "late reply dropped");
+            if received.body_follows {
+                connection.stop_peer_body((request_id, true));
+            }
+            return;
+        };
+        let mut reply = received.reply;
+        reply.stream = received
+            .body_follows
+            .then(|| connection.receive_body((request_id, true), received.body_length));
+        let _ = waiter.send(Ok(reply));
+    }
+
+    /// The peer gave up on one of its requests.
+    fn on_cancel(&self, cancel: Cancel) {
+        let connection = &self.connection;
+        let id = cancel.request_id;
+        if let Some(token) = connection.running.get(&id) {
+            debug!(peer = %connection.peer.name, request_id = id, reason = %cancel.reason, "peer cancelled a request");
+            token.cancel();
+        }
+        connection.stop_sending((id, true));
+        connection.abort_receiving(
+            (id, false),
+            BodyError::Aborted("the caller cancelled the request".to_owned()),
+        );
+    }
+
+    /// The peer grants more window for a body we send, or stops it.
+    fn on_window(&self, window: Window) -> Result<(), Violation> {
+        let connection = &self.connection;
+        let key = (window.request_id, window.of_reply);
+        if window.stop {
+            connection.stop_sending(key);
+        } else if let Some(credit) = connection.sending.get(&key) {
+            let grant = usize::try_from(window.bytes).unwrap_or(usize::MAX);
+            // A grant that would overflow the semaphore is a broken peer.
+            if grant > tokio::sync::Semaphore::MAX_PERMITS - credit.available_permits() {
+                return Err(format!("window grant of {grant} bytes is absurd"));
+            }
+            credit.add_permits(grant);
+        }
+        Ok(())
+    }
+
+    /// A piece of a body the peer streams to us.
+    fn on_chunk(&self, chunk: Chunk) -> Result<(), Violation> {
+        let connection = &self.connection;
+        let key = (chunk.request_id, chunk.of_reply);
+        let size = chunk.data.len() as u64;
+        let mut reader_gone = false;
+        if let Some(mut body) = connection.receiving.get_mut(&key) {
+            if let Err(in_flight) = body.count(size) {
+                return Err(format!(
+                    "peer sent {in_flight} bytes of one body beyond its {}-byte window",
+                    crate::wire::body::WINDOW_BYTES
+                ));
+            }
+            if size > 0 {
+                reader_gone = body.sink.push(chunk.data).is_err();
+            }
+        }
+        // Else: a body whose reader already left, or that was cancelled;
+        // chunks still in flight are dropped.
+        if chunk.last || reader_gone {
+            if let Some((_, body)) = connection.receiving.remove(&key) {
+                if !chunk.error.is_empty() {
+                    body.sink.abort(BodyError::Aborted(chunk.error));
+                }
+                // Else dropping the sink ends the body normally.
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ping(&self, ping: Ping) {
+        self.connection
+            .send_control(Body::Pong(Pong { nonce: ping.nonce }));
+    }
+
+    fn on_pong(&mut self, pong: Pong) {
+        let answered = self
+            .ping_outstanding
+            .take_if(|(nonce, _)| *nonce == pong.nonce);
+        if let Some((_, sent)) = answered {
+            let connection = &self.connection;
+            let rtt = LinkNotice::Heartbeat(self.last_heard - sent);
+            connection
+                .inbound
+                .notice(&connection.peer, connection.id, rtt);
+        }
+    }
+
+    /// The peer takes no new events; requests in flight carry on.
+    fn on_go_away(&self, go_away: GoAway) {
+        let connection = &self.connection;
+        let reason = go_away::Reason::try_from(go_away.reason).unwrap_or_default();
+        info!(peer = %connection.peer.name, ?reason, message = %go_away.message, "peer is going away");
+        connection.peer_going_away.store(true, Ordering::Release);
+        *connection
+            .peer_go_away_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        connection.record_close(format!("peer went away: {}", go_away.message));
+    }
+
+    /// The connection is over: everyone still waiting learns at once, bodies
+    /// in transit end, and the writer gets a bounded moment to deliver a
+    /// `GoAway` already queued.
+    async fn finish(self, reason: String, told_peer: bool) {
+        let connection = &self.connection;
+        connection.record_close(reason.clone());
+        // Their futures map this to 502.
+        connection.pending.clear();
+        let keys: Vec<BodyKey> = connection.receiving.iter().map(|e| *e.key()).collect();
+        for key in keys {
+            let error = BodyError::Aborted(format!("connection lost: {reason}"));
+            connection.abort_receiving(key, error);
+        }
+        let keys: Vec<BodyKey> = connection.sending.iter().map(|e| *e.key()).collect();
+        for key in keys {
+            connection.stop_sending(key);
+        }
+        if told_peer {
+            // The writer ends the connection itself once the GoAway is out.
+            let _ = timeout(CLOSE_TIMEOUT, connection.closed.cancelled()).await;
+        }
+        connection.closed.cancel();
+        debug!(peer = %connection.peer.name, connection = connection.id, "reader finished");
+    }
+}

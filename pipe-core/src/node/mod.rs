@@ -1,0 +1,28 @@
+//! A running node: its shared state ([`Node`]), the peer directory (the
+//! one seam for "which connection serves peer X"), the server's accept loop
+//! and the client's reconnect actor, backoff, connection events and
+//! metrics. Builds on the link and handler layers.
+
+mod backoff;
+mod client;
+mod directory;
+mod events;
+mod inbound;
+pub mod metrics;
+#[allow(clippy::module_inception)]
+mod node;
+mod server;
+
+pub use backoff::{
+    Backoff, BackoffSettings, DEFAULT_MAX_DELAY, DEFAULT_MIN_DELAY, DEFAULT_STABLE_AFTER,
+};
+pub use client::{ConnectError, DEFAULT_CONNECT_TIMEOUT, ServerTarget, run as run_client};
+pub use directory::{LocalPeers, Lookup, LookupFuture, PeerDirectory, SERVER_KEY, Session};
+pub use events::{ConnectionEvent, EventSink};
+pub use metrics::{Metrics, MetricsError, StatsdSettings};
+pub use node::{
+    DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_PEER_WAIT, DEFAULT_REQUEST_TIMEOUT, FRAME_OVERHEAD_BYTES,
+    LinkState, Node, NodeSettings,
+};
+pub use server::run as run_server;

@@ -1,0 +1,9 @@
+//! Operating a node: configuration (flags, environment, file, profiles),
+//! launching the pieces of a node, logging, identity files and their checks,
+//! and the small CA kit behind `certs-tool`. Sits on top of every other layer.
+
+pub mod config;
+pub mod identity;
+pub mod launch;
+pub mod logging;
+pub mod pki;

@@ -1,0 +1,235 @@
+//! Wire ↔ domain: the one place where protobuf messages become restpipe's
+//! own types ([`Event`], [`Reply`], [`Side`]) and back. Nothing else builds
+//! or takes apart an `Event` or `Reply` frame.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::body::BodyStream;
+use super::message::{Event, HandlerError, HandlerName, JSON, RETURN_HANDLER_FAILED, Reply, Side};
+use super::proto;
+
+impl From<Side> for proto::Role {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Server => Self::Server,
+            Side::Client => Self::Client,
+        }
+    }
+}
+
+/// Headers as they travel in frames.
+pub(crate) fn headers_to_wire(headers: &http::HeaderMap) -> Vec<proto::Header> {
+    headers
+        .iter()
+        .map(|(name, value)| proto::Header {
+            name: name.as_str().to_owned(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        })
+        .collect()
+}
+
+/// Headers from a frame; any a peer sent that HTTP cannot carry are dropped.
+pub(crate) fn headers_from_wire(headers: Vec<proto::Header>) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for header in headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(header.name.as_bytes()),
+            http::HeaderValue::from_bytes(&header.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// The frame for `event` under `request_id` with the caller's `timeout`, and
+/// the body to stream after it, if any.
+pub(crate) fn event_frame(
+    request_id: u64,
+    event: Event,
+    timeout: Duration,
+) -> (proto::Event, Option<BodyStream>) {
+    let (verb, noun) = event.handler.into_parts();
+    let frame = proto::Event {
+        request_id,
+        verb,
+        noun,
+        args: event.args,
+        query: event.query,
+        content_type: event.content_type,
+        body: event.body,
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        headers: headers_to_wire(&event.headers),
+        body_follows: event.stream.is_some(),
+        body_length: event.stream.as_ref().and_then(BodyStream::length),
+    };
+    (frame, event.stream)
+}
+
+/// An event as it arrived: the domain event (its streamed body, if one
+/// follows, is attached by the link) and what the frame says about delivery.
+#[derive(Debug)]
+pub(crate) struct ReceivedEvent {
+    /// The sender's id for this request.
+    pub(crate) request_id: u64,
+    /// The event, with its handler name computed.
+    pub(crate) event: Event,
+    /// How long the sender waits for the reply.
+    pub(crate) timeout: Duration,
+    /// Whether the body follows in `Chunk` frames.
+    pub(crate) body_follows: bool,
+    /// The streamed body's length, when the sender knows it.
+    pub(crate) body_length: Option<u64>,
+}
+
+impl From<proto::Event> for ReceivedEvent {
+    fn from(frame: proto::Event) -> Self {
+        Self {
+            request_id: frame.request_id,
+            event: Event {
+                handler: HandlerName::new(frame.verb, frame.noun),
+                args: frame.args,
+                query: frame.query,
+                content_type: frame.content_type,
+                headers: headers_from_wire(frame.headers),
+                body: frame.body,
+                stream: None,
+            },
+            timeout: Duration::from_millis(frame.timeout_ms),
+            body_follows: frame.body_follows,
+            body_length: frame.body_length,
+        }
+    }
+}
+
+/// The frame for `reply` to `request_id`, and the body to stream after it.
+pub(crate) fn reply_frame(request_id: u64, reply: Reply) -> (proto::Reply, Option<BodyStream>) {
+    let frame = proto::Reply {
+        request_id,
+        return_code: reply.return_code,
+        content_type: reply.content_type,
+        body: reply.body,
+        headers: headers_to_wire(&reply.headers),
+        body_follows: reply.stream.is_some(),
+        body_length: reply.stream.as_ref().and_then(BodyStream::length),
+        http_status: reply.http_status.map_or(0, u32::from),
+    };
+    (frame, reply.stream)
+}
+
+/// The frame for a `failure` answering `request_id` (return code 251), with
+/// an explicit HTTP status if given.
+pub(crate) fn failure_frame(
+    request_id: u64,
+    failure: &HandlerError,
+    http_status: Option<http::StatusCode>,
+) -> proto::Reply {
+    proto::Reply {
+        request_id,
+        return_code: RETURN_HANDLER_FAILED,
+        content_type: JSON.to_owned(),
+        body: failure.to_body(),
+        http_status: http_status.map_or(0, |status| u32::from(status.as_u16())),
+        ..Default::default()
+    }
+}
+
+/// A reply as it arrived: the domain reply (its streamed body, if one
+/// follows, is attached by the link) and what the frame says about it.
+#[derive(Debug)]
+pub(crate) struct ReceivedReply {
+    /// Our id of the request this answers.
+    pub(crate) request_id: u64,
+    /// The reply.
+    pub(crate) reply: Reply,
+    /// Whether the body follows in `Chunk` frames.
+    pub(crate) body_follows: bool,
+    /// The streamed body's length, when the sender knows it.
+    pub(crate) body_length: Option<u64>,
+}
+
+impl From<proto::Reply> for ReceivedReply {
+    fn from(frame: proto::Reply) -> Self {
+        Self {
+            request_id: frame.request_id,
+            reply: Reply {
+                return_code: frame.return_code,
+                content_type: frame.content_type,
+                body: frame.body,
+                stream: None,
+                headers: headers_from_wire(frame.headers),
+                http_status: u16::try_from(frame.http_status).ok().filter(|s| *s != 0),
+            },
+            body_follows: frame.body_follows,
+            body_length: frame.body_length,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_their_frame() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-a", http::HeaderValue::from_static("1"));
+        headers.append("x-a", http::HeaderValue::from_static("2"));
+        let event = Event {
+            handler: HandlerName::new("get", "time/utc"),
+            args: vec!["a b".into()],
+            query: "q=1".into(),
+            content_type: JSON.into(),
+            headers,
+            body: Bytes::from_static(b"{}"),
+            stream: None,
+        };
+        let (frame, stream) = event_frame(7, event, Duration::from_millis(1500));
+        assert!(stream.is_none());
+        assert_eq!(frame.timeout_ms, 1500);
+        let received = ReceivedEvent::from(frame);
+        assert_eq!(received.request_id, 7);
+        assert_eq!(received.event.handler.as_str(), "get_time_utc");
+        assert_eq!(received.event.handler.noun(), "time/utc");
+        assert_eq!(received.event.args, ["a b"]);
+        assert_eq!(received.event.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(received.timeout, Duration::from_millis(1500));
+        assert!(!received.body_follows);
+    }
+
+    #[test]
+    fn replies_round_trip_and_status_zero_means_derived() {
+        let reply = Reply::bytes("text/plain", "hi").with_return_code(3);
+        let (frame, _) = reply_frame(9, reply);
+        let received = ReceivedReply::from(frame);
+        assert_eq!(received.request_id, 9);
+        assert_eq!(received.reply.return_code, 3);
+        assert_eq!(received.reply.http_status, None);
+        let frame = failure_frame(
+            4,
+            &HandlerError::new("Busy", "full"),
+            Some(http::StatusCode::SERVICE_UNAVAILABLE),
+        );
+        let received = ReceivedReply::from(frame);
+        assert_eq!(received.reply.http_status, Some(503));
+        assert_eq!(received.reply.return_code, RETURN_HANDLER_FAILED);
+    }
+
+    #[test]
+    fn headers_http_cannot_carry_are_dropped() {
+        let headers = headers_from_wire(vec![
+            proto::Header {
+                name: "bad name".into(),
+                value: Bytes::from_static(b"x"),
+            },
+            proto::Header {
+                name: "good".into(),
+                value: Bytes::from_static(b"y"),
+            },
+        ]);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["good"], "y");
+    }
+}

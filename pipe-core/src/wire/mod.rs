@@ -1,0 +1,16 @@
+//! The wire: protobuf messages, the length-prefixed frame codec, streamed
+//! bodies, and the domain types the rest of restpipe speaks instead of
+//! protobuf, with the one mapping between the two. Knows nothing above it.
+
+pub mod body;
+mod convert;
+mod frame;
+mod message;
+pub mod proto;
+
+pub(crate) use convert::{ReceivedEvent, ReceivedReply, event_frame, failure_frame, reply_frame};
+pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, PROTOCOL_VERSION};
+pub use message::{
+    Event, HandlerError, HandlerName, JSON, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED,
+    RETURN_NO_HANDLER, RETURN_OK, Reply, Side, handler_name, is_json_type,
+};
