@@ -20,7 +20,7 @@ use super::server::{ResponseBody, error_response, full};
 use crate::link::RequestError;
 use crate::node::metrics::{SEND_TICK, SEND_TIMING};
 use crate::node::{Lookup, Node, SERVER_KEY};
-use crate::wire::body::{BodyError, INLINE_LIMIT};
+use crate::wire::body::{BodyError, BodySink, BodyStream, INLINE_LIMIT};
 use crate::wire::{
     Event, HandlerName, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply,
     Side, is_json_type,
@@ -125,60 +125,13 @@ async fn pipe(
     let headers = end_to_end(request.headers());
 
     let limit = settings.max_body_bytes;
-    // hyper knows the body's size: 0 without a body, the declared length,
-    // or unknown for a chunked upload.
-    let declared = hyper::body::Body::size_hint(request.body()).exact();
-    if declared.is_some_and(|len| len > limit as u64) {
-        return error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "body of {} bytes exceeds the limit of {limit} bytes",
-                declared.unwrap_or(0)
-            ),
-        );
-    }
-    // Small bodies of known length travel whole in the event (and JSON is
-    // checked); anything else streams, checked against the limit as it goes.
-    let (body, stream, too_large) = match declared {
-        Some(length) if length <= INLINE_LIMIT as u64 => {
-            let body = match Limited::new(request.into_body(), limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                    return error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("body exceeds the limit of {limit} bytes"),
-                    );
-                }
-                Err(error) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        format!("could not read the body: {error}"),
-                    );
-                }
-            };
-            if is_json_type(&content_type) && !body.is_empty() {
-                if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        format!("body is declared {content_type} but is not valid JSON: {error}"),
-                    );
-                }
-            }
-            node.metrics().http_request(body.len() as u64);
-            (body, None, None)
-        }
-        length => {
-            let (sink, stream) = crate::body::channel(length);
-            let (too_large_tx, too_large_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(pump_request_body(
-                request.into_body(),
-                sink,
-                limit,
-                too_large_tx,
-            ));
-            node.metrics().http_request(length.unwrap_or(0));
-            (Bytes::new(), Some(stream), Some(too_large_rx))
-        }
+    let RequestBody {
+        body,
+        stream,
+        too_large,
+    } = match request_body(node, request.into_body(), &content_type, limit).await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let event = Event {
         handler,
@@ -200,6 +153,81 @@ async fn pipe(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body exceeds the limit of {limit} bytes"),
         ),
+    }
+}
+
+/// A local request's body as it travels: whole in the event, or streamed
+/// (with a signal if it outgrows the limit on the way).
+struct RequestBody {
+    body: Bytes,
+    stream: Option<BodyStream>,
+    too_large: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Takes the local caller's body: small bodies of known length whole (and
+/// JSON checked), anything else as a stream checked against `limit` as it
+/// goes. An `Err` is the response that refuses it.
+async fn request_body(
+    node: &Node,
+    incoming: Incoming,
+    content_type: &str,
+    limit: usize,
+) -> Result<RequestBody, Response<ResponseBody>> {
+    // hyper knows the body's size: 0 without a body, the declared length,
+    // or unknown for a chunked upload.
+    let declared = hyper::body::Body::size_hint(&incoming).exact();
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body of {} bytes exceeds the limit of {limit} bytes",
+                declared.unwrap_or(0)
+            ),
+        ));
+    }
+    match declared {
+        Some(length) if length <= INLINE_LIMIT as u64 => {
+            let body = match Limited::new(incoming, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                    return Err(error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("body exceeds the limit of {limit} bytes"),
+                    ));
+                }
+                Err(error) => {
+                    return Err(error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the body: {error}"),
+                    ));
+                }
+            };
+            if is_json_type(content_type) && !body.is_empty() {
+                if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                    return Err(error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("body is declared {content_type} but is not valid JSON: {error}"),
+                    ));
+                }
+            }
+            node.metrics().http_request(body.len() as u64);
+            Ok(RequestBody {
+                body,
+                stream: None,
+                too_large: None,
+            })
+        }
+        length => {
+            let (sink, stream) = crate::wire::body::channel(length);
+            let (too_large_tx, too_large_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(pump_request_body(incoming, sink, limit, too_large_tx));
+            node.metrics().http_request(length.unwrap_or(0));
+            Ok(RequestBody {
+                body: Bytes::new(),
+                stream: Some(stream),
+                too_large: Some(too_large_rx),
+            })
+        }
     }
 }
 
@@ -258,7 +286,7 @@ async fn send(
 /// caller's connection fails.
 async fn pump_request_body(
     mut body: Incoming,
-    sink: crate::body::BodySink,
+    sink: BodySink,
     limit: usize,
     too_large: tokio::sync::oneshot::Sender<()>,
 ) {

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::registry::Request;
+use super::registry::{Handler, Request};
 use super::sources::{Handlers, Resolution};
 use crate::wire::body::BodyStream;
 use crate::wire::{
@@ -112,27 +112,35 @@ impl Handlers {
             json,
         };
         let peer = request.peer.clone();
-        // Run in this task (no extra spawn on the hot path), with a panic
-        // caught and turned into a 251 instead of taking the connection down.
-        let outcome = std::panic::AssertUnwindSafe(handler.call(request))
-            .catch_unwind()
-            .await;
-        let failure = match outcome {
-            Ok(Ok(reply)) => return (reply, handled),
-            Ok(Err(failure)) => failure,
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "handler panicked".to_owned());
-                HandlerError::new("panic", message)
+        match call_caught(handler.as_ref(), request).await {
+            Ok(reply) => (reply, handled),
+            Err(failure) => {
+                if let Outcome::Handled { handler } = &handled {
+                    warn!(%peer, %handler, "handler failed: {failure}");
+                }
+                (failure.into_reply(), handled)
             }
-        };
-        if let Outcome::Handled { handler } = &handled {
-            warn!(%peer, %handler, "handler failed: {failure}");
         }
-        (failure.into_reply(), handled)
+    }
+}
+
+/// Calls `handler` in this task (no extra spawn on the hot path), with a
+/// panic caught and turned into a failure instead of taking the connection
+/// down.
+async fn call_caught(handler: &dyn Handler, request: Request) -> Result<Reply, HandlerError> {
+    let outcome = std::panic::AssertUnwindSafe(handler.call(request))
+        .catch_unwind()
+        .await;
+    match outcome {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "handler panicked".to_owned());
+            Err(HandlerError::new("panic", message))
+        }
     }
 }
 

@@ -30,15 +30,19 @@ pub(crate) fn headers_to_wire(headers: &http::HeaderMap) -> Vec<proto::Header> {
         .collect()
 }
 
-/// Headers from a frame; any a peer sent that HTTP cannot carry are dropped.
+/// Headers from a frame; any a peer sent that HTTP cannot carry are
+/// dropped. Never sized or grown past what `http` allows from the peer's
+/// count: `HeaderMap` panics beyond its maximum, so the rest is dropped.
 pub(crate) fn headers_from_wire(headers: Vec<proto::Header>) -> http::HeaderMap {
-    let mut map = http::HeaderMap::with_capacity(headers.len());
+    let mut map = http::HeaderMap::new();
     for header in headers {
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(header.name.as_bytes()),
             http::HeaderValue::from_bytes(&header.value),
         ) {
-            map.append(name, value);
+            if map.try_append(name, value).is_err() {
+                break;
+            }
         }
     }
     map
@@ -215,6 +219,21 @@ mod tests {
         let received = ReceivedReply::from(frame);
         assert_eq!(received.reply.http_status, Some(503));
         assert_eq!(received.reply.return_code, RETURN_HANDLER_FAILED);
+    }
+
+    #[test]
+    fn a_peer_sending_more_headers_than_http_holds_does_not_panic() {
+        // `HeaderMap::with_capacity` panics above 24,576 entries and
+        // `append` above 32,768: both were reachable from a peer's frame.
+        let headers = (0..40_000)
+            .map(|i| proto::Header {
+                name: format!("x-{i}"),
+                value: Bytes::from_static(b"v"),
+            })
+            .collect();
+        let map = headers_from_wire(headers);
+        assert!(map.len() <= 32_768, "{}", map.len());
+        assert!(map.len() > 20_000, "{}", map.len());
     }
 
     #[test]
