@@ -6,10 +6,12 @@
 
 mod listener;
 mod piped;
+mod response;
 pub mod router;
 mod server;
 mod status;
 
 pub use listener::{HttpAddr, HttpListener, SocketOptions, log_listening};
 pub use piped::{RETURN_CODE_HEADER, TIMEOUT_HEADER};
-pub use server::{ResponseBody, serve};
+pub use response::ResponseBody;
+pub use server::serve;

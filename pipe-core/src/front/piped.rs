@@ -15,8 +15,8 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::response::{ResponseBody, error_response, full};
 use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
-use super::server::{ResponseBody, error_response, full};
 use crate::link::RequestError;
 use crate::node::metrics::{SEND_TICK, SEND_TIMING};
 use crate::node::{Lookup, Node, SERVER_KEY};

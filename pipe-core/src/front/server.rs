@@ -2,28 +2,23 @@
 //! top-level routing of a request, and the drain on shutdown.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http::{Request, Response, StatusCode};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::piped::respond_piped;
+use super::response::{ResponseBody, json_response};
 use super::status::{health, status};
 use crate::node::Node;
-use crate::wire::body::BodyError;
 
 /// Who made a local request, for logs: the connection's peer, or the first
 /// `X-Forwarded-For` address when the peer is a trusted proxy.
@@ -91,34 +86,6 @@ pub async fn serve(
     }
 }
 
-/// The body of every local HTTP response: whole, or streamed from the peer.
-pub type ResponseBody = BoxBody<Bytes, BodyError>;
-
-pub(super) fn full(bytes: Bytes) -> ResponseBody {
-    BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
-}
-
-/// A JSON error response: `{"error": message}`.
-pub(super) fn error_response(
-    status: StatusCode,
-    message: impl fmt::Display,
-) -> Response<ResponseBody> {
-    json_response(status, &json!({ "error": message.to_string() }))
-}
-
-pub(super) fn json_response(
-    status: StatusCode,
-    value: &serde_json::Value,
-) -> Response<ResponseBody> {
-    let mut response = Response::new(full(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::wire::JSON),
-    );
-    response
-}
-
 async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Response<ResponseBody> {
     let path = request.uri().path();
     match path {
@@ -136,6 +103,7 @@ async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn the_caller_is_the_forwarded_one_only_behind_a_trusted_proxy() {

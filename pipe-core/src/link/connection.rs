@@ -3,7 +3,7 @@
 //! connection ended. Only the link's own files touch it; callers hold a
 //! [`super::PeerHandle`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -11,13 +11,38 @@ use dashmap::DashMap;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::flow::{BodyKey, ReceivingBody};
-use super::handle::RequestError;
+use super::error::RequestError;
 use super::hello::PeerInfo;
 use super::inbound::Inbound;
-use crate::wire::body::BodyError;
+use crate::wire::body::{BodyError, BodySink, WINDOW_BYTES};
 use crate::wire::proto::{GoAway, Window, frame::Body, go_away};
 use crate::wire::{HandlerError, Reply, failure_frame};
+
+/// Which body: (request id as the event's sender chose it, is it the reply's).
+pub(super) type BodyKey = (u64, bool);
+
+/// A streamed body we are receiving.
+pub(super) struct ReceivingBody {
+    pub(super) sink: BodySink,
+    /// Bytes received so far.
+    pub(super) received: u64,
+    /// Bytes the reader has handed back as window (updated by the reader's
+    /// task), so `received - granted` is what the peer has in flight.
+    pub(super) granted: Arc<AtomicU64>,
+}
+
+impl ReceivingBody {
+    /// Counts `size` more bytes from the peer; an `Err` (the bytes the peer
+    /// has in flight) means it sent past its window.
+    pub(super) fn count(&mut self, size: u64) -> Result<(), u64> {
+        self.received += size;
+        let in_flight = self.received - self.granted.load(Ordering::Acquire);
+        if in_flight > WINDOW_BYTES {
+            return Err(in_flight);
+        }
+        Ok(())
+    }
+}
 
 /// What the writer task is asked to do.
 #[derive(Debug)]

@@ -9,35 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use super::connection::Connection;
-use crate::wire::body::{self, BodySink, BodyStream, CHUNK_BYTES, WINDOW_BYTES};
+use super::connection::{BodyKey, Connection, ReceivingBody};
+use crate::wire::body::{self, BodyStream, CHUNK_BYTES, WINDOW_BYTES};
 use crate::wire::proto::{Chunk, Window, frame::Body};
-
-/// Which body: (request id as the event's sender chose it, is it the reply's).
-pub(super) type BodyKey = (u64, bool);
-
-/// A streamed body we are receiving.
-pub(super) struct ReceivingBody {
-    pub(super) sink: BodySink,
-    /// Bytes received so far.
-    pub(super) received: u64,
-    /// Bytes the reader has handed back as window (updated by the reader's
-    /// task), so `received - granted` is what the peer has in flight.
-    pub(super) granted: Arc<AtomicU64>,
-}
-
-impl ReceivingBody {
-    /// Counts `size` more bytes from the peer; an `Err` (the bytes the peer
-    /// has in flight) means it sent past its window.
-    pub(super) fn count(&mut self, size: u64) -> Result<(), u64> {
-        self.received += size;
-        let in_flight = self.received - self.granted.load(Ordering::Acquire);
-        if in_flight > WINDOW_BYTES {
-            return Err(in_flight);
-        }
-        Ok(())
-    }
-}
 
 impl Connection {
     /// Starts receiving a streamed body under `key`: returns the stream its

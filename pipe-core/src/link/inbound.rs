@@ -1,21 +1,18 @@
 //! Where the peer's events go: the link admits each event, waits for a
 //! handler slot, and hands the event up through [`Inbound`], which the node
 //! implements with its handlers. The link knows nothing of handlers,
-//! policies or JSON; it only bounds, times and cancels, and sends the reply.
+//! policies or JSON; it only bounds, times and cancels, and sends the reply
+//! (`answer.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Connection, WriterCommand};
 use super::hello::PeerInfo;
-use crate::wire::proto::frame::Body;
-use crate::wire::{Event, Reply, reply_frame};
+use crate::wire::{Event, Reply};
 
 /// One event from the peer, handed up once a handler slot is free.
 #[derive(Debug)]
@@ -60,45 +57,4 @@ pub trait Inbound: Send + Sync + 'static {
     fn notice(&self, peer: &PeerInfo, connection_id: u64, notice: LinkNotice) {
         let _ = (peer, connection_id, notice);
     }
-}
-
-/// Runs one admitted event to completion (or cancellation) and replies:
-/// waits for a handler slot, asks [`Inbound`] within the deadline, sends the
-/// reply and streams its body.
-pub(super) async fn answer_event(
-    connection: Arc<Connection>,
-    delivery: Delivery,
-    // Held until the reply (and its body) is sent.
-    _admitted: OwnedSemaphorePermit,
-) {
-    let request_id = delivery.request_id;
-    let deadline = delivery.deadline;
-    let cancelled = delivery.cancelled.clone();
-    let reply = tokio::select! {
-        _ = cancelled.cancelled() => None,
-        _ = sleep_until(deadline) => None,
-        reply = async {
-            let _slot: OwnedSemaphorePermit = connection.slots.clone().acquire_owned().await.ok()?;
-            Some(connection.inbound.answer(&connection.peer, delivery).await)
-        } => reply,
-    };
-    // Once cancelled, nobody waits for the reply: sending it would be noise.
-    let Some(reply) = reply.filter(|_| !cancelled.is_cancelled()) else {
-        connection.running.remove(&request_id);
-        return;
-    };
-    let (frame, stream) = reply_frame(request_id, reply);
-    let sent = connection
-        .frames_tx
-        .send(WriterCommand::Frame(Box::new(Body::Reply(frame))))
-        .await
-        .is_ok();
-    if let (true, Some(stream)) = (sent, stream) {
-        // Still "running" while the body streams, so a Cancel stops it.
-        connection
-            .clone()
-            .send_body((request_id, true), stream)
-            .await;
-    }
-    connection.running.remove(&request_id);
 }

@@ -11,8 +11,10 @@
 //! flow control (`flow`). The link knows nothing of handlers, policies or
 //! JSON.
 
+mod answer;
 pub(crate) mod certificate;
 mod connection;
+mod error;
 mod flow;
 mod handle;
 mod hello;
@@ -40,7 +42,8 @@ pub use certificate::{
     CertificateError, MAX_NODE_NAME_LEN, Role, has_extended_key_usage, is_valid_node_name,
     node_name,
 };
-pub use handle::{PeerHandle, RequestError};
+pub use error::RequestError;
+pub use handle::PeerHandle;
 pub use hello::{HandshakeError, LocalHello, PeerInfo};
 pub use inbound::{Delivery, Inbound, LinkNotice, ReplyFuture};
 pub use settings::{

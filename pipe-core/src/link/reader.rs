@@ -12,10 +12,10 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use super::connection::Connection;
-use super::flow::BodyKey;
+use super::answer::answer_event;
+use super::connection::{BodyKey, Connection};
 use super::hello::CLOSE_TIMEOUT;
-use super::inbound::{Delivery, LinkNotice, answer_event};
+use super::inbound::{Delivery, LinkNotice};
 use super::settings::{ConnectionSettings, WAITING_PER_SLOT};
 use crate::wire::body::BodyError;
 use crate::wire::proto::{self, Cancel, Chunk, GoAway, Ping, Pong, Window, frame::Body, go_away};

@@ -13,7 +13,7 @@ use tokio_util::codec::FramedWrite;
 use tracing::{debug, warn};
 
 use super::connection::{Connection, WriterCommand};
-use super::handle::RequestError;
+use super::error::RequestError;
 use super::hello::CLOSE_TIMEOUT;
 use crate::wire::proto::{GoAway, frame::Body};
 use crate::wire::{FrameCodec, FrameError, HandlerError, failure_frame};

@@ -1,0 +1,40 @@
+//! The responses the local front builds itself: JSON errors and documents,
+//! and the body type every response has.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+
+use crate::wire::body::BodyError;
+
+/// The body of every local HTTP response: whole, or streamed from the peer.
+pub type ResponseBody = BoxBody<Bytes, BodyError>;
+
+pub(super) fn full(bytes: Bytes) -> ResponseBody {
+    BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
+}
+
+/// A JSON error response: `{"error": message}`.
+pub(super) fn error_response(
+    status: StatusCode,
+    message: impl fmt::Display,
+) -> Response<ResponseBody> {
+    json_response(status, &json!({ "error": message.to_string() }))
+}
+
+pub(super) fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::wire::JSON),
+    );
+    response
+}

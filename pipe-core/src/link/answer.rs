@@ -1,0 +1,54 @@
+//! Answering the peer's events: each admitted event waits for a handler
+//! slot, goes up through [`super::Inbound`] within its deadline, and its reply (and
+//! the reply's body) goes back.
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::sleep_until;
+
+use super::connection::{Connection, WriterCommand};
+use super::inbound::Delivery;
+use crate::wire::proto::frame::Body;
+use crate::wire::reply_frame;
+
+/// Runs one admitted event to completion (or cancellation) and replies:
+/// waits for a handler slot, asks [`super::Inbound`] within the deadline, sends the
+/// reply and streams its body.
+pub(super) async fn answer_event(
+    connection: Arc<Connection>,
+    delivery: Delivery,
+    // Held until the reply (and its body) is sent.
+    _admitted: OwnedSemaphorePermit,
+) {
+    let request_id = delivery.request_id;
+    let deadline = delivery.deadline;
+    let cancelled = delivery.cancelled.clone();
+    let reply = tokio::select! {
+        _ = cancelled.cancelled() => None,
+        _ = sleep_until(deadline) => None,
+        reply = async {
+            let _slot: OwnedSemaphorePermit = connection.slots.clone().acquire_owned().await.ok()?;
+            Some(connection.inbound.answer(&connection.peer, delivery).await)
+        } => reply,
+    };
+    // Once cancelled, nobody waits for the reply: sending it would be noise.
+    let Some(reply) = reply.filter(|_| !cancelled.is_cancelled()) else {
+        connection.running.remove(&request_id);
+        return;
+    };
+    let (frame, stream) = reply_frame(request_id, reply);
+    let sent = connection
+        .frames_tx
+        .send(WriterCommand::Frame(Box::new(Body::Reply(frame))))
+        .await
+        .is_ok();
+    if let (true, Some(stream)) = (sent, stream) {
+        // Still "running" while the body streams, so a Cancel stops it.
+        connection
+            .clone()
+            .send_body((request_id, true), stream)
+            .await;
+    }
+    connection.running.remove(&request_id);
+}
