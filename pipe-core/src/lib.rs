@@ -26,8 +26,8 @@ mod ops;
 mod wire;
 
 pub use front::{
-    HttpAddr, HttpListener, RETURN_CODE_HEADER, ResponseBody, SocketOptions, TIMEOUT_HEADER,
-    log_listening, router, serve as serve_http,
+    HttpAddr, HttpAddrError, HttpListener, RETURN_CODE_HEADER, ResponseBody, SocketOptions,
+    TIMEOUT_HEADER, log_listening, router, serve as serve_http,
 };
 pub use handlers::{
     ExecDirectory, Forwards, HANDLER_PATH, Handler, HandlerFuture, HandlerResult, HandlerSource,
@@ -49,6 +49,7 @@ pub use node::{
     LocalPeers, Lookup, LookupFuture, Metrics, MetricsError, Node, NodeSettings, PeerDirectory,
     SERVER_KEY, ServerTarget, Session, StatsdSettings, metrics, run_client, run_server,
 };
+pub use ops::launch::{ReloadError, SetIdentityError};
 pub use ops::{config, identity, launch, logging, pki};
 pub use wire::{
     DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, JSON,

@@ -19,19 +19,30 @@ pub enum HttpAddr {
     Unix(PathBuf),
 }
 
-impl FromStr for HttpAddr {
-    type Err = String;
+/// Why an address is not one the local front can listen on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpAddrError {
+    /// `unix:` with nothing after it.
+    #[error("unix: needs a socket path, e.g. unix:/tmp/rpclient.sock")]
+    EmptySocketPath,
+    /// Neither form.
+    #[error("{0:?} is neither IP:PORT nor unix:/path")]
+    Unrecognised(String),
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for HttpAddr {
+    type Err = HttpAddrError;
+
+    fn from_str(s: &str) -> Result<Self, HttpAddrError> {
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err("unix: needs a socket path, e.g. unix:/tmp/rpclient.sock".to_owned());
+                return Err(HttpAddrError::EmptySocketPath);
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
         s.parse()
             .map(Self::Tcp)
-            .map_err(|_| format!("{s:?} is neither IP:PORT nor unix:/path"))
+            .map_err(|_| HttpAddrError::Unrecognised(s.to_owned()))
     }
 }
 

@@ -11,7 +11,7 @@ pub mod router;
 mod server;
 mod status;
 
-pub use listener::{HttpAddr, HttpListener, SocketOptions, log_listening};
+pub use listener::{HttpAddr, HttpAddrError, HttpListener, SocketOptions, log_listening};
 pub use piped::{RETURN_CODE_HEADER, TIMEOUT_HEADER};
 pub use response::ResponseBody;
 pub use server::serve;

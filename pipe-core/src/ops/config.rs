@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::front::{HttpAddr, SocketOptions};
+use crate::front::{HttpAddr, HttpAddrError, SocketOptions};
 use crate::link::{CertFiles, ConnectionSettings, Role};
 use crate::node::{
     BackoffSettings, FRAME_OVERHEAD_BYTES, NodeSettings, ServerTarget, StatsdSettings,
@@ -699,16 +699,16 @@ fn resolve_common(
         Some(_) => HttpAddr::Unix(PathBuf::from(socket_name)),
         None => tcp_default
             .parse()
-            .map_err(|message| ConfigError::BadValue {
+            .map_err(|error: HttpAddrError| ConfigError::BadValue {
                 source_name: "built-in default".to_owned(),
-                message,
+                message: error.to_string(),
             })?,
     };
     let http = layers.pick(
         args.http.clone(),
         &[http_env],
         "http",
-        |v| v.parse(),
+        |v| v.parse().map_err(|error: HttpAddrError| error.to_string()),
         http_default,
     )?;
 

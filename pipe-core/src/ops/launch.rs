@@ -40,6 +40,37 @@ pub enum LaunchError {
     Handlers(String),
 }
 
+/// Why a reload of the identity files was refused (the current identity
+/// stays in use).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// An identity file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The files do not form a valid identity for this node.
+    #[error("the new identity is invalid: {0}")]
+    Invalid(identity::IdentityError),
+    /// TLS could not be set up from them.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Why `set-identity` installed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SetIdentityError {
+    /// The cert dir to install into could not be worked out.
+    #[error(transparent)]
+    Destination(#[from] super::config::ConfigError),
+    /// A check failed; nothing was installed.
+    #[error("identity not installed: {0}")]
+    NotInstalled(identity::IdentityError),
+}
+
 /// The node's handlers: `registry` first, then what `settings` configures
 /// (forwards, the handler directory), under its access policy, if any.
 pub fn build_handlers(
@@ -111,10 +142,12 @@ impl IdentityReloader {
     /// Reads, validates and installs the identity in `files`: the same checks
     /// as `set-identity` (key matches, chain verifies against the CA, the
     /// certificate fits the node's role). A broken file changes nothing.
-    pub fn reload_files(&self, files: &CertFiles) -> anyhow::Result<()> {
-        use anyhow::Context as _;
+    pub fn reload_files(&self, files: &CertFiles) -> Result<(), ReloadError> {
         let read = |path: &std::path::Path| {
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+            std::fs::read(path).map_err(|source| ReloadError::Read {
+                path: path.to_owned(),
+                source,
+            })
         };
         let role = match self.tls {
             NodeTls::Server(_) => Role::Server,
@@ -126,7 +159,7 @@ impl IdentityReloader {
             &read(&files.ca)?,
             role,
         )
-        .context("the new identity is invalid")?;
+        .map_err(ReloadError::Invalid)?;
         let identity = TlsIdentity::load(files)?;
         self.reload(&identity)?;
         Ok(())
@@ -314,15 +347,14 @@ fn spawn_http(
 /// `set-identity`: validates the key, certificate and CA for a node on
 /// `side` and installs them where `serve` will look; nothing is installed if
 /// a check fails. Returns what to tell the operator.
-pub fn set_identity(side: Side, args: &SetIdentityArgs) -> anyhow::Result<String> {
-    use anyhow::Context as _;
+pub fn set_identity(side: Side, args: &SetIdentityArgs) -> Result<String, SetIdentityError> {
     let dest = args.destination(side, &super::config::process_env)?;
     let role = match side {
         Side::Server => Role::Server,
         Side::Client => Role::Client,
     };
     let installed = identity::install(&args.key, &args.crt, &args.ca, role, &dest)
-        .context("identity not installed")?;
+        .map_err(SetIdentityError::NotInstalled)?;
     Ok(format!(
         "installed {} identity {:?} (valid until {}) as {}",
         side.as_str(),
