@@ -27,6 +27,11 @@ struct ClientCli {
     args: ClientArgs,
 }
 
+/// Flags as typed after the command name.
+type Flags<'a> = &'a [&'a str];
+/// Environment variables, name and value.
+type Vars<'a> = &'a [(&'a str, &'a str)];
+
 fn fixture(name: &str) -> String {
     let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "fixtures", "config", name]
         .iter()
@@ -293,39 +298,20 @@ fn every_original_environment_name_works() {
 
 #[test]
 fn statsd_is_disabled_by_an_empty_host_or_port_at_any_layer() {
-    assert!(
-        server(&[], &[("RP_STATSD_HOST", "")])
-            .unwrap()
-            .common
-            .node
-            .statsd
-            .is_none()
-    );
-    assert!(
-        server(&[], &[("RP_STATSD_PORT", "")])
-            .unwrap()
-            .common
-            .node
-            .statsd
-            .is_none()
-    );
-    assert!(
-        server(&["--statsd-host", ""], &[])
-            .unwrap()
-            .common
-            .node
-            .statsd
-            .is_none()
-    );
     let file = fixture("statsd-off.toml");
-    assert!(
-        server(&["--config", &file], &[])
-            .unwrap()
-            .common
-            .node
-            .statsd
-            .is_none()
-    );
+    // (flags, environment) that each turn statsd off.
+    let off: [(Flags, Vars); 4] = [
+        (&[], &[("RP_STATSD_HOST", "")]),
+        (&[], &[("RP_STATSD_PORT", "")]),
+        (&["--statsd-host", ""], &[]),
+        (&["--config", &file], &[]),
+    ];
+    for (flags, env) in off {
+        assert!(
+            server(flags, env).unwrap().common.node.statsd.is_none(),
+            "{flags:?} {env:?}"
+        );
+    }
     // A flag turns it back on over an empty variable.
     let on = server(&["--statsd-host", "stats"], &[("RP_STATSD_HOST", "")]).unwrap();
     assert_eq!(on.common.node.statsd.unwrap().host, "stats");
@@ -369,63 +355,183 @@ fn an_unknown_key_names_the_key_and_the_file() {
     assert!(client(&["--config", &file], &[]).is_ok());
 }
 
+/// Which node a table-driven case resolves.
+#[derive(Debug, Clone, Copy)]
+enum Node {
+    Server,
+    Client,
+}
+
+impl Node {
+    /// The error of resolving this node, which must fail.
+    fn error(self, flags: &[&str], env: &[(&str, &str)]) -> String {
+        let result = match self {
+            Node::Server => server(flags, env).map(drop),
+            Node::Client => client(flags, env).map(drop),
+        };
+        match result {
+            Ok(()) => panic!("{self:?} {flags:?} {env:?} resolved"),
+            Err(error) => error.to_string(),
+        }
+    }
+}
+
 #[test]
 fn bad_values_say_where_they_came_from() {
+    let bad_value = fixture("bad-value.toml");
+    let syntax = fixture("syntax.toml");
+    // (node, flags, environment, what the error starts with, what it says)
+    let cases: [(Node, Flags, Vars, &str, &[&str]); 9] = [
+        (
+            Node::Server,
+            &["--config", &bad_value],
+            &[],
+            "",
+            &[
+                "bad-value.toml: request_timeout = \"soon\"",
+                "not a positive number of seconds",
+            ],
+        ),
+        (
+            Node::Server,
+            &[],
+            &[("RP_SERVER_BIND_PORT", "http")],
+            "RP_SERVER_BIND_PORT=\"http\"",
+            &[],
+        ),
+        (
+            Node::Client,
+            &[],
+            &[("RP_CLIENT_TARGET_PORT", "99999")],
+            "RP_CLIENT_TARGET_PORT=\"99999\"",
+            &[],
+        ),
+        (
+            Node::Server,
+            &[],
+            &[("DEBUG", "perhaps")],
+            "",
+            &["DEBUG=\"perhaps\""],
+        ),
+        (
+            Node::Server,
+            &[],
+            &[("RP_PING_INTERVAL", "20")],
+            "",
+            &["must be longer than ping_interval"],
+        ),
+        (
+            Node::Server,
+            &["--max-frame-bytes", "1000"],
+            &[],
+            "",
+            &["max_frame_bytes: 1000 is outside 327680"],
+        ),
+        (
+            Node::Client,
+            &["--server", "no-port"],
+            &[],
+            "",
+            &["HOST:PORT"],
+        ),
+        (
+            Node::Server,
+            &["--config", &syntax],
+            &[],
+            "",
+            &["syntax.toml is not valid TOML", "line 1"],
+        ),
+        (
+            Node::Server,
+            &["--config", "/nonexistent/restpipe.toml"],
+            &[],
+            "",
+            &["cannot read config file /nonexistent/restpipe.toml"],
+        ),
+    ];
+    for (node, flags, env, starts_with, says) in cases {
+        let error = node.error(flags, env);
+        assert!(error.starts_with(starts_with), "{error}");
+        for words in says {
+            assert!(error.contains(words), "{error}");
+        }
+    }
+}
+
+#[test]
+fn a_value_hidden_by_a_higher_layer_is_never_read() {
+    // A bad variable under a flag, a bad file value under a variable.
+    let config = server(
+        &["--listen", "127.0.0.2:7", "--request-timeout", "1"],
+        &[
+            ("RP_SERVER_BIND_PORT", "http"),
+            ("RP_REQUEST_TIMEOUT", "soon"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.listen, addr("127.0.0.2:7"));
+    assert_eq!(config.common.node.request_timeout, Duration::from_secs(1));
     let file = fixture("bad-value.toml");
-    let error = server(&["--config", &file], &[]).unwrap_err().to_string();
-    assert!(
-        error.contains("bad-value.toml: request_timeout = \"soon\""),
-        "{error}"
-    );
-    assert!(
-        error.contains("not a positive number of seconds"),
-        "{error}"
-    );
+    let config = server(&["--config", &file], &[("RP_REQUEST_TIMEOUT", "2")]).unwrap();
+    assert_eq!(config.common.node.request_timeout, Duration::from_secs(2));
+}
 
-    let error = server(&[], &[("RP_SERVER_BIND_PORT", "http")])
-        .unwrap_err()
-        .to_string();
-    assert!(error.starts_with("RP_SERVER_BIND_PORT=\"http\""), "{error}");
-    let error = client(&[], &[("RP_CLIENT_TARGET_PORT", "99999")])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.starts_with("RP_CLIENT_TARGET_PORT=\"99999\""),
-        "{error}"
+#[test]
+fn the_split_target_variables_replace_one_part_each() {
+    let config = client(
+        &[],
+        &[
+            ("RP_CLIENT_TARGET_HOSTNAME", "::1"),
+            ("RP_CLIENT_TARGET_PORT", "4444"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (config.target.host.as_str(), config.target.port),
+        ("::1", 4444)
     );
-    let error = server(&[], &[("DEBUG", "perhaps")])
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("DEBUG=\"perhaps\""), "{error}");
-    let error = server(&[], &[("RP_PING_INTERVAL", "20")])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("must be longer than ping_interval"),
-        "{error}"
+    // The host alone keeps the file's port.
+    let config = client(
+        &["--config", &fixture("client.toml")],
+        &[("RP_CLIENT_TARGET_HOSTNAME", "other.example.com")],
+    )
+    .unwrap();
+    assert_eq!(
+        (config.target.host.as_str(), config.target.port),
+        ("other.example.com", 4321)
     );
-    let error = server(&["--max-frame-bytes", "1000"], &[])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("max_frame_bytes: 1000 is outside 327680"),
-        "{error}"
-    );
-    let error = client(&["--server", "no-port"], &[])
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("HOST:PORT"), "{error}");
+}
 
-    let file = fixture("syntax.toml");
-    let error = server(&["--config", &file], &[]).unwrap_err().to_string();
-    assert!(error.contains("syntax.toml is not valid TOML"), "{error}");
-    assert!(error.contains("line 1"), "{error}");
-
-    let error = server(&["--config", "/nonexistent/restpipe.toml"], &[])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("cannot read config file /nonexistent/restpipe.toml"),
-        "{error}"
+#[test]
+fn each_forward_flag_is_one_forward_and_other_layers_split_on_commas() {
+    let forward = |prefix: &str, url: &str| (prefix.to_owned(), url.to_owned());
+    let flags = server(&["--forward", "api/=http://127.0.0.1:9000/a,b"], &[]).unwrap();
+    assert_eq!(
+        flags.common.node.forwards,
+        [forward("api/", "http://127.0.0.1:9000/a,b")]
+    );
+    let env = server(
+        &[],
+        &[(
+            "RP_FORWARDS",
+            "a/=http://127.0.0.1:1/,b/=http://127.0.0.1:2/",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        env.common.node.forwards,
+        [
+            forward("a/", "http://127.0.0.1:1/"),
+            forward("b/", "http://127.0.0.1:2/")
+        ]
+    );
+    let file = server(&["--config", &fixture("forwards.toml")], &[]).unwrap();
+    assert_eq!(
+        file.common.node.forwards,
+        [
+            forward("a/", "http://127.0.0.1:1/"),
+            forward("b/", "http://127.0.0.1:2/"),
+            forward("c/", "http://127.0.0.1:3/")
+        ]
     );
 }

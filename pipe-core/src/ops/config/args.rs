@@ -1,0 +1,236 @@
+//! The flags of `serve` and `set-identity`, as clap parses them. Every
+//! option is optional here: a flag not given falls through to the
+//! environment, the file and the default. Flags are serialized (those not
+//! given left out) as the top layer; `--help` gains each flag's environment
+//! variable and default from the key table (see `help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::error::ConfigError;
+use super::help;
+use super::parse::parse_seconds;
+use super::value::as_text;
+use super::{ClientConfig, LogFormat, Profile, ServerConfig};
+use crate::front::HttpAddr;
+use crate::link::CertFiles;
+use crate::wire::Side;
+
+/// Flags both nodes share.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct CommonArgs {
+    /// TOML file with any of the options below (keys as in the README's
+    /// configuration table). Flags and environment variables win over it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Local HTTP front: IP:PORT or unix:/path.
+    #[arg(long, value_name = "ADDR|unix:PATH")]
+    #[serde(serialize_with = "as_text")]
+    pub http: Option<HttpAddr>,
+    /// Directory with the node's key, certificate and CA (their file names:
+    /// see --config).
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Also reload the identity when its files change (SIGHUP always
+    /// reloads).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_off")]
+    pub watch_certs: bool,
+    /// Access policy (TOML) of which peers may call which handlers; once
+    /// given, everything it does not allow is refused with 403.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Directory of executable handlers, named like handlers (`get_time`,
+    /// `post_upload`): body on stdin, args as argv, reply on stdout.
+    #[arg(long, value_name = "DIR")]
+    pub handler_dir: Option<PathBuf>,
+    /// Forward a noun prefix to a local HTTP upstream, PREFIX=URL, e.g.
+    /// `files/=http://127.0.0.1:8080/`; repeatable (comma-separated in the
+    /// environment).
+    #[arg(long = "forward", value_name = "PREFIX=URL")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<String>,
+    /// Launch profile: dev (unix socket, debug logs) or prod (unix socket for
+    /// the web server's group, JSON logs).
+    #[arg(long, value_enum)]
+    #[serde(serialize_with = "as_text")]
+    pub profile: Option<Profile>,
+    /// Debug logging (DEBUG=1). RUST_LOG, when set, overrides the filter.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_off")]
+    pub debug: bool,
+    /// Log format.
+    #[arg(long, value_enum)]
+    #[serde(serialize_with = "as_text")]
+    pub log_format: Option<LogFormat>,
+    /// Default end-to-end deadline of a request, in seconds; callers may
+    /// override it per request with `X-Pipe-Timeout`.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub request_timeout: Option<Duration>,
+    /// How long a request waits for a missing peer before 503 (404 for a
+    /// client name never seen), in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub peer_wait: Option<Duration>,
+    /// Send a heartbeat after this many seconds without hearing the peer.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub ping_interval: Option<Duration>,
+    /// Drop a peer silent for this many seconds (finds half-open
+    /// connections).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub dead_after: Option<Duration>,
+    /// Largest frame on the pipe, in bytes; a peer sending more is
+    /// disconnected.
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest local request body, in bytes (413 beyond); larger bodies than
+    /// a frame stream in bounded memory.
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Handlers running at once per connection.
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_handlers: Option<usize>,
+    /// On shutdown, seconds given to requests in progress.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub drain_grace: Option<Duration>,
+    /// Command run through `sh -c` on each connection event, with RP_EVENT,
+    /// RP_NODE, RP_PEER, RP_REASON... in its environment.
+    #[arg(long, value_name = "COMMAND")]
+    pub on_event: Option<String>,
+    /// statsd host; empty disables metrics.
+    #[arg(long, value_name = "HOST")]
+    pub statsd_host: Option<String>,
+    /// statsd port; empty disables metrics.
+    #[arg(long, value_name = "PORT")]
+    pub statsd_port: Option<String>,
+    /// Prefix of every metric name.
+    #[arg(long, value_name = "PREFIX")]
+    pub statsd_prefix: Option<String>,
+    /// Permissions of a unix-socket front, octal.
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
+    /// Group to give a unix-socket front, e.g. www-data for nginx.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed in logs, comma-separated
+    /// IPs; callers on a unix socket always are.
+    #[arg(long, value_name = "IPS")]
+    pub trusted_proxies: Option<String>,
+}
+
+/// Flags of `pipe-server serve`.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+#[command(mut_args = help::notes(Some(Side::Server), &common_flags()))]
+pub struct ServerArgs {
+    /// Address client nodes connect to, IP:PORT.
+    #[arg(long, value_name = "IP:PORT")]
+    #[serde(serialize_with = "as_text")]
+    pub listen: Option<SocketAddr>,
+    /// Most client connections held at once; past it, new ones are refused
+    /// with a reason and retry with backoff.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// Flags of `pipe-client serve`.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+#[command(mut_args = help::notes(Some(Side::Client), &common_flags()))]
+pub struct ClientArgs {
+    /// The server node, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Name the server's certificate must carry, when it differs from HOST.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// First reconnect delay envelope, in seconds; each delay is drawn
+    /// uniformly below its envelope (full jitter).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub reconnect_min: Option<Duration>,
+    /// Largest reconnect delay envelope, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub reconnect_max: Option<Duration>,
+    /// A connection lasting this many seconds resets the backoff.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub reconnect_stable_after: Option<Duration>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// Arguments of `set-identity` (both nodes).
+#[derive(Debug, Clone, clap::Args)]
+#[command(mut_args = help::notes(None, &common_flags()))]
+pub struct SetIdentityArgs {
+    /// The node's private key (PEM).
+    pub key: PathBuf,
+    /// The node's certificate (PEM), from `certs-tool issue --server` for a
+    /// server node or `--client` for a client node.
+    pub crt: PathBuf,
+    /// The CA certificate that signed both nodes' certificates (PEM).
+    pub ca: PathBuf,
+    /// Where to install the three files.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// TOML file that may name the cert dir (`cert_dir`) and file names.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl SetIdentityArgs {
+    /// Where the identity goes for a node on `side`: resolved exactly as
+    /// `serve` resolves it (flag, environment, file, default), so the node
+    /// finds what was installed.
+    pub fn destination(
+        &self,
+        side: Side,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<CertFiles, ConfigError> {
+        let common = CommonArgs {
+            cert_dir: self.cert_dir.clone(),
+            config: self.config.clone(),
+            ..CommonArgs::default()
+        };
+        Ok(match side {
+            Side::Server => {
+                let args = ServerArgs {
+                    common,
+                    ..ServerArgs::default()
+                };
+                ServerConfig::resolve(&args, env)?.common.cert_files
+            }
+            Side::Client => {
+                let args = ClientArgs {
+                    common,
+                    ..ClientArgs::default()
+                };
+                ClientConfig::resolve(&args, env)?.common.cert_files
+            }
+        })
+    }
+}
+
+/// The flags of [`CommonArgs`], for `--help` to tell which keys have none.
+fn common_flags() -> clap::Command {
+    <CommonArgs as clap::Args>::augment_args(clap::Command::new("common"))
+}
+
+/// A switch not given: no value, so the lower layers decide.
+fn is_off(on: &bool) -> bool {
+    !on
+}

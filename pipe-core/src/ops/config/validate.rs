@@ -1,0 +1,229 @@
+//! The one validation pass: the merged raw values into the validated types.
+//! Each value was parsed when figment extracted it; what is left here are
+//! the rules that span keys (a frame that holds an inline body, a dead-peer
+//! timeout longer than the heartbeat, a backoff range), statsd's "empty
+//! means off", and how forwards are split.
+
+use super::error::ConfigError;
+use super::keys::{ClientOwn, RawCommon, ServerOwn};
+use super::layer::Provenance;
+use super::parse::{parse_forward, parse_parsed};
+use super::value::{FileName, HostPort, Parsed, Pieces};
+use super::{ClientConfig, CommonConfig, Logging, ServerConfig};
+use crate::front::SocketOptions;
+use crate::link::CertFiles;
+use crate::link::ConnectionSettings;
+use crate::link::Role;
+use crate::node::BackoffSettings;
+use crate::node::ServerTarget;
+use crate::node::StatsdSettings;
+use crate::node::{FRAME_OVERHEAD_BYTES, NodeSettings};
+use crate::wire::Side;
+use crate::wire::body::INLINE_LIMIT;
+
+/// Takes the value of a key that has a built-in default, so is always set
+/// once the layers are merged (an error only if the defaults lost it).
+macro_rules! defaulted {
+    ($raw:ident . $key:ident) => {
+        $raw.$key
+            .take()
+            .map(|Parsed(value)| value)
+            .ok_or_else(|| ConfigError::bad_value(stringify!($key), "has no built-in default"))
+    };
+}
+
+/// Takes the value of a key without a default.
+macro_rules! optional {
+    ($raw:ident . $key:ident) => {
+        $raw.$key.take().map(|Parsed(value)| value)
+    };
+}
+
+/// A server node's configuration.
+pub(super) fn server(
+    mut common: RawCommon,
+    mut own: ServerOwn,
+    origins: &Provenance<'_>,
+) -> Result<ServerConfig, ConfigError> {
+    let listen = defaulted!(own.listen)?;
+    let mut common = self::common(&mut common, Side::Server, origins)?;
+    common.node.max_connections = defaulted!(own.max_connections)?;
+    Ok(ServerConfig { listen, common })
+}
+
+/// A client node's configuration.
+pub(super) fn client(
+    mut common: RawCommon,
+    mut own: ClientOwn,
+    origins: &Provenance<'_>,
+) -> Result<ClientConfig, ConfigError> {
+    let HostPort { host, port } = defaulted!(own.server)?;
+    let backoff = BackoffSettings {
+        min_delay: defaulted!(own.reconnect_min)?,
+        max_delay: defaulted!(own.reconnect_max)?,
+        stable_after: defaulted!(own.reconnect_stable_after)?,
+    };
+    if backoff.max_delay < backoff.min_delay {
+        return Err(ConfigError::bad_value(
+            "reconnect_max",
+            format!(
+                "{:?} is shorter than reconnect_min {:?}",
+                backoff.max_delay, backoff.min_delay
+            ),
+        ));
+    }
+    Ok(ClientConfig {
+        target: ServerTarget {
+            host,
+            port,
+            server_name: optional!(own.server_name),
+        },
+        backoff,
+        common: self::common(&mut common, Side::Client, origins)?,
+    })
+}
+
+/// What both nodes share.
+fn common(
+    raw: &mut RawCommon,
+    side: Side,
+    origins: &Provenance<'_>,
+) -> Result<CommonConfig, ConfigError> {
+    let profile = optional!(raw.profile);
+    let http = defaulted!(raw.http)?;
+    let cert_files = cert_files(raw, side)?;
+    let watch_certs = defaulted!(raw.watch_certs)?;
+    let logging = Logging {
+        debug: defaulted!(raw.debug)?,
+        format: defaulted!(raw.log_format)?,
+    };
+    let node = node_settings(raw, origins)?;
+    let socket = SocketOptions {
+        mode: defaulted!(raw.socket_mode)?.0,
+        group: optional!(raw.socket_group),
+        trusted_proxies: defaulted!(raw.trusted_proxies)?,
+    };
+    Ok(CommonConfig {
+        http,
+        socket,
+        cert_files,
+        watch_certs,
+        profile,
+        logging,
+        node,
+    })
+}
+
+/// The identity's files: the role's standard names in the cert dir, unless
+/// a file name is given.
+fn cert_files(raw: &mut RawCommon, side: Side) -> Result<CertFiles, ConfigError> {
+    let role = match side {
+        Side::Server => Role::Server,
+        Side::Client => Role::Client,
+    };
+    let cert_dir = defaulted!(raw.cert_dir)?;
+    let mut files = CertFiles::in_dir(&cert_dir, role);
+    if let Some(FileName(name)) = optional!(raw.key_filename) {
+        files.key = cert_dir.join(name);
+    }
+    if let Some(FileName(name)) = optional!(raw.crt_filename) {
+        files.cert = cert_dir.join(name);
+    }
+    if let Some(FileName(name)) = optional!(raw.ca_crt_filename) {
+        files.ca = cert_dir.join(name);
+    }
+    Ok(files)
+}
+
+/// Limits, deadlines, events and metrics.
+fn node_settings(
+    raw: &mut RawCommon,
+    origins: &Provenance<'_>,
+) -> Result<NodeSettings, ConfigError> {
+    let max_frame_bytes = defaulted!(raw.max_frame_bytes)?;
+    // A frame must hold the largest body that travels inline, plus headers.
+    let smallest_frame = INLINE_LIMIT + FRAME_OVERHEAD_BYTES;
+    if max_frame_bytes < smallest_frame || max_frame_bytes > u32::MAX as usize {
+        return Err(ConfigError::bad_value(
+            "max_frame_bytes",
+            format!(
+                "{max_frame_bytes} is outside {smallest_frame}..={}",
+                u32::MAX
+            ),
+        ));
+    }
+    let ping_interval = defaulted!(raw.ping_interval)?;
+    let dead_after = defaulted!(raw.dead_after)?;
+    if dead_after <= ping_interval {
+        return Err(ConfigError::bad_value(
+            "dead_after",
+            format!("{dead_after:?} must be longer than ping_interval {ping_interval:?}"),
+        ));
+    }
+    let defaults = NodeSettings::default();
+    Ok(NodeSettings {
+        connection: ConnectionSettings {
+            max_frame_bytes,
+            max_concurrent_handlers: defaulted!(raw.max_concurrent_handlers)?,
+            ping_interval,
+            dead_after,
+            ..defaults.connection.clone()
+        },
+        request_timeout: defaulted!(raw.request_timeout)?,
+        peer_wait: defaulted!(raw.peer_wait)?,
+        max_body_bytes: defaulted!(raw.max_body_bytes)?,
+        drain_grace: defaulted!(raw.drain_grace)?,
+        on_event: optional!(raw.on_event),
+        statsd: statsd(raw, origins)?,
+        policy: optional!(raw.policy),
+        handler_dir: optional!(raw.handler_dir),
+        forwards: forwards(optional!(raw.forwards), origins)?,
+        ..defaults
+    })
+}
+
+/// statsd is on by default (localhost:8125, as the original's), and off
+/// when the host or the port is empty in whichever layer wins.
+fn statsd(
+    raw: &mut RawCommon,
+    origins: &Provenance<'_>,
+) -> Result<Option<StatsdSettings>, ConfigError> {
+    let host = defaulted!(raw.statsd_host)?;
+    let port = defaulted!(raw.statsd_port)?;
+    let prefix = defaulted!(raw.statsd_prefix)?;
+    if host.trim().is_empty() || port.trim().is_empty() {
+        return Ok(None);
+    }
+    let port = parse_parsed::<u16>(port.trim())
+        .map_err(|message| ConfigError::bad_value(origins.source_name("statsd_port"), message))?;
+    Ok(Some(StatsdSettings {
+        host: host.trim().to_owned(),
+        port,
+        prefix: prefix.trim_end_matches('.').to_owned(),
+    }))
+}
+
+/// Forwards, `PREFIX=URL`: each `--forward` is one; an environment or file
+/// value is a comma-separated list (a file's list items too), as before.
+fn forwards(
+    pieces: Option<Pieces>,
+    origins: &Provenance<'_>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(Pieces(pieces)) = pieces else {
+        return Ok(Vec::new());
+    };
+    let forwards: Vec<&str> = if origins.is_flag("forwards") {
+        pieces.iter().map(String::as_str).collect()
+    } else {
+        pieces
+            .iter()
+            .flat_map(|piece| piece.split(','))
+            .filter(|forward| !forward.trim().is_empty())
+            .collect()
+    };
+    forwards
+        .into_iter()
+        .map(parse_forward)
+        .collect::<Result<_, _>>()
+        .map_err(|message| ConfigError::bad_value(origins.source_name("forwards"), message))
+}
