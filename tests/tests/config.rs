@@ -13,7 +13,7 @@ use clap::Parser;
 use pipe_core::config::{
     ClientArgs, ClientConfig, ConfigError, LogFormat, Profile, ServerArgs, ServerConfig,
 };
-use pipe_core::http::HttpAddr;
+use restpipe_tests::{CertFiles, HttpAddr};
 
 #[derive(Parser)]
 struct ServerCli {
@@ -34,26 +34,43 @@ fn fixture(name: &str) -> String {
     path.display().to_string()
 }
 
-fn server(flags: &[&str], env: &[(&str, &str)]) -> Result<ServerConfig, ConfigError> {
-    let cli =
-        ServerCli::try_parse_from(std::iter::once("pipe-server").chain(flags.iter().copied()))
-            .unwrap_or_else(|e| panic!("{e}"));
+/// A command line's flags.
+type Flags<'a> = &'a [&'a str];
+/// Environment variables: (name, value).
+type Environment<'a> = &'a [(&'a str, &'a str)];
+
+/// `flags` as `program`'s command line.
+fn parse<Cli: Parser>(program: &str, flags: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once(program).chain(flags.iter().copied()))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `env` as the whole environment.
+fn environment(env: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let env: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    ServerConfig::resolve(&cli.args, &|name| env.get(name).cloned())
+    move |name| env.get(name).cloned()
+}
+
+fn server(flags: &[&str], env: &[(&str, &str)]) -> Result<ServerConfig, ConfigError> {
+    let cli: ServerCli = parse("pipe-server", flags);
+    ServerConfig::resolve(&cli.args, &environment(env))
 }
 
 fn client(flags: &[&str], env: &[(&str, &str)]) -> Result<ClientConfig, ConfigError> {
-    let cli =
-        ClientCli::try_parse_from(std::iter::once("pipe-client").chain(flags.iter().copied()))
-            .unwrap_or_else(|e| panic!("{e}"));
-    let env: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    ClientConfig::resolve(&cli.args, &|name| env.get(name).cloned())
+    let cli: ClientCli = parse("pipe-client", flags);
+    ClientConfig::resolve(&cli.args, &environment(env))
+}
+
+/// Identity files at these paths.
+fn cert_files(key: &str, cert: &str, ca: &str) -> CertFiles {
+    CertFiles {
+        key: key.into(),
+        cert: cert.into(),
+        ca: ca.into(),
+    }
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -66,16 +83,12 @@ fn defaults_are_the_originals() {
     assert_eq!(config.listen, addr("0.0.0.0:1234"));
     assert_eq!(config.common.http, HttpAddr::Tcp(addr("127.0.0.1:8080")));
     assert_eq!(
-        config.common.cert_files.key,
-        PathBuf::from("/var/lib/restpipe/restpipe.server.key.pem")
-    );
-    assert_eq!(
-        config.common.cert_files.cert,
-        PathBuf::from("/var/lib/restpipe/restpipe.server.crt.pem")
-    );
-    assert_eq!(
-        config.common.cert_files.ca,
-        PathBuf::from("/var/lib/restpipe/ca.crt.pem")
+        config.common.cert_files,
+        cert_files(
+            "/var/lib/restpipe/restpipe.server.key.pem",
+            "/var/lib/restpipe/restpipe.server.crt.pem",
+            "/var/lib/restpipe/ca.crt.pem"
+        )
     );
     let statsd = config.common.node.statsd.unwrap();
     assert_eq!(
@@ -236,16 +249,12 @@ fn every_original_environment_name_works() {
     .unwrap();
     assert_eq!(config.listen, addr("127.0.0.3:5555"));
     assert_eq!(
-        config.common.cert_files.key,
-        PathBuf::from("/srv/certs/s.key")
-    );
-    assert_eq!(
-        config.common.cert_files.cert,
-        PathBuf::from("/srv/certs/s.crt")
-    );
-    assert_eq!(
-        config.common.cert_files.ca,
-        PathBuf::from("/srv/certs/my-ca.pem")
+        config.common.cert_files,
+        cert_files(
+            "/srv/certs/s.key",
+            "/srv/certs/s.crt",
+            "/srv/certs/my-ca.pem"
+        )
     );
     let statsd = config.common.node.statsd.unwrap();
     assert_eq!((statsd.host.as_str(), statsd.port), ("stats", 8126));
@@ -278,54 +287,27 @@ fn every_original_environment_name_works() {
         ("rpserver.example.com", 4444)
     );
     assert_eq!(
-        config.common.cert_files.key,
-        PathBuf::from("/srv/client/c.key")
-    );
-    assert_eq!(
-        config.common.cert_files.cert,
-        PathBuf::from("/srv/client/c.crt")
-    );
-    assert_eq!(
-        config.common.cert_files.ca,
-        PathBuf::from("/srv/client/ca.crt.pem")
+        config.common.cert_files,
+        cert_files(
+            "/srv/client/c.key",
+            "/srv/client/c.crt",
+            "/srv/client/ca.crt.pem"
+        )
     );
 }
 
 #[test]
 fn statsd_is_disabled_by_an_empty_host_or_port_at_any_layer() {
-    assert!(
-        server(&[], &[("RP_STATSD_HOST", "")])
-            .unwrap()
-            .common
-            .node
-            .statsd
-            .is_none()
-    );
-    assert!(
-        server(&[], &[("RP_STATSD_PORT", "")])
-            .unwrap()
-            .common
-            .node
-            .statsd
-            .is_none()
-    );
-    assert!(
-        server(&["--statsd-host", ""], &[])
-            .unwrap()
-            .common
-            .node
-            .statsd
-            .is_none()
-    );
     let file = fixture("statsd-off.toml");
-    assert!(
-        server(&["--config", &file], &[])
-            .unwrap()
-            .common
-            .node
-            .statsd
-            .is_none()
-    );
+    let cases: [(Flags, Environment); 4] = [
+        (&[], &[("RP_STATSD_HOST", "")]),
+        (&[], &[("RP_STATSD_PORT", "")]),
+        (&["--statsd-host", ""], &[]),
+        (&["--config", &file], &[]),
+    ];
+    for (flags, env) in cases {
+        assert!(server(flags, env).unwrap().common.node.statsd.is_none());
+    }
     // A flag turns it back on over an empty variable.
     let on = server(&["--statsd-host", "stats"], &[("RP_STATSD_HOST", "")]).unwrap();
     assert_eq!(on.common.node.statsd.unwrap().host, "stats");
@@ -369,63 +351,103 @@ fn an_unknown_key_names_the_key_and_the_file() {
     assert!(client(&["--config", &file], &[]).is_ok());
 }
 
+/// Which node's configuration a case resolves.
+#[derive(Debug, Clone, Copy)]
+enum Node {
+    Server,
+    Client,
+}
+
+impl Node {
+    /// The error resolving `flags` and `env` gives; panics if it succeeds.
+    fn error(self, flags: &[&str], env: &[(&str, &str)]) -> String {
+        match self {
+            Self::Server => server(flags, env).map(|_| ()),
+            Self::Client => client(flags, env).map(|_| ()),
+        }
+        .expect_err("the configuration is refused")
+        .to_string()
+    }
+}
+
 #[test]
 fn bad_values_say_where_they_came_from() {
-    let file = fixture("bad-value.toml");
-    let error = server(&["--config", &file], &[]).unwrap_err().to_string();
-    assert!(
-        error.contains("bad-value.toml: request_timeout = \"soon\""),
-        "{error}"
-    );
-    assert!(
-        error.contains("not a positive number of seconds"),
-        "{error}"
-    );
-
-    let error = server(&[], &[("RP_SERVER_BIND_PORT", "http")])
-        .unwrap_err()
-        .to_string();
-    assert!(error.starts_with("RP_SERVER_BIND_PORT=\"http\""), "{error}");
-    let error = client(&[], &[("RP_CLIENT_TARGET_PORT", "99999")])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.starts_with("RP_CLIENT_TARGET_PORT=\"99999\""),
-        "{error}"
-    );
-    let error = server(&[], &[("DEBUG", "perhaps")])
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("DEBUG=\"perhaps\""), "{error}");
-    let error = server(&[], &[("RP_PING_INTERVAL", "20")])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("must be longer than ping_interval"),
-        "{error}"
-    );
-    let error = server(&["--max-frame-bytes", "1000"], &[])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("max_frame_bytes: 1000 is outside 327680"),
-        "{error}"
-    );
-    let error = client(&["--server", "no-port"], &[])
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("HOST:PORT"), "{error}");
-
-    let file = fixture("syntax.toml");
-    let error = server(&["--config", &file], &[]).unwrap_err().to_string();
-    assert!(error.contains("syntax.toml is not valid TOML"), "{error}");
-    assert!(error.contains("line 1"), "{error}");
-
-    let error = server(&["--config", "/nonexistent/restpipe.toml"], &[])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("cannot read config file /nonexistent/restpipe.toml"),
-        "{error}"
-    );
+    let bad_value = fixture("bad-value.toml");
+    let syntax = fixture("syntax.toml");
+    // (node, flags, environment, how the message starts, what it says)
+    let cases: [(Node, Flags, Environment, &str, &[&str]); 9] = [
+        (
+            Node::Server,
+            &["--config", &bad_value],
+            &[],
+            "",
+            &[
+                "bad-value.toml: request_timeout = \"soon\"",
+                "not a positive number of seconds",
+            ],
+        ),
+        (
+            Node::Server,
+            &[],
+            &[("RP_SERVER_BIND_PORT", "http")],
+            "RP_SERVER_BIND_PORT=\"http\"",
+            &[],
+        ),
+        (
+            Node::Client,
+            &[],
+            &[("RP_CLIENT_TARGET_PORT", "99999")],
+            "RP_CLIENT_TARGET_PORT=\"99999\"",
+            &[],
+        ),
+        (
+            Node::Server,
+            &[],
+            &[("DEBUG", "perhaps")],
+            "",
+            &["DEBUG=\"perhaps\""],
+        ),
+        (
+            Node::Server,
+            &[],
+            &[("RP_PING_INTERVAL", "20")],
+            "",
+            &["must be longer than ping_interval"],
+        ),
+        (
+            Node::Server,
+            &["--max-frame-bytes", "1000"],
+            &[],
+            "",
+            &["max_frame_bytes: 1000 is outside 327680"],
+        ),
+        (
+            Node::Client,
+            &["--server", "no-port"],
+            &[],
+            "",
+            &["HOST:PORT"],
+        ),
+        (
+            Node::Server,
+            &["--config", &syntax],
+            &[],
+            "",
+            &["syntax.toml is not valid TOML", "line 1"],
+        ),
+        (
+            Node::Server,
+            &["--config", "/nonexistent/restpipe.toml"],
+            &[],
+            "",
+            &["cannot read config file /nonexistent/restpipe.toml"],
+        ),
+    ];
+    for (node, flags, env, prefix, needles) in cases {
+        let error = node.error(flags, env);
+        assert!(error.starts_with(prefix), "{error}");
+        for needle in needles {
+            assert!(error.contains(needle), "{error}");
+        }
+    }
 }
