@@ -68,12 +68,12 @@ pub use pipe_core::body::{self, INLINE_LIMIT};
 pub use pipe_core::client::ServerTarget;
 pub use pipe_core::connection::{ConnectionSettings, WAITING_PER_SLOT};
 pub use pipe_core::http::{HttpAddr, HttpListener, SocketOptions};
-pub use pipe_core::identity::CertFiles;
+pub use pipe_core::identity::{self, CertFiles};
 pub use pipe_core::launch::{LaunchError, RunningNode};
 pub use pipe_core::metrics::StatsdSettings;
 pub use pipe_core::node::FRAME_OVERHEAD_BYTES;
 pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role};
-pub use pipe_core::tls::TlsIdentity;
+pub use pipe_core::tls::{self, TlsIdentity};
 pub use pipe_core::{HandlerError, Node, NodeSettings, Registry, Reply, Request, Side};
 
 /// The wire protocol, for tests that play a peer speaking it raw.
