@@ -8,19 +8,62 @@
 //! scheduler with the benchmark's probes.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipe_core::backoff::BackoffSettings;
-use pipe_core::client::ServerTarget;
 use pipe_core::dispatch::Handlers;
 use pipe_core::metrics::Metrics;
-use pipe_core::tls::Reloadable;
-use pipe_core::{Node, NodeSettings, Registry, Side};
+use restpipe_tests::tls::Reloadable;
+use restpipe_tests::{
+    BackoffSettings, CertFiles, Node, NodeSettings, Registry, Role, SERVER_NAME, Side,
+    server_target,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::identities::{ClientIdentity, SERVER_NAME};
+use crate::identities::{ClientIdentity, Identities};
+use crate::plan::Plan;
+
+/// Time the fleet's runtime gets to wind down at the end of a scenario.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// What a scenario of one server node and a fleet of clients starts from:
+/// the server's identity files, the clients' identities, where node logs
+/// go, and the runtime the fleet runs on (its own, so its work never shares
+/// a scheduler with the benchmark's probes).
+pub struct FleetSetup {
+    /// The server node's identity files.
+    pub server_files: CertFiles,
+    /// The simulated clients' identities.
+    pub clients: Vec<ClientIdentity>,
+    /// Where node logs go.
+    pub dir: PathBuf,
+    /// The runtime to start fleets on.
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl FleetSetup {
+    /// Writes the server's identity, issues `count` client identities and
+    /// builds the fleet's runtime, a worker per core.
+    pub fn prepare(plan: &Plan, identities: &mut Identities, count: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            server_files: identities.write_files(SERVER_NAME, Role::Server)?,
+            dir: identities.dir().to_owned(),
+            clients: identities.clients(count)?.to_vec(),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(plan.cores)
+                .thread_name("fleet")
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    /// Ends the fleet's runtime, bounded.
+    pub fn shutdown(self) {
+        self.runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    }
+}
 
 /// Longest wait for the fleet's tasks to end once told to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,11 +88,7 @@ impl Fleet {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let registry = Registry::with_examples(Side::Client);
-        let target = ServerTarget {
-            host: server.ip().to_string(),
-            port: server.port(),
-            server_name: Some(SERVER_NAME.to_owned()),
-        };
+        let target = server_target(server, SERVER_NAME);
         let nodes = identities
             .iter()
             .map(|identity| {

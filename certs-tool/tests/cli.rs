@@ -226,33 +226,22 @@ fn bad_names_and_roles_are_refused_and_write_nothing() {
     assert_eq!(files_in(&dir), ["ca.crt.pem", "ca.key.pem"]);
     assert!(!dir.join("bad").exists());
 
-    // Exactly one of --server and --client.
-    let message = fails(&["issue", "--out", arg(&dir), "--name", "x"]);
-    assert!(
-        message.contains("--server") && message.contains("--client"),
-        "{message}"
-    );
-    fails(&[
-        "issue",
-        "--out",
-        arg(&dir),
-        "--name",
-        "x",
-        "--server",
-        "--client",
-    ]);
-    // A bad IP address.
-    let message = fails(&[
-        "issue",
-        "--out",
-        arg(&dir),
-        "--name",
-        "x",
-        "--server",
-        "--ip",
-        "1.2.3",
-    ]);
-    assert!(message.contains("1.2.3"), "{message}");
+    // (flags after `issue --out DIR --name x`, what the message must say)
+    let cases: [(&[&str], &[&str]); 3] = [
+        // Exactly one of --server and --client.
+        (&[], &["--server", "--client"]),
+        (&["--server", "--client"], &[]),
+        // A bad IP address.
+        (&["--server", "--ip", "1.2.3"], &["1.2.3"]),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["issue", "--out", arg(&dir), "--name", "x"];
+        args.extend(flags);
+        let message = fails(&args);
+        for needle in expected {
+            assert!(message.contains(needle), "{message}");
+        }
+    }
     assert_eq!(files_in(&dir), ["ca.crt.pem", "ca.key.pem"]);
 }
 

@@ -128,6 +128,15 @@ pub fn launch_server(
     )
 }
 
+/// The server node at `server`, whose certificate must name `server_name`.
+pub fn server_target(server: SocketAddr, server_name: &str) -> ServerTarget {
+    ServerTarget {
+        host: server.ip().to_string(),
+        port: server.port(),
+        server_name: Some(server_name.to_owned()),
+    }
+}
+
 /// Starts a client node on `front` that keeps a connection to the server
 /// at `server`.
 pub fn launch_client(
@@ -137,11 +146,7 @@ pub fn launch_client(
     options: NodeOptions,
 ) -> Result<RunningNode, LaunchError> {
     launch::start_client(
-        ServerTarget {
-            host: server.ip().to_string(),
-            port: server.port(),
-            server_name: Some(options.server_name),
-        },
+        server_target(server, &options.server_name),
         front,
         identity,
         options.handlers,

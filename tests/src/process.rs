@@ -124,6 +124,16 @@ pub fn free_ports() -> std::io::Result<(SocketAddr, SocketAddr)> {
     Ok((first.local_addr()?, second.local_addr()?))
 }
 
+/// How many lines of the log file `log` contain `needle` (none if it cannot
+/// be read): the log of a node process, also after it ended.
+pub fn count_in_log(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
 /// A node running in a child process. Its standard output and error go to
 /// its log file; its standard input stays open until [`Self::stop`], so a
 /// node that watches it (the benchmark's) also stops if the test process
@@ -182,10 +192,7 @@ impl NodeProcess {
 
     /// How many lines of its log contain `needle`.
     pub fn count_in_log(&self, needle: &str) -> usize {
-        self.log()
-            .lines()
-            .filter(|line| line.contains(needle))
-            .count()
+        count_in_log(&self.log, needle)
     }
 
     /// The last lines of its log, for a message.
