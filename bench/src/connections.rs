@@ -12,9 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pipe_core::metrics::{self, Metrics};
 use restpipe_tests::process::count_in_log;
-use restpipe_tests::{LOOPBACK, StatsdSettings};
+use restpipe_tests::{LOOPBACK, Metrics, StatsdSettings, metrics};
 use tokio::time::Instant;
 
 use crate::fleet::{Fleet, FleetSetup};

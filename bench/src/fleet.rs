@@ -1,8 +1,8 @@
 //! Many client nodes in one process: each a real `pipe_core::node::Node`
 //! with its own identity, kept connected by pipe-core's own reconnect loop
-//! (`pipe_core::client::run`, with the default backoff), but without the
-//! local HTTP front a full client node would add, which the server never
-//! sees.
+//! (the test kit's `spawn_frontless_client` over `pipe_core::client::run`,
+//! with the default backoff), but without the local HTTP front a full
+//! client node would add, which the server never sees.
 //!
 //! The fleet runs on a runtime of its own, so its work never shares a
 //! scheduler with the benchmark's probes.
@@ -12,12 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipe_core::dispatch::Handlers;
-use pipe_core::metrics::Metrics;
-use restpipe_tests::tls::Reloadable;
 use restpipe_tests::{
-    BackoffSettings, CertFiles, Node, NodeSettings, Registry, Role, SERVER_NAME, Side,
-    server_target,
+    BackoffSettings, CertFiles, Metrics, Node, NodeOptions, NodeSettings, Registry, Role,
+    SERVER_NAME, Side, spawn_frontless_client,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -88,28 +85,25 @@ impl Fleet {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let registry = Registry::with_examples(Side::Client);
-        let target = server_target(server, SERVER_NAME);
         let nodes = identities
             .iter()
             .map(|identity| {
-                let node = Node::new(
-                    Side::Client,
-                    identity.name.clone(),
-                    Handlers::new(registry.clone()),
-                    NodeSettings::default(),
-                    metrics.clone(),
-                );
-                tasks.spawn_on(
-                    pipe_core::client::run(
-                        target.clone(),
-                        Arc::new(Reloadable::new(identity.tls.clone())),
-                        node.clone(),
-                        BackoffSettings::default(),
-                        shutdown.clone(),
-                    ),
+                let options = NodeOptions {
+                    handlers: registry.clone(),
+                    settings: NodeSettings::default(),
+                    server_name: SERVER_NAME.to_owned(),
+                    backoff: BackoffSettings::default(),
+                    shutdown: shutdown.clone(),
+                };
+                spawn_frontless_client(
                     runtime,
-                );
-                node
+                    &tasks,
+                    server,
+                    identity.name.clone(),
+                    identity.tls.clone(),
+                    metrics,
+                    options,
+                )
             })
             .collect();
         tasks.close();

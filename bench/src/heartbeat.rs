@@ -8,9 +8,7 @@
 
 use std::time::Duration;
 
-use pipe_core::connection::DEFAULT_PING_INTERVAL;
-use pipe_core::metrics::Metrics;
-use restpipe_tests::LOOPBACK;
+use restpipe_tests::{DEFAULT_PING_INTERVAL, LOOPBACK, Metrics};
 use tokio::time::Instant;
 
 use crate::fleet::{Fleet, FleetSetup};

@@ -7,20 +7,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pipe_core::connection::ConnectionSettings;
-use pipe_core::identity::CertFiles;
-use pipe_core::pki::Role;
-use pipe_core::tls::TlsIdentity;
-use pipe_core::{NodeSettings, Registry, Side};
-
 use crate::nodes::{NodeOptions, TestNode, try_start_client};
 use crate::pki::{Pki, server_request};
 use crate::process::{NodeProcess, free_ports};
+use crate::{CertFiles, ConnectionSettings, NodeSettings, Registry, Role, Side, TlsIdentity};
 
 /// The name of [`InstalledServer::start_client`]'s client node.
-pub const CLIENT_NAME: &str = "fault-client";
+const CLIENT_NAME: &str = "fault-client";
 /// Bound on the server process becoming healthy.
-pub const START_LIMIT: Duration = Duration::from_secs(10);
+const START_LIMIT: Duration = Duration::from_secs(10);
 /// Both sides ping after this much silence...
 const PING_INTERVAL: Duration = Duration::from_millis(200);
 /// ...and drop a peer silent for this long: a frozen server is found in
@@ -72,11 +67,6 @@ impl InstalledServer {
     /// The files of the installed identity.
     pub fn cert_files(&self) -> CertFiles {
         CertFiles::in_dir(&self.cert_dir(), Role::Server)
-    }
-
-    /// Where the server listens for client nodes.
-    pub fn pipe(&self) -> SocketAddr {
-        self.pipe
     }
 
     /// Starts `pipe-server serve` on the installation's ports and cert dir,

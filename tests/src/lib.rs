@@ -36,8 +36,9 @@
 //! return errors instead, as `anyhow` errors: they are read by people,
 //! never matched.
 //!
-//! The pipe-core items tests use are re-exported here, so that when
-//! pipe-core moves them, the kit follows once and the tests not at all.
+//! The pipe-core items the kit, the tests and the benchmark use are
+//! re-exported here, and the kit's own modules take them from here too: when
+//! pipe-core moves them, these lines follow, and nothing else.
 
 pub mod files;
 pub mod http;
@@ -55,8 +56,9 @@ pub use installed::InstalledServer;
 pub use nodes::{
     LOOPBACK, NodeOptions, Pipe, TestNode, connect_client, connect_client_with, example_server,
     example_server_at, fast_backoff, fast_settings, heartbeat_settings, launch_client,
-    launch_server, loopback_front, server_target, start_client, start_server, start_server_at,
-    start_server_with, try_start_client, try_start_server, wait_for_client, wait_for_server,
+    launch_server, loopback_front, server_target, spawn_frontless_client, start_client,
+    start_server, start_server_with, try_start_client, try_start_server, wait_for_client,
+    wait_for_server,
 };
 pub use pki::{Pki, SERVER_NAME, named_files, server_request};
 pub use process::NodeProcess;
@@ -66,11 +68,12 @@ pub use wait::eventually;
 pub use pipe_core::backoff::BackoffSettings;
 pub use pipe_core::body::{self, INLINE_LIMIT};
 pub use pipe_core::client::ServerTarget;
-pub use pipe_core::connection::{ConnectionSettings, WAITING_PER_SLOT};
+pub use pipe_core::connection::{ConnectionSettings, DEFAULT_PING_INTERVAL, WAITING_PER_SLOT};
+pub use pipe_core::dispatch::Handlers;
 pub use pipe_core::http::{HttpAddr, HttpListener, SocketOptions};
 pub use pipe_core::identity::{self, CertFiles};
-pub use pipe_core::launch::{LaunchError, RunningNode};
-pub use pipe_core::metrics::StatsdSettings;
+pub use pipe_core::launch::{self, LaunchError, RunningNode};
+pub use pipe_core::metrics::{self, Metrics, StatsdSettings};
 pub use pipe_core::node::FRAME_OVERHEAD_BYTES;
 pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role};
 pub use pipe_core::tls::{self, TlsIdentity};

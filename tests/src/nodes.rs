@@ -9,27 +9,28 @@
 //! ones without `try_` panic on failure, which fails the test.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use pipe_core::backoff::BackoffSettings;
-use pipe_core::client::ServerTarget;
-use pipe_core::http::{HttpAddr, HttpListener};
-use pipe_core::launch::{self, LaunchError, RunningNode};
-use pipe_core::tls::TlsIdentity;
-use pipe_core::{NodeSettings, Registry, Side};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::http::{ANSWER_LIMIT, get_within};
 use crate::pki::{Pki, SERVER_NAME};
+use crate::tls::Reloadable;
 use crate::wait::{POLL, eventually};
+use crate::{
+    BackoffSettings, Handlers, HttpAddr, HttpListener, LaunchError, Metrics, Node, NodeSettings,
+    Registry, RunningNode, ServerTarget, Side, TlsIdentity, launch,
+};
 
 /// `127.0.0.1:0`: a port on loopback the system picks.
 pub const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// Bound on a node connecting to its peer.
-pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
 /// How a node in this process is started, beyond its identity and address.
 #[derive(Debug)]
@@ -156,6 +157,40 @@ pub fn launch_client(
     )
 }
 
+/// Starts a client node without a local HTTP front, on `runtime` and
+/// tracked by `tasks`: the node and pipe-core's own reconnect loop dialling
+/// `server` as `tls` presents it, which is all a server sees of a client, so
+/// that thousands fit in one process. It reports to `metrics`. Returns the
+/// node, to watch its peers.
+pub fn spawn_frontless_client(
+    runtime: &tokio::runtime::Handle,
+    tasks: &TaskTracker,
+    server: SocketAddr,
+    name: String,
+    tls: Arc<rustls::ClientConfig>,
+    metrics: &Metrics,
+    options: NodeOptions,
+) -> Arc<Node> {
+    let node = Node::new(
+        Side::Client,
+        name,
+        Handlers::new(options.handlers),
+        options.settings,
+        metrics.clone(),
+    );
+    tasks.spawn_on(
+        pipe_core::client::run(
+            server_target(server, &options.server_name),
+            Arc::new(Reloadable::new(tls)),
+            node.clone(),
+            options.backoff,
+            options.shutdown,
+        ),
+        runtime,
+    );
+    node
+}
+
 /// A node running in this process, and where to reach it.
 #[derive(Debug)]
 pub struct TestNode {
@@ -232,7 +267,7 @@ pub async fn start_server_with(
 
 /// A server node whose pipe listens on `pipe` (e.g. the port of a server
 /// that was just stopped, to restart it in place).
-pub async fn start_server_at(
+async fn start_server_at(
     pipe: SocketAddr,
     identity: TlsIdentity,
     handlers: Registry,

@@ -11,9 +11,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use anyhow::Context as _;
-use pipe_core::identity::CertFiles;
-use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role};
-use pipe_core::tls::TlsIdentity;
+
+use crate::{CertFiles, CertificateAuthority, IssueRequest, IssuedIdentity, Role, TlsIdentity};
 
 /// The name in every test server's certificate, and the name client nodes
 /// verify it against: the certificate is valid for `localhost` and
@@ -41,11 +40,6 @@ impl Pki {
             ca: CertificateAuthority::generate("restpipe test CA")
                 .unwrap_or_else(|e| panic!("generating a CA in memory: {e}")),
         }
-    }
-
-    /// The CA itself.
-    pub fn ca(&self) -> &CertificateAuthority {
-        &self.ca
     }
 
     /// The CA certificate (PEM): what peers of its identities trust.

@@ -34,7 +34,7 @@ fn configures_restpipe(name: &OsStr) -> bool {
 
 /// `program`, with none of the test's environment that configures restpipe
 /// (see [`configures_restpipe`]), so what the test passes is all it sees.
-pub fn command(program: impl AsRef<OsStr>) -> Command {
+fn command(program: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(program);
     for (name, _) in std::env::vars_os() {
         if configures_restpipe(&name) {
@@ -180,19 +180,9 @@ impl NodeProcess {
         self.pid
     }
 
-    /// Its log file.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
     /// Everything it has logged so far.
-    pub fn log(&self) -> String {
+    fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// How many lines of its log contain `needle`.
-    pub fn count_in_log(&self, needle: &str) -> usize {
-        count_in_log(&self.log, needle)
     }
 
     /// The last lines of its log, for a message.
