@@ -449,14 +449,11 @@ async fn large_bodies_pass_through_a_program() {
 #[tokio::test]
 async fn a_missing_handler_directory_stops_the_node_from_starting() {
     let pki = Pki::new();
-    let options = NodeOptions {
-        handlers: Registry::with_examples(Side::Server),
-        settings: NodeSettings {
-            handler_dir: Some("/nonexistent/restpipe-handlers".into()),
-            ..fast_settings()
-        },
-        ..NodeOptions::default()
+    let settings = NodeSettings {
+        handler_dir: Some("/nonexistent/restpipe-handlers".into()),
+        ..fast_settings()
     };
+    let options = NodeOptions::new(Registry::with_examples(Side::Server), settings);
     let error = try_start_server(LOOPBACK, &pki.server(), options)
         .await
         .unwrap_err();

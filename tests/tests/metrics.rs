@@ -488,11 +488,7 @@ async fn an_unresolvable_statsd_host_stops_the_node_at_start() {
         }),
         ..fast_settings()
     };
-    let options = NodeOptions {
-        handlers: Registry::new(),
-        settings,
-        ..NodeOptions::default()
-    };
+    let options = NodeOptions::new(Registry::new(), settings);
     let error = try_start_server(LOOPBACK, &pki.server(), options)
         .await
         .unwrap_err()

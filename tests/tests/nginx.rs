@@ -167,11 +167,7 @@ async fn the_original_curl_examples_work_through_nginx_both_ways() {
         pipe,
         dev_node_front(&dir.path().join("rpserver.sock")).await,
         &pki.server(),
-        NodeOptions {
-            handlers: Registry::with_examples(Side::Server),
-            settings: fast_settings(),
-            ..NodeOptions::default()
-        },
+        NodeOptions::new(Registry::with_examples(Side::Server), fast_settings()),
     )
     .unwrap();
     let client: RunningNode = launch_client(

@@ -118,14 +118,11 @@ async fn a_broken_policy_keeps_the_node_from_starting() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_file(&dir, "[[allow]]\npeers = [\"x\"]\nhandlerz = [\"*\"]\n");
     let pki = Pki::new();
-    let options = NodeOptions {
-        handlers: Registry::new(),
-        settings: NodeSettings {
-            policy: Some(policy),
-            ..fast_settings()
-        },
-        ..NodeOptions::default()
+    let settings = NodeSettings {
+        policy: Some(policy),
+        ..fast_settings()
     };
+    let options = NodeOptions::new(Registry::new(), settings);
     let error = try_start_server(LOOPBACK, &pki.server(), options)
         .await
         .unwrap_err()
