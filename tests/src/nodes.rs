@@ -239,6 +239,17 @@ pub async fn try_start_client(
     })
 }
 
+/// Tries to start a server node with `pki`'s server identity, `handlers`
+/// and `settings`, which must refuse to start (a bad setting); returns why,
+/// as the operator reads it.
+pub async fn server_start_error(pki: &Pki, handlers: Registry, settings: NodeSettings) -> String {
+    let options = NodeOptions::new(handlers, settings);
+    match try_start_server(LOOPBACK, &pki.server(), options).await {
+        Ok(_) => panic!("the server node started"),
+        Err(error) => error.to_string(),
+    }
+}
+
 /// A server node with `pki`'s server identity.
 pub async fn start_server(pki: &Pki, handlers: Registry, settings: NodeSettings) -> TestNode {
     start_server_with(pki.server(), handlers, settings).await

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use restpipe_tests::{
-    LOOPBACK, NodeOptions, NodeSettings, Pipe, Pki, Registry, Response, Side, TestNode, eventually,
-    fast_settings, get, http_client, send, try_start_server,
+    NodeSettings, Pipe, Pki, Registry, Response, Side, TestNode, eventually, fast_settings, get,
+    http_client, send, server_start_error,
 };
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -453,11 +453,7 @@ async fn a_missing_handler_directory_stops_the_node_from_starting() {
         handler_dir: Some("/nonexistent/restpipe-handlers".into()),
         ..fast_settings()
     };
-    let options = NodeOptions::new(Registry::with_examples(Side::Server), settings);
-    let error = try_start_server(LOOPBACK, &pki.server(), options)
-        .await
-        .unwrap_err();
-    let message = error.to_string();
+    let message = server_start_error(&pki, Registry::with_examples(Side::Server), settings).await;
     assert!(
         message.contains("/nonexistent/restpipe-handlers"),
         "{message}"

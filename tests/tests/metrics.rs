@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use restpipe_tests::{
-    LOOPBACK, NodeOptions, NodeSettings, Pki, Proxy, Registry, Reply, Request, Side,
-    StatsdSettings, TestNode, connect_client_with, fast_settings, get, heartbeat_settings,
-    http_client, send, send_with, start_client, start_server, try_start_server, wait_for_client,
-    wait_for_server,
+    NodeSettings, Pki, Proxy, Registry, Reply, Request, Side, StatsdSettings, TestNode,
+    connect_client_with, fast_settings, get, heartbeat_settings, http_client, send, send_with,
+    server_start_error, start_client, start_server, wait_for_client, wait_for_server,
 };
 use tokio::net::UdpSocket;
 
@@ -488,11 +487,7 @@ async fn an_unresolvable_statsd_host_stops_the_node_at_start() {
         }),
         ..fast_settings()
     };
-    let options = NodeOptions::new(Registry::new(), settings);
-    let error = try_start_server(LOOPBACK, &pki.server(), options)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = server_start_error(&pki, Registry::new(), settings).await;
     assert!(
         error.contains("statsd host \"statsd.invalid\"") && error.contains("does not resolve"),
         "{error}"

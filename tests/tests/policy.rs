@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use restpipe_tests::{
-    LOOPBACK, NodeOptions, NodeSettings, Pki, Registry, Reply, Request, Side, connect_client,
-    connect_client_with, example_server, fast_settings, get, send, start_server, try_start_server,
+    NodeSettings, Pki, Registry, Reply, Request, Side, connect_client, connect_client_with,
+    example_server, fast_settings, get, send, server_start_error, start_server,
 };
 use serde_json::json;
 
@@ -122,11 +122,7 @@ async fn a_broken_policy_keeps_the_node_from_starting() {
         policy: Some(policy),
         ..fast_settings()
     };
-    let options = NodeOptions::new(Registry::new(), settings);
-    let error = try_start_server(LOOPBACK, &pki.server(), options)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = server_start_error(&pki, Registry::new(), settings).await;
     assert!(error.contains("policy.toml"), "{error}");
     assert!(error.contains("handlerz"), "{error}");
 }
