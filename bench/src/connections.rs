@@ -8,18 +8,17 @@
 //! admissions are sampled from `/_pipe/health` every 100 ms; client-side
 //! attempts are counted from the clients' own statsd counters.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pipe_core::metrics::{self, Metrics, StatsdSettings};
-use pipe_core::pki::Role;
+use restpipe_tests::process::count_in_log;
+use restpipe_tests::{LOOPBACK, Metrics, StatsdSettings, metrics};
 use tokio::time::Instant;
 
-use crate::fleet::Fleet;
-use crate::identities::{ClientIdentity, NodeFiles, Pki, SERVER_NAME};
-use crate::node_process::{self, NodeProcess, Placement};
+use crate::fleet::{Fleet, FleetSetup};
+use crate::identities::Identities;
+use crate::node_process::NodeProcess;
 use crate::plan::Plan;
 use crate::probe::PeerSampler;
 use crate::procfs;
@@ -46,51 +45,35 @@ const REFUSALS: [&str; 5] = [
 ];
 
 /// Runs the scenario for each client count of the plan.
-pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()> {
-    let server_files = pki.write_files(SERVER_NAME, Role::Server)?;
+pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> anyhow::Result<()> {
     let largest = plan.client_counts.iter().copied().max().unwrap_or(0);
-    let identities = pki.clients(largest)?.to_vec();
-    let fleet_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(plan.cores)
-        .thread_name("fleet")
-        .enable_all()
-        .build()?;
+    let setup = FleetSetup::prepare(plan, identities, largest)?;
     let driver = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut outcome = Ok(());
     for &count in &plan.client_counts {
         eprintln!("   {count} clients");
-        outcome = driver.block_on(measure(
-            plan,
-            &identities[..count],
-            &server_files,
-            fleet_runtime.handle(),
-            pki.dir(),
-            report,
-        ));
+        outcome = driver.block_on(measure(plan, &setup, count, report));
         if outcome.is_err() {
             break;
         }
     }
-    fleet_runtime.shutdown_timeout(Duration::from_secs(5));
+    setup.shutdown();
     report.note(
         "Connections: the server node runs in a child process (this binary, `node-for-bench`, started through `pipe_core::launch::start_server` with default settings); its memory is `VmRSS` from `/proc/<pid>/status`, read after 2 s of rest before and after the clients connect, the difference divided by the count. The simulated clients are real client nodes without their local HTTP front (`pipe_core::run_client`, one `Node` and one identity each, default backoff) on their own runtime in the benchmark process, sharing the machine's cores with the server. All dial at once. After the server is killed (SIGKILL) and started again on the same port, the time until its `/_pipe/health` shows every client again is measured from the kill; admissions/s are the steepest one-second rise of that count (sampled every 100 ms), attempts/s come from the clients' own `client.connect.new.tick` statsd counters."
     );
     outcome
 }
 
-/// Connects `identities` to a fresh server, measures, restarts the server,
-/// measures the return, and stops everything.
+/// Connects the first `count` of the setup's clients to a fresh server,
+/// measures, restarts the server, measures the return, and stops everything.
 async fn measure(
     plan: &Plan,
-    identities: &[ClientIdentity],
-    server_files: &NodeFiles,
-    fleet_runtime: &tokio::runtime::Handle,
-    dir: &Path,
+    setup: &FleetSetup,
+    count: usize,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let count = identities.len();
     let name = |what: &str| format!("{} clients: {what}", thousands(count as f64));
     let collector = Collector::start()?;
     let metrics = Metrics::new(&StatsdSettings {
@@ -99,23 +82,17 @@ async fn measure(
         prefix: String::new(),
     })?;
 
-    let first_log = dir.join(format!("server-{count}-first.log"));
-    let server = NodeProcess::start(
-        server_files,
-        Placement::Server { listen: loopback() },
-        &first_log,
-    )
-    .await?;
-    let pipe = server
-        .pipe
-        .context("the server node reported no pipe address")?;
+    let first_log = setup.dir.join(format!("server-{count}-first.log"));
+    let (server, pipe) =
+        NodeProcess::start_server(&setup.server_files, LOOPBACK, &first_log).await?;
     tokio::time::sleep(SETTLE).await;
     let idle_rss = server.rss()?;
     let bench_before = procfs::rss(procfs::own_pid())?;
 
     let sampler = PeerSampler::start(server.http);
     let dialled = Instant::now();
-    let fleet = Fleet::start(fleet_runtime, identities, pipe, &metrics);
+    let identities = &setup.clients[..count];
+    let fleet = Fleet::start(setup.runtime.handle(), identities, pipe, &metrics);
     let all_in = sampler.wait_for(count, dialled, plan.connect_bound).await;
     let Some(all_in) = all_in else {
         report.add(
@@ -186,14 +163,10 @@ async fn measure(
     // The restart: kill, start again on the same port, wait for everyone.
     let killed = Instant::now();
     server.kill().await?;
-    let second_log = dir.join(format!("server-{count}-restarted.log"));
-    let server = NodeProcess::start(
-        server_files,
-        Placement::Server { listen: pipe },
-        &second_log,
-    )
-    .await
-    .context("restarting the server node on the same port")?;
+    let second_log = setup.dir.join(format!("server-{count}-restarted.log"));
+    let (server, _) = NodeProcess::start_server(&setup.server_files, pipe, &second_log)
+        .await
+        .context("restarting the server node on the same port")?;
     let listening = Instant::now();
     sampler.retarget(server.http);
     let back = sampler.wait_for(count, listening, plan.connect_bound).await;
@@ -251,7 +224,7 @@ fn add_refusals(report: &mut Report, name: &dyn Fn(&str) -> String, log: &Path) 
     };
     let counts: Vec<(&str, usize)> = REFUSALS
         .iter()
-        .map(|needle| (*needle, node_process::count_in_log(log, needle)))
+        .map(|needle| (*needle, count_in_log(log, needle)))
         .filter(|(_, n)| *n > 0)
         .collect();
     let total: usize = counts.iter().map(|(_, n)| n).sum();
@@ -278,8 +251,4 @@ fn first_line_with(log: &Path, needles: &[&str]) -> Option<String> {
         .lines()
         .find(|line| needles.iter().any(|needle| line.contains(needle)))
         .map(str::to_owned)
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }

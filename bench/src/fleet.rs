@@ -1,26 +1,66 @@
-//! Many client nodes in one process: each a real `pipe_core::Node`
+//! Many client nodes in one process: each a real `pipe_core::node::Node`
 //! with its own identity, kept connected by pipe-core's own reconnect loop
-//! (`pipe_core::run_client`, with the default backoff), but without the
-//! local HTTP front a full client node would add, which the server never
-//! sees.
+//! (the test kit's `spawn_frontless_client` over `pipe_core::client::run`,
+//! with the default backoff), but without the local HTTP front a full
+//! client node would add, which the server never sees.
 //!
 //! The fleet runs on a runtime of its own, so its work never shares a
 //! scheduler with the benchmark's probes.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipe_core::BackoffSettings;
-use pipe_core::Handlers;
-use pipe_core::Reloadable;
-use pipe_core::ServerTarget;
-use pipe_core::metrics::Metrics;
-use pipe_core::{Node, NodeSettings, Registry, Side};
+use restpipe_tests::{
+    BackoffSettings, CertFiles, Metrics, Node, NodeOptions, NodeSettings, Registry, Role,
+    SERVER_NAME, Side, spawn_frontless_client,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::identities::{ClientIdentity, SERVER_NAME};
+use crate::identities::{ClientIdentity, Identities};
+use crate::plan::Plan;
+
+/// Time the fleet's runtime gets to wind down at the end of a scenario.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// What a scenario of one server node and a fleet of clients starts from:
+/// the server's identity files, the clients' identities, where node logs
+/// go, and the runtime the fleet runs on (its own, so its work never shares
+/// a scheduler with the benchmark's probes).
+pub struct FleetSetup {
+    /// The server node's identity files.
+    pub server_files: CertFiles,
+    /// The simulated clients' identities.
+    pub clients: Vec<ClientIdentity>,
+    /// Where node logs go.
+    pub dir: PathBuf,
+    /// The runtime to start fleets on.
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl FleetSetup {
+    /// Writes the server's identity, issues `count` client identities and
+    /// builds the fleet's runtime, a worker per core.
+    pub fn prepare(plan: &Plan, identities: &mut Identities, count: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            server_files: identities.write_files(SERVER_NAME, Role::Server)?,
+            dir: identities.dir().to_owned(),
+            clients: identities.clients(count)?.to_vec(),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(plan.cores)
+                .thread_name("fleet")
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    /// Ends the fleet's runtime, bounded.
+    pub fn shutdown(self) {
+        self.runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    }
+}
 
 /// Longest wait for the fleet's tasks to end once told to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,32 +85,25 @@ impl Fleet {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let registry = Registry::with_examples(Side::Client);
-        let target = ServerTarget {
-            host: server.ip().to_string(),
-            port: server.port(),
-            server_name: Some(SERVER_NAME.to_owned()),
-        };
         let nodes = identities
             .iter()
             .map(|identity| {
-                let node = Node::new(
-                    Side::Client,
-                    identity.name.clone(),
-                    Handlers::new(registry.clone()),
-                    NodeSettings::default(),
-                    metrics.clone(),
-                );
-                tasks.spawn_on(
-                    pipe_core::run_client(
-                        target.clone(),
-                        Arc::new(Reloadable::new(identity.tls.clone())),
-                        node.clone(),
-                        BackoffSettings::default(),
-                        shutdown.clone(),
-                    ),
+                let options = NodeOptions {
+                    handlers: registry.clone(),
+                    settings: NodeSettings::default(),
+                    server_name: SERVER_NAME.to_owned(),
+                    backoff: BackoffSettings::default(),
+                    shutdown: shutdown.clone(),
+                };
+                spawn_frontless_client(
                     runtime,
-                );
-                node
+                    &tasks,
+                    server,
+                    identity.name.clone(),
+                    identity.tls.clone(),
+                    metrics,
+                    options,
+                )
             })
             .collect();
         tasks.close();

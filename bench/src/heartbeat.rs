@@ -6,19 +6,14 @@
 //! The server runs in a child process (its `/proc/<pid>/stat` is its own);
 //! the clients are the in-process [`crate::fleet`], with metrics off.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use pipe_core::DEFAULT_PING_INTERVAL;
-use pipe_core::metrics::Metrics;
-use pipe_core::pki::Role;
+use restpipe_tests::{DEFAULT_PING_INTERVAL, LOOPBACK, Metrics};
 use tokio::time::Instant;
 
-use crate::fleet::Fleet;
-use crate::identities::{ClientIdentity, NodeFiles, Pki, SERVER_NAME};
-use crate::node_process::{NodeProcess, Placement};
+use crate::fleet::{Fleet, FleetSetup};
+use crate::identities::Identities;
+use crate::node_process::NodeProcess;
 use crate::plan::Plan;
 use crate::probe::{self, PeerSampler};
 use crate::procfs;
@@ -29,26 +24,13 @@ const SCENARIO: &str = "heartbeat";
 const SETTLE: Duration = Duration::from_secs(1);
 
 /// Runs the scenario.
-pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()> {
-    let server_files = pki.write_files(SERVER_NAME, Role::Server)?;
-    let identities = pki.clients(plan.heartbeat_clients)?.to_vec();
-    let fleet_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(plan.cores)
-        .thread_name("fleet")
-        .enable_all()
-        .build()?;
+pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> anyhow::Result<()> {
+    let setup = FleetSetup::prepare(plan, identities, plan.heartbeat_clients)?;
     let driver = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = driver.block_on(measure(
-        plan,
-        &identities,
-        &server_files,
-        fleet_runtime.handle(),
-        pki.dir(),
-        report,
-    ));
-    fleet_runtime.shutdown_timeout(Duration::from_secs(5));
+    let outcome = driver.block_on(measure(plan, &setup, report));
+    setup.shutdown();
     report.note(format!(
         "Heartbeat: CPU is `utime + stime` of the server node's process (`/proc/<pid>/stat`) over {} s, first with no clients, then holding the idle clients, measured from {} s after the last one connected so every connection is in its ping cycle (ping interval {} s, the default, on both sides; dead-after 15 s). Nothing else runs against the server in the window.",
         plan.heartbeat_window.as_secs(),
@@ -58,30 +40,23 @@ pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()
     outcome
 }
 
-async fn measure(
-    plan: &Plan,
-    identities: &[ClientIdentity],
-    server_files: &NodeFiles,
-    fleet_runtime: &tokio::runtime::Handle,
-    dir: &Path,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let count = identities.len();
+async fn measure(plan: &Plan, setup: &FleetSetup, report: &mut Report) -> anyhow::Result<()> {
+    let count = setup.clients.len();
     let name = |what: &str| format!("{} idle clients: {what}", thousands(count as f64));
     let window = plan.heartbeat_window;
-    let log = dir.join("server-heartbeat.log");
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let server =
-        NodeProcess::start(server_files, Placement::Server { listen: loopback }, &log).await?;
-    let pipe = server
-        .pipe
-        .context("the server node reported no pipe address")?;
+    let log = setup.dir.join("server-heartbeat.log");
+    let (server, pipe) = NodeProcess::start_server(&setup.server_files, LOOPBACK, &log).await?;
     tokio::time::sleep(SETTLE).await;
     let idle_cpu = cpu_over(&server, window).await?;
 
     let sampler = PeerSampler::start(server.http);
     let dialled = Instant::now();
-    let fleet = Fleet::start(fleet_runtime, identities, pipe, &Metrics::disabled());
+    let fleet = Fleet::start(
+        setup.runtime.handle(),
+        &setup.clients,
+        pipe,
+        &Metrics::disabled(),
+    );
     let all_in = sampler.wait_for(count, dialled, plan.connect_bound).await;
     // Its requests would count in the window.
     drop(sampler);

@@ -1,5 +1,6 @@
-//! The benchmark's throwaway certificate authority and the identities it
-//! issues: one for the server node, one per client node.
+//! The benchmark's identities, from the test kit's throwaway CA: one for
+//! the server node, one per client node, and the files a node in a child
+//! process reads them from.
 //!
 //! Every simulated client gets its own key and certificate, as real client
 //! nodes do (the server files connections by certificate name, so a shared
@@ -7,28 +8,13 @@
 //! thousands takes seconds, so it runs on every core, is measured, and is
 //! done once per run for the largest count any scenario needs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use pipe_core::TlsIdentity;
-use pipe_core::pki::{CertificateAuthority, IssueRequest, Role};
+use restpipe_tests::{CertFiles, IssueRequest, Pki, Role, server_request};
 use tempfile::TempDir;
-
-/// Name the server's certificate carries; clients verify it.
-pub const SERVER_NAME: &str = "localhost";
-
-/// Paths of one node's identity files, for a node in a child process.
-#[derive(Debug, Clone)]
-pub struct NodeFiles {
-    /// The node's certificate (PEM).
-    pub cert: PathBuf,
-    /// Its private key (PEM).
-    pub key: PathBuf,
-    /// The CA certificate (PEM).
-    pub ca: PathBuf,
-}
 
 /// A simulated client node's identity, ready to dial.
 #[derive(Debug, Clone)]
@@ -52,28 +38,31 @@ pub struct Issuance {
 
 /// A throwaway CA, a directory for identity files, and the client
 /// identities issued so far.
-pub struct Pki {
-    ca: CertificateAuthority,
+pub struct Identities {
+    pki: Pki,
     dir: TempDir,
     clients: Vec<ClientIdentity>,
     issuance: Option<Issuance>,
 }
 
-impl Pki {
-    /// A new CA with its certificate written to a temporary directory.
+impl Identities {
+    /// A new CA and a temporary directory for files.
     pub fn new() -> anyhow::Result<Self> {
-        let ca = CertificateAuthority::generate("restpipe bench CA")?;
         let dir = tempfile::Builder::new()
             .prefix("restpipe-bench-")
             .tempdir()
             .context("creating a temporary directory")?;
-        std::fs::write(dir.path().join("ca.crt.pem"), ca.cert_pem())?;
         Ok(Self {
-            ca,
+            pki: Pki::new(),
             dir,
             clients: Vec::new(),
             issuance: None,
         })
+    }
+
+    /// The CA, for identities used in this process.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
     }
 
     /// The temporary directory (identity files, node logs).
@@ -81,38 +70,14 @@ impl Pki {
         self.dir.path()
     }
 
-    fn issue(&self, request: &IssueRequest) -> anyhow::Result<TlsIdentity> {
-        let issued = self.ca.issue(request)?;
-        Ok(TlsIdentity::from_pem(
-            issued.cert_pem.as_bytes(),
-            issued.key_pem.as_bytes(),
-            self.ca.cert_pem().as_bytes(),
-        )?)
-    }
-
-    /// A server identity named `localhost`, valid for 127.0.0.1 too.
-    pub fn server_identity(&self) -> anyhow::Result<TlsIdentity> {
-        self.issue(&server_request())
-    }
-
-    /// A client identity named `name`.
-    pub fn client_identity(&self, name: &str) -> anyhow::Result<TlsIdentity> {
-        self.issue(&IssueRequest::new(name, Role::Client))
-    }
-
-    /// Writes a fresh identity for a node in a child process.
-    pub fn write_files(&self, name: &str, role: Role) -> anyhow::Result<NodeFiles> {
+    /// Writes a fresh identity for a node in a child process: the test
+    /// server's for [`Role::Server`], client `name`'s otherwise.
+    pub fn write_files(&self, name: &str, role: Role) -> anyhow::Result<CertFiles> {
         let request = match role {
             Role::Server => server_request(),
             Role::Client => IssueRequest::new(name, Role::Client),
         };
-        let issued = self.ca.issue(&request)?;
-        let (cert, key) = issued.write(self.dir.path(), name)?;
-        Ok(NodeFiles {
-            cert,
-            key,
-            ca: self.dir.path().join("ca.crt.pem"),
-        })
+        self.pki.write_identity(self.dir.path(), request)
     }
 
     /// The first `count` client identities, issuing the missing ones on
@@ -122,7 +87,7 @@ impl Pki {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let started = Instant::now();
             let first = self.clients.len();
-            let fresh = issue_in_parallel(&self.ca, first..count, threads)?;
+            let fresh = issue_in_parallel(&self.pki, first..count, threads)?;
             self.clients.extend(fresh);
             self.issuance = Some(Issuance {
                 count: self.clients.len(),
@@ -144,13 +109,6 @@ impl Pki {
     }
 }
 
-fn server_request() -> IssueRequest {
-    IssueRequest {
-        ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
-        ..IssueRequest::new(SERVER_NAME, Role::Server)
-    }
-}
-
 /// Name of the `index`-th simulated client.
 pub fn client_name(index: usize) -> String {
     format!("bench-client-{index:05}")
@@ -158,23 +116,14 @@ pub fn client_name(index: usize) -> String {
 
 /// Issues client identities for `indices`, split over `threads` threads.
 fn issue_in_parallel(
-    ca: &CertificateAuthority,
+    pki: &Pki,
     indices: std::ops::Range<usize>,
     threads: usize,
 ) -> anyhow::Result<Vec<ClientIdentity>> {
-    let ca_pem = ca.cert_pem().as_bytes();
     let issue_one = |index: usize| -> anyhow::Result<ClientIdentity> {
         let name = client_name(index);
-        let issued = ca.issue(&IssueRequest::new(name.as_str(), Role::Client))?;
-        let identity = TlsIdentity::from_pem(
-            issued.cert_pem.as_bytes(),
-            issued.key_pem.as_bytes(),
-            ca_pem,
-        )?;
-        Ok(ClientIdentity {
-            name,
-            tls: identity.client_config()?,
-        })
+        let tls = pki.client(&name).client_config()?;
+        Ok(ClientIdentity { name, tls })
     };
     let issue_one = &issue_one;
     let indices: Vec<usize> = indices.collect();

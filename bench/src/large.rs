@@ -21,14 +21,14 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Frame, SizeHint};
-use pipe_core::pki::Role;
+use restpipe_tests::{CertFiles, LOOPBACK, NodeSettings, Role, SERVER_NAME};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::identities::{NodeFiles, Pki, SERVER_NAME};
+use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome};
 use crate::node_process::{NodeProcess, Placement};
 use crate::plan::Plan;
@@ -81,13 +81,13 @@ enum Transfer {
 }
 
 /// Runs the scenario.
-pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()> {
+pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.cores)
         .enable_all()
         .build()?;
-    let server_identity = pki.server_identity()?;
-    let client_identity = pki.client_identity("bench-raw-copy")?;
+    let server_identity = identities.pki().server();
+    let client_identity = identities.pki().client("bench-raw-copy");
     let (server_tls, client_tls) = (
         server_identity.server_config()?,
         client_identity.client_config()?,
@@ -110,20 +110,20 @@ pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()
         format!("{raw_rate:.0} MiB/s"),
     ));
 
-    let server_files = pki.write_files(SERVER_NAME, Role::Server)?;
-    let client_files = pki.write_files("bench-large-client", Role::Client)?;
+    let server_files = identities.write_files(SERVER_NAME, Role::Server)?;
+    let client_files = identities.write_files("bench-large-client", Role::Client)?;
     let outcome = runtime.block_on(through_pipe(
         plan,
         &server_files,
         &client_files,
-        pki.dir(),
+        identities.dir(),
         raw_rate,
         report,
     ));
     runtime.shutdown_timeout(Duration::from_secs(2));
     report.note(format!(
         "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count. Each transfer runs {REPEATS} times and the median time counts. Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` over them, as a share of their wall time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through the transfers.",
-        size(pipe_core::NodeSettings::default().max_body_bytes as f64),
+        size(NodeSettings::default().max_body_bytes as f64),
         CHUNK_BYTES / 1024,
         plan.cores,
     ));
@@ -132,22 +132,14 @@ pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()
 
 async fn through_pipe(
     plan: &Plan,
-    server_files: &NodeFiles,
-    client_files: &NodeFiles,
+    server_files: &CertFiles,
+    client_files: &CertFiles,
     dir: &std::path::Path,
     raw_rate: f64,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = NodeProcess::start(
-        server_files,
-        Placement::Server { listen: loopback },
-        &dir.join("server-large.log"),
-    )
-    .await?;
-    let pipe = server
-        .pipe
-        .context("the server node reported no pipe address")?;
+    let (server, pipe) =
+        NodeProcess::start_server(server_files, LOOPBACK, &dir.join("server-large.log")).await?;
     let client = NodeProcess::start(
         client_files,
         Placement::Client { server: pipe },

@@ -29,7 +29,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::identities::Pki;
+use crate::identities::Identities;
 use crate::plan::Plan;
 use crate::report::Report;
 
@@ -97,12 +97,17 @@ impl Scenario {
         }
     }
 
-    fn run(self, plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()> {
+    fn run(
+        self,
+        plan: &Plan,
+        identities: &mut Identities,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
         match self {
-            Self::Throughput => throughput::run(plan, pki, report),
-            Self::Connections => connections::run(plan, pki, report),
-            Self::Large => large::run(plan, pki, report),
-            Self::Heartbeat => heartbeat::run(plan, pki, report),
+            Self::Throughput => throughput::run(plan, identities, report),
+            Self::Connections => connections::run(plan, identities, report),
+            Self::Large => large::run(plan, identities, report),
+            Self::Heartbeat => heartbeat::run(plan, identities, report),
         }
     }
 }
@@ -136,7 +141,7 @@ fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     let started = Instant::now();
-    let mut pki = Pki::new()?;
+    let mut identities = Identities::new()?;
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut report = Report::new(&plan, &arguments.join(" "));
     let mut broken = Vec::new();
@@ -145,7 +150,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("== {}", scenario.name());
         let began = Instant::now();
         let cpu_before = procfs::CpuShare::now()?;
-        let outcome = scenario.run(&plan, &mut pki, &mut report);
+        let outcome = scenario.run(&plan, &mut identities, &mut report);
         let share = procfs::CpuShare::now()?.others_since(&cpu_before, plan.cores);
         others.push(format!("{} {:.0}%", scenario.name(), share * 100.0));
         if let Err(error) = outcome {
@@ -161,7 +166,7 @@ fn main() -> anyhow::Result<()> {
         others.join(", "),
         load_average.trim()
     ));
-    report.finish(started.elapsed(), pki.issuance());
+    report.finish(started.elapsed(), identities.issuance());
 
     println!("{}", report.render());
     if let Some(path) = out {

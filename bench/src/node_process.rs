@@ -1,48 +1,43 @@
 //! Nodes in child processes: this same binary re-executed as
 //! `restpipe-bench node-for-bench`, a real server or client node started
-//! through `pipe_core::launch` like the shipped binaries, so that its
-//! `/proc/<pid>` figures (memory, peak memory, CPU) are the node's alone.
+//! like the shipped binaries start theirs (the test kit's `launch_server` /
+//! `launch_client` over `pipe_core::launch`), so that its `/proc/<pid>`
+//! figures (memory, peak memory, CPU) are the node's alone. The test kit's
+//! [`restpipe_tests::NodeProcess`] runs it.
 //!
 //! The child prints one `ready pipe=ADDR http=ADDR` line once it listens,
 //! and stops when its standard input closes (the benchmark ended or died),
-//! when it is killed, or after a bounded lifetime.
+//! on SIGTERM, when it is killed, or after a bounded lifetime.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use pipe_core::BackoffSettings;
-use pipe_core::ServerTarget;
-use pipe_core::TlsIdentity;
-use pipe_core::launch;
-use pipe_core::{HandlerError, NodeSettings, Registry, Reply, Request, Side};
-use pipe_core::{HttpAddr, HttpListener};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
+use restpipe_tests::{
+    BackoffSettings, CertFiles, HandlerError, NodeOptions, NodeSettings, Registry, Reply, Request,
+    Side, TlsIdentity, body, launch_client, launch_server, loopback_front,
+};
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::identities::{NodeFiles, SERVER_NAME};
 use crate::procfs;
 
 /// A command to run node processes under, e.g. `heaptrack` or
 /// `valgrind --tool=massif` (profiling only: `/proc` figures are then the
 /// wrapper's).
 pub const WRAPPER_VAR: &str = "RESTPIPE_BENCH_NODE_WRAPPER";
-/// Lines a wrapper may print before the node's `ready` line.
-const MAX_LINES_BEFORE_READY: usize = 100;
 /// Time a child gets to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a child gets to stop after its standard input closes.
+/// Time a child gets to stop after it is told to.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A child ends itself after this long, whatever happens to its parent.
 const DEFAULT_LIFETIME_SECS: u64 = 3600;
 /// Largest body `get_source` agrees to produce.
 const MAX_SOURCE_BYTES: u64 = 4 << 30;
 /// Size of the pieces `get_source` produces: the pipe's own chunk size.
-const SOURCE_CHUNK_BYTES: usize = pipe_core::body::CHUNK_BYTES;
+const SOURCE_CHUNK_BYTES: usize = body::CHUNK_BYTES;
 
 /// Which node a child runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,8 +92,7 @@ pub enum Placement {
 /// A node running in a child process.
 #[derive(Debug)]
 pub struct NodeProcess {
-    child: Child,
-    pid: u32,
+    process: restpipe_tests::NodeProcess,
     /// The node's local HTTP front.
     pub http: SocketAddr,
     /// The server's pipe address (server nodes).
@@ -109,7 +103,7 @@ impl NodeProcess {
     /// Starts a node with identity `files`, its logs (warnings and up) in
     /// `log`, and waits until it listens.
     pub async fn start(
-        files: &NodeFiles,
+        files: &CertFiles,
         placement: Placement,
         log: &Path,
     ) -> anyhow::Result<Self> {
@@ -117,11 +111,11 @@ impl NodeProcess {
         let mut command = match std::env::var(WRAPPER_VAR) {
             Ok(wrapper) if !wrapper.trim().is_empty() => {
                 let mut words = wrapper.split_whitespace();
-                let mut command = Command::new(words.next().unwrap_or_default());
+                let mut command = std::process::Command::new(words.next().unwrap_or_default());
                 command.args(words).arg(exe);
                 command
             }
-            _ => Command::new(exe),
+            _ => std::process::Command::new(exe),
         };
         command
             .arg("node-for-bench")
@@ -139,91 +133,63 @@ impl NodeProcess {
                 command.args(["--side", "client", "--server", &server.to_string()]);
             }
         }
-        let log_file =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .kill_on_drop(true);
-        let mut child = command.spawn().context("starting a node process")?;
-        let pid = child.id().context("the node process ended at once")?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("no stdout of the node process")?;
-        let mut lines = BufReader::new(stdout).lines();
+        let mut process = restpipe_tests::NodeProcess::spawn(command, log)?;
         // A wrapper may print first; the node's own line starts with `ready`.
-        let ready = async {
-            for _ in 0..MAX_LINES_BEFORE_READY {
-                let line = lines
-                    .next_line()
-                    .await
-                    .context("reading the node process's output")?
-                    .with_context(|| {
-                        format!(
-                            "the node process exited before listening: {}",
-                            last_lines(log, 5)
-                        )
-                    })?;
-                if let Some(addresses) = parse_ready(&line) {
-                    return Ok(addresses);
-                }
-            }
-            anyhow::bail!("the node process printed no ready line")
-        };
-        let (pipe, http) = tokio::time::timeout(START_TIMEOUT, ready)
-            .await
-            .context("the node process did not start in time")??;
+        let line = process.wait_for_line("ready ", START_TIMEOUT).await?;
+        let (pipe, http) =
+            parse_ready(&line).with_context(|| format!("not a ready line: {line:?}"))?;
         Ok(Self {
-            child,
-            pid,
+            process,
             http,
             pipe,
         })
     }
 
+    /// Starts a server node whose pipe listens on `listen` (port 0: any);
+    /// returns it and its pipe address.
+    pub async fn start_server(
+        files: &CertFiles,
+        listen: SocketAddr,
+        log: &Path,
+    ) -> anyhow::Result<(Self, SocketAddr)> {
+        let server = Self::start(files, Placement::Server { listen }, log).await?;
+        let pipe = server
+            .pipe
+            .context("the server node reported no pipe address")?;
+        Ok((server, pipe))
+    }
+
     /// The node's resident memory now.
     pub fn rss(&self) -> anyhow::Result<u64> {
-        procfs::rss(self.pid)
+        procfs::rss(self.process.pid())
     }
 
     /// The node's peak resident memory since start or [`Self::reset_peak`].
     pub fn peak(&self) -> anyhow::Result<u64> {
-        procfs::peak(self.pid)
+        procfs::peak(self.process.pid())
     }
 
     /// Starts a new peak-memory measurement from the current memory.
     pub fn reset_peak(&self) -> anyhow::Result<()> {
-        procfs::reset_peak(self.pid)
+        procfs::reset_peak(self.process.pid())
     }
 
     /// CPU time the node has used.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        procfs::cpu_time(self.pid)
+        procfs::cpu_time(self.process.pid())
     }
 
     /// Kills the node at once (SIGKILL): a crash, not a drain.
     pub async fn kill(mut self) -> anyhow::Result<()> {
-        self.child
-            .start_kill()
-            .context("killing the node process")?;
-        tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+        tokio::time::timeout(STOP_TIMEOUT, self.process.kill())
             .await
             .context("the killed node process did not end")??;
         Ok(())
     }
 
     /// Stops the node the way an operator would: it drains, then exits.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        drop(self.child.stdin.take());
-        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-            .await
-            .is_err()
-        {
-            self.child.start_kill()?;
-            self.child.wait().await?;
-        }
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.process.stop(STOP_TIMEOUT).await?;
         Ok(())
     }
 }
@@ -240,22 +206,6 @@ fn parse_ready(line: &str) -> Option<(Option<SocketAddr>, SocketAddr)> {
         Some(pipe.parse().ok()?)
     };
     Some((pipe, http))
-}
-
-/// The last `n` lines of a log, for an error message.
-fn last_lines(log: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" / ")
-}
-
-/// Counts the log lines of a node that contain `needle`.
-pub fn count_in_log(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains(needle))
-        .count()
 }
 
 /// The server node's handlers: the examples, plus the two the large-body
@@ -285,7 +235,7 @@ pub fn server_handlers() -> Registry {
             .and_then(|(_, value)| value.parse::<u64>().ok())
             .unwrap_or(0)
             .min(MAX_SOURCE_BYTES);
-        let (sink, stream) = pipe_core::body::channel(Some(total));
+        let (sink, stream) = body::channel(Some(total));
         tokio::spawn(async move {
             let chunk = Bytes::from(vec![0u8; SOURCE_CHUNK_BYTES]);
             let mut left = total;
@@ -315,46 +265,33 @@ pub fn serve(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
-    let read =
-        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let identity = TlsIdentity::from_pem(&read(&args.cert)?, &read(&args.key)?, &read(&args.ca)?)?;
-    let http = HttpListener::bind(&HttpAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
-    let HttpAddr::Tcp(http_addr) = http.local_addr()? else {
-        anyhow::bail!("the local HTTP front is not on TCP");
+    let identity = TlsIdentity::load(&CertFiles {
+        key: args.key,
+        cert: args.cert,
+        ca: args.ca,
+    })?;
+    // Listening before the ready line, so a SIGTERM right after it drains.
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let (front, http_addr) = loopback_front().await?;
+    let options = |handlers| NodeOptions {
+        handlers,
+        settings: NodeSettings::default(),
+        backoff: BackoffSettings::default(),
+        ..NodeOptions::default()
     };
-    let shutdown = CancellationToken::new();
     let (node, pipe) = match args.side {
         NodeSide::Server => {
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("binding the pipe listener on {}", args.listen))?;
             let pipe = listener.local_addr()?;
-            let node = launch::start_server(
-                listener,
-                http,
-                &identity,
-                server_handlers(),
-                NodeSettings::default(),
-                shutdown.clone(),
-            )?;
+            let node = launch_server(listener, front, &identity, options(server_handlers()))?;
             (node, pipe.to_string())
         }
         NodeSide::Client => {
             let server = args.server.context("a client node needs --server")?;
-            let target = ServerTarget {
-                host: server.ip().to_string(),
-                port: server.port(),
-                server_name: Some(SERVER_NAME.to_owned()),
-            };
-            let node = launch::start_client(
-                target,
-                http,
-                &identity,
-                Registry::with_examples(Side::Client),
-                NodeSettings::default(),
-                BackoffSettings::default(),
-                shutdown.clone(),
-            )?;
+            let handlers = Registry::with_examples(Side::Client);
+            let node = launch_client(server, front, &identity, options(handlers))?;
             (node, "-".to_owned())
         }
     };
@@ -369,11 +306,12 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         _ = parent_gone => {}
+        _ = terminate.recv() => {}
         _ = tokio::time::sleep(Duration::from_secs(args.lifetime)) => {
             tracing::warn!("node-for-bench: lifetime over, stopping");
         }
     }
-    shutdown.cancel();
+    node.shutdown_token().cancel();
     let _ = tokio::time::timeout(STOP_TIMEOUT, node.wait()).await;
     Ok(())
 }

@@ -17,16 +17,14 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use pipe_core::BackoffSettings;
-use pipe_core::ServerTarget;
-use pipe_core::TlsIdentity;
-use pipe_core::launch::{self, RunningNode};
-use pipe_core::{HttpAddr, HttpListener};
-use pipe_core::{NodeSettings, Registry, Side};
+use restpipe_tests::{
+    BackoffSettings, LOOPBACK, NodeOptions, NodeSettings, Registry, Side, TestNode, TlsIdentity,
+    try_start_client, try_start_server,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::identities::{Pki, SERVER_NAME};
+use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome};
 use crate::plan::Plan;
 use crate::procfs;
@@ -65,10 +63,8 @@ impl Route {
 
 /// The nodes under load and the baseline, all on the nodes' runtime.
 struct Setup {
-    server: RunningNode,
-    client: RunningNode,
-    server_http: SocketAddr,
-    client_http: SocketAddr,
+    server: TestNode,
+    client: TestNode,
     baseline: SocketAddr,
 }
 
@@ -76,14 +72,14 @@ impl Setup {
     /// Where a request for `route` enters, and its path.
     fn entry(&self, route: Route) -> (SocketAddr, String) {
         match route {
-            Route::ClientToServer => (self.client_http, "/server/time".to_owned()),
-            Route::ServerToClient => (self.server_http, format!("/client/{CLIENT_NAME}/time")),
+            Route::ClientToServer => (self.client.http, "/server/time".to_owned()),
+            Route::ServerToClient => (self.server.http, format!("/client/{CLIENT_NAME}/time")),
         }
     }
 }
 
 /// Runs the scenario and adds its rows to `report`.
-pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()> {
+pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> anyhow::Result<()> {
     let nodes_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.cores)
         .thread_name("nodes")
@@ -92,8 +88,8 @@ pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()
     let load_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let server_identity = pki.server_identity()?;
-    let client_identity = pki.client_identity(CLIENT_NAME)?;
+    let server_identity = identities.pki().server();
+    let client_identity = identities.pki().client(CLIENT_NAME);
     let shutdown = CancellationToken::new();
     let setup = nodes_runtime.block_on(start(&server_identity, &client_identity, &shutdown))?;
 
@@ -126,8 +122,8 @@ pub fn run(plan: &Plan, pki: &mut Pki, report: &mut Report) -> anyhow::Result<()
     nodes_runtime.block_on(async {
         shutdown.cancel();
         let stopped = async {
-            setup.server.wait().await;
-            setup.client.wait().await;
+            setup.server.running.wait().await;
+            setup.client.running.wait().await;
         };
         if tokio::time::timeout(STOP_TIMEOUT, stopped).await.is_err() {
             eprintln!("   the nodes had not stopped after {STOP_TIMEOUT:?}");
@@ -180,59 +176,31 @@ async fn start(
     client_identity: &TlsIdentity,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Setup> {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let pipe = TcpListener::bind(loopback).await?;
-    let pipe_addr = pipe.local_addr()?;
-    let (server_front, server_http) = local_front().await?;
-    let server = launch::start_server(
-        pipe,
-        server_front,
-        server_identity,
-        Registry::with_examples(Side::Server),
-        NodeSettings::default(),
-        shutdown.child_token(),
-    )?;
-    let (client_front, client_http) = local_front().await?;
-    let client = launch::start_client(
-        ServerTarget {
-            host: pipe_addr.ip().to_string(),
-            port: pipe_addr.port(),
-            server_name: Some(SERVER_NAME.to_owned()),
-        },
-        client_front,
-        client_identity,
-        Registry::with_examples(Side::Client),
-        NodeSettings::default(),
-        BackoffSettings::default(),
-        shutdown.child_token(),
-    )?;
-    let baseline_listener = TcpListener::bind(loopback).await?;
+    // The shipped defaults, not the test kit's fast ones.
+    let options = |side| NodeOptions {
+        handlers: Registry::with_examples(side),
+        settings: NodeSettings::default(),
+        backoff: BackoffSettings::default(),
+        shutdown: shutdown.child_token(),
+        ..NodeOptions::default()
+    };
+    let server = try_start_server(LOOPBACK, server_identity, options(Side::Server)).await?;
+    let client =
+        try_start_client(server.pipe_addr(), client_identity, options(Side::Client)).await?;
+    let baseline_listener = TcpListener::bind(LOOPBACK).await?;
     let baseline = baseline_listener.local_addr()?;
     tokio::spawn(serve_baseline(baseline_listener, shutdown.clone()));
 
-    tokio::time::timeout(CONNECT_TIMEOUT, async {
-        while server.node().peers().get(CLIENT_NAME).is_none() || client.node().peers().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    restpipe_tests::wait::until(CONNECT_TIMEOUT, "the client node connected", || {
+        server.has_peer(CLIENT_NAME) && client.is_connected()
     })
     .await
     .context("the client node did not connect to the server node")?;
     Ok(Setup {
         server,
         client,
-        server_http,
-        client_http,
         baseline,
     })
-}
-
-async fn local_front() -> anyhow::Result<(HttpListener, SocketAddr)> {
-    let listener =
-        HttpListener::bind(&HttpAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
-    let HttpAddr::Tcp(addr) = listener.local_addr()? else {
-        anyhow::bail!("the local HTTP front is not on TCP");
-    };
-    Ok((listener, addr))
 }
 
 /// The baseline: a plain hyper HTTP/1.1 server answering every request with

@@ -5,27 +5,16 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use pipe_core::identity;
-use pipe_core::pki::{CertificateAuthority, Role};
-use pipe_core::{TlsIdentity, peer_identity};
+use restpipe_tests::files::{files_in, mode, path_arg as arg, read};
+use restpipe_tests::process::{run, stderr, stdout};
+use restpipe_tests::{CertificateAuthority, Role, TlsIdentity, named_files};
+use restpipe_tests::{identity, peer_identity};
 use rustls::pki_types::ServerName;
 
 fn certs_tool(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_certs-tool"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("certs-tool runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    run(env!("CARGO_BIN_EXE_certs-tool"), args)
 }
 
 /// Runs certs-tool and insists it succeeded.
@@ -50,32 +39,6 @@ fn fails(args: &[&str]) -> String {
     stderr(&output)
 }
 
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
-
 /// A CA made by `certs-tool init-ca` in a fresh directory.
 fn ca_dir() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
@@ -84,13 +47,25 @@ fn ca_dir() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
-fn load(dir: &Path, name: &str) -> TlsIdentity {
-    TlsIdentity::from_pem(
-        &read(&dir.join(format!("{name}.crt.pem"))),
-        &read(&dir.join(format!("{name}.key.pem"))),
-        &read(&dir.join("ca.crt.pem")),
+/// Identity `name` as `certs-tool issue` wrote it into `dir`, with the CA
+/// of `ca_dir`, checked for `role`.
+fn validate(
+    dir: &Path,
+    name: &str,
+    ca_dir: &Path,
+    role: Role,
+) -> Result<identity::ValidatedIdentity, identity::IdentityError> {
+    let files = named_files(dir, name);
+    identity::validate(
+        &read(&files.key),
+        &read(&files.cert),
+        &read(&named_files(ca_dir, name).ca),
+        role,
     )
-    .unwrap()
+}
+
+fn load(dir: &Path, name: &str) -> TlsIdentity {
+    TlsIdentity::load(&named_files(dir, name)).unwrap()
 }
 
 /// A full TLS 1.3 handshake in memory between the two identities, the
@@ -174,15 +149,7 @@ fn issued_server_and_client_identities_work_over_tls() {
     }
 
     // Each fits its role, and only its role.
-    let ca = read(&dir.join("ca.crt.pem"));
-    let check = |name: &str, role: Role| {
-        identity::validate(
-            &read(&dir.join(format!("{name}.key.pem"))),
-            &read(&dir.join(format!("{name}.crt.pem"))),
-            &ca,
-            role,
-        )
-    };
+    let check = |name: &str, role: Role| validate(&dir, name, &dir, role);
     assert_eq!(check("srv", Role::Server).unwrap().name, "srv");
     assert_eq!(check("node-1", Role::Client).unwrap().name, "node-1");
     assert!(check("srv", Role::Client).is_err());
@@ -209,44 +176,19 @@ fn issued_server_and_client_identities_work_over_tls() {
 fn issue_with_ca_dir_writes_elsewhere() {
     let (tmp, ca) = ca_dir();
     let out = tmp.path().join("nodes");
-    ok(&[
-        "issue",
-        "--out",
-        arg(&out),
-        "--ca-dir",
-        arg(&ca),
-        "--name",
-        "n2",
-        "--client",
-        "--days",
-        "3",
-    ]);
+    // `certs-tool issue` of client `name` into `out` with the CA in `ca`.
+    let issue = |name: &str, more: &[&str]| {
+        let mut args = vec!["issue", "--out", arg(&out), "--ca-dir", arg(&ca)];
+        args.extend(["--name", name, "--client"]);
+        args.extend(more);
+        ok(&args);
+    };
+    issue("n2", &["--days", "3"]);
     assert_eq!(files_in(&out), ["n2.crt.pem", "n2.key.pem"]);
-    let installed = identity::validate(
-        &read(&out.join("n2.key.pem")),
-        &read(&out.join("n2.crt.pem")),
-        &read(&ca.join("ca.crt.pem")),
-        Role::Client,
-    )
-    .unwrap();
+    let installed = validate(&out, "n2", &ca, Role::Client).unwrap();
     // --days is honoured: it expires before one issued with the default.
-    ok(&[
-        "issue",
-        "--out",
-        arg(&out),
-        "--ca-dir",
-        arg(&ca),
-        "--name",
-        "n3",
-        "--client",
-    ]);
-    let default = identity::validate(
-        &read(&out.join("n3.key.pem")),
-        &read(&out.join("n3.crt.pem")),
-        &read(&ca.join("ca.crt.pem")),
-        Role::Client,
-    )
-    .unwrap();
+    issue("n3", &[]);
+    let default = validate(&out, "n3", &ca, Role::Client).unwrap();
     assert!(
         installed.not_after < default.not_after,
         "{installed:?} vs {default:?}"
@@ -283,33 +225,22 @@ fn bad_names_and_roles_are_refused_and_write_nothing() {
     assert_eq!(files_in(&dir), ["ca.crt.pem", "ca.key.pem"]);
     assert!(!dir.join("bad").exists());
 
-    // Exactly one of --server and --client.
-    let message = fails(&["issue", "--out", arg(&dir), "--name", "x"]);
-    assert!(
-        message.contains("--server") && message.contains("--client"),
-        "{message}"
-    );
-    fails(&[
-        "issue",
-        "--out",
-        arg(&dir),
-        "--name",
-        "x",
-        "--server",
-        "--client",
-    ]);
-    // A bad IP address.
-    let message = fails(&[
-        "issue",
-        "--out",
-        arg(&dir),
-        "--name",
-        "x",
-        "--server",
-        "--ip",
-        "1.2.3",
-    ]);
-    assert!(message.contains("1.2.3"), "{message}");
+    // (flags after `issue --out DIR --name x`, what the message must say)
+    let cases: [(&[&str], &[&str]); 3] = [
+        // Exactly one of --server and --client.
+        (&[], &["--server", "--client"]),
+        (&["--server", "--client"], &[]),
+        // A bad IP address.
+        (&["--server", "--ip", "1.2.3"], &["1.2.3"]),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["issue", "--out", arg(&dir), "--name", "x"];
+        args.extend(flags);
+        let message = fails(&args);
+        for needle in expected {
+            assert!(message.contains(needle), "{message}");
+        }
+    }
     assert_eq!(files_in(&dir), ["ca.crt.pem", "ca.key.pem"]);
 }
 

@@ -3,138 +3,52 @@
 // Helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
 
-use pipe_core::pki::{CertificateAuthority, IssueRequest, Role};
+use restpipe_tests::files::{files_in, mode, path_arg};
+use restpipe_tests::process::{self, stderr, stdout};
+use restpipe_tests::{CertFiles, IssueRequest, Pki, Role};
 
-/// Environment variables that would change what the binary does.
-const ENV: &[&str] = &[
-    "RP_CLIENT_CERT_PATH",
-    "RP_CLIENT_KEY_FILENAME",
-    "RP_CLIENT_CRT_FILENAME",
-    "RP_CA_CRT_FILENAME",
-    "RP_CLIENT_HTTP",
-    "RP_CLIENT_TARGET_HOSTNAME",
-    "RP_CLIENT_TARGET_PORT",
-    "RP_CLIENT_TARGET_SERVER_NAME",
-    "RP_PROFILE",
-    "RUST_LOG",
-    "DEBUG",
-];
-
-fn pipe_client() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pipe-client"));
-    for name in ENV {
-        command.env_remove(name);
-    }
-    command
-}
+const PIPE_CLIENT: &str = env!("CARGO_BIN_EXE_pipe-client");
 
 fn run(args: &[&str]) -> Output {
-    pipe_client().args(args).output().expect("pipe-client runs")
+    process::run(PIPE_CLIENT, args)
 }
 
-/// Runs a command that is expected to exit on its own, killing it if it is
-/// still running after `limit`.
-fn run_bounded(args: &[&str], limit: Duration) -> Output {
-    let mut child = pipe_client()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pipe-client starts");
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "pipe-client {args:?} still running after {limit:?}: {}",
-                text(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
-
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-/// Files in `dir`, or none if it does not exist.
-fn files_in(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-/// Key, certificate and CA files of one identity.
-struct Files {
-    key: PathBuf,
-    crt: PathBuf,
-    ca: PathBuf,
-}
-
-fn write_identity(ca: &CertificateAuthority, dir: &Path, request: IssueRequest) -> Files {
-    let name = request.name.clone();
-    let (crt, key) = ca.issue(&request).unwrap().write(dir, &name).unwrap();
-    let (ca, _) = ca.write(dir).unwrap();
-    Files { key, crt, ca }
-}
-
-fn set_identity(files: &Files, cert_dir: &Path) -> Output {
+fn set_identity(files: &CertFiles, cert_dir: &Path) -> Output {
     run(&[
         "set-identity",
-        arg(&files.key),
-        arg(&files.crt),
-        arg(&files.ca),
+        path_arg(&files.key),
+        path_arg(&files.cert),
+        path_arg(&files.ca),
         "--cert-dir",
-        arg(cert_dir),
+        path_arg(cert_dir),
     ])
 }
 
 #[test]
 fn set_identity_takes_a_client_identity_and_refuses_a_server_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = CertificateAuthority::generate("cli test CA").unwrap();
+    let pki = Pki::new();
     let inputs = tmp.path().join("inputs");
-    let client = write_identity(&ca, &inputs, IssueRequest::new("node-1", Role::Client));
-    let server = write_identity(
-        &ca,
-        &inputs,
-        IssueRequest {
-            ips: vec!["127.0.0.1".parse().unwrap()],
-            ..IssueRequest::new("localhost", Role::Server)
-        },
-    );
+    let client = pki
+        .write_identity(&inputs, IssueRequest::new("node-1", Role::Client))
+        .unwrap();
+    let server = pki
+        .write_identity(
+            &inputs,
+            IssueRequest {
+                ips: vec!["127.0.0.1".parse().unwrap()],
+                ..IssueRequest::new("localhost", Role::Server)
+            },
+        )
+        .unwrap();
 
     let refused_dir = tmp.path().join("refused");
     let output = set_identity(&server, &refused_dir);
-    let stderr = text(&output.stderr);
+    let stderr = stderr(&output);
     assert!(!output.status.success(), "a server identity was accepted");
     assert!(
         stderr.contains("not installed") && stderr.contains("clientAuth"),
@@ -148,12 +62,8 @@ fn set_identity_takes_a_client_identity_and_refuses_a_server_one() {
 
     let cert_dir = tmp.path().join("var/lib/restpipe");
     let output = set_identity(&client, &cert_dir);
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(
-        text(&output.stdout).contains("node-1"),
-        "{}",
-        text(&output.stdout)
-    );
+    assert!(output.status.success(), "{}", process::stderr(&output));
+    assert!(stdout(&output).contains("node-1"), "{}", stdout(&output));
     assert_eq!(
         files_in(&cert_dir),
         [
@@ -169,7 +79,7 @@ fn set_identity_takes_a_client_identity_and_refuses_a_server_one() {
     );
     assert_eq!(
         std::fs::read(cert_dir.join("restpipe.client.crt.pem")).unwrap(),
-        std::fs::read(&client.crt).unwrap()
+        std::fs::read(&client.cert).unwrap()
     );
 
     // Offering the server identity again leaves the installed one alone.
@@ -177,7 +87,7 @@ fn set_identity_takes_a_client_identity_and_refuses_a_server_one() {
     assert!(!output.status.success());
     assert_eq!(
         std::fs::read(cert_dir.join("restpipe.client.crt.pem")).unwrap(),
-        std::fs::read(&client.crt).unwrap()
+        std::fs::read(&client.cert).unwrap()
     );
     assert_eq!(files_in(&cert_dir).len(), 3);
 }
@@ -186,13 +96,13 @@ fn set_identity_takes_a_client_identity_and_refuses_a_server_one() {
 fn serve_help_lists_its_flags_and_the_original_environment() {
     let top = run(&["--help"]);
     assert!(top.status.success());
-    let top = text(&top.stdout);
+    let top = stdout(&top);
     for command in ["serve", "set-identity"] {
         assert!(top.contains(command), "--help lacks {command}: {top}");
     }
     let serve = run(&["serve", "--help"]);
     assert!(serve.status.success());
-    let serve = text(&serve.stdout);
+    let serve = stdout(&serve);
     for word in [
         "--server",
         "--http",
@@ -207,40 +117,28 @@ fn serve_help_lists_its_flags_and_the_original_environment() {
 #[test]
 fn serve_fails_fast_and_clearly_on_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
-    // A --server without a port.
-    let output = run_bounded(
-        &[
+    // (--server, what stderr must say)
+    let cases: [(&str, &[&str]); 2] = [
+        // A --server without a port.
+        ("example.com", &["HOST:PORT"]),
+        // No identity installed in the cert dir.
+        ("127.0.0.1:1", &["client identity", "restpipe.client"]),
+    ];
+    for (server, expected) in cases {
+        let args = [
             "serve",
             "--server",
-            "example.com",
+            server,
             "--http",
             "127.0.0.1:0",
             "--cert-dir",
-            arg(tmp.path()),
-        ],
-        Duration::from_secs(10),
-    );
-    assert!(!output.status.success());
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("HOST:PORT"), "{stderr}");
-
-    // No identity installed in the cert dir.
-    let output = run_bounded(
-        &[
-            "serve",
-            "--server",
-            "127.0.0.1:1",
-            "--http",
-            "127.0.0.1:0",
-            "--cert-dir",
-            arg(tmp.path()),
-        ],
-        Duration::from_secs(10),
-    );
-    assert!(!output.status.success());
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("client identity") && stderr.contains("restpipe.client"),
-        "{stderr}"
-    );
+            path_arg(tmp.path()),
+        ];
+        let output = process::run_within(PIPE_CLIENT, &args, Duration::from_secs(10));
+        assert!(!output.status.success());
+        let stderr = stderr(&output);
+        for needle in expected {
+            assert!(stderr.contains(needle), "{stderr}");
+        }
+    }
 }

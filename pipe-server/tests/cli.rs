@@ -3,91 +3,45 @@
 // Helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
 
-use pipe_core::pki::{CertificateAuthority, IssueRequest, Role};
+use restpipe_tests::files::{files_in, mode, path_arg};
+use restpipe_tests::process::{self, stderr, stdout};
+use restpipe_tests::{CertFiles, IssueRequest, Pki, Role};
 
-/// Environment variables that would change what the binary does.
-const ENV: &[&str] = &[
-    "RP_SERVER_CERT_PATH",
-    "RP_SERVER_KEY_FILENAME",
-    "RP_SERVER_CRT_FILENAME",
-    "RP_CA_CRT_FILENAME",
-    "RP_SERVER_HTTP",
-    "RP_PROFILE",
-    "RUST_LOG",
-    "DEBUG",
-];
-
-fn pipe_server() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pipe-server"));
-    for name in ENV {
-        command.env_remove(name);
-    }
-    command
-}
+const PIPE_SERVER: &str = env!("CARGO_BIN_EXE_pipe-server");
 
 fn run(args: &[&str]) -> Output {
-    pipe_server().args(args).output().expect("pipe-server runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
-
-/// Key, certificate and CA files of one identity.
-struct Files {
-    key: PathBuf,
-    crt: PathBuf,
-    ca: PathBuf,
+    process::run(PIPE_SERVER, args)
 }
 
 /// A CA with a server identity and a client identity on disk, plus the
 /// same from a second, unrelated CA.
 struct Fixture {
     tmp: tempfile::TempDir,
-    server: Files,
-    client: Files,
-    foreign_server: Files,
-}
-
-fn write_identity(ca: &CertificateAuthority, dir: &Path, request: IssueRequest) -> Files {
-    let name = request.name.clone();
-    let issued = ca.issue(&request).unwrap();
-    let (crt, key) = issued.write(dir, &name).unwrap();
-    let (ca, _) = ca.write(dir).unwrap();
-    Files { key, crt, ca }
+    server: CertFiles,
+    client: CertFiles,
+    foreign_server: CertFiles,
 }
 
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = CertificateAuthority::generate("cli test CA").unwrap();
+    let pki = Pki::new();
     let dir = tmp.path().join("inputs");
     let server_request = IssueRequest {
         dns: vec!["localhost".to_owned()],
         ips: vec!["127.0.0.1".parse().unwrap()],
         ..IssueRequest::new("srv", Role::Server)
     };
-    let server = write_identity(&ca, &dir, server_request.clone());
-    let client = write_identity(&ca, &dir, IssueRequest::new("node-1", Role::Client));
-    let other = CertificateAuthority::generate("another CA").unwrap();
-    let foreign_server = write_identity(&other, &tmp.path().join("foreign"), server_request);
+    let server = pki.write_identity(&dir, server_request.clone()).unwrap();
+    let client = pki
+        .write_identity(&dir, IssueRequest::new("node-1", Role::Client))
+        .unwrap();
+    let foreign_server = Pki::new()
+        .write_identity(&tmp.path().join("foreign"), server_request)
+        .unwrap();
     Fixture {
         tmp,
         server,
@@ -99,37 +53,21 @@ fn fixture() -> Fixture {
 fn set_identity(key: &Path, crt: &Path, ca: &Path, cert_dir: &Path) -> Output {
     run(&[
         "set-identity",
-        arg(key),
-        arg(crt),
-        arg(ca),
+        path_arg(key),
+        path_arg(crt),
+        path_arg(ca),
         "--cert-dir",
-        arg(cert_dir),
+        path_arg(cert_dir),
     ])
-}
-
-/// Files in `dir`, or none if it does not exist.
-fn files_in(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
 fn set_identity_installs_a_server_identity() {
     let f = fixture();
     let cert_dir = f.tmp.path().join("etc/restpipe");
-    let output = set_identity(&f.server.key, &f.server.crt, &f.server.ca, &cert_dir);
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(
-        text(&output.stdout).contains("srv"),
-        "{}",
-        text(&output.stdout)
-    );
+    let output = set_identity(&f.server.key, &f.server.cert, &f.server.ca, &cert_dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("srv"), "{}", stdout(&output));
     assert_eq!(
         files_in(&cert_dir),
         [
@@ -141,7 +79,7 @@ fn set_identity_installs_a_server_identity() {
     assert_eq!(mode(&cert_dir.join("restpipe.server.key.pem")), 0o600);
     for (installed, original) in [
         ("restpipe.server.key.pem", &f.server.key),
-        ("restpipe.server.crt.pem", &f.server.crt),
+        ("restpipe.server.crt.pem", &f.server.cert),
         ("ca.crt.pem", &f.server.ca),
     ] {
         assert_eq!(
@@ -160,21 +98,21 @@ fn set_identity_refuses_bad_identities_and_installs_nothing() {
         (
             "client certificate",
             &f.client.key,
-            &f.client.crt,
+            &f.client.cert,
             &f.client.ca,
             "serverAuth",
         ),
         (
             "key of another certificate",
             &f.client.key,
-            &f.server.crt,
+            &f.server.cert,
             &f.server.ca,
             "does not match",
         ),
         (
             "certificate from another CA",
             &f.foreign_server.key,
-            &f.foreign_server.crt,
+            &f.foreign_server.cert,
             &f.server.ca,
             "does not verify against the CA",
         ),
@@ -182,7 +120,7 @@ fn set_identity_refuses_bad_identities_and_installs_nothing() {
     for (i, (what, key, crt, ca, expected)) in cases.into_iter().enumerate() {
         let cert_dir = f.tmp.path().join(format!("certs-{i}"));
         let output = set_identity(key, crt, ca, &cert_dir);
-        let stderr = text(&output.stderr);
+        let stderr = stderr(&output);
         assert!(!output.status.success(), "{what}: accepted");
         assert!(stderr.contains("not installed"), "{what}: {stderr}");
         assert!(stderr.contains(expected), "{what}: {stderr}");
@@ -195,69 +133,30 @@ fn set_identity_refuses_bad_identities_and_installs_nothing() {
 
     // An existing cert dir with an identity in it keeps that identity.
     let cert_dir = f.tmp.path().join("existing");
-    let output = set_identity(&f.server.key, &f.server.crt, &f.server.ca, &cert_dir);
+    let output = set_identity(&f.server.key, &f.server.cert, &f.server.ca, &cert_dir);
     assert!(output.status.success());
-    let output = set_identity(&f.client.key, &f.client.crt, &f.client.ca, &cert_dir);
+    let output = set_identity(&f.client.key, &f.client.cert, &f.client.ca, &cert_dir);
     assert!(!output.status.success());
     assert_eq!(
         std::fs::read(cert_dir.join("restpipe.server.crt.pem")).unwrap(),
-        std::fs::read(&f.server.crt).unwrap()
+        std::fs::read(&f.server.cert).unwrap()
     );
     assert_eq!(files_in(&cert_dir).len(), 3);
 }
 
 /// Runs `pipe-server demo --once`, killing it if it outlives `limit`.
 fn run_demo(limit: Duration) -> Output {
-    let mut child = pipe_server()
-        .args(["demo", "--once"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pipe-server demo starts");
-    // Drain both pipes in the background so a chatty child never blocks.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "pipe-server demo --once still running after {limit:?}; stdout: {}",
-                text(&out.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    process::run_within(PIPE_SERVER, &["demo", "--once"], limit)
 }
 
 #[test]
 fn demo_once_runs_the_examples_both_ways() {
     let output = run_demo(Duration::from_secs(30));
-    let stdout = text(&output.stdout);
+    let stdout = stdout(&output);
     assert!(
         output.status.success(),
         "demo failed: {stdout}\n{}",
-        text(&output.stderr)
+        stderr(&output)
     );
     let curls: Vec<&str> = stdout
         .lines()
@@ -303,19 +202,19 @@ fn demo_once_runs_the_examples_both_ways() {
 fn help_lists_the_commands_and_flags() {
     let top = run(&["--help"]);
     assert!(top.status.success());
-    let top = text(&top.stdout);
+    let top = stdout(&top);
     for command in ["serve", "set-identity", "demo"] {
         assert!(top.contains(command), "--help lacks {command}: {top}");
     }
     let serve = run(&["serve", "--help"]);
     assert!(serve.status.success());
-    let serve = text(&serve.stdout);
+    let serve = stdout(&serve);
     for flag in ["--listen", "--http", "--cert-dir", "--profile"] {
         assert!(serve.contains(flag), "serve --help lacks {flag}: {serve}");
     }
     let set = run(&["set-identity", "--help"]);
     assert!(set.status.success());
-    let set = text(&set.stdout);
+    let set = stdout(&set);
     for word in ["KEY", "CRT", "CA", "--cert-dir"] {
         assert!(
             set.contains(word),

@@ -4,32 +4,53 @@
 //! server process outlives its test.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use restpipe_tests::{
+    ANSWER_LIMIT, InstalledServer, NodeProcess, Response, TestNode, get_within, try_get,
+};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_killed_hard_and_restarted_on_the_same_port() {
-    let mut fixture = Fixture::new();
-    let mut server = fixture.start_server().await;
-    let client = fixture.start_client(PEER_WAIT).await;
+/// How long a request waits for a missing server before 503.
+const PEER_WAIT: Duration = Duration::from_millis(300);
+
+/// The installed server, started, and a client node connected to it whose
+/// requests wait `peer_wait` for a missing server.
+async fn connected(peer_wait: Duration) -> (InstalledServer, NodeProcess, TestNode) {
+    let mut installed = InstalledServer::new(env!("CARGO_BIN_EXE_pipe-server"));
+    let server = installed.start().await;
+    let client = installed.start_client(peer_wait).await;
     client
         .link_until(Duration::from_secs(10), "connected", |l| {
             l["connected"] == true
         })
         .await;
     client.time_ok_within(Duration::from_secs(5)).await;
+    (installed, server, client)
+}
 
-    server.kill_hard();
+/// A GET to a node that must answer, and within [`ANSWER_LIMIT`].
+async fn get(url: &str) -> Response {
+    get_within(url, ANSWER_LIMIT).await
+}
+
+/// SIGKILL, then reap, so its ports are free on return.
+async fn kill_hard(server: &mut NodeProcess) {
+    let status = server.kill().await.unwrap();
+    assert!(!status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_hard_and_restarted_on_the_same_port() {
+    let (mut installed, mut server, client) = connected(PEER_WAIT).await;
+
+    kill_hard(&mut server).await;
     let killed = Instant::now();
     // Until the client has seen the connection end a request may still be
     // sent on it (502); after that, 503 after the short peer wait.
     loop {
         let answer = get(&client.url("/server/time")).await;
         if answer.status == 503 {
-            let error = answer.body["error"].as_str().unwrap();
+            let error = answer.json()["error"].as_str().unwrap().to_owned();
             assert!(error.contains("no connection to the server"), "{error}");
             break;
         }
@@ -51,7 +72,7 @@ async fn server_killed_hard_and_restarted_on_the_same_port() {
     let error = link["last_error"].as_str().unwrap();
     assert!(error.contains("TCP connect"), "{error}");
 
-    let _server = fixture.start_server().await;
+    let _server = installed.start().await;
     let restarted = Instant::now();
     client.time_ok_within(Duration::from_secs(5)).await;
     tracing::info!(took = ?restarted.elapsed(), "client back after the restart");
@@ -64,17 +85,9 @@ async fn server_killed_hard_and_restarted_on_the_same_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_frozen_with_sigstop_is_dropped_within_the_heartbeat_deadline() {
-    let mut fixture = Fixture::new();
-    let server = fixture.start_server().await;
-    let client = fixture.start_client(PEER_WAIT).await;
-    client
-        .link_until(Duration::from_secs(10), "connected", |l| {
-            l["connected"] == true
-        })
-        .await;
-    client.time_ok_within(Duration::from_secs(5)).await;
+    let (_installed, server, client) = connected(PEER_WAIT).await;
 
-    server.signal("STOP");
+    server.signal("STOP").unwrap();
     let frozen = Instant::now();
     let link = client
         .link_until(
@@ -99,7 +112,7 @@ async fn server_frozen_with_sigstop_is_dropped_within_the_heartbeat_deadline() {
         assert!(answer.took < Duration::from_secs(1), "{answer:?}");
     }
 
-    server.signal("CONT");
+    server.signal("CONT").unwrap();
     client.time_ok_within(Duration::from_secs(5)).await;
     let link = client.link().await;
     assert_eq!(link["connected"], true, "{link}");
@@ -107,17 +120,9 @@ async fn server_frozen_with_sigstop_is_dropped_within_the_heartbeat_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waiting_for_a_restarting_server_succeeds() {
-    let mut fixture = Fixture::new();
-    let mut server = fixture.start_server().await;
-    let client = fixture.start_client(Duration::from_secs(5)).await;
-    client
-        .link_until(Duration::from_secs(10), "connected", |l| {
-            l["connected"] == true
-        })
-        .await;
-    client.time_ok_within(Duration::from_secs(5)).await;
+    let (mut installed, mut server, client) = connected(Duration::from_secs(5)).await;
 
-    server.kill_hard();
+    kill_hard(&mut server).await;
     client
         .link_until(Duration::from_secs(2), "disconnected", |l| {
             l["connected"] == false
@@ -129,10 +134,10 @@ async fn a_request_waiting_for_a_restarting_server_succeeds() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "{:?}", waiting.await);
 
-    let _server = fixture.start_server().await;
+    let _server = installed.start().await;
     // ...and is answered by the restarted one, inside its peer wait.
     let answer = waiting.await.unwrap().unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert!(answer.body["time_from_server"].as_f64().unwrap() > 1.0e9);
+    assert!(answer.json()["time_from_server"].as_f64().unwrap() > 1.0e9);
     assert!(answer.took < Duration::from_secs(5), "{answer:?}");
 }

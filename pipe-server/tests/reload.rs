@@ -4,89 +4,66 @@
 //! broken file is refused with the old identity left in use.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use std::time::Duration;
 
-use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use restpipe_tests::{
+    ANSWER_LIMIT, InstalledServer, IssueRequest, NodeProcess, Pki, Response, Role, get_within,
+    server_request,
+};
 
-use common::*;
-use pipe_core::TlsIdentity;
-use pipe_core::identity::CertFiles;
-use pipe_core::pki::{CertificateAuthority, IssueRequest, Role};
+/// How long the server may take to log what a SIGHUP did.
+const LOG_LIMIT: Duration = Duration::from_secs(5);
 
-/// A client identity from `ca`, trusting `ca`.
-fn client_identity(ca: &CertificateAuthority, name: &str) -> TlsIdentity {
-    let issued = ca.issue(&IssueRequest::new(name, Role::Client)).unwrap();
-    TlsIdentity::from_pem(
-        issued.cert_pem.as_bytes(),
-        issued.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
+/// A GET to a node that must answer, and within [`ANSWER_LIMIT`].
+async fn get(url: &str) -> Response {
+    get_within(url, ANSWER_LIMIT).await
 }
 
 /// Polls the server's log until it holds `needle`.
-async fn log_shows(server: &ServerProcess, needle: &str) {
-    let started = Instant::now();
-    loop {
-        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
-        if log.contains(needle) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "server log never showed {needle:?}:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn log_shows(server: &mut NodeProcess, needle: &str) {
+    server
+        .wait_for_log(LOG_LIMIT, needle, |log| log.contains(needle))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rotates_to_a_new_ca_without_dropping_the_pipe() {
-    let mut fixture = Fixture::new();
-    let server = fixture.start_server().await;
-    let old_client = fixture.start_client(Duration::from_millis(300)).await;
+    let mut installed = InstalledServer::new(env!("CARGO_BIN_EXE_pipe-server"));
+    let mut server = installed.start().await;
+    let old_client = installed.start_client(Duration::from_millis(300)).await;
     old_client.time_ok_within(Duration::from_secs(5)).await;
-    let status = get(&old_client.url("/_pipe/status")).await.body;
+    let status = get(&old_client.url("/_pipe/status")).await.json();
     let connection = status["peers"][0]["connection_id"].clone();
 
     // Rotate: a new CA, a new server identity from it, installed in place.
-    let new_ca = CertificateAuthority::generate("rotated CA").unwrap();
-    let server_cert = new_ca
-        .issue(&IssueRequest {
-            ips: vec![Ipv4Addr::LOCALHOST.into()],
-            ..IssueRequest::new("localhost", Role::Server)
-        })
+    let new_pki = Pki::new();
+    let server_cert = new_pki.issue(server_request());
+    new_pki
+        .install(&installed.cert_dir(), Role::Server, &server_cert)
         .unwrap();
-    let files = CertFiles::in_dir(&cert_dir(fixture.tmp.path()), Role::Server);
-    std::fs::write(&files.cert, &server_cert.cert_pem).unwrap();
-    std::fs::write(&files.key, &server_cert.key_pem).unwrap();
-    std::fs::write(&files.ca, new_ca.cert_pem()).unwrap();
-    server.signal("HUP");
-    log_shows(&server, "certificates reloaded").await;
+    server.signal("HUP").unwrap();
+    log_shows(&mut server, "certificates reloaded").await;
 
     // A client of the new CA is accepted...
-    let new_client = fixture
-        .start_client_with(
-            client_identity(&new_ca, "new-client"),
-            Duration::from_millis(300),
-        )
+    let new_client = installed
+        .start_client_with(new_pki.client("new-client"), Duration::from_millis(300))
         .await;
     new_client.time_ok_within(Duration::from_secs(5)).await;
 
     // ...while the established pipe keeps serving, on the same connection.
     let answer = get(&old_client.url("/server/time")).await;
     assert_eq!(answer.status, 200);
-    let status = get(&old_client.url("/_pipe/status")).await.body;
+    let status = get(&old_client.url("/_pipe/status")).await.json();
     assert_eq!(
         status["peers"][0]["connection_id"], connection,
         "the old pipe was dropped"
     );
 
     // A newcomer from the old CA is now refused: the new config is in force.
-    let stale = fixture
+    let stale = installed
         .start_client_with(
-            client_identity(&fixture.ca, "stale-client"),
+            installed.pki().client("stale-client"),
             Duration::from_millis(300),
         )
         .await;
@@ -104,41 +81,34 @@ async fn sighup_rotates_to_a_new_ca_without_dropping_the_pipe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_new_certificate_is_refused_and_the_old_identity_stays() {
-    let mut fixture = Fixture::new();
-    let server = fixture.start_server().await;
-    let files = CertFiles::in_dir(&cert_dir(fixture.tmp.path()), Role::Server);
+    let mut installed = InstalledServer::new(env!("CARGO_BIN_EXE_pipe-server"));
+    let mut server = installed.start().await;
+    let files = installed.cert_files();
 
     // A truncated certificate, then a key that belongs to another certificate.
     let good_cert = std::fs::read_to_string(&files.cert).unwrap();
     std::fs::write(&files.cert, &good_cert[..good_cert.len() / 2]).unwrap();
-    server.signal("HUP");
-    log_shows(&server, "certificate reload refused").await;
+    server.signal("HUP").unwrap();
+    log_shows(&mut server, "certificate reload refused").await;
 
     std::fs::write(&files.cert, &good_cert).unwrap();
-    let other = fixture
-        .ca
-        .issue(&IssueRequest::new("localhost", Role::Server))
-        .unwrap();
+    let other = installed
+        .pki()
+        .issue(IssueRequest::new("localhost", Role::Server));
     std::fs::write(&files.key, &other.key_pem).unwrap();
-    server.signal("HUP");
-    let started = Instant::now();
-    loop {
-        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
-        if log.matches("certificate reload refused").count() >= 2 {
-            assert!(
-                log.contains("the private key does not match the certificate"),
-                "{log}"
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "second refusal not logged:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.signal("HUP").unwrap();
+    let log = server
+        .wait_for_log(LOG_LIMIT, "second refusal logged", |log| {
+            log.matches("certificate reload refused").count() >= 2
+        })
+        .await
+        .unwrap();
+    assert!(
+        log.contains("the private key does not match the certificate"),
+        "{log}"
+    );
 
     // The server still accepts new clients with its old, valid identity.
-    let client = fixture.start_client(Duration::from_millis(300)).await;
+    let client = installed.start_client(Duration::from_millis(300)).await;
     client.time_ok_within(Duration::from_secs(5)).await;
 }

@@ -1,1 +1,94 @@
-//! End-to-end tests live in `tests/`; see the README.
+//! restpipe's test kit: the one place that makes identities, starts nodes,
+//! waits for them and talks to them, shared by the end-to-end tests in
+//! `tests/`, the binaries' own tests and the benchmark. Everything is real:
+//! certificates from a throwaway CA, mutual TLS, HTTP on loopback ports the
+//! system picks, processes killed with real signals. Nothing sleeps to wait
+//! for something to start; every wait is bounded.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`pki`] | a throwaway CA: identities in memory and as files |
+//! | [`nodes`] | server and client nodes in this process |
+//! | [`process`] | binaries run to completion, and nodes in child processes |
+//! | [`installed`] | a real `pipe-server` process in its own cert dir, restarted in place |
+//! | [`http`] | requests to a node's local front, and their [`Response`] |
+//! | [`wait`] | bounded polling: [`eventually`] |
+//! | [`files`] | what a command left on disk: listings, modes |
+//! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
+//!
+//! A test reads like the README:
+//!
+//! ```no_run
+//! use restpipe_tests::{Pki, Registry, Side, connect_client, fast_settings, get, start_server};
+//!
+//! # async fn example() {
+//! let pki = Pki::new();
+//! let server = start_server(&pki, Registry::with_examples(Side::Server), fast_settings()).await;
+//! let client = connect_client(&pki, &server, "client-1", Registry::new()).await;
+//! let time = get(&client.url("/server/time")).await;
+//! assert_eq!(time.status, 200);
+//! # }
+//! ```
+//!
+//! Helpers that tests call panic on failure (the failure of the test, with
+//! a message saying what did not happen); the building blocks the
+//! benchmark uses (`try_*`, [`NodeProcess`], [`Pki::write_identity`])
+//! return errors instead, as `anyhow` errors: they are read by people,
+//! never matched.
+//!
+//! The pipe-core items the kit, the tests and the benchmark use are
+//! re-exported here, and the kit's own modules take them from here too: when
+//! pipe-core moves them, these lines follow, and nothing else.
+
+pub mod files;
+pub mod http;
+pub mod installed;
+pub mod nodes;
+pub mod pki;
+pub mod process;
+pub mod proxy;
+pub mod wait;
+
+pub use http::{
+    ANSWER_LIMIT, HttpClient, Response, get, get_within, http_client, send, send_with, try_get,
+};
+pub use installed::InstalledServer;
+pub use nodes::{
+    LOOPBACK, NodeOptions, Pipe, TestNode, connect_client, connect_client_with, example_server,
+    example_server_at, fast_backoff, fast_settings, heartbeat_settings, launch_client,
+    launch_server, loopback_front, server_start_error, server_target, spawn_frontless_client,
+    start_client, start_server, start_server_with, try_start_client, try_start_server,
+    wait_for_client, wait_for_server,
+};
+pub use pki::{Pki, SERVER_NAME, named_files, server_request};
+pub use process::NodeProcess;
+pub use proxy::Proxy;
+pub use wait::eventually;
+
+pub use pipe_core::body::{self, INLINE_LIMIT};
+pub use pipe_core::identity::{self, CertFiles};
+pub use pipe_core::launch::{self, LaunchError, RunningNode};
+pub use pipe_core::metrics::{self, Metrics, StatsdSettings};
+pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role};
+pub use pipe_core::{
+    BackoffSettings, ConnectionSettings, DEFAULT_PING_INTERVAL, FRAME_OVERHEAD_BYTES, HandlerError,
+    Handlers, HttpAddr, HttpListener, Node, NodeSettings, Registry, Reloadable, Reply, Request,
+    ServerTarget, Side, SocketOptions, TlsIdentity, WAITING_PER_SLOT, peer_identity,
+};
+
+/// The wire protocol, for tests that play a peer speaking it raw.
+pub mod wire {
+    pub use pipe_core::proto::*;
+    pub use pipe_core::{ALPN, FrameCodec, PROTOCOL_VERSION};
+}
+
+/// Logs of nodes in this process go to the test's captured output (shown
+/// when a test fails); `RUST_LOG` sets the level, `info` by default.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -2,16 +2,17 @@
 //! links, deadlines, cancellation, replacement, draining shutdown, restarts.
 //! Real nodes over real TLS; every wait is bounded.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::proxy::Proxy;
-use common::*;
-use pipe_core::{NodeSettings, Registry, Reply, Request, Side};
+use restpipe_tests::{
+    IssueRequest, NodeSettings, Pipe, Pki, Proxy, Registry, Reply, Request, Role, Side,
+    connect_client, connect_client_with, eventually, example_server, example_server_at,
+    fast_settings, get, heartbeat_settings, http_client, send, start_client, start_server,
+    wait_for_client, wait_for_server,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -57,14 +58,17 @@ fn hanging_handler(started: Arc<AtomicUsize>, stopped: Arc<AtomicBool>) -> Regis
 #[tokio::test]
 async fn deadline_gives_504_and_cancels_the_far_handler() {
     let (started, stopped) = (Arc::default(), Arc::new(AtomicBool::new(false)));
-    let pki = Pki::new();
-    let server = start_server(
-        &pki,
+    let Pipe {
+        server: _server,
+        client,
+        ..
+    } = Pipe::start(
         hanging_handler(started, stopped.clone()),
         fast_settings(),
+        CLIENT,
+        Registry::new(),
     )
     .await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
 
     let begun = Instant::now();
     let reply = send(
@@ -91,14 +95,17 @@ async fn deadline_gives_504_and_cancels_the_far_handler() {
 
 #[tokio::test]
 async fn the_deadline_travels_with_the_event() {
-    let pki = Pki::new();
-    let server = start_server(
-        &pki,
+    let Pipe {
+        server: _server,
+        client,
+        ..
+    } = Pipe::start(
         hanging_handler(Arc::default(), Arc::default()),
         fast_settings(),
+        CLIENT,
+        Registry::new(),
     )
     .await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
     let reply = send(
         "GET",
         &client.url("/server/deadline"),
@@ -120,14 +127,13 @@ async fn the_deadline_travels_with_the_event() {
 async fn caller_hanging_up_cancels_the_far_handler() {
     let started = Arc::new(AtomicUsize::new(0));
     let stopped = Arc::new(AtomicBool::new(false));
-    let pki = Pki::new();
-    let server = start_server(
-        &pki,
+    let Pipe { server, client, .. } = Pipe::start(
         hanging_handler(started.clone(), stopped.clone()),
         fast_settings(),
+        CLIENT,
+        Registry::new(),
     )
     .await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
 
     let mut caller = tokio::net::TcpStream::connect(client.http).await.unwrap();
     caller
@@ -195,12 +201,7 @@ async fn requests_in_flight_fail_fast_with_502_when_the_link_drops() {
 #[tokio::test]
 async fn a_frozen_link_is_found_by_heartbeats_on_both_sides_and_healed() {
     let pki = Pki::new();
-    let server = start_server(
-        &pki,
-        Registry::with_examples(Side::Server),
-        heartbeat_settings(),
-    )
-    .await;
+    let server = example_server(&pki, heartbeat_settings()).await;
     let proxy = Proxy::start(server.pipe_addr()).await;
     let client = start_client(
         pki.client(CLIENT),
@@ -260,36 +261,13 @@ async fn a_frozen_link_is_found_by_heartbeats_on_both_sides_and_healed() {
 #[tokio::test]
 async fn idle_links_stay_up_on_heartbeats_alone() {
     let pki = Pki::new();
-    let server = start_server(
-        &pki,
-        Registry::with_examples(Side::Server),
-        heartbeat_settings(),
-    )
-    .await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
-        Registry::new(),
-        heartbeat_settings(),
-    )
-    .await;
-    wait_for_client(&server, CLIENT).await;
-    let connection = server
-        .running
-        .node()
-        .peers()
-        .get(CLIENT)
-        .unwrap()
-        .connection_id();
+    let server = example_server(&pki, heartbeat_settings()).await;
+    let client =
+        connect_client_with(&pki, &server, CLIENT, Registry::new(), heartbeat_settings()).await;
+    let connection = server.connection_id(CLIENT);
     // Four times the dead-peer deadline with no traffic but pings.
     tokio::time::sleep(Duration::from_millis(2400)).await;
-    let still = server
-        .running
-        .node()
-        .peers()
-        .get(CLIENT)
-        .unwrap()
-        .connection_id();
+    let still = server.connection_id(CLIENT);
     assert_eq!(connection, still, "an idle but healthy link was dropped");
     drop(client);
 }
@@ -297,7 +275,7 @@ async fn idle_links_stay_up_on_heartbeats_alone() {
 #[tokio::test]
 async fn newest_wins_and_the_replaced_client_stands_by_without_flapping() {
     let pki = Pki::new();
-    let server = start_server(&pki, Registry::with_examples(Side::Server), fast_settings()).await;
+    let server = example_server(&pki, fast_settings()).await;
     let whoami = |marker: &'static str| {
         let mut handlers = Registry::new();
         handlers.register("get_whoami", move |_request: Request| async move {
@@ -305,10 +283,7 @@ async fn newest_wins_and_the_replaced_client_stands_by_without_flapping() {
         });
         handlers
     };
-    let identity = pki.issue(pipe_core::pki::IssueRequest::new(
-        CLIENT,
-        pipe_core::pki::Role::Client,
-    ));
+    let identity = pki.issue(IssueRequest::new(CLIENT, Role::Client));
     let older = start_client(
         pki.identity(&identity),
         server.pipe_addr(),
@@ -331,29 +306,14 @@ async fn newest_wins_and_the_replaced_client_stands_by_without_flapping() {
         older.running.node().link().standby
     })
     .await;
-    let holder = server
-        .running
-        .node()
-        .peers()
-        .get(CLIENT)
-        .unwrap()
-        .connection_id();
+    let holder = server.connection_id(CLIENT);
     // Several of the older one's backoff cycles: the pipe stays with the newer.
     for _ in 0..20 {
         let reply = get(&url).await;
         assert_eq!(reply.json(), json!({ "process": "newer" }));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        server
-            .running
-            .node()
-            .peers()
-            .get(CLIENT)
-            .unwrap()
-            .connection_id(),
-        holder
-    );
+    assert_eq!(server.connection_id(CLIENT), holder);
     let status = get(&older.url("/_pipe/status")).await.json();
     assert_eq!(status["link"]["connected"], false);
     assert!(
@@ -380,14 +340,13 @@ async fn newest_wins_and_the_replaced_client_stands_by_without_flapping() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_requests_in_flight_finish_and_refuses_new_ones() {
-    let pki = Pki::new();
-    let server = start_server(
-        &pki,
+    let Pipe { server, client, .. } = Pipe::start(
         hanging_handler(Arc::default(), Arc::default()),
         fast_settings(),
+        CLIENT,
+        Registry::new(),
     )
     .await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
 
     let url = client.url("/server/sleep//600");
     let in_flight = tokio::spawn(async move { get(&url).await });
@@ -433,13 +392,7 @@ async fn graceful_shutdown_lets_requests_in_flight_finish_and_refuses_new_ones()
 #[tokio::test]
 async fn a_restarted_server_gets_its_clients_back_and_waiting_requests_succeed() {
     let pki = Pki::new();
-    let identity = pki.server();
-    let server = start_server_with(
-        identity,
-        Registry::with_examples(Side::Server),
-        fast_settings(),
-    )
-    .await;
+    let server = example_server(&pki, fast_settings()).await;
     let addr = server.pipe_addr();
     let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
     server.stop().await;
@@ -459,13 +412,7 @@ async fn a_restarted_server_gets_its_clients_back_and_waiting_requests_succeed()
     let url = waiting_client.url("/server/time");
     let waiting = tokio::spawn(async move { get(&url).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let server = start_server_at(
-        addr,
-        pki.server(),
-        Registry::with_examples(Side::Server),
-        fast_settings(),
-    )
-    .await;
+    let server = example_server_at(addr, &pki, fast_settings()).await;
     assert_eq!(waiting.await.unwrap().status, 200);
     wait_for_client(&server, CLIENT).await;
     assert_eq!(get(&client.url("/server/time")).await.status, 200);
@@ -475,7 +422,7 @@ async fn a_restarted_server_gets_its_clients_back_and_waiting_requests_succeed()
 async fn two_hundred_clients_all_come_back_after_a_server_restart() {
     const N: usize = 200;
     let pki = Pki::new();
-    let server = start_server(&pki, Registry::with_examples(Side::Server), fast_settings()).await;
+    let server = example_server(&pki, fast_settings()).await;
     let addr = server.pipe_addr();
     let mut clients = Vec::with_capacity(N);
     for i in 0..N {
@@ -497,13 +444,7 @@ async fn two_hundred_clients_all_come_back_after_a_server_restart() {
     server.stop().await;
 
     let restarted = Instant::now();
-    let server = start_server_at(
-        addr,
-        pki.server(),
-        Registry::with_examples(Side::Server),
-        fast_settings(),
-    )
-    .await;
+    let server = example_server_at(addr, &pki, fast_settings()).await;
     let node = server.running.node().clone();
     eventually(
         Duration::from_secs(20),
@@ -532,7 +473,7 @@ async fn past_the_connection_cap_clients_are_refused_with_a_reason() {
         max_connections: 1,
         ..fast_settings()
     };
-    let server = start_server(&pki, Registry::with_examples(Side::Server), settings).await;
+    let server = example_server(&pki, settings).await;
     let first = connect_client(&pki, &server, "first", Registry::new()).await;
     let second = start_client(
         pki.client("second"),
@@ -561,18 +502,18 @@ async fn connection_events_run_the_hook_command() {
     let log = dir.path().join("events.log");
     let hook = format!("echo \"$RP_EVENT $RP_PEER\" >> {}", log.display());
     let pki = Pki::new();
-    let server = start_server(
+    let server = example_server(
         &pki,
-        Registry::with_examples(Side::Server),
         NodeSettings {
             on_event: Some(hook.clone()),
             ..fast_settings()
         },
     )
     .await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
+    let client = connect_client_with(
+        &pki,
+        &server,
+        CLIENT,
         Registry::new(),
         NodeSettings {
             on_event: Some(hook),
@@ -580,7 +521,6 @@ async fn connection_events_run_the_hook_command() {
         },
     )
     .await;
-    wait_for_client(&server, CLIENT).await;
     client.stop().await;
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     let expected = [
@@ -598,9 +538,17 @@ async fn connection_events_run_the_hook_command() {
 
 #[tokio::test]
 async fn garbage_on_the_local_front_does_not_hurt_the_node() {
-    let pki = Pki::new();
-    let server = start_server(&pki, Registry::with_examples(Side::Server), fast_settings()).await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
+    let Pipe {
+        server: _server,
+        client,
+        ..
+    } = Pipe::start(
+        Registry::with_examples(Side::Server),
+        fast_settings(),
+        CLIENT,
+        Registry::new(),
+    )
+    .await;
     let mut junk = tokio::net::TcpStream::connect(client.http).await.unwrap();
     junk.write_all(b"\x00\xff NOT HTTP AT ALL\r\n\r\n")
         .await

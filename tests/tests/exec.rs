@@ -6,16 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
-use pipe_core::{NodeSettings, Side};
+use restpipe_tests::{
+    NodeSettings, Pipe, Pki, Registry, Response, Side, TestNode, eventually, fast_settings, get,
+    http_client, send, server_start_error,
+};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -24,7 +24,6 @@ const CLIENT: &str = "exec-client";
 /// A server node with a handler directory holding `scripts`, and a client
 /// node connected to it.
 struct Bench {
-    _pki: Pki,
     dir: tempfile::TempDir,
     server: TestNode,
     client: TestNode,
@@ -36,15 +35,18 @@ impl Bench {
         for (name, body) in scripts {
             script(dir.path(), name, body);
         }
-        let pki = Pki::new();
         let settings = NodeSettings {
             handler_dir: Some(dir.path().to_owned()),
             ..settings
         };
-        let server = start_server(&pki, examples(Side::Server), settings).await;
-        let client = connect_client(&pki, &server, CLIENT, examples(Side::Client)).await;
+        let Pipe { server, client, .. } = Pipe::start(
+            Registry::with_examples(Side::Server),
+            settings,
+            CLIENT,
+            Registry::with_examples(Side::Client),
+        )
+        .await;
         Self {
-            _pki: pki,
             dir,
             server,
             client,
@@ -447,23 +449,11 @@ async fn large_bodies_pass_through_a_program() {
 #[tokio::test]
 async fn a_missing_handler_directory_stops_the_node_from_starting() {
     let pki = Pki::new();
-    let pipe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = pipe_core::HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let error = pipe_core::launch::start_server(
-        pipe,
-        http,
-        &pki.server(),
-        examples(Side::Server),
-        NodeSettings {
-            handler_dir: Some("/nonexistent/restpipe-handlers".into()),
-            ..fast_settings()
-        },
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .unwrap_err();
-    let message = error.to_string();
+    let settings = NodeSettings {
+        handler_dir: Some("/nonexistent/restpipe-handlers".into()),
+        ..fast_settings()
+    };
+    let message = server_start_error(&pki, Registry::with_examples(Side::Server), settings).await;
     assert!(
         message.contains("/nonexistent/restpipe-handlers"),
         "{message}"

@@ -6,22 +6,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::convert::Infallible;
 use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use pipe_core::{NodeSettings, Registry, Reply, Request, Side};
+use restpipe_tests::{
+    NodeSettings, Pki, Registry, Reply, Request, Side, TestNode, connect_client_with,
+    fast_settings, get, send, start_server,
+};
 use serde_json::json;
 
 const CLIENT: &str = "files-host";
@@ -167,9 +167,7 @@ impl Setup {
             ],
             ..fast_settings()
         };
-        let client = start_client(pki.client(CLIENT), server.pipe_addr(), handlers, settings).await;
-        wait_for_client(&server, CLIENT).await;
-        wait_for_server(&client).await;
+        let client = connect_client_with(&pki, &server, CLIENT, handlers, settings).await;
         Self {
             upstream,
             server,

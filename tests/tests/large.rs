@@ -6,20 +6,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::hash::Hasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, BodyStream as HttpBodyStream, StreamBody};
-use hyper::body::Frame;
-use pipe_core::body;
-use pipe_core::{NodeSettings, Registry, Reply, Request, Side};
+use hyper::body::{Frame, Incoming};
+use restpipe_tests::{
+    HandlerError, NodeSettings, Pipe, Pki, Registry, Reply, Request, Side, body,
+    connect_client_with, eventually, fast_settings, get, http_client, send_with, start_server,
+};
 use serde_json::json;
 
 const SIZE: u64 = 256 * 1024 * 1024;
@@ -60,6 +59,21 @@ fn peak_rss() -> u64 {
         * 1024
 }
 
+/// POSTs pieces `range` to `url` as a streamed body of unknown length
+/// (chunked).
+async fn post_streamed(url: &str, range: std::ops::Range<u64>) -> http::Response<Incoming> {
+    let upload = futures_util::stream::iter(range)
+        .map(|i| Ok::<_, std::convert::Infallible>(Frame::data(piece(i))));
+    let request = http::Request::post(url)
+        .body(StreamBody::new(upload))
+        .unwrap();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+        .request(request)
+        .await
+        .unwrap()
+}
+
 fn bulk_handlers() -> Registry {
     let mut handlers = Registry::with_examples(Side::Server);
     // Reads the upload as it arrives and answers its size and hash.
@@ -71,8 +85,7 @@ fn bulk_handlers() -> Registry {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         let mut size = 0u64;
         while let Some(piece) = stream.chunk().await {
-            let piece =
-                piece.map_err(|e| pipe_core::HandlerError::new("BodyError", e.to_string()))?;
+            let piece = piece.map_err(|e| HandlerError::new("BodyError", e.to_string()))?;
             size += piece.len() as u64;
             hasher.write(&piece);
         }
@@ -103,14 +116,7 @@ async fn two_hundred_fifty_six_mebibytes_each_way_in_bounded_memory() {
         ..fast_settings()
     };
     let server = start_server(&pki, bulk_handlers(), settings.clone()).await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
-        Registry::new(),
-        settings,
-    )
-    .await;
-    wait_for_server(&client).await;
+    let client = connect_client_with(&pki, &server, CLIENT, Registry::new(), settings).await;
     let expected = tokio::task::spawn_blocking(expected_hash).await.unwrap();
     let before = peak_rss();
 
@@ -134,18 +140,8 @@ async fn two_hundred_fifty_six_mebibytes_each_way_in_bounded_memory() {
     };
 
     // Up: a streamed request body of unknown length (chunked).
-    let upload = futures_util::stream::iter(0..pieces())
-        .map(|i| Ok::<_, std::convert::Infallible>(Frame::data(piece(i))));
-    let request = http::Request::post(client.url("/server/sink"))
-        .body(StreamBody::new(upload))
-        .unwrap();
     let started = Instant::now();
-    let response =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http()
-            .request(request)
-            .await
-            .unwrap();
+    let response = post_streamed(&client.url("/server/sink"), 0..pieces()).await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value =
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
@@ -203,9 +199,8 @@ async fn two_hundred_fifty_six_mebibytes_each_way_in_bounded_memory() {
 
 #[tokio::test]
 async fn an_abandoned_download_frees_the_far_side_at_once() {
-    let pki = Pki::new();
-    let server = start_server(&pki, bulk_handlers(), fast_settings()).await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
+    let Pipe { server, client, .. } =
+        Pipe::start(bulk_handlers(), fast_settings(), CLIENT, Registry::new()).await;
     let response = http_client()
         .get(
             server
@@ -241,25 +236,8 @@ async fn an_upload_of_unknown_length_past_the_limit_is_413() {
         ..fast_settings()
     };
     let server = start_server(&pki, bulk_handlers(), fast_settings()).await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
-        Registry::new(),
-        limited,
-    )
-    .await;
-    wait_for_server(&client).await;
-    let upload = futures_util::stream::iter(0..8u64)
-        .map(|i| Ok::<_, std::convert::Infallible>(Frame::data(piece(i))));
-    let request = http::Request::post(client.url("/server/sink"))
-        .body(StreamBody::new(upload))
-        .unwrap();
-    let response =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http()
-            .request(request)
-            .await
-            .unwrap();
+    let client = connect_client_with(&pki, &server, CLIENT, Registry::new(), limited).await;
+    let response = post_streamed(&client.url("/server/sink"), 0..8).await;
     assert_eq!(response.status(), 413);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("exceeds the limit of 1048576 bytes"));

@@ -4,19 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::*;
-use pipe_core::HttpListener;
-use pipe_core::launch;
-use pipe_core::metrics::StatsdSettings;
-use pipe_core::{NodeSettings, Registry, Reply, Request, Side};
+use restpipe_tests::{
+    NodeSettings, Pki, Proxy, Registry, Reply, Request, Side, StatsdSettings, TestNode,
+    connect_client_with, fast_settings, get, heartbeat_settings, http_client, send, send_with,
+    server_start_error, start_client, start_server, wait_for_client, wait_for_server,
+};
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
 
 const CLIENT: &str = "metered";
 /// How long metrics may take to arrive; they normally take microseconds.
@@ -156,15 +152,14 @@ fn handlers(side: Side) -> Registry {
 async fn metered_pipe(server_statsd: &Statsd, client_statsd: &Statsd) -> (TestNode, TestNode) {
     let pki = Pki::new();
     let server = start_server(&pki, handlers(Side::Server), server_statsd.settings()).await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
+    let client = connect_client_with(
+        &pki,
+        &server,
+        CLIENT,
         handlers(Side::Client),
         client_statsd.settings(),
     )
     .await;
-    wait_for_client(&server, CLIENT).await;
-    wait_for_server(&client).await;
     (server, client)
 }
 
@@ -373,14 +368,14 @@ async fn idle_connections_report_heartbeat_round_trips() {
         with_heartbeats(&server_statsd),
     )
     .await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
+    let client = connect_client_with(
+        &pki,
+        &server,
+        CLIENT,
         handlers(Side::Client),
         with_heartbeats(&client_statsd),
     )
     .await;
-    wait_for_server(&client).await;
     // Both sides ping after 150 ms of silence and time the pong.
     let rtt = client_statsd
         .timings("client.connect.heartbeat.timing")
@@ -422,15 +417,8 @@ async fn disabled_metrics_send_nothing_and_requests_still_work() {
         ..fast_settings()
     };
     let server = start_server(&pki, with_probe(Side::Server), disabled.clone()).await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
-        with_probe(Side::Client),
-        disabled,
-    )
-    .await;
-    wait_for_client(&server, CLIENT).await;
-    wait_for_server(&client).await;
+    let client =
+        connect_client_with(&pki, &server, CLIENT, with_probe(Side::Client), disabled).await;
     assert!(!server.running.node().metrics().is_enabled());
     assert!(!client.running.node().metrics().is_enabled());
     for _ in 0..10 {
@@ -465,15 +453,7 @@ async fn a_statsd_that_is_gone_never_slows_requests() {
     };
     let pki = Pki::new();
     let server = start_server(&pki, handlers(Side::Server), settings.clone()).await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
-        handlers(Side::Client),
-        settings,
-    )
-    .await;
-    wait_for_client(&server, CLIENT).await;
-    wait_for_server(&client).await;
+    let client = connect_client_with(&pki, &server, CLIENT, handlers(Side::Client), settings).await;
     assert!(client.running.node().metrics().is_enabled());
 
     let http = http_client();
@@ -499,10 +479,6 @@ async fn a_statsd_that_is_gone_never_slows_requests() {
 #[tokio::test]
 async fn an_unresolvable_statsd_host_stops_the_node_at_start() {
     let pki = Pki::new();
-    let pipe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
     let settings = NodeSettings {
         statsd: Some(StatsdSettings {
             host: "statsd.invalid".into(),
@@ -511,16 +487,7 @@ async fn an_unresolvable_statsd_host_stops_the_node_at_start() {
         }),
         ..fast_settings()
     };
-    let error = launch::start_server(
-        pipe,
-        http,
-        &pki.server(),
-        Registry::new(),
-        settings,
-        CancellationToken::new(),
-    )
-    .unwrap_err()
-    .to_string();
+    let error = server_start_error(&pki, Registry::new(), settings).await;
     assert!(
         error.contains("statsd host \"statsd.invalid\"") && error.contains("does not resolve"),
         "{error}"

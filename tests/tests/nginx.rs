@@ -11,19 +11,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use pipe_core::BackoffSettings;
-use pipe_core::ServerTarget;
-use pipe_core::launch::{self, RunningNode};
-use pipe_core::{HttpAddr, HttpListener, SocketOptions};
-use pipe_core::{Registry, Side};
-use tokio_util::sync::CancellationToken;
+use restpipe_tests::{
+    BackoffSettings, HttpAddr, HttpListener, NodeOptions, Pki, Registry, RunningNode, Side,
+    SocketOptions, eventually, fast_settings, init_logging, launch_client, launch_server,
+};
 
 const CLIENT: &str = "branch-office-7";
 
@@ -168,38 +163,30 @@ async fn the_original_curl_examples_work_through_nginx_both_ways() {
     let pki = Pki::new();
     let pipe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let pipe_addr = pipe.local_addr().unwrap();
-    let server: RunningNode = launch::start_server(
+    let server: RunningNode = launch_server(
         pipe,
         dev_node_front(&dir.path().join("rpserver.sock")).await,
         &pki.server(),
-        Registry::with_examples(Side::Server),
-        fast_settings(),
-        CancellationToken::new(),
+        NodeOptions::new(Registry::with_examples(Side::Server), fast_settings()),
     )
     .unwrap();
-    let client: RunningNode = launch::start_client(
-        ServerTarget {
-            host: "127.0.0.1".into(),
-            port: pipe_addr.port(),
-            server_name: Some("localhost".into()),
-        },
+    let client: RunningNode = launch_client(
+        pipe_addr,
         dev_node_front(&dir.path().join("rpclient.sock")).await,
         &pki.client(CLIENT),
-        Registry::with_examples(Side::Client),
-        fast_settings(),
-        BackoffSettings::default(),
-        CancellationToken::new(),
+        NodeOptions {
+            handlers: Registry::with_examples(Side::Client),
+            settings: fast_settings(),
+            backoff: BackoffSettings::default(),
+            ..NodeOptions::default()
+        },
     )
     .unwrap();
     let peers = server.node().peers();
-    let connected = Instant::now();
-    while peers.get(CLIENT).is_none() {
-        assert!(
-            connected.elapsed() < Duration::from_secs(10),
-            "client did not connect"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), "client connected", || {
+        peers.get(CLIENT).is_some()
+    })
+    .await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

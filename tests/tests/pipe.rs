@@ -1,15 +1,16 @@
 //! The pipe end to end, the way a user meets it: two real nodes over real
 //! mutual TLS on loopback, HTTP in on one side, HTTP out on the other.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
-use pipe_core::{HandlerError, Registry, Reply, Request, Side};
+use restpipe_tests::{
+    FRAME_OVERHEAD_BYTES, HandlerError, INLINE_LIMIT, NodeSettings, Pipe, Pki, Registry, Reply,
+    Request, Side, WAITING_PER_SLOT, connect_client, connect_client_with, example_server,
+    fast_settings, get, http_client, send, send_with, start_client, start_server,
+};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -69,23 +70,17 @@ fn test_handlers(side: Side) -> Registry {
     registry
 }
 
-struct Pipe {
-    pki: Pki,
-    server: TestNode,
-    client: TestNode,
-}
-
 const CLIENT: &str = "client-1";
 
+/// The example and test handlers on both nodes, `CLIENT` connected.
 async fn pipe() -> Pipe {
-    let pki = Pki::new();
-    let server = start_server(&pki, test_handlers(Side::Server), fast_settings()).await;
-    let client = connect_client(&pki, &server, CLIENT, test_handlers(Side::Client)).await;
-    Pipe {
-        pki,
-        server,
-        client,
-    }
+    Pipe::start(
+        test_handlers(Side::Server),
+        fast_settings(),
+        CLIENT,
+        test_handlers(Side::Client),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -235,9 +230,11 @@ async fn two_hundred_requests_in_flight_at_once_each_get_their_own_reply() {
             }
         });
     }
-    let pki = Pki::new();
-    let server = start_server(&pki, handlers, fast_settings()).await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
+    let Pipe {
+        server: _server,
+        client,
+        ..
+    } = Pipe::start(handlers, fast_settings(), CLIENT, Registry::new()).await;
 
     let http = http_client();
     let requests = (0..N).map(|i| {
@@ -319,7 +316,7 @@ async fn unknown_client_name_is_404() {
 #[tokio::test]
 async fn two_clients_are_each_reachable_by_name() {
     let pki = Pki::new();
-    let server = start_server(&pki, Registry::with_examples(Side::Server), fast_settings()).await;
+    let server = example_server(&pki, fast_settings()).await;
     let mut names = Vec::new();
     let mut clients = Vec::new();
     for name in ["alpha", "beta.example"] {
@@ -403,19 +400,13 @@ async fn other_methods_are_405_and_unpiped_paths_404() {
 #[tokio::test]
 async fn oversized_local_body_is_413_before_anything_is_sent() {
     let pki = Pki::new();
-    let settings = pipe_core::NodeSettings {
+    let settings = NodeSettings {
         max_body_bytes: 1024,
         ..fast_settings()
     };
     let server = start_server(&pki, test_handlers(Side::Server), fast_settings()).await;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
-        test_handlers(Side::Client),
-        settings,
-    )
-    .await;
-    wait_for_server(&client).await;
+    let client =
+        connect_client_with(&pki, &server, CLIENT, test_handlers(Side::Client), settings).await;
     let reply = send("POST", &client.url("/server/echo"), &[], vec![7u8; 1025]).await;
     assert_eq!(reply.status, 413);
     assert!(reply.json()["error"].as_str().unwrap().contains("1024"));
@@ -488,7 +479,6 @@ async fn client_node_without_a_server_answers_503_fast() {
 
 #[tokio::test]
 async fn events_past_the_handler_slots_and_wait_queue_are_refused_with_503_at_once() {
-    use pipe_core::WAITING_PER_SLOT;
     const SLOTS: usize = 2;
     const ADMITTED: usize = SLOTS * (1 + WAITING_PER_SLOT);
     let started = Arc::new(AtomicUsize::new(0));
@@ -509,9 +499,8 @@ async fn events_past_the_handler_slots_and_wait_queue_are_refused_with_503_at_on
     }
     let mut settings = fast_settings();
     settings.connection.max_concurrent_handlers = SLOTS;
-    let pki = Pki::new();
-    let server = start_server(&pki, handlers, settings).await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
+    let Pipe { server, client, .. } =
+        Pipe::start(handlers, settings, CLIENT, Registry::new()).await;
 
     let http = http_client();
     let admitted: Vec<_> = (0..ADMITTED)
@@ -572,16 +561,22 @@ async fn events_past_the_handler_slots_and_wait_queue_are_refused_with_503_at_on
 
 #[tokio::test]
 async fn an_event_larger_than_the_peers_frame_limit_is_413_here_and_the_link_stays_up() {
-    use pipe_core::FRAME_OVERHEAD_BYTES;
-    use pipe_core::body::INLINE_LIMIT;
     // The server takes the smallest frames a node may be configured with;
     // the client keeps the 16 MiB default, and learns the server's limit
     // from its Hello.
     let mut settings = fast_settings();
     settings.connection.max_frame_bytes = INLINE_LIMIT + FRAME_OVERHEAD_BYTES;
-    let pki = Pki::new();
-    let server = start_server(&pki, test_handlers(Side::Server), settings).await;
-    let client = connect_client(&pki, &server, CLIENT, Registry::new()).await;
+    let Pipe {
+        server: _server,
+        client,
+        ..
+    } = Pipe::start(
+        test_handlers(Side::Server),
+        settings,
+        CLIENT,
+        Registry::new(),
+    )
+    .await;
 
     // An inline body just under the inline limit plus long end-to-end
     // headers (carried with the event): it no longer fits the server's frames.
@@ -611,8 +606,6 @@ async fn an_event_larger_than_the_peers_frame_limit_is_413_here_and_the_link_sta
 
 #[tokio::test]
 async fn a_reply_larger_than_the_peers_frame_limit_fails_cleanly_and_the_link_stays_up() {
-    use pipe_core::FRAME_OVERHEAD_BYTES;
-    use pipe_core::body::INLINE_LIMIT;
     // The server keeps the default frame limit; the client node takes the
     // smallest, and the server learns it from the client's Hello.
     let mut handlers = test_handlers(Side::Server);
@@ -628,15 +621,7 @@ async fn a_reply_larger_than_the_peers_frame_limit_fails_cleanly_and_the_link_st
     let server = start_server(&pki, handlers, fast_settings()).await;
     let mut settings = fast_settings();
     settings.connection.max_frame_bytes = INLINE_LIMIT + FRAME_OVERHEAD_BYTES;
-    let client = start_client(
-        pki.client(CLIENT),
-        server.pipe_addr(),
-        Registry::new(),
-        settings,
-    )
-    .await;
-    wait_for_client(&server, CLIENT).await;
-    wait_for_server(&client).await;
+    let client = connect_client_with(&pki, &server, CLIENT, Registry::new(), settings).await;
 
     let reply = get(&client.url("/server/bulky")).await;
     assert_eq!(reply.status, 500);

@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
-use pipe_core::{NodeSettings, Registry, Reply, Request, Side};
+use restpipe_tests::{
+    NodeSettings, Pki, Registry, Reply, Request, Side, connect_client, connect_client_with,
+    example_server, fast_settings, get, send, server_start_error, start_server,
+};
 use serde_json::json;
 
 fn policy_file(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
@@ -94,10 +94,11 @@ async fn a_client_can_restrict_what_the_server_may_call_on_it() {
         "[[allow]]\npeers = [\"localhost\"]\nhandlers = [\"get_time\"]\n",
     );
     let pki = Pki::new();
-    let server = start_server(&pki, Registry::with_examples(Side::Server), fast_settings()).await;
-    let client = start_client(
-        pki.client("guarded"),
-        server.pipe_addr(),
+    let server = example_server(&pki, fast_settings()).await;
+    let client = connect_client_with(
+        &pki,
+        &server,
+        "guarded",
         Registry::with_examples(Side::Client),
         NodeSettings {
             policy: Some(policy),
@@ -105,7 +106,6 @@ async fn a_client_can_restrict_what_the_server_may_call_on_it() {
         },
     )
     .await;
-    wait_for_client(&server, "guarded").await;
     assert_eq!(get(&server.url("/client/guarded/time")).await.status, 200);
     let refused = get(&server.url("/client/guarded/cat//x")).await;
     assert_eq!((refused.status, refused.code()), (403, Some(253)));
@@ -118,23 +118,11 @@ async fn a_broken_policy_keeps_the_node_from_starting() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_file(&dir, "[[allow]]\npeers = [\"x\"]\nhandlerz = [\"*\"]\n");
     let pki = Pki::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = pipe_core::HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let error = pipe_core::launch::start_server(
-        listener,
-        http,
-        &pki.server(),
-        Registry::new(),
-        NodeSettings {
-            policy: Some(policy),
-            ..fast_settings()
-        },
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .unwrap_err()
-    .to_string();
+    let settings = NodeSettings {
+        policy: Some(policy),
+        ..fast_settings()
+    };
+    let error = server_start_error(&pki, Registry::new(), settings).await;
     assert!(error.contains("policy.toml"), "{error}");
     assert!(error.contains("handlerz"), "{error}");
 }

@@ -8,24 +8,20 @@
 // Helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
-use pipe_core::BackoffSettings;
-use pipe_core::ConnectionSettings;
-use pipe_core::ServerTarget;
-use pipe_core::TlsIdentity;
-use pipe_core::launch;
-use pipe_core::pki::{IssueRequest, Role};
-use pipe_core::proto::{GoAway, Hello, Ping, Role as WireRole, frame::Body, go_away};
-use pipe_core::{FrameCodec, PROTOCOL_VERSION};
-use pipe_core::{HttpAddr, HttpListener};
-use pipe_core::{NodeSettings, Registry, Reply, Request, Side};
+use restpipe_tests::wire::{
+    ALPN, FrameCodec, GoAway, Hello, PROTOCOL_VERSION, Ping, Role as WireRole, frame::Body, go_away,
+};
+use restpipe_tests::{
+    BackoffSettings, ConnectionSettings, IssueRequest, NodeOptions, NodeSettings, Pki, Registry,
+    Reply, Request, Role, Side, TestNode, TlsIdentity, connect_client, eventually, example_server,
+    fast_backoff, fast_settings, get, start_client, start_server_with, try_start_client,
+    wait_for_client, wait_for_server,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
@@ -34,7 +30,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
 
 /// The well-behaved client node of every test.
 const GOOD: &str = "good-client";
@@ -45,20 +40,14 @@ type RawPipe = Framed<TlsStream<TcpStream>, FrameCodec>;
 
 /// A server node with the example handlers and `GOOD` connected to it.
 async fn server_with_good_client(pki: &Pki, settings: NodeSettings) -> (TestNode, TestNode) {
-    let server = start_server(pki, examples(Side::Server), settings).await;
-    let good = connect_client(pki, &server, GOOD, examples(Side::Client)).await;
+    let server = example_server(pki, settings).await;
+    let good = connect_client(pki, &server, GOOD, Registry::with_examples(Side::Client)).await;
     (server, good)
 }
 
 /// The connection id under which the server holds `GOOD`.
 fn good_connection(server: &TestNode) -> u64 {
-    server
-        .running
-        .node()
-        .peers()
-        .get(GOOD)
-        .expect("the good client is connected")
-        .connection_id()
+    server.connection_id(GOOD)
 }
 
 /// Names of the peers the server's `/_pipe/status` lists.
@@ -91,14 +80,8 @@ async fn assert_only_the_bad_peer_was_hurt(server: &TestNode, good_before: u64, 
 
 /// Waits (bounded) until the server no longer holds `name`.
 async fn wait_until_gone(server: &TestNode, name: &str) {
-    let peers = server.running.node().peers();
-    tokio::time::timeout(WAIT, async {
-        while peers.get(name).is_some() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the server still holds {name} after {WAIT:?}"));
+    let what = format!("the server lets go of {name}");
+    eventually(WAIT, &what, || !server.has_peer(name)).await;
 }
 
 /// Waits (bounded) until the client node has recorded a link error.
@@ -231,7 +214,7 @@ async fn read_until_closed(pipe: &mut RawPipe) -> Ending {
 }
 
 /// A client node aimed at `server` that verifies the server certificate
-/// against `server_name` (the harness always uses "localhost").
+/// against `server_name` (the kit's clients expect "localhost").
 async fn start_client_expecting(
     identity: TlsIdentity,
     server: SocketAddr,
@@ -239,31 +222,15 @@ async fn start_client_expecting(
     handlers: Registry,
     backoff: BackoffSettings,
 ) -> TestNode {
-    let http = HttpListener::bind(&"127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let HttpAddr::Tcp(http_addr) = http.local_addr().unwrap() else {
-        unreachable!("bound a TCP address")
-    };
-    let running = launch::start_client(
-        ServerTarget {
-            host: server.ip().to_string(),
-            port: server.port(),
-            server_name: Some(server_name.to_owned()),
-        },
-        http,
-        &identity,
+    let options = NodeOptions {
         handlers,
-        fast_settings(),
+        server_name: server_name.to_owned(),
         backoff,
-        CancellationToken::new(),
-    )
-    .unwrap();
-    TestNode {
-        running,
-        http: http_addr,
-        pipe: None,
-    }
+        ..NodeOptions::default()
+    };
+    try_start_client(server, &identity, options)
+        .await
+        .expect("the client node starts")
 }
 
 #[tokio::test]
@@ -279,13 +246,13 @@ async fn client_from_another_ca_is_refused_and_others_are_served() {
     let identity = TlsIdentity::from_pem(
         issued.cert_pem.as_bytes(),
         issued.key_pem.as_bytes(),
-        pki.ca.cert_pem().as_bytes(),
+        pki.ca_pem().as_bytes(),
     )
     .unwrap();
     let intruder = start_client(
         identity,
         server.pipe_addr(),
-        examples(Side::Client),
+        Registry::with_examples(Side::Client),
         fast_settings(),
     )
     .await;
@@ -321,7 +288,7 @@ async fn raw_client_without_a_certificate_is_refused() {
 
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_slice(pki.ca.cert_pem().as_bytes()).unwrap())
+        .add(CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).unwrap())
         .unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -330,7 +297,7 @@ async fn raw_client_without_a_certificate_is_refused() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![pipe_core::ALPN.to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec()];
 
     assert_refused(Arc::new(config), &server).await;
     assert_only_the_bad_peer_was_hurt(&server, before, "anybody").await;
@@ -372,7 +339,7 @@ async fn client_presenting_a_server_certificate_is_refused() {
     let node = start_client(
         pki.identity(&issued),
         server.pipe_addr(),
-        examples(Side::Client),
+        Registry::with_examples(Side::Client),
         fast_settings(),
     )
     .await;
@@ -540,13 +507,18 @@ async fn wrong_protocol_version_gets_a_go_away_naming_both_versions() {
 async fn client_refuses_a_server_certificate_for_another_name() {
     let pki = Pki::new();
     let wrong_name = pki.identity(&pki.issue(IssueRequest::new("other.example", Role::Server)));
-    let server = start_server_with(wrong_name, examples(Side::Server), fast_settings()).await;
+    let server = start_server_with(
+        wrong_name,
+        Registry::with_examples(Side::Server),
+        fast_settings(),
+    )
+    .await;
 
     // The harness client expects "localhost".
     let misled = start_client(
         pki.client("misled"),
         server.pipe_addr(),
-        examples(Side::Client),
+        Registry::with_examples(Side::Client),
         fast_settings(),
     )
     .await;
@@ -566,7 +538,7 @@ async fn client_refuses_a_server_certificate_for_another_name() {
         pki.client(GOOD),
         server.pipe_addr(),
         "other.example",
-        examples(Side::Client),
+        Registry::with_examples(Side::Client),
         fast_backoff(),
     )
     .await;
@@ -590,7 +562,7 @@ async fn newest_connection_with_the_same_identity_wins() {
         handlers
     };
     let pki = Pki::new();
-    let server = start_server(&pki, examples(Side::Server), fast_settings()).await;
+    let server = example_server(&pki, fast_settings()).await;
 
     // The older node retries only after a very long backoff once replaced,
     // so it cannot win the name back while the test looks.

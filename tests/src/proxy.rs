@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+/// A running proxy; dropping it closes every connection through it.
 pub struct Proxy {
+    /// Where to connect instead of the target.
     pub addr: SocketAddr,
     frozen: Arc<AtomicBool>,
     thawed: Arc<Notify>,
@@ -21,8 +23,10 @@ pub struct Proxy {
 impl Proxy {
     /// Forwards `127.0.0.1:<free port>` to `target`.
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy on loopback");
+        let addr = listener.local_addr().expect("the proxy's address");
         let frozen = Arc::new(AtomicBool::new(false));
         let thawed = Arc::new(Notify::new());
         let (cut, cuts) = watch::channel(0u64);
