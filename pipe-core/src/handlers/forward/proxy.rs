@@ -1,0 +1,190 @@
+//! One forwarded request: the event as an HTTP request to the upstream,
+//! and the upstream's answer, streamed back as the reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::header::{self, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::request_body::UpstreamBody;
+use super::route::Route;
+use crate::handlers::registry::{Handler, HandlerFuture, Request};
+use crate::wire::body::{BodyError, BodySink};
+use crate::wire::{HandlerError, Reply};
+
+/// Header telling the upstream which node sent the event.
+pub const PEER_HEADER: &str = "x-restpipe-peer";
+
+/// Request headers never passed to an upstream: they describe one hop, are
+/// set by the forward itself, or could make the upstream read the body
+/// differently from how it is sent.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "host",
+    "content-length",
+    "content-type",
+    PEER_HEADER,
+];
+
+/// The body type of requests to upstreams.
+pub(super) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// The handler of one forward.
+pub(super) struct Forward {
+    /// The prefix and its upstream.
+    pub(super) route: Arc<Route>,
+    /// The client shared by all forwards, with its pool of connections.
+    pub(super) client: UpstreamClient,
+}
+
+impl Handler for Forward {
+    fn call(&self, request: Request) -> HandlerFuture {
+        Box::pin(forward(self.route.clone(), self.client.clone(), request))
+    }
+
+    fn streams_body(&self) -> bool {
+        true
+    }
+}
+
+/// Sends `request` to the route's upstream and turns its answer into the
+/// reply.
+async fn forward(
+    route: Arc<Route>,
+    client: UpstreamClient,
+    mut request: Request,
+) -> Result<Reply, HandlerError> {
+    let budget = request.deadline.saturating_duration_since(Instant::now());
+    let upstream = route.url();
+    let refuse = |message: String| HandlerError::new("ForwardError", message);
+    let method = Method::from_bytes(request.verb.to_ascii_uppercase().as_bytes())
+        .map_err(|_| refuse(format!("verb {:?} is not an HTTP method", request.verb)))?;
+    let uri = route
+        .upstream_uri(&request.noun, &request.args, &request.query)
+        .map_err(refuse)?;
+    let body = UpstreamBody::new(request.stream.take());
+    let mut upstream_request = http::Request::new(body);
+    *upstream_request.method_mut() = method;
+    *upstream_request.uri_mut() = uri;
+    let headers = upstream_request.headers_mut();
+    for (name, value) in &request.headers {
+        if !NOT_FORWARDED.contains(&name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&request.content_type) {
+        if !value.is_empty() {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&request.peer) {
+        headers.insert(HeaderName::from_static(PEER_HEADER), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(route.authority.as_str()) {
+        headers.insert(header::HOST, value);
+    }
+
+    let failed =
+        |cause: String| HandlerError::new("UpstreamError", format!("upstream {upstream}: {cause}"));
+    let response = tokio::select! {
+        response = client.request(upstream_request) => {
+            response.map_err(|error| failed(format!("no answer: {}", cause_chain(&error))))?
+        }
+        _ = tokio::time::sleep_until(request.deadline) => {
+            return Err(failed(format!("no answer within the request's deadline ({budget:?})")));
+        }
+        _ = request.cancelled.cancelled() => {
+            return Err(failed("the caller gave up before it answered".to_owned()));
+        }
+    };
+
+    let (parts, body) = response.into_parts();
+    let mut headers = parts.headers;
+    let content_type = headers
+        .remove(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok().map(str::to_owned))
+        .unwrap_or_default();
+    let (sink, stream) = crate::wire::body::channel(body.size_hint().exact());
+    tokio::spawn(pump_response(
+        body,
+        sink,
+        request.cancelled.clone(),
+        budget,
+        upstream,
+    ));
+    let mut reply = Reply::stream(content_type, stream).with_http_status(parts.status.as_u16());
+    reply.headers = headers;
+    Ok(reply)
+}
+
+/// Feeds the upstream's response body into `sink` until it ends, the reader
+/// goes away, the caller cancels, or the upstream stays silent for `idle`.
+async fn pump_response(
+    mut body: Incoming,
+    sink: BodySink,
+    cancelled: CancellationToken,
+    idle: Duration,
+    upstream: String,
+) {
+    loop {
+        let frame = tokio::select! {
+            _ = cancelled.cancelled() => return,
+            frame = tokio::time::timeout(idle, body.frame()) => frame,
+        };
+        let data = match frame {
+            Ok(None) => return,
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue, // trailers, empty frames
+            },
+            Ok(Some(Err(error))) => {
+                sink.abort(BodyError::Aborted(format!(
+                    "upstream {upstream} failed mid-body: {}",
+                    cause_chain(&error)
+                )));
+                return;
+            }
+            Err(_) => {
+                sink.abort(BodyError::Aborted(format!(
+                    "upstream {upstream} sent nothing for {idle:?}"
+                )));
+                return;
+            }
+        };
+        let sent = tokio::select! {
+            _ = cancelled.cancelled() => return,
+            sent = sink.send(data) => sent,
+        };
+        if sent.is_err() {
+            return; // nobody reads it any more
+        }
+    }
+}
+
+/// An error and its causes, `outer: inner: innermost`.
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
