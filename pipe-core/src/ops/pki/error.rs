@@ -3,8 +3,11 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::files::MAX_PEM_FILE_BYTES;
 use crate::link::MAX_NODE_NAME_LEN;
+
+/// Largest PEM file read; certificates and keys are a few KiB, and the cap
+/// keeps a wrong path (a device, a huge log) from exhausting memory.
+pub(crate) const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Errors from creating, loading, issuing or writing certificates.
 #[derive(Debug, thiserror::Error)]

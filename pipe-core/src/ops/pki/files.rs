@@ -6,11 +6,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::error::PkiError;
-
-/// Largest PEM file read; certificates and keys are a few KiB, and the cap
-/// keeps a wrong path (a device, a huge log) from exhausting memory.
-pub(crate) const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+use super::error::{MAX_PEM_FILE_BYTES, PkiError};
 
 /// Mode of private key files: owner read/write only.
 pub(crate) const PRIVATE_MODE: u32 = 0o600;

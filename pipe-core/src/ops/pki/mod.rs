@@ -27,8 +27,7 @@ mod tests;
 
 pub use crate::link::{CA_CERT_FILE, Role};
 pub use authority::{CA_KEY_FILE, CertificateAuthority};
+pub(crate) use error::MAX_PEM_FILE_BYTES;
 pub use error::PkiError;
-pub(crate) use files::{
-    MAX_PEM_FILE_BYTES, PRIVATE_MODE, PUBLIC_MODE, ReadLimitedError, StagedFile, read_limited,
-};
+pub(crate) use files::{PRIVATE_MODE, PUBLIC_MODE, ReadLimitedError, StagedFile, read_limited};
 pub use issued::{DEFAULT_VALID_DAYS, IssueRequest, IssuedIdentity};
