@@ -54,5 +54,5 @@ pub use ops::{config, identity, launch, logging, pki};
 pub use wire::{
     DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, JSON,
     PROTOCOL_VERSION, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, RETURN_OK,
-    Reply, Side, body, handler_name, is_json_type, proto,
+    Reply, Side, body, handler_name, is_hop_by_hop, is_json_type, proto,
 };

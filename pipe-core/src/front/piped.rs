@@ -23,7 +23,7 @@ use crate::node::{Lookup, Node, SERVER_KEY};
 use crate::wire::body::{BodyError, BodySink, BodyStream, INLINE_LIMIT};
 use crate::wire::{
     Event, HandlerName, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply,
-    Side, is_json_type,
+    Side, is_hop_by_hop, is_json_type,
 };
 
 /// Header carrying the far handler's return code on every piped response.
@@ -333,18 +333,10 @@ fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Dur
         .ok_or_else(|| "X-Pipe-Timeout must be a positive number of seconds, e.g. 2.5".to_owned())
 }
 
-/// Headers that describe a connection or the pipe itself, never carried
-/// end to end (besides any the `Connection` header names).
+/// Headers that describe the pipe itself or the message's framing, never
+/// carried end to end (besides hop-by-hop ones and any the `Connection`
+/// header names).
 const NOT_END_TO_END: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "host",
     "content-length",
     "content-type",
@@ -365,7 +357,9 @@ fn end_to_end(headers: &http::HeaderMap) -> http::HeaderMap {
     let mut kept = http::HeaderMap::new();
     for (name, value) in headers {
         let name_str = name.as_str();
-        if !NOT_END_TO_END.contains(&name_str) && !named_by_connection.iter().any(|n| n == name_str)
+        if !is_hop_by_hop(name_str)
+            && !NOT_END_TO_END.contains(&name_str)
+            && !named_by_connection.iter().any(|n| n == name_str)
         {
             kept.append(name.clone(), value.clone());
         }

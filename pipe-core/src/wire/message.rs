@@ -247,6 +247,25 @@ pub fn handler_name(verb: &str, noun: &str) -> String {
     name
 }
 
+/// Headers that describe one HTTP connection (RFC 9110 7.6.1 and the
+/// proxy ones), never carried across the pipe or to an upstream.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether the (lower-case) header `name` is hop-by-hop.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
 /// An event to send to the peer, or one received from it.
 #[derive(Debug)]
 pub struct Event {

@@ -12,5 +12,5 @@ pub(crate) use convert::{ReceivedEvent, ReceivedReply, event_frame, failure_fram
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use message::{
     Event, HandlerError, HandlerName, JSON, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED,
-    RETURN_NO_HANDLER, RETURN_OK, Reply, Side, handler_name, is_json_type,
+    RETURN_NO_HANDLER, RETURN_OK, Reply, Side, handler_name, is_hop_by_hop, is_json_type,
 };

@@ -17,24 +17,15 @@ use super::request_body::UpstreamBody;
 use super::route::Route;
 use crate::handlers::registry::{Handler, HandlerFuture, Request};
 use crate::wire::body::{BodyError, BodySink};
-use crate::wire::{HandlerError, Reply};
+use crate::wire::{HandlerError, Reply, is_hop_by_hop};
 
 /// Header telling the upstream which node sent the event.
 pub const PEER_HEADER: &str = "x-restpipe-peer";
 
-/// Request headers never passed to an upstream: they describe one hop, are
-/// set by the forward itself, or could make the upstream read the body
+/// Request headers never passed to an upstream besides hop-by-hop ones:
+/// they are set by the forward itself, or could make the upstream read the body
 /// differently from how it is sent.
 const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "expect",
     "host",
     "content-length",
@@ -84,7 +75,7 @@ async fn forward(
     *upstream_request.uri_mut() = uri;
     let headers = upstream_request.headers_mut();
     for (name, value) in &request.headers {
-        if !NOT_FORWARDED.contains(&name.as_str()) {
+        if !is_hop_by_hop(name.as_str()) && !NOT_FORWARDED.contains(&name.as_str()) {
             headers.append(name.clone(), value.clone());
         }
     }
