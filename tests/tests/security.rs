@@ -641,3 +641,57 @@ async fn pings_from_an_authenticated_raw_peer_are_answered() {
     let listed = listed_peers(&server).await;
     assert_eq!(listed, [GOOD, "polite"]);
 }
+
+#[tokio::test]
+async fn a_client_that_offers_no_alpn_is_refused() {
+    let pki = Pki::new();
+    let (server, _good) = server_with_good_client(&pki, fast_settings()).await;
+    let before = good_connection(&server);
+
+    // A valid client certificate, but no ALPN offered: rustls alone would
+    // accept it.
+    let mut config = (*pki.client("no-alpn").client_config().unwrap()).clone();
+    config.alpn_protocols.clear();
+    if let Ok(stream) = tls_connect(Arc::new(config), server.pipe_addr()).await {
+        let mut pipe = Framed::new(stream, FrameCodec::default());
+        let _ = pipe.send(client_hello("no-alpn", PROTOCOL_VERSION)).await;
+        let ending = read_until_closed(&mut pipe).await;
+        assert!(
+            !ending.received_hello() && ending.frames.is_empty(),
+            "the server spoke to a peer without ALPN: {ending:?}"
+        );
+    }
+    assert!(server.running.node().peers().get("no-alpn").is_none());
+    assert_only_the_bad_peer_was_hurt(&server, before, "no-alpn").await;
+}
+
+#[tokio::test]
+async fn a_client_node_refuses_a_server_that_selects_no_alpn() {
+    let pki = Pki::new();
+    // A TLS server with a good certificate that does not speak restpipe/1.
+    let mut config = (*pki.server().server_config().unwrap()).clone();
+    config.alpn_protocols.clear();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let imposter = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(stream) = acceptor.accept(tcp).await {
+                held.push(stream);
+            }
+        }
+    });
+
+    let client = start_client(
+        pki.client("careful"),
+        addr,
+        Registry::with_examples(Side::Client),
+        fast_settings(),
+    )
+    .await;
+    let error = wait_for_link_error(&client).await;
+    assert!(error.contains("ALPN"), "{error}");
+    assert!(client.running.node().peers().is_empty());
+    imposter.abort();
+}

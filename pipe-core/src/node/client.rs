@@ -20,7 +20,7 @@ use super::directory::{SERVER_KEY, drain};
 use super::events::ConnectionEvent;
 use super::metrics::{CONNECT_FAIL_TICK, CONNECT_NEW_TICK, RECONNECT_TIMING};
 use super::node::Node;
-use crate::link::{self, HandshakeError, PeerHandle, PeerInfo, Reloadable, Role, TlsError};
+use crate::link::{self, ALPN, HandshakeError, PeerHandle, PeerInfo, Reloadable, Role, TlsError};
 use crate::wire::Side;
 use crate::wire::proto::go_away;
 
@@ -223,6 +223,9 @@ pub enum ConnectError {
     /// The TLS handshake failed.
     #[error("TLS handshake")]
     Tls(#[source] std::io::Error),
+    /// The server did not select restpipe's ALPN protocol.
+    #[error("the server did not negotiate ALPN restpipe/1")]
+    Alpn,
     /// The server's certificate names no usable identity.
     #[error("server certificate")]
     ServerCertificate(#[source] TlsError),
@@ -278,6 +281,9 @@ async fn connect(
     .await
     .map_err(ConnectError::TlsTimedOut)?
     .map_err(ConnectError::Tls)?;
+    if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
+        return Err(ConnectError::Alpn);
+    }
     let server = link::peer_identity(stream.get_ref().1.peer_certificates(), Role::Server)
         .map_err(ConnectError::ServerCertificate)?;
     let peer = PeerInfo {

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::directory::drain;
 use super::metrics::CONNECT_NEW_TICK;
 use super::node::Node;
-use crate::link::{self, PeerHandle, PeerInfo, Reloadable, Role};
+use crate::link::{self, ALPN, PeerHandle, PeerInfo, Reloadable, Role};
 use crate::wire::Side;
 use crate::wire::proto::{GoAway, Hello, go_away};
 
@@ -111,6 +111,12 @@ async fn serve_client(
             return;
         }
     };
+    // rustls accepts a client that offers no ALPN at all; restpipe does not:
+    // a peer that did not ask for restpipe/1 speaks something else.
+    if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
+        warn!(%remote, "client refused: it did not negotiate ALPN {:?}", String::from_utf8_lossy(ALPN));
+        return;
+    }
     let name = match link::peer_identity(stream.get_ref().1.peer_certificates(), Role::Client) {
         Ok(name) => name,
         Err(error) => {
