@@ -34,6 +34,10 @@ impl HandlerSource for Registry {
     }
 }
 
+/// The verbs events carry (HEAD travels as `get`); a handler name starts
+/// with one of them.
+pub(crate) const VERBS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
 /// How an event resolved.
 pub enum Resolution {
     /// This handler answers it.
@@ -82,7 +86,15 @@ impl Handlers {
     }
 
     /// The handler for `peer`'s event to `name`, or why there is none.
+    ///
+    /// An event whose verb is not one the pipe carries has no handler: the
+    /// verb is part of the name the policy decides on, so a verb such as
+    /// `get_files_x` would let noun `admin/secret` pass a `get_files_*` rule
+    /// and reach whatever serves `admin/`.
     pub fn resolve(&self, peer: &str, name: &HandlerName) -> Resolution {
+        if !VERBS.contains(&name.verb()) {
+            return Resolution::Missing;
+        }
         if let Some(policy) = &self.policy {
             if !policy.allows(peer, name.as_str()) {
                 return Resolution::Denied(format!(
@@ -170,6 +182,31 @@ mod tests {
         assert!(matches!(
             resolve(&handlers, "ok-1", "post", "time"),
             Resolution::Denied(_)
+        ));
+    }
+
+    #[test]
+    fn a_verb_the_pipe_does_not_carry_cannot_smuggle_a_noun_past_the_policy() {
+        let policy = Policy::parse(
+            "[[allow]]\npeers = [\"*\"]\nhandlers = [\"get_files_*\"]\n",
+            "test",
+        )
+        .unwrap();
+        // `Everything` answers any noun, as a forward of `admin/` would.
+        let handlers = Handlers::new(Registry::new())
+            .with_source(Everything)
+            .with_policy(policy);
+        assert!(matches!(
+            resolve(&handlers, "p", "get", "files/report"),
+            Resolution::Found(_)
+        ));
+        assert!(matches!(
+            resolve(&handlers, "p", "get_files_x", "admin/secret"),
+            Resolution::Missing
+        ));
+        assert!(matches!(
+            resolve(&handlers, "p", "GET", "files/report"),
+            Resolution::Missing
         ));
     }
 }

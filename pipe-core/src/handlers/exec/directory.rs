@@ -9,11 +9,9 @@ use tracing::warn;
 
 use super::executable::Executable;
 use crate::handlers::registry::Handler;
-use crate::handlers::sources::HandlerSource;
+use crate::handlers::sources::{HandlerSource, VERBS};
 use crate::wire::HandlerName;
 
-/// The verbs events carry; a handler name starts with one of them.
-const VERBS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 /// Longest file name Linux allows.
 const MAX_NAME_BYTES: usize = 255;
 
