@@ -35,6 +35,40 @@ enum NotRunnable {
     NotRegular,
     /// No execute bit.
     NotExecutable,
+    /// The file or the directory may be changed by someone other than its
+    /// owner (group- or world-writable), or is owned by someone other than
+    /// root or this process's user: anyone who can change it could run code
+    /// as this node, so it is refused, as sshd refuses such key files.
+    Unsafe(&'static str),
+}
+
+/// The owner of files this process may trust: itself, or root.
+fn trusted_owner(uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to this process's effective user (no libc needed).
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    uid == 0 || Some(uid) == me
+}
+
+/// Why `metadata` (of the handler directory or a handler) makes it unsafe to
+/// run from, if it does.
+fn unsafe_because(metadata: &std::fs::Metadata, is_dir: bool) -> Option<&'static str> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    if metadata.permissions().mode() & 0o022 != 0 {
+        return Some(if is_dir {
+            "the handler directory is writable by its group or by others"
+        } else {
+            "it is writable by its group or by others"
+        });
+    }
+    if !trusted_owner(metadata.uid()) {
+        return Some(if is_dir {
+            "the handler directory is owned by another user"
+        } else {
+            "it is owned by another user"
+        });
+    }
+    None
 }
 
 impl ExecDirectory {
@@ -85,6 +119,14 @@ impl ExecDirectory {
         if metadata.permissions().mode() & 0o111 == 0 {
             return Err(NotRunnable::NotExecutable);
         }
+        if let Some(why) = unsafe_because(&metadata, false) {
+            return Err(NotRunnable::Unsafe(why));
+        }
+        // Checked per event too: a directory made writable later is noticed.
+        let dir = std::fs::metadata(&self.dir).map_err(|_| NotRunnable::Missing)?;
+        if let Some(why) = unsafe_because(&dir, true) {
+            return Err(NotRunnable::Unsafe(why));
+        }
         Ok(path)
     }
 }
@@ -125,6 +167,7 @@ impl HandlerSource for ExecDirectory {
                     match why {
                         NotRunnable::Symlink => "it is a symbolic link",
                         NotRunnable::NotRegular => "it is not a regular file",
+                        NotRunnable::Unsafe(why) => why,
                         _ => "it is not executable (chmod +x)",
                     }
                 );
@@ -193,5 +236,40 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         let not_dir = ExecDirectory::new(file.path().to_owned(), 1).unwrap_err();
         assert!(not_dir.contains("not a directory"), "{not_dir}");
+    }
+
+    #[test]
+    fn files_or_directories_others_may_change_are_never_run() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let set_mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set_mode(dir.path(), 0o755);
+        let script = dir.path().join("get_time");
+        std::fs::write(&script, "#!/bin/sh\necho '{}'\n").unwrap();
+        let handlers = ExecDirectory::new(dir.path().to_owned(), 1024).unwrap();
+        let name = HandlerName::new("get", "time");
+
+        set_mode(&script, 0o755);
+        assert!(handlers.lookup(&name).is_some(), "a safe handler runs");
+        for unsafe_mode in [0o775, 0o757, 0o777] {
+            set_mode(&script, unsafe_mode);
+            assert!(
+                handlers.lookup(&name).is_none(),
+                "file mode {unsafe_mode:o}"
+            );
+        }
+        set_mode(&script, 0o755);
+        for unsafe_mode in [0o775, 0o777, 0o1777] {
+            set_mode(dir.path(), unsafe_mode);
+            assert!(
+                handlers.lookup(&name).is_none(),
+                "directory mode {unsafe_mode:o}"
+            );
+        }
+        set_mode(dir.path(), 0o755);
+        assert!(handlers.lookup(&name).is_some());
+        assert_eq!(handlers.names(), ["get_time"]);
     }
 }
