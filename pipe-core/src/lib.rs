@@ -46,8 +46,9 @@ pub use node::{
     DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DELAY, DEFAULT_MIN_DELAY, DEFAULT_PEER_WAIT,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_STABLE_AFTER, EventSink, FRAME_OVERHEAD_BYTES, LinkState,
-    LocalPeers, Lookup, LookupFuture, Metrics, MetricsError, Node, NodeSettings, PeerDirectory,
-    SERVER_KEY, ServerTarget, Session, StatsdSettings, metrics, run_client, run_server,
+    LocalPeers, Lookup, LookupFuture, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, Metrics,
+    MetricsError, Node, NodeSettings, PeerDirectory, SERVER_KEY, ServerTarget, Session,
+    StatsdSettings, metrics, run_client, run_server,
 };
 pub use ops::launch::{ReloadError, SetIdentityError};
 pub use ops::{config, identity, launch, logging, pki};

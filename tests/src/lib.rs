@@ -72,8 +72,9 @@ pub use pipe_core::metrics::{self, Metrics, StatsdSettings};
 pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role};
 pub use pipe_core::{
     BackoffSettings, ConnectionSettings, DEFAULT_PING_INTERVAL, FRAME_OVERHEAD_BYTES, HandlerError,
-    Handlers, HttpAddr, HttpListener, Node, NodeSettings, Registry, Reloadable, Reply, Request,
-    ServerTarget, Side, SocketOptions, TlsIdentity, WAITING_PER_SLOT, peer_identity,
+    Handlers, HttpAddr, HttpListener, MAX_HANDSHAKES_PER_SOURCE, Node, NodeSettings, Registry,
+    Reloadable, Reply, Request, ServerTarget, Side, SocketOptions, TlsIdentity, WAITING_PER_SLOT,
+    peer_identity,
 };
 
 /// The wire protocol, for tests that play a peer speaking it raw.

@@ -695,3 +695,40 @@ async fn a_client_node_refuses_a_server_that_selects_no_alpn() {
     assert!(client.running.node().peers().is_empty());
     imposter.abort();
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_handshake_place() {
+    let pki = Pki::new();
+    let (server, good) = server_with_good_client(&pki, fast_settings()).await;
+    let before = good_connection(&server);
+
+    // Idle TCP connections that never start TLS, from another loopback
+    // address: each would hold a task and a handshake for the whole
+    // handshake deadline.
+    let source: SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..restpipe_tests::MAX_HANDSHAKES_PER_SOURCE + 4 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(source).unwrap();
+        idle.push(socket.connect(server.pipe_addr()).await.unwrap());
+    }
+    // The ones past the bound are closed at once; the others wait for TLS.
+    let reads = idle.iter_mut().map(|stream| async move {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::io::AsyncReadExt::read(stream, &mut byte),
+        )
+        .await;
+        matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+    });
+    let closed = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .filter(|closed| *closed)
+        .count();
+    assert_eq!(closed, 4, "only the connections past the bound are closed");
+    // Clients from other addresses are served meanwhile.
+    assert_eq!(get(&good.url("/server/time")).await.status, 200);
+    assert_only_the_bad_peer_was_hurt(&server, before, "anybody").await;
+}

@@ -38,6 +38,9 @@
 //!
 //! - `client.connect.fail.tick` (counter): a failed connection attempt
 //!   (client node).
+//! - `client.connect.refused.tick` (counter): a TCP connection the server
+//!   node closed at once because too many handshakes were in progress, from
+//!   its address or in all.
 //! - `client.reconnect.timing` (ms): client node, from losing the connection
 //!   to being connected again.
 //! - `connections.peers` (gauge): connected peers, sent on every connect and
@@ -83,6 +86,9 @@ pub const CONNECT_NEW_TICK: &str = "client.connect.new.tick";
 pub const CONNECT_CONNECTED_TICK: &str = "client.connect.connected.tick";
 /// An established connection ended.
 pub const CONNECT_BROKEN_TICK: &str = "client.connect.broken.tick";
+/// A connection the server closed at once: too many handshakes in progress
+/// from its address or in all.
+pub const CONNECT_REFUSED_TICK: &str = "client.connect.refused.tick";
 /// A failed connection attempt (client).
 pub const CONNECT_FAIL_TICK: &str = "client.connect.fail.tick";
 /// Round trip of a `Ping`.

@@ -3,6 +3,7 @@
 //! and the client's reconnect actor, backoff, connection events and
 //! metrics. Builds on the link and handler layers.
 
+mod admission;
 mod backoff;
 mod client;
 mod directory;
@@ -13,6 +14,7 @@ pub mod metrics;
 mod node;
 mod server;
 
+pub use admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE};
 pub use backoff::{
     Backoff, BackoffSettings, DEFAULT_MAX_DELAY, DEFAULT_MIN_DELAY, DEFAULT_STABLE_AFTER,
 };

@@ -8,10 +8,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::admission::{Admission, Handshake, Place};
 use super::directory::drain;
-use super::metrics::CONNECT_NEW_TICK;
+use super::metrics::{CONNECT_NEW_TICK, CONNECT_REFUSED_TICK};
 use super::node::Node;
 use crate::link::{self, ALPN, PeerHandle, PeerInfo, Reloadable, Role};
 use crate::wire::Side;
@@ -27,6 +28,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let tasks = TaskTracker::new();
+    let admission = Arc::new(Admission::default());
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, node = node.name(), "accepting client nodes");
     }
@@ -43,13 +45,25 @@ pub async fn run(
                 }
             },
         };
+        let Some(handshake) = admission.start_handshake(remote.ip()) else {
+            // Closed at once: no task, no TLS for a peer past the bounds.
+            node.metrics().incr(CONNECT_REFUSED_TICK);
+            debug!(%remote, "connection closed: too many handshakes in progress (from this address or in all)");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         // The handshake runs in the spawned task, never in this loop: a slow
         // or hostile peer stalls only itself.
         // The TLS config current at accept time: a reload affects new
         // connections only.
         let acceptor = TlsAcceptor::from(tls.current());
-        tasks.spawn(serve_client(tcp, remote, acceptor, node.clone()));
+        let accepted = Accepted {
+            tcp,
+            remote,
+            handshake,
+            admission: admission.clone(),
+        };
+        tasks.spawn(serve_client(accepted, acceptor, node.clone()));
     }
     drop(listener);
     node.begin_stopping();
@@ -60,8 +74,23 @@ pub async fn run(
     tasks.wait().await;
 }
 
-/// Whether a client that completed TLS may join, by its `Hello`.
-fn admit(node: &Node, name: &str, hello: &Hello) -> Result<(), GoAway> {
+/// A TCP connection let in, with its place among the handshakes.
+struct Accepted {
+    tcp: TcpStream,
+    remote: std::net::SocketAddr,
+    handshake: Handshake,
+    admission: Arc<Admission>,
+}
+
+/// Whether a client that completed TLS may join, by its `Hello`; if so, its
+/// place under `max_connections`, reserved now so that concurrent
+/// handshakes cannot all pass the cap.
+fn admit(
+    node: &Node,
+    name: &str,
+    hello: &Hello,
+    admission: &Arc<Admission>,
+) -> Result<Place, GoAway> {
     let refuse = |reason: go_away::Reason, message: String| {
         Err(GoAway {
             reason: reason as i32,
@@ -82,21 +111,25 @@ fn admit(node: &Node, name: &str, hello: &Hello) -> Result<(), GoAway> {
         );
     }
     let cap = node.settings().max_connections;
-    if holder.is_none() && node.peers().len() >= cap {
-        return refuse(
+    // A newer connection for a held name replaces the old one, which
+    // closes: it may pass the cap for that moment.
+    let bound = if holder.is_some() { usize::MAX } else { cap };
+    match admission.reserve(bound) {
+        Some(place) => Ok(place),
+        None => refuse(
             go_away::Reason::Overloaded,
             format!("server is at its cap of {cap} connections"),
-        );
+        ),
     }
-    Ok(())
 }
 
-async fn serve_client(
-    tcp: TcpStream,
-    remote: std::net::SocketAddr,
-    acceptor: TlsAcceptor,
-    node: Arc<Node>,
-) {
+async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>) {
+    let Accepted {
+        tcp,
+        remote,
+        handshake,
+        admission,
+    } = accepted;
     node.metrics().incr(CONNECT_NEW_TICK);
     let settings = node.settings();
     let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await
@@ -130,8 +163,13 @@ async fn serve_client(
         remote_addr: Some(remote),
     };
     let endpoint = node.endpoint();
-    let established =
-        link::establish(stream, &endpoint, peer, |hello| admit(&node, &name, hello)).await;
+    let mut place = None;
+    let established = link::establish(stream, &endpoint, peer, |hello| {
+        place = Some(admit(&node, &name, hello, &admission)?);
+        Ok(())
+    })
+    .await;
+    drop(handshake);
     let handle = match established {
         Ok((handle, _hello)) => handle,
         Err(error) => {
@@ -142,4 +180,5 @@ async fn serve_client(
     let session = node.peers().hold(&name, handle.clone());
     handle.closed().await;
     drop(session);
+    drop(place);
 }
