@@ -98,6 +98,14 @@ pub trait Handler: Send + Sync + 'static {
     fn streams_body(&self) -> bool {
         false
     }
+
+    /// The name this handler's runs are counted under in metrics, for an
+    /// event to `name`. A handler that answers many names (a forward of a
+    /// whole prefix) returns one name for all, so a peer cannot mint metric
+    /// names at will.
+    fn metric_name(&self, name: &str) -> String {
+        name.to_owned()
+    }
 }
 
 /// A handler that reads the body as it arrives.
@@ -110,6 +118,10 @@ impl<H: Handler> Handler for Streaming<H> {
 
     fn streams_body(&self) -> bool {
         true
+    }
+
+    fn metric_name(&self, name: &str) -> String {
+        self.0.metric_name(name)
     }
 }
 

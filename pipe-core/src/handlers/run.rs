@@ -20,7 +20,8 @@ use crate::wire::{
 pub enum Outcome {
     /// The named handler ran (or its body could not be read).
     Handled {
-        /// The handler's name, e.g. `get_time`.
+        /// The name its runs are counted under: the handler's name
+        /// (`get_time`), or one name for a handler of many (a forward).
         handler: String,
     },
     /// No source has a handler of that name.
@@ -74,7 +75,7 @@ impl Handlers {
             }
         };
         let handled = Outcome::Handled {
-            handler: name.as_str().to_owned(),
+            handler: handler.metric_name(name.as_str()),
         };
         let (body, stream) = match body_for(
             handler.streams_body(),

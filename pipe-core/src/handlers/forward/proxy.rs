@@ -52,6 +52,10 @@ impl Handler for Forward {
     fn streams_body(&self) -> bool {
         true
     }
+
+    fn metric_name(&self, _name: &str) -> String {
+        format!("forward_{}", self.route.prefix.trim_end_matches('/'))
+    }
 }
 
 /// Sends `request` to the route's upstream and turns its answer into the

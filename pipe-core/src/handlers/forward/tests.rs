@@ -147,3 +147,15 @@ fn bad_specs_are_refused_naming_the_spec() {
     .unwrap_err();
     assert!(error.contains("already forwarded"), "{error}");
 }
+
+#[test]
+fn every_noun_under_a_forward_counts_under_one_metric_name() {
+    let forwards = Forwards::new(&specs(&[("files/", "http://127.0.0.1:9/")])).unwrap();
+    let metric = |noun: &str| {
+        let name = HandlerName::new("get", noun);
+        forwards.lookup(&name).unwrap().metric_name(name.as_str())
+    };
+    // A peer choosing nouns must not mint a metric name per noun.
+    assert_eq!(metric("files/a"), "forward_files");
+    assert_eq!(metric("files/b/c"), "forward_files");
+}
