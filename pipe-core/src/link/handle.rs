@@ -14,7 +14,7 @@ use super::connection::{Connection, WriterCommand};
 use super::error::RequestError;
 use super::hello::PeerInfo;
 use crate::wire::proto::{Cancel, GoAway, frame::Body, go_away};
-use crate::wire::{Event, Reply, event_frame};
+use crate::wire::{Event, Reply, check_event, event_frame};
 
 /// A cheap, cloneable handle to one live connection.
 #[derive(Clone)]
@@ -149,10 +149,15 @@ impl PeerHandle {
         let deadline = Instant::now() + timeout;
         let request_id = connection.next_request_id.fetch_add(1, Ordering::Relaxed);
         let (frame, stream) = event_frame(request_id, event, timeout);
+        if let Err(over) = check_event(&frame) {
+            let (what, size, limit) = over.parts();
+            return Err(RequestError::TooLarge { what, size, limit });
+        }
         // The frame adds a tag and a length prefix of at most 6 bytes.
         let size = prost::Message::encoded_len(&frame) + 6;
         if size > connection.max_frame_bytes {
             return Err(RequestError::TooLarge {
+                what: "bytes",
                 size,
                 limit: connection.max_frame_bytes,
             });

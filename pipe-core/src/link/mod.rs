@@ -12,6 +12,7 @@
 //! JSON.
 
 mod answer;
+mod cancelled;
 pub(crate) mod certificate;
 mod connection;
 mod error;
@@ -48,7 +49,7 @@ pub use hello::{HandshakeError, LocalHello, PeerInfo};
 pub use inbound::{Delivery, Inbound, LinkNotice, ReplyFuture};
 pub use settings::{
     ConnectionSettings, DEFAULT_DEAD_AFTER, DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_CONCURRENT_HANDLERS,
-    DEFAULT_PING_INTERVAL, WAITING_PER_SLOT,
+    DEFAULT_MAX_REQUEST_TIMEOUT, DEFAULT_PING_INTERVAL, WAITING_PER_SLOT,
 };
 pub use tls::{
     ALPN, CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, CertFiles, Reloadable, SERVER_CERT_FILE,

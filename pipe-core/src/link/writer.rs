@@ -197,6 +197,7 @@ where
             } else {
                 if let Some((_, waiter)) = connection.pending.remove(&request_id) {
                     let _ = waiter.send(Err(RequestError::TooLarge {
+                        what: "bytes",
                         size: announced,
                         limit,
                     }));

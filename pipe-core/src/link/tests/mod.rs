@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 
+mod hostile;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
@@ -61,6 +63,11 @@ impl Inbound for TestInbound {
                     let _count = Stopped(seen.clone());
                     delivery.cancelled.cancelled().await;
                     Reply::bytes("text/plain", "cancelled")
+                }
+                "get_deadline" => {
+                    // Whole seconds left until the delivery's deadline.
+                    let left = delivery.deadline - tokio::time::Instant::now();
+                    Reply::bytes("text/plain", left.as_secs().to_string())
                 }
                 other => Reply::bytes("text/plain", format!("unknown {other}")),
             }

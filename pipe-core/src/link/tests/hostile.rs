@@ -1,0 +1,186 @@
+//! Hostile peers (issue 11): duplicate ids, endless deadlines, header and
+//! argument floods, cancels ahead of their events, and a peer that stops
+//! reading. Each side is a real link; the peer writes raw frames.
+
+use super::*;
+
+/// The next frame that is not a heartbeat, or `None` after a few seconds:
+/// a link whose task died answers nothing.
+async fn next_frame_soon(raw: &mut Framed<DuplexStream, FrameCodec>) -> Option<Body> {
+    tokio::time::timeout(Duration::from_secs(5), next_frame(raw))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Asserts the next frame is a protocol-error `GoAway` mentioning `words`.
+async fn expect_protocol_error(raw: &mut Framed<DuplexStream, FrameCodec>, words: &str) {
+    let frame = next_frame_soon(raw).await;
+    let Some(Body::GoAway(go_away)) = frame else {
+        panic!("expected GoAway, got {frame:?}")
+    };
+    assert_eq!(go_away.reason, go_away::Reason::ProtocolError as i32);
+    assert!(go_away.message.contains(words), "{}", go_away.message);
+}
+
+fn headers(count: usize, value_bytes: usize) -> Vec<proto::Header> {
+    (0..count)
+        .map(|i| proto::Header {
+            name: format!("x-{i}"),
+            value: Bytes::from(vec![b'v'; value_bytes]),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_duplicate_request_id_is_a_protocol_error() {
+    let server = TestInbound::default();
+    let (handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    raw.send(raw_event(1, "wait", false)).await.unwrap();
+    while handle.in_flight_in() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Same id while the first still runs: never an overwrite.
+    raw.send(raw_event(1, "echo", false)).await.unwrap();
+    expect_protocol_error(&mut raw, "duplicate request id 1").await;
+    handle.closed().await;
+    assert!(handle.close_reason().contains("duplicate"));
+}
+
+#[tokio::test]
+async fn an_endless_timeout_from_the_peer_is_cut_to_our_maximum() {
+    let server = TestInbound::default();
+    let (handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    let Body::Event(mut event) = raw_event(1, "deadline", false) else {
+        unreachable!()
+    };
+    event.timeout_ms = u64::MAX;
+    raw.send(Body::Event(event)).await.unwrap();
+    let frame = next_frame_soon(&mut raw).await;
+    let Some(Body::Reply(reply)) = frame else {
+        panic!("no reply: {frame:?}")
+    };
+    let left: u64 = std::str::from_utf8(&reply.body).unwrap().parse().unwrap();
+    // The default maximum, 24 h.
+    assert!(left <= 24 * 60 * 60, "{left} s");
+    assert!(left > 23 * 60 * 60, "{left} s");
+    assert!(!handle.is_closed());
+}
+
+#[tokio::test]
+async fn a_cancel_that_overtook_its_event_stops_it_from_running() {
+    let server = TestInbound::default();
+    let (handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    raw.send(Body::Cancel(proto::Cancel {
+        request_id: 5,
+        reason: "the caller stopped waiting".into(),
+    }))
+    .await
+    .unwrap();
+    raw.send(raw_event(5, "echo", false)).await.unwrap();
+    raw.send(raw_event(6, "echo", false)).await.unwrap();
+    let frame = next_frame_soon(&mut raw).await;
+    let Some(Body::Reply(reply)) = frame else {
+        panic!("no reply: {frame:?}")
+    };
+    assert_eq!(reply.request_id, 6, "the cancelled event ran");
+    assert_eq!(server.seen.answered.load(AtomicOrdering::SeqCst), 1);
+    assert!(!handle.is_closed());
+}
+
+#[tokio::test]
+async fn too_many_headers_on_an_event_are_a_protocol_error() {
+    let server = TestInbound::default();
+    let (handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    let Body::Event(mut event) = raw_event(1, "echo", false) else {
+        unreachable!()
+    };
+    event.headers = headers(1000, 1);
+    raw.send(Body::Event(event)).await.unwrap();
+    expect_protocol_error(&mut raw, "headers exceed the limit").await;
+    handle.closed().await;
+    assert_eq!(server.seen.answered.load(AtomicOrdering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn too_many_header_bytes_or_arguments_are_a_protocol_error() {
+    let server = TestInbound::default();
+    let (_handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    let Body::Event(mut event) = raw_event(1, "echo", false) else {
+        unreachable!()
+    };
+    event.headers = headers(2, 40 * 1024);
+    raw.send(Body::Event(event)).await.unwrap();
+    expect_protocol_error(&mut raw, "bytes of headers").await;
+
+    let (_handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    let Body::Event(mut event) = raw_event(1, "echo", false) else {
+        unreachable!()
+    };
+    event.args.extend((0..1000).map(|i| i.to_string()));
+    raw.send(Body::Event(event)).await.unwrap();
+    expect_protocol_error(&mut raw, "arguments exceed").await;
+    assert_eq!(server.seen.answered.load(AtomicOrdering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn too_many_headers_on_a_reply_are_a_protocol_error() {
+    let server = TestInbound::default();
+    let (handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    let request = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.request(echo("x", 0), Duration::from_secs(30)).await }
+    });
+    let Some(Body::Event(event)) = next_frame_soon(&mut raw).await else {
+        panic!("no event")
+    };
+    raw.send(Body::Reply(proto::Reply {
+        request_id: event.request_id,
+        headers: headers(40_000, 0),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    expect_protocol_error(&mut raw, "headers exceed the limit").await;
+    let outcome = request.await.unwrap();
+    assert!(
+        matches!(outcome, Err(RequestError::Disconnected { .. })),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_frame_of_empty_repeated_strings_is_refused_before_decoding() {
+    let server = TestInbound::default();
+    let (handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    // 4 MiB of empty arguments: 2 bytes each on the wire, 24 bytes and more
+    // each once decoded.
+    let Body::Event(mut event) = raw_event(1, "echo", false) else {
+        unreachable!()
+    };
+    event.args = vec![String::new(); 2 * 1024 * 1024];
+    raw.send(Body::Event(event)).await.unwrap();
+    expect_protocol_error(&mut raw, "arguments exceed").await;
+    handle.closed().await;
+}
+
+#[tokio::test]
+async fn our_own_event_over_a_limit_fails_before_it_is_sent() {
+    let (client, server) = (TestInbound::default(), TestInbound::default());
+    let (to_server, _to_client) = pair(&client, &server, ConnectionSettings::default()).await;
+    let mut event = echo("x", 0);
+    for i in 0..300 {
+        event.headers.append(
+            http::HeaderName::try_from(format!("x-{i}")).unwrap(),
+            http::HeaderValue::from_static("v"),
+        );
+    }
+    let outcome = to_server.request(event, Duration::from_secs(5)).await;
+    assert!(
+        matches!(outcome, Err(RequestError::TooLarge { size: 300, .. })),
+        "{outcome:?}"
+    );
+    // The connection carries on.
+    let reply = to_server.request(echo("after", 0), Duration::from_secs(5));
+    assert_eq!(reply.await.unwrap().body, "after");
+}
