@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep_until, timeout};
 
 use super::connection::{Connection, WriterCommand};
 use super::error::RequestError;
-use super::hello::PeerInfo;
+use super::hello::{CLOSE_TIMEOUT, PeerInfo};
 use crate::wire::proto::{Cancel, GoAway, frame::Body, go_away};
 use crate::wire::{Event, Reply, check_event, event_frame};
 
@@ -127,6 +127,19 @@ impl PeerHandle {
         if self.connection.frames_tx.try_send(close).is_err() {
             // Queue full or writer gone: end without the courtesy frame.
             self.connection.closed.cancel();
+            return;
+        }
+        // The GoAway waits behind what is queued; a peer that reads nothing
+        // must not hold the close up past a short, fixed wait.
+        let connection = self.connection.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = timeout(CLOSE_TIMEOUT, connection.closed.cancelled()).await;
+                    connection.closed.cancel();
+                });
+            }
+            Err(_) => connection.closed.cancel(),
         }
     }
 

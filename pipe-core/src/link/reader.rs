@@ -12,6 +12,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
+use super::CONTROL_QUEUE;
 use super::answer::answer_event;
 use super::cancelled::CancelledIds;
 use super::connection::{BodyKey, Connection};
@@ -93,7 +94,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 reason: connection.close_reason(),
                 told_peer: false,
             },
-            next = self.frames.next() => match next {
+            next = Self::next_frame(&mut self.frames, &connection) => match next {
                 Some(Ok(body)) => self.on_frame(body),
                 Some(Err(error)) => self.on_read_error(error),
                 None => Step::End {
@@ -103,6 +104,19 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             },
             _ = sleep_until(ping_at.min(dead_at)) => self.on_heartbeat_timer(dead_at),
         }
+    }
+
+    /// The next frame, read only while the control queue has room for what
+    /// handling it may queue (a pong, a refusal): a peer that sends but does
+    /// not read is read no further, and the write deadline ends it.
+    async fn next_frame(
+        frames: &mut FramedRead<R, FrameCodec>,
+        connection: &Connection,
+    ) -> Option<Result<Body, FrameError>> {
+        if let Ok(room) = connection.control_tx.reserve_many(CONTROL_QUEUE / 2).await {
+            drop(room);
+        }
+        frames.next().await
     }
 
     fn on_read_error(&self, error: FrameError) -> Step {

@@ -184,3 +184,66 @@ async fn our_own_event_over_a_limit_fails_before_it_is_sent() {
     let reply = to_server.request(echo("after", 0), Duration::from_secs(5));
     assert_eq!(reply.await.unwrap().body, "after");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_reading_is_dropped_within_dead_after() {
+    let server = TestInbound::default();
+    let settings = ConnectionSettings {
+        ping_interval: Duration::from_secs(1),
+        dead_after: Duration::from_secs(3),
+        ..Default::default()
+    };
+    // A small pipe whose far end pings forever and never reads: the pongs
+    // fill it, then nothing more can be written.
+    let (a, b) = tokio::io::duplex(1024);
+    let mut raw = Framed::new(a, FrameCodec::new(settings.max_frame_bytes));
+    raw.send(hello(PROTOCOL_VERSION)).await.unwrap();
+    let server_end = endpoint(Side::Server, &server, settings.clone());
+    let (handle, _) = establish(b, &server_end, peer(Side::Client), |_| Ok(()))
+        .await
+        .unwrap();
+    let (mut write_only, _never_read) = raw.split();
+    let pinger = tokio::spawn(async move {
+        for nonce in 0.. {
+            if write_only.send(Body::Ping(Ping { nonce })).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let closed = tokio::time::timeout(settings.dead_after * 2, handle.closed()).await;
+    assert!(closed.is_ok(), "still open: {}", handle.close_reason());
+    assert!(
+        handle.close_reason().contains("accepted nothing"),
+        "{}",
+        handle.close_reason()
+    );
+    pinger.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_finishes_even_if_the_peer_reads_nothing() {
+    let server = TestInbound::default();
+    let settings = ConnectionSettings::default();
+    let (a, b) = tokio::io::duplex(1024);
+    let mut raw = Framed::new(a, FrameCodec::new(settings.max_frame_bytes));
+    raw.send(hello(PROTOCOL_VERSION)).await.unwrap();
+    let server_end = endpoint(Side::Server, &server, settings.clone());
+    let (handle, _) = establish(b, &server_end, peer(Side::Client), |_| Ok(()))
+        .await
+        .unwrap();
+    // Events the peer never reads fill the pipe; the GoAway queues behind.
+    for _ in 0..20 {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut event = echo(&"x".repeat(4096), 0);
+            event.handler = HandlerName::new("get", "wait");
+            handle.request(event, Duration::from_secs(600)).await
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    handle.close(go_away::Reason::Shutdown, "test over");
+    let closed = tokio::time::timeout(Duration::from_secs(5), handle.closed()).await;
+    assert!(closed.is_ok(), "close waited on the peer");
+    drop(raw);
+}
