@@ -41,11 +41,11 @@ pub(super) async fn answer_event(
     };
     let (mut frame, mut stream) = reply_frame(request_id, reply);
     if let Err(over) = check_reply(&frame) {
-        // Never sent to break the peer's limits: the caller gets a 502.
-        let failure = HandlerError::new("ReplyOverLimit", over.to_string());
+        // Never sent to break the peer's limits: the caller gets 500 with
+        // code 251, as for a reply over the frame limit.
+        let failure = HandlerError::new("ReplyTooLarge", over.to_string());
         warn!(peer = %connection.peer.name, request_id, "{failure}");
-        let status = Some(http::StatusCode::BAD_GATEWAY);
-        (frame, stream) = (failure_frame(request_id, &failure, status), None);
+        (frame, stream) = (failure_frame(request_id, &failure, None), None);
     }
     let sent = connection
         .frames_tx
