@@ -185,6 +185,24 @@ async fn our_own_event_over_a_limit_fails_before_it_is_sent() {
     assert_eq!(reply.await.unwrap().body, "after");
 }
 
+#[tokio::test]
+async fn our_own_reply_over_a_limit_becomes_a_failure_reply() {
+    let (client, server) = (TestInbound::default(), TestInbound::default());
+    let (to_server, _to_client) = pair(&client, &server, ConnectionSettings::default()).await;
+    let mut event = echo("300", 0);
+    event.handler = HandlerName::new("get", "headers");
+    let reply = to_server.request(event, Duration::from_secs(5)).await;
+    let reply = reply.unwrap();
+    assert_eq!(reply.return_code, crate::wire::RETURN_HANDLER_FAILED);
+    let body = String::from_utf8_lossy(&reply.body);
+    assert!(body.contains("ReplyTooLarge"), "{body}");
+    // Within the limit it goes through, and the connection carries on.
+    let mut event = echo("200", 0);
+    event.handler = HandlerName::new("get", "headers");
+    let reply = to_server.request(event, Duration::from_secs(5)).await;
+    assert_eq!(reply.unwrap().headers.len(), 200);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_stops_reading_is_dropped_within_dead_after() {
     let server = TestInbound::default();

@@ -69,6 +69,18 @@ impl Inbound for TestInbound {
                     let left = delivery.deadline - tokio::time::Instant::now();
                     Reply::bytes("text/plain", left.as_secs().to_string())
                 }
+                "get_headers" => {
+                    // As many headers as the first argument says.
+                    let count: usize = event.args[0].parse().unwrap();
+                    let mut reply = Reply::bytes("text/plain", "headers");
+                    for i in 0..count {
+                        let name = http::HeaderName::try_from(format!("x-{i}")).unwrap();
+                        reply
+                            .headers
+                            .append(name, http::HeaderValue::from_static("v"));
+                    }
+                    reply
+                }
                 other => Reply::bytes("text/plain", format!("unknown {other}")),
             }
         })
