@@ -36,10 +36,11 @@ pub use handlers::{
 };
 pub use link::{
     ALPN, CertFiles, CertificateError, ConnectionSettings, DEFAULT_DEAD_AFTER,
-    DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_PING_INTERVAL, Delivery,
-    Endpoint, HandshakeError, Inbound, LinkNotice, LocalHello, MAX_NODE_NAME_LEN, PeerHandle,
-    PeerInfo, Reloadable, ReplyFuture, RequestError, Role, TlsError, TlsIdentity, WAITING_PER_SLOT,
-    establish, has_extended_key_usage, is_valid_node_name, node_name, peer_identity,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_MAX_REQUEST_TIMEOUT,
+    DEFAULT_PING_INTERVAL, Delivery, Endpoint, HandshakeError, Inbound, LinkNotice, LocalHello,
+    MAX_NODE_NAME_LEN, PeerHandle, PeerInfo, Reloadable, ReplyFuture, RequestError, Role, TlsError,
+    TlsIdentity, WAITING_PER_SLOT, establish, has_extended_key_usage, is_valid_node_name,
+    node_name, peer_identity,
 };
 pub use node::{
     Backoff, BackoffSettings, ConnectError, ConnectionEvent, DEFAULT_CONNECT_TIMEOUT,
@@ -54,6 +55,7 @@ pub use ops::launch::{ReloadError, SetIdentityError};
 pub use ops::{config, identity, launch, logging, pki};
 pub use wire::{
     DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, JSON,
-    PROTOCOL_VERSION, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, RETURN_OK,
-    Reply, Side, body, handler_name, is_hop_by_hop, is_json_type, proto,
+    LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, PROTOCOL_VERSION,
+    RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, RETURN_OK, Reply, Side, body,
+    handler_name, is_hop_by_hop, is_json_type, proto,
 };

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use restpipe_tests::wire::{
-    ALPN, FrameCodec, GoAway, Hello, PROTOCOL_VERSION, Ping, Role as WireRole, frame::Body, go_away,
+    ALPN, Event, FrameCodec, GoAway, Header, Hello, PROTOCOL_VERSION, Ping, Role as WireRole,
+    frame::Body, go_away,
 };
 use restpipe_tests::{
     BackoffSettings, ConnectionSettings, IssueRequest, NodeOptions, NodeSettings, Pki, Registry,
@@ -731,4 +732,75 @@ async fn one_address_cannot_hold_every_handshake_place() {
     // Clients from other addresses are served meanwhile.
     assert_eq!(get(&good.url("/server/time")).await.status, 200);
     assert_only_the_bad_peer_was_hurt(&server, before, "anybody").await;
+}
+
+#[tokio::test]
+async fn header_and_argument_floods_close_only_that_connection() {
+    let pki = Pki::new();
+    let (server, good) = server_with_good_client(&pki, fast_settings()).await;
+    let before = good_connection(&server);
+    let event = |request_id| Event {
+        request_id,
+        verb: "get".into(),
+        noun: "time".into(),
+        timeout_ms: 10_000,
+        ..Default::default()
+    };
+    let many_headers = Event {
+        headers: (0..40_000)
+            .map(|i| Header {
+                name: format!("x-{i}"),
+                value: Default::default(),
+            })
+            .collect(),
+        ..event(1)
+    };
+    // 8 MiB of empty arguments decode to far more than 8 MiB.
+    let empty_args = Event {
+        args: vec![String::new(); 4 * 1024 * 1024],
+        ..event(1)
+    };
+    for (what, flood) in [("headers", many_headers), ("arguments", empty_args)] {
+        let mut pipe = raw_client_after_hello(&pki, &server, "flooder").await;
+        pipe.send(Body::Event(flood)).await.unwrap();
+        let ending = read_until_closed(&mut pipe).await;
+        ending.assert_protocol_error_close(what);
+        let go_aways = ending.go_aways();
+        assert!(
+            go_aways.iter().any(|g| g.message.contains(what)),
+            "{what}: {go_aways:?}"
+        );
+        wait_until_gone(&server, "flooder").await;
+    }
+    assert_only_the_bad_peer_was_hurt(&server, before, "flooder").await;
+    drop(good);
+}
+
+#[tokio::test]
+async fn an_endless_timeout_from_a_peer_is_served_within_our_maximum() {
+    let pki = Pki::new();
+    let (server, _good) = server_with_good_client(&pki, fast_settings()).await;
+    let mut pipe = raw_client_after_hello(&pki, &server, "patient").await;
+    pipe.send(Body::Event(Event {
+        request_id: 1,
+        verb: "get".into(),
+        noun: "time".into(),
+        timeout_ms: u64::MAX,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(WAIT, async {
+        loop {
+            match pipe.next().await {
+                Some(Ok(Body::Reply(reply))) => return reply,
+                Some(Ok(_)) => continue,
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a reply within the wait");
+    assert_eq!(reply.request_id, 1);
+    assert!(server.has_peer("patient"));
 }

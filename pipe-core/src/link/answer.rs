@@ -10,7 +10,9 @@ use tokio::time::sleep_until;
 use super::connection::{Connection, WriterCommand};
 use super::inbound::Delivery;
 use crate::wire::proto::frame::Body;
-use crate::wire::reply_frame;
+use tracing::warn;
+
+use crate::wire::{HandlerError, check_reply, failure_frame, reply_frame};
 
 /// Runs one admitted event to completion (or cancellation) and replies:
 /// waits for a handler slot, asks [`super::Inbound`] within the deadline, sends the
@@ -37,7 +39,14 @@ pub(super) async fn answer_event(
         connection.running.remove(&request_id);
         return;
     };
-    let (frame, stream) = reply_frame(request_id, reply);
+    let (mut frame, mut stream) = reply_frame(request_id, reply);
+    if let Err(over) = check_reply(&frame) {
+        // Never sent to break the peer's limits: the caller gets 500 with
+        // code 251, as for a reply over the frame limit.
+        let failure = HandlerError::new("ReplyTooLarge", over.to_string());
+        warn!(peer = %connection.peer.name, request_id, "{failure}");
+        (frame, stream) = (failure_frame(request_id, &failure, None), None);
+    }
     let sent = connection
         .frames_tx
         .send(WriterCommand::Frame(Box::new(Body::Reply(frame))))

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::error::RequestError;
 use super::hello::PeerInfo;
@@ -65,8 +66,9 @@ pub(super) struct Connection {
     /// Events, replies and the final close, in order, to the writer.
     pub(super) frames_tx: mpsc::Sender<WriterCommand>,
     /// Small frames that must never wait behind data or be dropped: pings,
-    /// pongs, window grants, cancels. Few and tiny, so unbounded.
-    pub(super) control_tx: mpsc::UnboundedSender<Box<Body>>,
+    /// pongs, window grants, cancels, refusals. Bounded: when it is full the
+    /// peer has stopped reading, and the connection closes.
+    pub(super) control_tx: mpsc::Sender<Box<Body>>,
     /// Chunks of streamed bodies: written only when nothing else waits, so
     /// small requests overtake bulk data.
     pub(super) bulk_tx: mpsc::Sender<Box<Body>>,
@@ -125,10 +127,18 @@ impl Connection {
         }
     }
 
-    /// Queues a control frame; never waits, never drops (while the writer
-    /// lives).
+    /// Queues a control frame; never waits, never drops. A full queue means
+    /// the peer accepts nothing (the reader stops reading well before it
+    /// fills): the connection closes rather than grow.
     pub(super) fn send_control(&self, body: Body) {
-        let _ = self.control_tx.send(Box::new(body));
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.control_tx.try_send(Box::new(body)) {
+            let queued = self.control_tx.max_capacity();
+            warn!(peer = %self.peer.name, connection = self.id, "closing connection: {queued} control frames queued, the peer is not reading");
+            self.record_close(format!(
+                "peer is not reading: {queued} control frames queued"
+            ));
+            self.closed.cancel();
+        }
     }
 
     /// Tells the peer to stop sending the body under `key`.

@@ -27,10 +27,13 @@ pub enum RequestError {
         /// The peer's identity.
         peer: String,
     },
-    /// The event does not fit in one frame.
-    #[error("event of {size} bytes exceeds the frame limit of {limit} bytes")]
+    /// The event does not fit in one frame, or carries more headers or
+    /// arguments (or bytes of them) than the protocol allows.
+    #[error("event of {size} {what} exceeds the limit of {limit} {what}")]
     TooLarge {
-        /// Encoded size.
+        /// What was counted: "bytes" for the frame, else which limit.
+        what: &'static str,
+        /// Encoded size, or the count.
         size: usize,
         /// The limit.
         limit: usize,

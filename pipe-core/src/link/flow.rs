@@ -21,19 +21,21 @@ impl Connection {
         let (sink, mut stream) = body::unbounded_channel(length);
         let granted = Arc::new(AtomicU64::new(0));
         let (request_id, of_reply) = key;
-        let control = self.control_tx.clone();
+        let weak = Arc::downgrade(self);
         let counter = granted.clone();
         let mut consumed_since_grant = 0u64;
         stream.set_on_consumed(Box::new(move |n| {
             consumed_since_grant += n as u64;
             if consumed_since_grant >= WINDOW_BYTES / 4 {
                 counter.fetch_add(consumed_since_grant, Ordering::AcqRel);
-                let _ = control.send(Box::new(Body::Window(Window {
-                    request_id,
-                    of_reply,
-                    bytes: consumed_since_grant,
-                    stop: false,
-                })));
+                if let Some(connection) = weak.upgrade() {
+                    connection.send_control(Body::Window(Window {
+                        request_id,
+                        of_reply,
+                        bytes: consumed_since_grant,
+                        stop: false,
+                    }));
+                }
                 consumed_since_grant = 0;
             }
         }));

@@ -8,13 +8,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep_until, timeout};
 
 use super::connection::{Connection, WriterCommand};
 use super::error::RequestError;
-use super::hello::PeerInfo;
+use super::hello::{CLOSE_TIMEOUT, PeerInfo};
 use crate::wire::proto::{Cancel, GoAway, frame::Body, go_away};
-use crate::wire::{Event, Reply, event_frame};
+use crate::wire::{Event, Reply, check_event, event_frame};
 
 /// A cheap, cloneable handle to one live connection.
 #[derive(Clone)]
@@ -127,6 +127,19 @@ impl PeerHandle {
         if self.connection.frames_tx.try_send(close).is_err() {
             // Queue full or writer gone: end without the courtesy frame.
             self.connection.closed.cancel();
+            return;
+        }
+        // The GoAway waits behind what is queued; a peer that reads nothing
+        // must not hold the close up past a short, fixed wait.
+        let connection = self.connection.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = timeout(CLOSE_TIMEOUT, connection.closed.cancelled()).await;
+                    connection.closed.cancel();
+                });
+            }
+            Err(_) => connection.closed.cancel(),
         }
     }
 
@@ -149,10 +162,15 @@ impl PeerHandle {
         let deadline = Instant::now() + timeout;
         let request_id = connection.next_request_id.fetch_add(1, Ordering::Relaxed);
         let (frame, stream) = event_frame(request_id, event, timeout);
+        if let Err(over) = check_event(&frame) {
+            let (what, size, limit) = over.parts();
+            return Err(RequestError::TooLarge { what, size, limit });
+        }
         // The frame adds a tag and a length prefix of at most 6 bytes.
         let size = prost::Message::encoded_len(&frame) + 6;
         if size > connection.max_frame_bytes {
             return Err(RequestError::TooLarge {
+                what: "bytes",
                 size,
                 limit: connection.max_frame_bytes,
             });

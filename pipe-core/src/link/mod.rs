@@ -12,6 +12,7 @@
 //! JSON.
 
 mod answer;
+mod cancelled;
 pub(crate) mod certificate;
 mod connection;
 mod error;
@@ -19,6 +20,7 @@ mod flow;
 mod handle;
 mod hello;
 mod inbound;
+mod progress;
 mod reader;
 mod settings;
 mod tls;
@@ -48,7 +50,7 @@ pub use hello::{HandshakeError, LocalHello, PeerInfo};
 pub use inbound::{Delivery, Inbound, LinkNotice, ReplyFuture};
 pub use settings::{
     ConnectionSettings, DEFAULT_DEAD_AFTER, DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_CONCURRENT_HANDLERS,
-    DEFAULT_PING_INTERVAL, WAITING_PER_SLOT,
+    DEFAULT_MAX_REQUEST_TIMEOUT, DEFAULT_PING_INTERVAL, WAITING_PER_SLOT,
 };
 pub use tls::{
     ALPN, CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, CertFiles, Reloadable, SERVER_CERT_FILE,
@@ -58,11 +60,16 @@ pub use tls::{
 use crate::wire::FrameCodec;
 use crate::wire::proto::{GoAway, Hello};
 use connection::Connection;
-use writer::WriterQueues;
+use progress::{Progress, WriteClock};
+use writer::{WriteDeadline, WriterQueues};
 
 /// Frames queued for the writer before senders wait: deep enough to batch
 /// bursts into few TLS records, shallow enough to push back on callers.
 const FRAMES_QUEUE: usize = 1024;
+/// Control frames (pongs, window grants, cancels, refusals) queued for the
+/// writer at most: the reader stops reading while fewer than half are free,
+/// and past the rest the peer is not reading and the connection closes.
+const CONTROL_QUEUE: usize = 1024;
 /// Chunk frames queued for the writer before a body's sender waits.
 const BULK_QUEUE: usize = 32;
 /// Initial size of the write buffer: a ping fits; larger frames grow it,
@@ -120,7 +127,8 @@ where
     // Small buffers to start with: most connections idle, and the buffers
     // grow to the frames that actually arrive.
     let mut reader = FramedRead::with_capacity(read_half, codec.clone(), READ_BUFFER);
-    let mut writer = FramedWrite::new(write_half, codec);
+    let clock = Arc::new(WriteClock::new());
+    let mut writer = FramedWrite::new(Progress::new(write_half, clock.clone()), codec);
     *writer.write_buffer_mut() = bytes::BytesMut::with_capacity(WRITE_BUFFER);
 
     let theirs = hello::exchange(
@@ -134,7 +142,7 @@ where
     .await?;
 
     let (frames_tx, frames) = mpsc::channel(FRAMES_QUEUE);
-    let (control_tx, control) = mpsc::unbounded_channel();
+    let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
     let (bulk_tx, bulk) = mpsc::channel(BULK_QUEUE);
     let connection = Arc::new(Connection {
         peer,
@@ -175,7 +183,11 @@ where
         control,
         bulk,
     };
-    tokio::spawn(writer::run(writer, queues, connection.clone()));
+    let deadline = WriteDeadline {
+        clock,
+        dead_after: settings.dead_after,
+    };
+    tokio::spawn(writer::run(writer, queues, deadline, connection.clone()));
     let reader = reader::Reader::new(reader, connection.clone(), settings.clone());
     tokio::spawn(reader.run());
     Ok((PeerHandle { connection }, theirs))

@@ -12,14 +12,18 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
+use super::CONTROL_QUEUE;
 use super::answer::answer_event;
+use super::cancelled::CancelledIds;
 use super::connection::{BodyKey, Connection};
 use super::hello::CLOSE_TIMEOUT;
 use super::inbound::{Delivery, LinkNotice};
-use super::settings::{ConnectionSettings, WAITING_PER_SLOT};
+use super::settings::{ConnectionSettings, DEFAULT_MAX_REQUEST_TIMEOUT, WAITING_PER_SLOT};
 use crate::wire::body::BodyError;
 use crate::wire::proto::{self, Cancel, Chunk, GoAway, Ping, Pong, Window, frame::Body, go_away};
-use crate::wire::{FrameCodec, FrameError, HandlerError, ReceivedEvent, ReceivedReply};
+use crate::wire::{
+    FrameCodec, FrameError, HandlerError, ReceivedEvent, ReceivedReply, check_event, check_reply,
+};
 
 /// A broken rule of the protocol: the connection ends with this message.
 type Violation = String;
@@ -44,6 +48,8 @@ pub(super) struct Reader<R> {
     /// The latest ping still waiting for its pong, and when it was sent.
     ping_outstanding: Option<(u64, Instant)>,
     idle_reported: bool,
+    /// Ids the peer cancelled before we saw their events.
+    cancelled_early: CancelledIds,
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
@@ -62,6 +68,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             ping_nonce: 0,
             ping_outstanding: None,
             idle_reported: false,
+            cancelled_early: CancelledIds::default(),
         }
     }
 
@@ -87,7 +94,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 reason: connection.close_reason(),
                 told_peer: false,
             },
-            next = self.frames.next() => match next {
+            next = Self::next_frame(&mut self.frames, &connection) => match next {
                 Some(Ok(body)) => self.on_frame(body),
                 Some(Err(error)) => self.on_read_error(error),
                 None => Step::End {
@@ -99,12 +106,28 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
+    /// The next frame, read only while the control queue has room for what
+    /// handling it may queue (a pong, a refusal): a peer that sends but does
+    /// not read is read no further, and the write deadline ends it.
+    async fn next_frame(
+        frames: &mut FramedRead<R, FrameCodec>,
+        connection: &Connection,
+    ) -> Option<Result<Body, FrameError>> {
+        if let Ok(room) = connection.control_tx.reserve_many(CONTROL_QUEUE / 2).await {
+            drop(room);
+        }
+        frames.next().await
+    }
+
     fn on_read_error(&self, error: FrameError) -> Step {
         let connection = &self.connection;
         warn!(peer = %connection.peer.name, connection = connection.id, "closing connection: {error}");
         let told_peer = matches!(
             error,
-            FrameError::TooLarge { .. } | FrameError::Malformed(_) | FrameError::Empty
+            FrameError::TooLarge { .. }
+                | FrameError::Malformed(_)
+                | FrameError::Empty
+                | FrameError::OverLimit(_)
         );
         if told_peer {
             connection.protocol_error(error.to_string());
@@ -152,14 +175,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             self.idle_reported = false;
         }
         let handled = match body {
-            Body::Event(event) => {
-                self.on_event(event);
-                Ok(())
-            }
-            Body::Reply(reply) => {
-                self.on_reply(reply);
-                Ok(())
-            }
+            Body::Event(event) => self.on_event(event),
+            Body::Reply(reply) => self.on_reply(reply),
             Body::Chunk(chunk) => self.on_chunk(chunk),
             Body::Window(window) => self.on_window(window),
             Body::Cancel(cancel) => {
@@ -195,11 +212,25 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     /// The peer's event: admitted (or refused at once) and handed to its
-    /// own task, which waits for a handler slot.
-    fn on_event(&self, frame: proto::Event) {
-        let connection = &self.connection;
+    /// own task, which waits for a handler slot. An id already running, or
+    /// over the limits, is a protocol error; an id the peer already
+    /// cancelled (its `Cancel` overtook it) is dropped unanswered.
+    fn on_event(&mut self, frame: proto::Event) -> Result<(), Violation> {
+        let connection = self.connection.clone();
         let inbound = &connection.inbound;
         inbound.notice(&connection.peer, connection.id, LinkNotice::EventReceived);
+        check_event(&frame).map_err(|e| format!("event {}: {e}", frame.request_id))?;
+        let id = frame.request_id;
+        if connection.running.contains_key(&id) {
+            return Err(format!("duplicate request id {id}: already running"));
+        }
+        if self.cancelled_early.forget(id) {
+            debug!(peer = %connection.peer.name, request_id = id, "event arrived after its cancel; dropped");
+            if frame.body_follows {
+                connection.stop_peer_body((id, false));
+            }
+            return Ok(());
+        }
         let received = ReceivedEvent::from(frame);
         let request_id = received.request_id;
         if connection.draining.load(Ordering::Acquire) {
@@ -209,7 +240,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 "this node is shutting down and takes no new events",
             );
             connection.refuse_event(request_id, received.body_follows, refusal);
-            return;
+            return Ok(());
         }
         let Ok(admitted) = connection.admission.clone().try_acquire_owned() else {
             inbound.notice(&connection.peer, connection.id, LinkNotice::Busy);
@@ -224,7 +255,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 ),
             );
             connection.refuse_event(request_id, received.body_follows, refusal);
-            return;
+            return Ok(());
         };
         let cancelled = connection.closed.child_token();
         connection.running.insert(request_id, cancelled.clone());
@@ -237,15 +268,27 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         let delivery = Delivery {
             request_id,
             event,
-            deadline: Instant::now() + received.timeout,
+            deadline: self.deadline(received.timeout),
             cancelled,
         };
         tokio::spawn(answer_event(connection.clone(), delivery, admitted));
+        Ok(())
+    }
+
+    /// When an event the peer gives `timeout` ends: never later than our
+    /// own maximum, whatever the peer asked for.
+    fn deadline(&self, timeout: std::time::Duration) -> Instant {
+        let now = Instant::now();
+        let granted = timeout.min(self.settings.max_request_timeout);
+        now.checked_add(granted)
+            .or_else(|| now.checked_add(DEFAULT_MAX_REQUEST_TIMEOUT))
+            .unwrap_or(now)
     }
 
     /// The peer's reply to one of our requests, handed to its waiter.
-    fn on_reply(&self, frame: proto::Reply) {
+    fn on_reply(&self, frame: proto::Reply) -> Result<(), Violation> {
         let connection = &self.connection;
+        check_reply(&frame).map_err(|e| format!("reply {}: {e}", frame.request_id))?;
         let received = ReceivedReply::from(frame);
         let request_id = received.request_id;
         let Some((_, waiter)) = connection.pending.remove(&request_id) else {
@@ -254,22 +297,28 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             if received.body_follows {
                 connection.stop_peer_body((request_id, true));
             }
-            return;
+            return Ok(());
         };
         let mut reply = received.reply;
         reply.stream = received
             .body_follows
             .then(|| connection.receive_body((request_id, true), received.body_length));
         let _ = waiter.send(Ok(reply));
+        Ok(())
     }
 
     /// The peer gave up on one of its requests.
-    fn on_cancel(&self, cancel: Cancel) {
+    /// A cancel for an id we do not know may have overtaken its event (or
+    /// come after our reply): the id is remembered, boundedly, so the event
+    /// is dropped if it still comes.
+    fn on_cancel(&mut self, cancel: Cancel) {
         let connection = &self.connection;
         let id = cancel.request_id;
         if let Some(token) = connection.running.get(&id) {
             debug!(peer = %connection.peer.name, request_id = id, reason = %cancel.reason, "peer cancelled a request");
             token.cancel();
+        } else {
+            self.cancelled_early.remember(id);
         }
         connection.stop_sending((id, true));
         connection.abort_receiving(

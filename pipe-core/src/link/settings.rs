@@ -14,6 +14,10 @@ pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(15);
 /// Default time allowed for the `Hello` exchange after TLS.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default longest time a handler works on one of the peer's events,
+/// whatever `timeout_ms` the peer sent: the front's own maximum (24 h).
+pub const DEFAULT_MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Events that may wait for a handler slot, per slot: past
 /// `max_concurrent_handlers * (1 + WAITING_PER_SLOT)` events in progress on
 /// one connection, a new one is refused at once (503) instead of queueing
@@ -35,6 +39,9 @@ pub struct ConnectionSettings {
     pub dead_after: Duration,
     /// Deadline for the `Hello` exchange.
     pub hello_timeout: Duration,
+    /// Longest deadline granted to the peer's event: a larger `timeout_ms`
+    /// (up to `u64::MAX`, "forever") is cut to this.
+    pub max_request_timeout: Duration,
 }
 
 impl Default for ConnectionSettings {
@@ -45,6 +52,7 @@ impl Default for ConnectionSettings {
             ping_interval: DEFAULT_PING_INTERVAL,
             dead_after: DEFAULT_DEAD_AFTER,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            max_request_timeout: DEFAULT_MAX_REQUEST_TIMEOUT,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! one flush, and ends the connection on `Close` or a failed write.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -15,6 +16,7 @@ use tracing::{debug, warn};
 use super::connection::{Connection, WriterCommand};
 use super::error::RequestError;
 use super::hello::CLOSE_TIMEOUT;
+use super::progress::WriteClock;
 use crate::wire::proto::{GoAway, frame::Body};
 use crate::wire::{FrameCodec, FrameError, HandlerError, failure_frame};
 
@@ -27,14 +29,21 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// The queues the writer drains.
 pub(super) struct WriterQueues {
     pub(super) frames: mpsc::Receiver<WriterCommand>,
-    pub(super) control: mpsc::UnboundedReceiver<Box<Body>>,
+    pub(super) control: mpsc::Receiver<Box<Body>>,
     pub(super) bulk: mpsc::Receiver<Box<Body>>,
+}
+
+/// How long the peer may accept nothing while we have bytes for it.
+pub(super) struct WriteDeadline {
+    pub(super) clock: Arc<WriteClock>,
+    pub(super) dead_after: Duration,
 }
 
 /// Writes until the connection ends.
 pub(super) async fn run<W>(
     mut sink: FramedWrite<W, FrameCodec>,
     mut queues: WriterQueues,
+    deadline: WriteDeadline,
     connection: Arc<Connection>,
 ) where
     W: AsyncWrite + Unpin,
@@ -69,9 +78,19 @@ pub(super) async fn run<W>(
             lone_writes.saturating_add(1)
         };
         let mut close: Option<Option<GoAway>> = None;
+        // Writing starts the clock: an idle spell is not a stall.
+        deadline.clock.mark();
         let written = tokio::select! {
             _ = connection.closed.cancelled() => break,
             written = write_batch(&mut sink, batch, &connection, &mut close) => written,
+            _ = deadline.clock.stalled(deadline.dead_after) => {
+                let dead_after = deadline.dead_after;
+                warn!(peer = %connection.peer.name, connection = connection.id, "closing connection: the peer accepted nothing for {dead_after:?}");
+                connection.record_close(format!(
+                    "peer accepted nothing for {dead_after:?} (write deadline)"
+                ));
+                break;
+            }
         };
         if let Err(error) = written {
             connection.record_close(format!("write failed: {error}"));
@@ -197,6 +216,7 @@ where
             } else {
                 if let Some((_, waiter)) = connection.pending.remove(&request_id) {
                     let _ = waiter.send(Err(RequestError::TooLarge {
+                        what: "bytes",
                         size: announced,
                         limit,
                     }));

@@ -9,6 +9,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
 
+use super::limits::LimitError;
 use super::proto::{Frame, frame::Body};
 
 /// Version of the wire protocol this build speaks; exchanged in `Hello`.
@@ -39,6 +40,9 @@ pub enum FrameError {
     /// A well-formed frame carried none of the known bodies.
     #[error("frame carries no body")]
     Empty,
+    /// The frame carries more headers or arguments than allowed.
+    #[error("frame over a limit: {0}")]
+    OverLimit(#[from] LimitError),
     /// The underlying stream failed or ended inside a frame.
     #[error("connection i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -95,7 +99,11 @@ impl Decoder for FrameCodec {
         }
         // Decode it.
         src.advance(LENGTH_PREFIX_BYTES);
-        let frame = Frame::decode(src.split_to(announced).freeze())?;
+        let bytes = src.split_to(announced).freeze();
+        // Counted before decoding: empty repeated fields take 2 bytes each
+        // on the wire and far more once decoded.
+        super::limits::check_counts(&bytes)?;
+        let frame = Frame::decode(bytes)?;
         frame.body.ok_or(FrameError::Empty).map(Some)
     }
 

@@ -5,11 +5,14 @@
 pub mod body;
 mod convert;
 mod frame;
+mod limits;
 mod message;
 pub mod proto;
 
 pub(crate) use convert::{ReceivedEvent, ReceivedReply, event_frame, failure_frame, reply_frame};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, PROTOCOL_VERSION};
+pub use limits::{LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS};
+pub(crate) use limits::{check_event, check_reply};
 pub use message::{
     Event, HandlerError, HandlerName, JSON, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED,
     RETURN_NO_HANDLER, RETURN_OK, Reply, Side, handler_name, is_hop_by_hop, is_json_type,

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 
+mod hostile;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
@@ -61,6 +63,23 @@ impl Inbound for TestInbound {
                     let _count = Stopped(seen.clone());
                     delivery.cancelled.cancelled().await;
                     Reply::bytes("text/plain", "cancelled")
+                }
+                "get_deadline" => {
+                    // Whole seconds left until the delivery's deadline.
+                    let left = delivery.deadline - tokio::time::Instant::now();
+                    Reply::bytes("text/plain", left.as_secs().to_string())
+                }
+                "get_headers" => {
+                    // As many headers as the first argument says.
+                    let count: usize = event.args[0].parse().unwrap();
+                    let mut reply = Reply::bytes("text/plain", "headers");
+                    for i in 0..count {
+                        let name = http::HeaderName::try_from(format!("x-{i}")).unwrap();
+                        reply
+                            .headers
+                            .append(name, http::HeaderValue::from_static("v"));
+                    }
+                    reply
                 }
                 other => Reply::bytes("text/plain", format!("unknown {other}")),
             }
