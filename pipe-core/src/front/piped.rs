@@ -321,16 +321,43 @@ async fn pump_request_body(
 
 /// The deadline a request asked for with `X-Pipe-Timeout`, or the default.
 fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Duration, String> {
-    let Some(value) = request.headers().get(TIMEOUT_HEADER) else {
-        return Ok(default);
+    match request.headers().get(TIMEOUT_HEADER) {
+        None => Ok(default),
+        Some(value) => parse_timeout(value.as_bytes()),
+    }
+}
+
+/// Parses an `X-Pipe-Timeout` value: a positive, finite number of seconds no
+/// longer than [`MAX_TIMEOUT`]. Anything else is refused with a message for
+/// the caller, never clamped or converted first: `Duration::from_secs_f64`
+/// panics on values it cannot hold (`1e20`), and the panic would drop the
+/// caller's connection without a response.
+fn parse_timeout(value: &[u8]) -> Result<Duration, String> {
+    let max = MAX_TIMEOUT.as_secs();
+    let refuse = |why: &str| {
+        Err(format!(
+            "X-Pipe-Timeout {why}: give a positive number of seconds up to {max}, e.g. 2.5"
+        ))
     };
-    value
-        .to_str()
+    let Some(secs) = std::str::from_utf8(value)
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .map(|secs| Duration::from_secs_f64(secs).min(MAX_TIMEOUT))
-        .ok_or_else(|| "X-Pipe-Timeout must be a positive number of seconds, e.g. 2.5".to_owned())
+    else {
+        return refuse("is not a number");
+    };
+    if !secs.is_finite() {
+        return refuse("is not finite");
+    }
+    if secs <= 0.0 {
+        return refuse("is not positive");
+    }
+    if secs > MAX_TIMEOUT.as_secs_f64() {
+        return refuse("is longer than a day");
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(timeout) => Ok(timeout),
+        Err(_) => refuse("is out of range"),
+    }
 }
 
 /// Headers that describe the pipe itself or the message's framing, never
@@ -405,6 +432,38 @@ fn reply_response(reply: Reply) -> Response<ResponseBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_in_range_are_taken() {
+        assert_eq!(parse_timeout(b"2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_timeout(b" 3 "), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_timeout(b"86400"), Ok(MAX_TIMEOUT));
+        assert_eq!(parse_timeout(b"1e-3"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn timeouts_out_of_range_or_unparseable_are_refused_without_panicking() {
+        for (value, why) in [
+            (&b"1e20"[..], "longer than a day"),
+            (b"1e308", "longer than a day"),
+            (b"86400.5", "longer than a day"),
+            (b"18446744073709551616", "longer than a day"),
+            (b"-1", "not positive"),
+            (b"0", "not positive"),
+            (b"-0", "not positive"),
+            (b"NaN", "not finite"),
+            (b"inf", "not finite"),
+            (b"-infinity", "not finite"),
+            (b"soon", "not a number"),
+            (b"", "not a number"),
+            (b"2.5s", "not a number"),
+            (b"\xff", "not a number"),
+        ] {
+            let message = parse_timeout(value).expect_err(&format!("{value:?} is refused"));
+            assert!(message.contains(why), "{value:?}: {message}");
+            assert!(message.contains("86400"), "{value:?}: {message}");
+        }
+    }
 
     #[test]
     fn end_to_end_headers_drop_hop_by_hop_ones() {
