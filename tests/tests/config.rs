@@ -585,3 +585,19 @@ fn each_forward_flag_is_one_forward_and_other_layers_split_on_commas() {
         ]
     );
 }
+
+#[test]
+fn the_local_front_limits_have_defaults_and_are_settings() {
+    let defaults = server(&[], &[]).unwrap().common.node;
+    assert_eq!(defaults.max_http_connections, 1024);
+    assert_eq!(defaults.http_write_stall, Duration::from_secs(30));
+    let set = client(
+        &["--max-http-connections", "64"],
+        &[("RP_HTTP_WRITE_STALL", "2.5")],
+    )
+    .unwrap()
+    .common
+    .node;
+    assert_eq!(set.max_http_connections, 64);
+    assert_eq!(set.http_write_stall, Duration::from_millis(2500));
+}

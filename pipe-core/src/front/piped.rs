@@ -129,7 +129,7 @@ async fn pipe(
         body,
         stream,
         too_large,
-    } = match request_body(node, request.into_body(), &content_type, limit).await {
+    } = match request_body(node, request.into_body(), &content_type, limit, deadline).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -166,12 +166,15 @@ struct RequestBody {
 
 /// Takes the local caller's body: small bodies of known length whole (and
 /// JSON checked), anything else as a stream checked against `limit` as it
-/// goes. An `Err` is the response that refuses it.
+/// goes. Either way the body must arrive by the request's `deadline` (a
+/// caller trickling it would otherwise hold the connection for ever). An
+/// `Err` is the response that refuses it.
 async fn request_body(
     node: &Node,
     incoming: Incoming,
     content_type: &str,
     limit: usize,
+    deadline: Instant,
 ) -> Result<RequestBody, Response<ResponseBody>> {
     // hyper knows the body's size: 0 without a body, the declared length,
     // or unknown for a chunked upload.
@@ -187,7 +190,14 @@ async fn request_body(
     }
     match declared {
         Some(length) if length <= INLINE_LIMIT as u64 => {
-            let body = match Limited::new(incoming, limit).collect().await {
+            let collecting = Limited::new(incoming, limit).collect();
+            let Ok(collected) = tokio::time::timeout_at(deadline, collecting).await else {
+                return Err(error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive within the request's deadline",
+                ));
+            };
+            let body = match collected {
                 Ok(collected) => collected.to_bytes(),
                 Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                     return Err(error_response(
@@ -220,7 +230,13 @@ async fn request_body(
         length => {
             let (sink, stream) = crate::wire::body::channel(length);
             let (too_large_tx, too_large_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(pump_request_body(incoming, sink, limit, too_large_tx));
+            tokio::spawn(pump_request_body(
+                incoming,
+                sink,
+                limit,
+                deadline,
+                too_large_tx,
+            ));
             node.metrics().http_request(length.unwrap_or(0));
             Ok(RequestBody {
                 body: Bytes::new(),
@@ -282,17 +298,24 @@ async fn send(
 }
 
 /// Feeds the local caller's upload into `sink` as it arrives, ending it with
-/// an error if it grows past `limit` (a body of unknown length) or the
-/// caller's connection fails.
+/// an error if it grows past `limit` (a body of unknown length), is not
+/// whole by `deadline`, or the caller's connection fails.
 async fn pump_request_body(
     mut body: Incoming,
     sink: BodySink,
     limit: usize,
+    deadline: Instant,
     too_large: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut total = 0usize;
     loop {
-        let frame = match body.frame().await {
+        let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            sink.abort(BodyError::Aborted(
+                "the upload did not arrive within the request's deadline".to_owned(),
+            ));
+            return;
+        };
+        let frame = match frame {
             None => return,
             Some(Ok(frame)) => frame,
             Some(Err(error)) => {

@@ -100,6 +100,8 @@ fn common(side: Side, profile: Option<Profile>) -> RawCommon {
         max_frame_bytes: Some(Parsed(node.connection.max_frame_bytes)),
         max_body_bytes: Some(Parsed(node.max_body_bytes)),
         max_concurrent_handlers: Some(Parsed(node.connection.max_concurrent_handlers)),
+        max_http_connections: Some(Parsed(node.max_http_connections)),
+        http_write_stall: Some(Parsed(node.http_write_stall)),
         drain_grace: Some(Parsed(node.drain_grace)),
         statsd_host: Some(Parsed(DEFAULT_STATSD_HOST.to_owned())),
         statsd_port: Some(Parsed(DEFAULT_STATSD_PORT.to_string())),

@@ -174,6 +174,9 @@ fn node_settings(
         request_timeout: defaulted!(raw.request_timeout)?,
         peer_wait: defaulted!(raw.peer_wait)?,
         max_body_bytes: defaulted!(raw.max_body_bytes)?,
+        // Both are positive once parsed: 0 is refused with a reason.
+        max_http_connections: defaulted!(raw.max_http_connections)?,
+        http_write_stall: defaulted!(raw.http_write_stall)?,
         drain_grace: defaulted!(raw.drain_grace)?,
         on_event: optional!(raw.on_event),
         statsd: statsd(raw, origins)?,
