@@ -6,10 +6,12 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 
 /// What a caller past the connection cap reads before the close.
@@ -23,14 +25,36 @@ content-length: 68\r\n\
 /// Longest the 503 for a connection past the cap may take to write.
 const REFUSAL_WRITE_LIMIT: Duration = Duration::from_secs(1);
 
-/// Answers a connection past the cap with 503 and closes it, giving the
-/// write at most [`REFUSAL_WRITE_LIMIT`].
-pub(super) async fn refuse<T: AsyncWrite + Unpin>(mut io: T) {
-    let _ = tokio::time::timeout(REFUSAL_WRITE_LIMIT, async {
-        io.write_all(REFUSAL).await?;
-        io.shutdown().await
-    })
-    .await;
+/// Most refusals being written at once; past it (a flood of connections)
+/// a connection is closed without a word, so refusing costs bounded tasks
+/// and descriptors too.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// Turns away connections past the cap.
+pub(super) struct Refusals(Arc<Semaphore>);
+
+impl Refusals {
+    /// Nothing being refused yet.
+    pub(super) fn new() -> Self {
+        Self(Arc::new(Semaphore::new(REFUSALS_AT_ONCE)))
+    }
+
+    /// Answers `io` with 503 and closes it, in the background and within
+    /// [`REFUSAL_WRITE_LIMIT`]; just closes it when [`REFUSALS_AT_ONCE`]
+    /// are already being written.
+    pub(super) fn refuse<T: AsyncWrite + Unpin + Send + 'static>(&self, mut io: T) {
+        let Ok(slot) = self.0.clone().try_acquire_owned() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REFUSAL_WRITE_LIMIT, async {
+                io.write_all(REFUSAL).await?;
+                io.shutdown().await
+            })
+            .await;
+            drop(slot);
+        });
+    }
 }
 
 /// A connection whose writes fail with `TimedOut` once the caller has taken

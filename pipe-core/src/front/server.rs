@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::limits::{WriteStall, refuse};
+use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::piped::respond_piped;
 use super::response::{ResponseBody, json_response};
@@ -58,6 +58,7 @@ pub async fn serve(
     let settings = node.settings();
     let open = Arc::new(Semaphore::new(settings.max_http_connections));
     let stall = settings.http_write_stall;
+    let refusals = Refusals::new();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -74,7 +75,7 @@ pub async fn serve(
         };
         let Ok(slot) = open.clone().try_acquire_owned() else {
             debug!(caller = %peer.addr, "local HTTP connection refused: too many open");
-            tokio::spawn(refuse(io.into_inner()));
+            refusals.refuse(io.into_inner());
             continue;
         };
         let io = TokioIo::new(WriteStall::new(io.into_inner(), stall));
