@@ -181,3 +181,23 @@ async fn a_caller_that_stops_reading_a_streamed_reply_frees_the_far_handler() {
     assert_eq!(get(&client.url("/server/time")).await.status, 200);
     drop(stream);
 }
+
+#[tokio::test]
+async fn a_streamed_upload_that_stops_arriving_is_let_go_at_the_deadline() {
+    let pipe = pipe().await;
+    // A chunked upload: one piece, then silence.
+    let mut stream = raw(
+        &pipe.client,
+        "POST /server/time HTTP/1.1\r\nhost: front\r\ntransfer-encoding: chunked\r\n\
+         x-pipe-timeout: 0.5\r\n\r\n5\r\nhello\r\n",
+    )
+    .await;
+    status_within(&mut stream, Duration::from_secs(10)).await;
+    // Past the deadline the front stops waiting for the rest and closes the
+    // connection, instead of holding it (and its slot) for ever.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection is still held open for an upload that never ends")
+        .ok();
+}
