@@ -54,8 +54,8 @@ pub struct CommonArgs {
     #[arg(long = "forward", value_name = "PREFIX=URL")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<String>,
-    /// Launch profile: dev (unix socket, debug logs) or prod (unix socket for
-    /// the web server's group, JSON logs).
+    /// Launch profile: dev (unix socket in /tmp, debug logs) or prod (unix
+    /// socket in /run/restpipe for the web server's group, JSON logs).
     #[arg(long, value_enum)]
     #[serde(serialize_with = "as_text")]
     pub profile: Option<Profile>,
