@@ -91,6 +91,42 @@ fn set_identity_installs_a_server_identity() {
 }
 
 #[test]
+fn serve_refuses_a_socket_directory_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let cert_dir = f.tmp.path().join("certs");
+    let output = set_identity(&f.server.key, &f.server.cert, &f.server.ca, &cert_dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Like /tmp: anyone may create the socket's path while the node restarts.
+    let shared = f.tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let http = format!("unix:{}", shared.join("rpserver.sock").display());
+    let output = process::run_within(
+        PIPE_SERVER,
+        &[
+            "serve",
+            "--profile",
+            "prod",
+            "--http",
+            &http,
+            "--listen",
+            "127.0.0.1:0",
+            "--cert-dir",
+            path_arg(&cert_dir),
+            "--statsd-host",
+            "",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(!output.status.success(), "it started: {}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("writable by others"), "{message}");
+    assert!(message.contains("/run/restpipe"), "{message}");
+    assert!(!shared.join("rpserver.sock").exists());
+}
+
+#[test]
 fn set_identity_refuses_bad_identities_and_installs_nothing() {
     let f = fixture();
     // (what, key, certificate, CA, what stderr must say)

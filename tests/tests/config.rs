@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use pipe_core::HttpAddr;
 use pipe_core::config::{
     ClientArgs, ClientConfig, ConfigError, LogFormat, Profile, ServerArgs, ServerConfig,
 };
+use pipe_core::{HttpAddr, HttpListener};
 
 #[derive(Parser)]
 struct ServerCli {
@@ -172,7 +172,7 @@ fn a_file_sets_every_option() {
     assert_eq!(config.common.profile, Some(Profile::Prod));
     assert_eq!(
         config.common.http,
-        HttpAddr::Unix("/tmp/rpclient.sock".into())
+        HttpAddr::Unix("/run/restpipe/rpclient.sock".into())
     );
     assert_eq!(config.common.logging.format, LogFormat::Json);
     assert_eq!(config.common.socket.mode, 0o660);
@@ -324,17 +324,67 @@ fn profiles_set_socket_logs_and_permissions() {
     assert!(dev.common.logging.debug);
     assert_eq!(dev.common.logging.format, LogFormat::Human);
     assert_eq!(dev.common.socket.mode, 0o666);
+    assert!(
+        dev.common.socket.shared_directory,
+        "dev keeps the original's /tmp sockets"
+    );
     let prod = client(&[], &[("RP_PROFILE", "prod")]).unwrap();
     assert_eq!(
         prod.common.http,
-        HttpAddr::Unix("/tmp/rpclient.sock".into())
+        HttpAddr::Unix("/run/restpipe/rpclient.sock".into()),
+        "prod's socket is in the units' runtime directory, not shared /tmp"
     );
+    assert!(!prod.common.socket.shared_directory);
+    let prod = server(&["--profile", "prod"], &[]).unwrap();
+    assert_eq!(
+        prod.common.http,
+        HttpAddr::Unix("/run/restpipe/rpserver.sock".into())
+    );
+    assert!(!prod.common.socket.shared_directory);
     assert!(!prod.common.logging.debug);
     assert_eq!(prod.common.logging.format, LogFormat::Json);
     assert_eq!(prod.common.socket.mode, 0o660);
     // An explicit --http still wins over the profile's socket.
     let both = server(&["--profile", "prod", "--http", "127.0.0.1:9"], &[]).unwrap();
     assert_eq!(both.common.http, HttpAddr::Tcp(addr("127.0.0.1:9")));
+    // Without a profile a unix socket must be in a private directory too.
+    let plain = server(&["--http", "unix:/tmp/x.sock"], &[]).unwrap();
+    assert!(!plain.common.socket.shared_directory);
+}
+
+#[tokio::test]
+async fn the_prod_profile_refuses_a_socket_directory_others_can_write() {
+    // /tmp is writable by everyone (sticky or not): the prod profile, pointed
+    // there, refuses to start, saying why and where to put the socket.
+    let prod = server(
+        &[
+            "--profile",
+            "prod",
+            "--http",
+            "unix:/tmp/restpipe-config-test.sock",
+        ],
+        &[],
+    )
+    .unwrap();
+    let error = HttpListener::bind_with(&prod.common.http, &prod.common.socket)
+        .await
+        .expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains("writable by others"), "{message}");
+    assert!(message.contains("/run/restpipe"), "{message}");
+    assert!(!Path::new("/tmp/restpipe-config-test.sock").exists());
+    // The dev profile's own /tmp socket is allowed.
+    let dir = tempfile::tempdir().unwrap();
+    let dev = server(&["--profile", "dev"], &[]).unwrap();
+    assert!(dev.common.socket.shared_directory);
+    let shared = HttpAddr::Unix(dir.path().join("dev.sock"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(
+        HttpListener::bind_with(&shared, &dev.common.socket)
+            .await
+            .is_ok()
+    );
 }
 
 #[test]
@@ -534,4 +584,20 @@ fn each_forward_flag_is_one_forward_and_other_layers_split_on_commas() {
             forward("c/", "http://127.0.0.1:3/")
         ]
     );
+}
+
+#[test]
+fn the_local_front_limits_have_defaults_and_are_settings() {
+    let defaults = server(&[], &[]).unwrap().common.node;
+    assert_eq!(defaults.max_http_connections, 1024);
+    assert_eq!(defaults.http_write_stall, Duration::from_secs(30));
+    let set = client(
+        &["--max-http-connections", "64"],
+        &[("RP_HTTP_WRITE_STALL", "2.5")],
+    )
+    .unwrap()
+    .common
+    .node;
+    assert_eq!(set.max_http_connections, 64);
+    assert_eq!(set.http_write_stall, Duration::from_millis(2500));
 }

@@ -39,33 +39,133 @@ impl Drop for Nginx {
     }
 }
 
-/// A shipped site file, pointed at `port` and at the sockets in `dir`.
-fn site(name: &str, port: u16, dir: &Path) -> String {
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../nginx")
-            .join(name),
-    )
-    .unwrap();
-    assert!(
-        shipped.contains("listen 80;"),
-        "{name} no longer listens on 80"
-    );
-    shipped
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
-        .replace(
-            "/tmp/rpserver.sock",
-            &dir.join("rpserver.sock").display().to_string(),
-        )
-        .replace(
-            "/tmp/rpclient.sock",
-            &dir.join("rpclient.sock").display().to_string(),
-        )
+/// The shipped site files, by name, as text.
+fn shipped_sites() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nginx");
+    let mut sites: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "conf"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    sites.sort();
+    assert_eq!(sites.len(), 2, "{sites:?}");
+    sites
 }
 
-fn start_nginx(binary: &Path, dir: &Path, port: u16) -> Nginx {
+/// The shipped site file `name`, pointed at `port` and at the sockets in
+/// `sockets`. With `trusted`, its commented trusted-network block is
+/// uncommented as its comment says, for the network 127.0.0.3 reaching this
+/// host at 127.0.0.2.
+fn site(name: &str, port: u16, sockets: &Path, trusted: bool) -> String {
+    let shipped = shipped_sites()
+        .into_iter()
+        .find(|(site, _)| site == name)
+        .unwrap()
+        .1;
+    for listen in ["listen 127.0.0.1:80;", "listen [::1]:80;"] {
+        assert!(shipped.contains(listen), "{name} no longer has {listen}");
+    }
+    let mut site = shipped
+        .replace("127.0.0.1:80;", &format!("127.0.0.1:{port};"))
+        .replace("[::1]:80;", &format!("[::1]:{port};"))
+        .replace(
+            "/run/restpipe/rpserver.sock",
+            &sockets.join("rpserver.sock").display().to_string(),
+        )
+        .replace(
+            "/run/restpipe/rpclient.sock",
+            &sockets.join("rpclient.sock").display().to_string(),
+        );
+    if trusted {
+        let block = [
+            "#listen 192.0.2.10:80;",
+            "#allow 192.0.2.0/24;",
+            "#deny all;",
+        ];
+        for line in block {
+            assert!(site.contains(line), "{name} lost its {line:?} line");
+        }
+        site = site
+            .lines()
+            .map(|line| match line.trim_start().strip_prefix('#') {
+                Some(rest)
+                    if ["listen ", "allow ", "deny "]
+                        .iter()
+                        .any(|d| rest.starts_with(d)) =>
+                {
+                    rest.to_owned()
+                }
+                _ => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("192.0.2.10:80;", &format!("127.0.0.2:{port};"))
+            .replace("192.0.2.0/24;", "127.0.0.3;");
+    }
+    site
+}
+
+/// The addresses of the `listen` directives that are not commented out.
+fn listen_addresses(site: &str) -> Vec<String> {
+    site.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter_map(|line| line.strip_prefix("listen "))
+        .map(|rest| {
+            rest.trim_end_matches(';')
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Whether a `listen` address binds loopback only (a unix socket does too).
+fn is_loopback_only(address: &str) -> bool {
+    if address.starts_with("unix:") {
+        return true;
+    }
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        _ => return false, // a bare port listens on every interface
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+        || host == "localhost"
+}
+
+#[test]
+fn the_shipped_sites_listen_on_loopback_only() {
+    for (name, text) in shipped_sites() {
+        let addresses = listen_addresses(&text);
+        assert!(!addresses.is_empty(), "{name} listens nowhere");
+        for address in &addresses {
+            assert!(
+                is_loopback_only(address),
+                "{name} listens on {address:?}, reachable from the network"
+            );
+        }
+        assert!(
+            text.contains("#listen 192.0.2.10:80;") && text.contains("#deny all;"),
+            "{name} documents how to admit a trusted network"
+        );
+    }
+    // The checker itself refuses what the sites used to ship.
+    for open in ["80", "*:80", "0.0.0.0:80", "[::]:80", "192.0.2.10:80"] {
+        assert!(!is_loopback_only(open), "{open}");
+    }
+}
+
+/// nginx with the shipped sites (see [`site`]), its files in `dir`.
+fn start_nginx(binary: &Path, dir: &Path, sockets: &Path, port: u16, trusted: bool) -> Nginx {
+    std::fs::create_dir_all(dir).unwrap();
     for name in ["rpserver.local.conf", "rpclient.local.conf"] {
-        std::fs::write(dir.join(name), site(name, port, dir)).unwrap();
+        std::fs::write(dir.join(name), site(name, port, sockets, trusted)).unwrap();
     }
     for temp in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         std::fs::create_dir_all(dir.join(temp)).unwrap();
@@ -119,9 +219,29 @@ fn start_nginx(binary: &Path, dir: &Path, port: u16) -> Nginx {
 
 /// curl through nginx, resolving `host` to 127.0.0.1 like an /etc/hosts entry.
 fn curl(host: &str, port: u16, path: &str) -> (u16, String, String) {
+    curl_from("127.0.0.1", "127.0.0.1", host, port, path)
+}
+
+/// curl from the local address `source` to nginx at `address`.
+fn curl_from(
+    source: &str,
+    address: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> (u16, String, String) {
     let output = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-D", "-", "--resolve"])
-        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-D",
+            "-",
+            "--interface",
+            source,
+            "--resolve",
+        ])
+        .arg(format!("{host}:{port}:{address}"))
         .arg(format!("http://{host}:{port}{path}"))
         .output()
         .expect("curl is installed");
@@ -188,12 +308,9 @@ async fn the_original_curl_examples_work_through_nginx_both_ways() {
     })
     .await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _nginx = start_nginx(&binary, dir.path(), port);
+    let port = free_port();
+    let nginx_dir = dir.path().join("nginx");
+    let _nginx = start_nginx(&binary, &nginx_dir, dir.path(), port, false);
 
     let results = tokio::task::spawn_blocking(move || {
         [
@@ -247,6 +364,80 @@ async fn the_original_curl_examples_work_through_nginx_both_ways() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o666);
+
+    assert_reachable_on_loopback_only(port).await;
+    let trusted_port = free_port();
+    let _trusted = start_nginx(
+        &binary,
+        &dir.path().join("nginx-trusted"),
+        dir.path(),
+        trusted_port,
+        true,
+    );
+    assert_trusted_network_admitted(trusted_port).await;
     drop(client);
     drop(server);
+}
+
+/// A TCP port free on loopback just now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The shipped sites answer on 127.0.0.1 and ::1, and on no other address
+/// of this host: 127.0.0.2 is as local as it gets without being the
+/// loopback address they bind, so a site on every interface would answer
+/// there (and on the network).
+async fn assert_reachable_on_loopback_only(port: u16) {
+    let reached = tokio::task::spawn_blocking(move || {
+        let v4 = curl("rpclient.local", port, "/_pipe/health");
+        let v6 = curl_from("::1", "[::1]", "rpclient.local", port, "/_pipe/health");
+        let elsewhere = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 2], port)),
+            Duration::from_secs(5),
+        );
+        (v4, v6, elsewhere)
+    })
+    .await
+    .unwrap();
+    assert_eq!(reached.0.0, 200, "127.0.0.1: {:?}", reached.0);
+    assert_eq!(reached.1.0, 200, "[::1]: {:?}", reached.1);
+    assert!(
+        reached.2.is_err(),
+        "the shipped sites answer on 127.0.0.2, so on every interface"
+    );
+}
+
+/// With the trusted-network block uncommented (network 127.0.0.3, this host
+/// 127.0.0.2 on it), the trusted network and loopback get in and another
+/// source reaching the same address gets 403.
+async fn assert_trusted_network_admitted(port: u16) {
+    let [trusted, stranger, local] = tokio::task::spawn_blocking(move || {
+        [
+            curl_from(
+                "127.0.0.3",
+                "127.0.0.2",
+                "rpclient.local",
+                port,
+                "/_pipe/health",
+            ),
+            curl_from(
+                "127.0.0.4",
+                "127.0.0.2",
+                "rpclient.local",
+                port,
+                "/_pipe/health",
+            ),
+            curl("rpserver.local", port, "/_pipe/health"),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(trusted.0, 200, "the trusted network: {trusted:?}");
+    assert_eq!(stranger.0, 403, "anyone else: {stranger:?}");
+    assert_eq!(local.0, 200, "loopback: {local:?}");
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use hyper_util::rt::TokioIo;
@@ -66,6 +66,11 @@ pub struct SocketOptions {
     /// TCP callers whose `X-Forwarded-For` names the real caller in logs.
     /// Callers on a unix socket (nginx) are always believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Whether a unix socket may live in a directory others can write (the
+    /// dev profile's `/tmp`). Otherwise binding there is refused: another
+    /// local user could bind the path while the node restarts and receive
+    /// the apps' requests.
+    pub shared_directory: bool,
 }
 
 impl Default for SocketOptions {
@@ -77,6 +82,7 @@ impl Default for SocketOptions {
                 IpAddr::from([127, 0, 0, 1]),
                 IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1]),
             ],
+            shared_directory: false,
         }
     }
 }
@@ -103,11 +109,15 @@ impl HttpListener {
 
     /// Binds `addr`. A stale unix socket left by a dead process is replaced;
     /// one a live process still serves is an error. A unix socket gets the
-    /// mode and group of `options`.
+    /// mode and group of `options`, and is refused in a directory others
+    /// can write unless `options` allow it.
     pub async fn bind_with(addr: &HttpAddr, options: &SocketOptions) -> std::io::Result<Self> {
         let socket = match addr {
             HttpAddr::Tcp(addr) => Socket::Tcp(TcpListener::bind(addr).await?),
             HttpAddr::Unix(path) => {
+                if !options.shared_directory {
+                    check_socket_directory(path)?;
+                }
                 if path.exists() {
                     if tokio::net::UnixStream::connect(path).await.is_ok() {
                         return Err(std::io::Error::new(
@@ -139,6 +149,40 @@ impl HttpListener {
             Socket::Unix(_, path) => HttpAddr::Unix(path.clone()),
         })
     }
+}
+
+/// Refuses a socket path whose directory others may write (even with the
+/// sticky bit, as in `/tmp`: anyone may create the path while it is free).
+fn check_socket_directory(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mode = std::fs::metadata(directory)
+        .map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("the socket's directory {}: {error}", directory.display()),
+            )
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o002 == 0 {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "refusing to listen on {}: its directory {} is writable by others (mode {:04o}), \
+             so another local user could bind the path while the node restarts; use a private \
+             directory such as /run/restpipe/ (RuntimeDirectory=restpipe), or --profile dev \
+             on a development machine",
+            path.display(),
+            directory.display(),
+            mode & 0o7777
+        ),
+    ))
 }
 
 /// The numeric id of a group given by name (looked up in `/etc/group`) or
@@ -237,6 +281,40 @@ mod tests {
         assert_eq!(
             HttpAddr::Unix("/tmp/x.sock".into()).to_string(),
             "unix:/tmp/x.sock"
+        );
+    }
+
+    /// A unix socket in a fresh directory of `mode`, bound with `options`.
+    async fn bind_in(mode: u32, options: &SocketOptions) -> std::io::Result<HttpListener> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode))?;
+        let path = dir.path().join("front.sock");
+        let bound = HttpListener::bind_with(&HttpAddr::Unix(path), options).await;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        bound
+    }
+
+    #[tokio::test]
+    async fn a_socket_in_a_directory_others_can_write_is_refused() {
+        let strict = SocketOptions::default();
+        for mode in [0o777, 0o1777, 0o703] {
+            let error = bind_in(mode, &strict).await.expect_err("refused");
+            assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
+            let message = error.to_string();
+            assert!(message.contains("writable by others"), "{message}");
+            assert!(message.contains("/run/restpipe"), "{message}");
+        }
+        for mode in [0o700, 0o750, 0o770] {
+            assert!(bind_in(mode, &strict).await.is_ok(), "{mode:o}");
+        }
+        let dev = SocketOptions {
+            shared_directory: true,
+            ..SocketOptions::default()
+        };
+        assert!(
+            bind_in(0o1777, &dev).await.is_ok(),
+            "the dev profile's /tmp"
         );
     }
 }

@@ -2,8 +2,11 @@
 //! requests that the node pipes to its peer (`piped`), plus `/_pipe/health`
 //! and `/_pipe/status` (`status`). It listens on TCP or a unix socket
 //! (`listener`); on shutdown it stops accepting and lets requests in
-//! progress finish within a bounded grace period (`server`).
+//! progress finish within a bounded grace period (`server`). A cap on open
+//! connections and a write-stall limit bound what callers can hold
+//! (`limits`).
 
+mod limits;
 mod listener;
 mod piped;
 mod response;

@@ -129,7 +129,7 @@ async fn pipe(
         body,
         stream,
         too_large,
-    } = match request_body(node, request.into_body(), &content_type, limit).await {
+    } = match request_body(node, request.into_body(), &content_type, limit, deadline).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -166,12 +166,15 @@ struct RequestBody {
 
 /// Takes the local caller's body: small bodies of known length whole (and
 /// JSON checked), anything else as a stream checked against `limit` as it
-/// goes. An `Err` is the response that refuses it.
+/// goes. Either way the body must arrive by the request's `deadline` (a
+/// caller trickling it would otherwise hold the connection for ever). An
+/// `Err` is the response that refuses it.
 async fn request_body(
     node: &Node,
     incoming: Incoming,
     content_type: &str,
     limit: usize,
+    deadline: Instant,
 ) -> Result<RequestBody, Response<ResponseBody>> {
     // hyper knows the body's size: 0 without a body, the declared length,
     // or unknown for a chunked upload.
@@ -187,7 +190,14 @@ async fn request_body(
     }
     match declared {
         Some(length) if length <= INLINE_LIMIT as u64 => {
-            let body = match Limited::new(incoming, limit).collect().await {
+            let collecting = Limited::new(incoming, limit).collect();
+            let Ok(collected) = tokio::time::timeout_at(deadline, collecting).await else {
+                return Err(error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive within the request's deadline",
+                ));
+            };
+            let body = match collected {
                 Ok(collected) => collected.to_bytes(),
                 Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                     return Err(error_response(
@@ -220,7 +230,13 @@ async fn request_body(
         length => {
             let (sink, stream) = crate::wire::body::channel(length);
             let (too_large_tx, too_large_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(pump_request_body(incoming, sink, limit, too_large_tx));
+            tokio::spawn(pump_request_body(
+                incoming,
+                sink,
+                limit,
+                deadline,
+                too_large_tx,
+            ));
             node.metrics().http_request(length.unwrap_or(0));
             Ok(RequestBody {
                 body: Bytes::new(),
@@ -282,17 +298,24 @@ async fn send(
 }
 
 /// Feeds the local caller's upload into `sink` as it arrives, ending it with
-/// an error if it grows past `limit` (a body of unknown length) or the
-/// caller's connection fails.
+/// an error if it grows past `limit` (a body of unknown length), is not
+/// whole by `deadline`, or the caller's connection fails.
 async fn pump_request_body(
     mut body: Incoming,
     sink: BodySink,
     limit: usize,
+    deadline: Instant,
     too_large: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut total = 0usize;
     loop {
-        let frame = match body.frame().await {
+        let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            sink.abort(BodyError::Aborted(
+                "the upload did not arrive within the request's deadline".to_owned(),
+            ));
+            return;
+        };
+        let frame = match frame {
             None => return,
             Some(Ok(frame)) => frame,
             Some(Err(error)) => {
@@ -321,16 +344,43 @@ async fn pump_request_body(
 
 /// The deadline a request asked for with `X-Pipe-Timeout`, or the default.
 fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Duration, String> {
-    let Some(value) = request.headers().get(TIMEOUT_HEADER) else {
-        return Ok(default);
+    match request.headers().get(TIMEOUT_HEADER) {
+        None => Ok(default),
+        Some(value) => parse_timeout(value.as_bytes()),
+    }
+}
+
+/// Parses an `X-Pipe-Timeout` value: a positive, finite number of seconds no
+/// longer than [`MAX_TIMEOUT`]. Anything else is refused with a message for
+/// the caller, never clamped or converted first: `Duration::from_secs_f64`
+/// panics on values it cannot hold (`1e20`), and the panic would drop the
+/// caller's connection without a response.
+fn parse_timeout(value: &[u8]) -> Result<Duration, String> {
+    let max = MAX_TIMEOUT.as_secs();
+    let refuse = |why: &str| {
+        Err(format!(
+            "X-Pipe-Timeout {why}: give a positive number of seconds up to {max}, e.g. 2.5"
+        ))
     };
-    value
-        .to_str()
+    let Some(secs) = std::str::from_utf8(value)
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .map(|secs| Duration::from_secs_f64(secs).min(MAX_TIMEOUT))
-        .ok_or_else(|| "X-Pipe-Timeout must be a positive number of seconds, e.g. 2.5".to_owned())
+    else {
+        return refuse("is not a number");
+    };
+    if !secs.is_finite() {
+        return refuse("is not finite");
+    }
+    if secs <= 0.0 {
+        return refuse("is not positive");
+    }
+    if secs > MAX_TIMEOUT.as_secs_f64() {
+        return refuse("is longer than a day");
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(timeout) => Ok(timeout),
+        Err(_) => refuse("is out of range"),
+    }
 }
 
 /// Headers that describe the pipe itself or the message's framing, never
@@ -405,6 +455,38 @@ fn reply_response(reply: Reply) -> Response<ResponseBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_in_range_are_taken() {
+        assert_eq!(parse_timeout(b"2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_timeout(b" 3 "), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_timeout(b"86400"), Ok(MAX_TIMEOUT));
+        assert_eq!(parse_timeout(b"1e-3"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn timeouts_out_of_range_or_unparseable_are_refused_without_panicking() {
+        for (value, why) in [
+            (&b"1e20"[..], "longer than a day"),
+            (b"1e308", "longer than a day"),
+            (b"86400.5", "longer than a day"),
+            (b"18446744073709551616", "longer than a day"),
+            (b"-1", "not positive"),
+            (b"0", "not positive"),
+            (b"-0", "not positive"),
+            (b"NaN", "not finite"),
+            (b"inf", "not finite"),
+            (b"-infinity", "not finite"),
+            (b"soon", "not a number"),
+            (b"", "not a number"),
+            (b"2.5s", "not a number"),
+            (b"\xff", "not a number"),
+        ] {
+            let message = parse_timeout(value).expect_err(&format!("{value:?} is refused"));
+            assert!(message.contains(why), "{value:?}: {message}");
+            assert!(message.contains("86400"), "{value:?}: {message}");
+        }
+    }
 
     #[test]
     fn end_to_end_headers_drop_hop_by_hop_ones() {

@@ -10,10 +10,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::piped::respond_piped;
 use super::response::{ResponseBody, json_response};
@@ -38,7 +41,9 @@ fn caller_of(headers: &http::HeaderMap, peer: &Peer) -> String {
 }
 
 /// Serves the local HTTP front until `shutdown`, then drains for at most
-/// `grace`.
+/// `grace`. At most `max_http_connections` (of the node's settings) are
+/// open at once; each is cut off when its caller leaves a response unread
+/// for `http_write_stall`.
 pub async fn serve(
     listener: HttpListener,
     node: Arc<Node>,
@@ -50,6 +55,10 @@ pub async fn serve(
     builder.timer(hyper_util::rt::TokioTimer::new());
     // Slow-loris guard: headers must arrive promptly.
     builder.header_read_timeout(Duration::from_secs(30));
+    let settings = node.settings();
+    let open = Arc::new(Semaphore::new(settings.max_http_connections));
+    let stall = settings.http_write_stall;
+    let refusals = Refusals::new();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -64,6 +73,12 @@ pub async fn serve(
                 continue;
             }
         };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            debug!(caller = %peer.addr, "local HTTP connection refused: too many open");
+            refusals.refuse(io.into_inner());
+            continue;
+        };
+        let io = TokioIo::new(WriteStall::new(io.into_inner(), stall));
         let node = node.clone();
         let service = service_fn(move |request| {
             let node = node.clone();
@@ -76,6 +91,7 @@ pub async fn serve(
             if let Err(error) = watched.await {
                 debug!("local HTTP connection ended: {error}");
             }
+            drop(slot);
         });
     }
     node.begin_stopping();

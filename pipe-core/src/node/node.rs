@@ -29,6 +29,15 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 30;
 /// Default time given to requests in progress when the node shuts down.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// Default cap on the local front's open HTTP connections: far more than
+/// apps (or nginx's keepalive pool) need, few enough that a runaway caller
+/// cannot take every file descriptor. Past it a connection gets 503 and is
+/// closed.
+pub(crate) const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Default time the local front waits for a caller to take any more of a
+/// response (a streamed reply, say) before closing its connection, which
+/// frees the far handler, its upstream and its admission slot.
+pub(crate) const DEFAULT_HTTP_WRITE_STALL: Duration = Duration::from_secs(30);
 /// Room left in a frame for everything but the body (verb, noun, args,
 /// query, type), so a body at the limit still fits one frame.
 pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -51,6 +60,11 @@ pub struct NodeSettings {
     /// Server only: most client connections held at once; past it, new ones
     /// are refused with a clear reason (and retry with backoff).
     pub max_connections: usize,
+    /// Most local HTTP connections open at once; past it, 503 and close.
+    pub max_http_connections: usize,
+    /// Longest a local caller may leave a response unread before its
+    /// connection is closed.
+    pub http_write_stall: Duration,
     /// Command run (through `sh -c`) on each connection event.
     pub on_event: Option<String>,
     /// Where metrics go; `None` sends none.
@@ -75,6 +89,8 @@ impl Default for NodeSettings {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain_grace: DEFAULT_DRAIN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            http_write_stall: DEFAULT_HTTP_WRITE_STALL,
             on_event: None,
             statsd: None,
             policy: None,

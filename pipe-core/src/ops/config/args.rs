@@ -54,8 +54,8 @@ pub struct CommonArgs {
     #[arg(long = "forward", value_name = "PREFIX=URL")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<String>,
-    /// Launch profile: dev (unix socket, debug logs) or prod (unix socket for
-    /// the web server's group, JSON logs).
+    /// Launch profile: dev (unix socket in /tmp, debug logs) or prod (unix
+    /// socket in /run/restpipe for the web server's group, JSON logs).
     #[arg(long, value_enum)]
     #[serde(serialize_with = "as_text")]
     pub profile: Option<Profile>,
@@ -97,6 +97,16 @@ pub struct CommonArgs {
     /// Handlers running at once per connection.
     #[arg(long, value_name = "N")]
     pub max_concurrent_handlers: Option<usize>,
+    /// Most local HTTP connections open at once; past it a caller gets 503
+    /// and its connection is closed.
+    #[arg(long, value_name = "N")]
+    pub max_http_connections: Option<usize>,
+    /// Seconds a local caller may leave a response unread (a streamed reply
+    /// it stopped reading) before its connection is closed, freeing the far
+    /// handler.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub http_write_stall: Option<Duration>,
     /// On shutdown, seconds given to requests in progress.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     #[serde(serialize_with = "as_text")]

@@ -33,11 +33,19 @@ pub const DEFAULT_STATSD_PORT: u16 = 8125;
 const SERVER_HTTP_PORT: u16 = 8080;
 /// The client node's, on the next port so both fit on one machine.
 const CLIENT_HTTP_PORT: u16 = 8081;
-/// With a profile, the server node's front is the unix socket nginx/'s
-/// `rpserver.local` site proxies to.
-const SERVER_SOCKET: &str = "/tmp/rpserver.sock";
+/// In the prod profile, the server node's front is the unix socket nginx/'s
+/// `rpserver.local` site proxies to, in the runtime directory systemd makes
+/// for the unit (`RuntimeDirectory=restpipe`): no other local user can
+/// create a path there, as anyone could in `/tmp` while the node restarts.
+const PROD_SERVER_SOCKET: &str = "/run/restpipe/rpserver.sock";
 /// ... and the client node's, for `rpclient.local`.
-const CLIENT_SOCKET: &str = "/tmp/rpclient.sock";
+const PROD_CLIENT_SOCKET: &str = "/run/restpipe/rpclient.sock";
+/// The dev profile keeps the original's `/tmp` sockets, so a development
+/// machine needs no runtime directory; it alone may bind in a directory
+/// others can write (`SocketOptions::shared_directory`).
+const DEV_SERVER_SOCKET: &str = "/tmp/rpserver.sock";
+/// ... and the client node's.
+const DEV_CLIENT_SOCKET: &str = "/tmp/rpclient.sock";
 /// In the dev profile anyone on the machine may call the socket, as the
 /// original's dev script allowed; otherwise only the web server's group.
 const DEV_SOCKET_MODE: u32 = 0o666;
@@ -57,13 +65,17 @@ pub(super) fn layer(side: Side, profile: Option<Profile>) -> Result<Layer, Confi
 /// identity's file names (they follow the role), the policy, handler
 /// directory, forwards, event command and socket group.
 fn common(side: Side, profile: Option<Profile>) -> RawCommon {
-    let (port, socket) = match side {
-        Side::Server => (SERVER_HTTP_PORT, SERVER_SOCKET),
-        Side::Client => (CLIENT_HTTP_PORT, CLIENT_SOCKET),
-    };
-    let http = match profile {
-        Some(_) => HttpAddr::Unix(PathBuf::from(socket)),
-        None => HttpAddr::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+    let http = match (profile, side) {
+        (Some(Profile::Dev), Side::Server) => HttpAddr::Unix(PathBuf::from(DEV_SERVER_SOCKET)),
+        (Some(Profile::Dev), Side::Client) => HttpAddr::Unix(PathBuf::from(DEV_CLIENT_SOCKET)),
+        (Some(Profile::Prod), Side::Server) => HttpAddr::Unix(PathBuf::from(PROD_SERVER_SOCKET)),
+        (Some(Profile::Prod), Side::Client) => HttpAddr::Unix(PathBuf::from(PROD_CLIENT_SOCKET)),
+        (None, Side::Server) => {
+            HttpAddr::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, SERVER_HTTP_PORT)))
+        }
+        (None, Side::Client) => {
+            HttpAddr::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, CLIENT_HTTP_PORT)))
+        }
     };
     let log_format = match profile {
         Some(Profile::Prod) => LogFormat::Json,
@@ -88,6 +100,8 @@ fn common(side: Side, profile: Option<Profile>) -> RawCommon {
         max_frame_bytes: Some(Parsed(node.connection.max_frame_bytes)),
         max_body_bytes: Some(Parsed(node.max_body_bytes)),
         max_concurrent_handlers: Some(Parsed(node.connection.max_concurrent_handlers)),
+        max_http_connections: Some(Parsed(node.max_http_connections)),
+        http_write_stall: Some(Parsed(node.http_write_stall)),
         drain_grace: Some(Parsed(node.drain_grace)),
         statsd_host: Some(Parsed(DEFAULT_STATSD_HOST.to_owned())),
         statsd_port: Some(Parsed(DEFAULT_STATSD_PORT.to_string())),

@@ -152,12 +152,12 @@ mod tests {
             (
                 &server,
                 "http",
-                "[env: RP_SERVER_HTTP] [default: 127.0.0.1:8080; dev, prod: unix:/tmp/rpserver.sock]",
+                "[env: RP_SERVER_HTTP] [default: 127.0.0.1:8080; dev: unix:/tmp/rpserver.sock; prod: unix:/run/restpipe/rpserver.sock]",
             ),
             (
                 &client,
                 "http",
-                "[env: RP_CLIENT_HTTP] [default: 127.0.0.1:8081; dev, prod: unix:/tmp/rpclient.sock]",
+                "[env: RP_CLIENT_HTTP] [default: 127.0.0.1:8081; dev: unix:/tmp/rpclient.sock; prod: unix:/run/restpipe/rpclient.sock]",
             ),
             (
                 &server,

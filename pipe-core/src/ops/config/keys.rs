@@ -183,6 +183,10 @@ raw_config! {
         max_body_bytes: usize => Env::Named("RP_MAX_BODY_BYTES"),
         /// Handlers at once per connection.
         max_concurrent_handlers: usize => Env::Named("RP_MAX_CONCURRENT_HANDLERS"),
+        /// Local HTTP connections open at once.
+        max_http_connections: usize => Env::Named("RP_MAX_HTTP_CONNECTIONS"),
+        /// Time a local caller may leave a response unread.
+        http_write_stall: Duration => Env::Named("RP_HTTP_WRITE_STALL"),
         /// Time given to requests in flight on shutdown.
         drain_grace: Duration => Env::Named("RP_DRAIN_GRACE"),
         /// Command run on connection events.

@@ -68,9 +68,11 @@ type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// A launch profile, after the original's gunicorn dev and prod scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
-    /// Unix socket in /tmp (mode 0666), debug logs in human format.
+    /// Unix socket in /tmp (mode 0666, the one profile allowed a directory
+    /// others can write), debug logs in human format.
     Dev,
-    /// Unix socket in /tmp (mode 0660, for the web server's group), JSON
+    /// Unix socket in /run/restpipe (mode 0660, for the web server's group;
+    /// never in a directory others can write), JSON
     /// logs at info without colour: for systemd.
     Prod,
 }

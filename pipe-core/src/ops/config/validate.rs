@@ -9,7 +9,7 @@ use super::keys::{ClientOwn, RawCommon, ServerOwn};
 use super::layer::Provenance;
 use super::parse::{parse_forward, parse_parsed};
 use super::value::{FileName, HostPort, Parsed, Pieces};
-use super::{ClientConfig, CommonConfig, Logging, ServerConfig};
+use super::{ClientConfig, CommonConfig, Logging, Profile, ServerConfig};
 use crate::front::SocketOptions;
 use crate::link::CertFiles;
 use crate::link::ConnectionSettings;
@@ -102,6 +102,8 @@ fn common(
         mode: defaulted!(raw.socket_mode)?.0,
         group: optional!(raw.socket_group),
         trusted_proxies: defaulted!(raw.trusted_proxies)?,
+        // Only the dev profile keeps its socket in /tmp (see defaults.rs).
+        shared_directory: profile == Some(Profile::Dev),
     };
     Ok(CommonConfig {
         http,
@@ -172,6 +174,9 @@ fn node_settings(
         request_timeout: defaulted!(raw.request_timeout)?,
         peer_wait: defaulted!(raw.peer_wait)?,
         max_body_bytes: defaulted!(raw.max_body_bytes)?,
+        // Both are positive once parsed: 0 is refused with a reason.
+        max_http_connections: defaulted!(raw.max_http_connections)?,
+        http_write_stall: defaulted!(raw.http_write_stall)?,
         drain_grace: defaulted!(raw.drain_grace)?,
         on_event: optional!(raw.on_event),
         statsd: statsd(raw, origins)?,
