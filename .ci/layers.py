@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Checks pipe-core's layering: no import cycle between its files, and no
-layer importing one above it (DESIGN.md, "Layers of pipe-core").
+"""Checks pipe-core's layering: no import cycle between its files, no layer
+importing one above it (DESIGN.md, "Layers of pipe-core"), and no file over
+600 lines or non-test function over 80 (STYLE.md, lesson 12).
 
 Reads every `crate::`, `super::` and `use` path in pipe-core/src (test
 modules included), maps each to the file it names, and reports cycles
@@ -75,6 +76,26 @@ for module, targets in edges.items():
     for target in targets:
         if target and target[0] in LAYERS and LAYERS.index(target[0]) > LAYERS.index(module[0]):
             problems.append(f"up: {'/'.join(module)} uses {'/'.join(target)}")
+
+# Sizes: a file over this many lines, or a function body over that many
+# (test modules aside), is a concept that wants its own name.
+MAX_FILE_LINES, MAX_FN_LINES = 600, 80
+for module, path in files.items():
+    lines = open(path).read().split("\n")
+    if len(lines) > MAX_FILE_LINES:
+        problems.append(f"size: {'/'.join(module)} has {len(lines)} lines")
+    if module[-1] == "tests":
+        continue
+    in_tests = False
+    for i, line in enumerate(lines):
+        if re.match(r"\s*#\[cfg\(test\)\]", line):
+            in_tests = True
+        start = re.match(r"^(\s*)(?:pub(?:\([a-z:]+\))? )?(?:async )?fn (\w+)", line)
+        if start and not in_tests:
+            indent = start.group(1)
+            end = next((j for j in range(i + 1, len(lines)) if lines[j] == indent + "}"), i)
+            if end - i > MAX_FN_LINES:
+                problems.append(f"size: {'/'.join(module)}::{start.group(2)} is {end - i} lines")
 
 # Cycles among files (Tarjan's strongly connected components).
 index, low, stack, on_stack, sccs, counter = {}, {}, [], set(), [], [0]
