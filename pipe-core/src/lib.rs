@@ -55,7 +55,7 @@ pub use ops::launch::{ReloadError, SetIdentityError};
 pub use ops::{config, identity, launch, logging, pki};
 pub use wire::{
     DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, JSON,
-    LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, PROTOCOL_VERSION,
-    RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, RETURN_OK, Reply, Side, body,
-    handler_name, is_hop_by_hop, is_json_type, proto,
+    LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_PEER_TEXT,
+    PROTOCOL_VERSION, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, RETURN_OK,
+    Reply, Side, body, handler_name, is_hop_by_hop, is_json_type, printable, proto,
 };

@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::wire::proto::{self, GoAway, Hello, frame::Body, go_away};
-use crate::wire::{FrameCodec, FrameError, PROTOCOL_VERSION, Side};
+use crate::wire::{FrameCodec, FrameError, PROTOCOL_VERSION, Side, printable};
 
 /// Time allowed to flush a final `GoAway` and close TLS cleanly.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -134,7 +134,7 @@ where
         Some(Ok(Body::Hello(theirs))) => Ok(theirs),
         Some(Ok(Body::GoAway(go_away))) => Err(HandshakeError::Refused {
             reason: go_away::Reason::try_from(go_away.reason).unwrap_or_default(),
-            message: go_away.message,
+            message: printable(&go_away.message),
         }),
         Some(Ok(other)) => Err(HandshakeError::Unexpected(body_kind(&other))),
         Some(Err(e)) => Err(e.into()),

@@ -23,6 +23,7 @@ use crate::wire::body::BodyError;
 use crate::wire::proto::{self, Cancel, Chunk, GoAway, Ping, Pong, Window, frame::Body, go_away};
 use crate::wire::{
     FrameCodec, FrameError, HandlerError, ReceivedEvent, ReceivedReply, check_event, check_reply,
+    printable,
 };
 
 /// A broken rule of the protocol: the connection ends with this message.
@@ -315,7 +316,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         let connection = &self.connection;
         let id = cancel.request_id;
         if let Some(token) = connection.running.get(&id) {
-            debug!(peer = %connection.peer.name, request_id = id, reason = %cancel.reason, "peer cancelled a request");
+            debug!(peer = %connection.peer.name, request_id = id, reason = %printable(&cancel.reason), "peer cancelled a request");
             token.cancel();
         } else {
             self.cancelled_early.remember(id);
@@ -366,7 +367,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         if chunk.last || reader_gone {
             if let Some((_, body)) = connection.receiving.remove(&key) {
                 if !chunk.error.is_empty() {
-                    body.sink.abort(BodyError::Aborted(chunk.error));
+                    body.sink.abort(BodyError::Aborted(printable(&chunk.error)));
                 }
                 // Else dropping the sink ends the body normally.
             }
@@ -396,13 +397,14 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     fn on_go_away(&self, go_away: GoAway) {
         let connection = &self.connection;
         let reason = go_away::Reason::try_from(go_away.reason).unwrap_or_default();
-        info!(peer = %connection.peer.name, ?reason, message = %go_away.message, "peer is going away");
+        let message = printable(&go_away.message);
+        info!(peer = %connection.peer.name, ?reason, %message, "peer is going away");
         connection.peer_going_away.store(true, Ordering::Release);
         *connection
             .peer_go_away_reason
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        connection.record_close(format!("peer went away: {}", go_away.message));
+        connection.record_close(format!("peer went away: {message}"));
     }
 
     /// The connection is over: everyone still waiting learns at once, bodies

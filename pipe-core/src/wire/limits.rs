@@ -185,6 +185,30 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Longest text from a peer (a `GoAway` reason, a cancel reason, a body's
+/// error) kept for logs, status and hooks: enough to explain, too little to
+/// flood them.
+pub const MAX_PEER_TEXT: usize = 256;
+
+/// `text` from a peer as it may be shown to people and hooks: control
+/// characters escaped (no terminal escapes or forged log lines), and cut
+/// to [`MAX_PEER_TEXT`] characters with an ellipsis.
+pub fn printable(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len().min(MAX_PEER_TEXT + 8));
+    for (count, c) in text.chars().enumerate() {
+        if count == MAX_PEER_TEXT {
+            shown.push('…');
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -250,5 +274,17 @@ mod tests {
             check_reply(&reply),
             Err(LimitError::HeadersTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn peer_text_is_escaped_and_capped() {
+        assert_eq!(printable("shutting down"), "shutting down");
+        assert_eq!(
+            printable("a\u{1b}[31mred\nforged"),
+            "a\\u{1b}[31mred\\nforged"
+        );
+        let long = printable(&"x".repeat(10_000));
+        assert_eq!(long.chars().count(), MAX_PEER_TEXT + 1);
+        assert!(long.ends_with('…'));
     }
 }

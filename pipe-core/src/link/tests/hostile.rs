@@ -274,3 +274,23 @@ async fn close_finishes_even_if_the_peer_reads_nothing() {
     assert!(closed.is_ok(), "close waited on the peer");
     drop(raw);
 }
+
+#[tokio::test]
+async fn a_peers_go_away_reason_is_escaped_and_capped_before_anyone_shows_it() {
+    let server = TestInbound::default();
+    let (handle, mut raw) = raw_client(&server, ConnectionSettings::default()).await;
+    let hostile = format!("bye\u{1b}[2J\nforged log line{}", "x".repeat(100_000));
+    raw.send(Body::GoAway(proto::GoAway {
+        reason: go_away::Reason::Shutdown as i32,
+        message: hostile,
+    }))
+    .await
+    .unwrap();
+    drop(raw);
+    handle.closed().await;
+    // The close reason reaches status, hooks and logs.
+    let reason = handle.close_reason();
+    assert!(reason.starts_with("peer went away: bye\\u{1b}[2J\\nforged"), "{reason}");
+    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    assert!(reason.chars().count() < crate::wire::MAX_PEER_TEXT + 32, "{}", reason.len());
+}
