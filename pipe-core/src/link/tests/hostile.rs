@@ -290,7 +290,14 @@ async fn a_peers_go_away_reason_is_escaped_and_capped_before_anyone_shows_it() {
     handle.closed().await;
     // The close reason reaches status, hooks and logs.
     let reason = handle.close_reason();
-    assert!(reason.starts_with("peer went away: bye\\u{1b}[2J\\nforged"), "{reason}");
+    assert!(
+        reason.starts_with("peer went away: bye\\u{1b}[2J\\nforged"),
+        "{reason}"
+    );
     assert!(!reason.chars().any(char::is_control), "{reason:?}");
-    assert!(reason.chars().count() < crate::wire::MAX_PEER_TEXT + 32, "{}", reason.len());
+    assert!(
+        reason.chars().count() < crate::wire::MAX_PEER_TEXT + 32,
+        "{}",
+        reason.len()
+    );
 }
