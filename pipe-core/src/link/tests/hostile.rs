@@ -213,13 +213,7 @@ async fn a_peer_that_stops_reading_is_dropped_within_dead_after() {
     };
     // A small pipe whose far end pings forever and never reads: the pongs
     // fill it, then nothing more can be written.
-    let (a, b) = tokio::io::duplex(1024);
-    let mut raw = Framed::new(a, FrameCodec::new(settings.max_frame_bytes));
-    raw.send(hello(PROTOCOL_VERSION)).await.unwrap();
-    let server_end = endpoint(Side::Server, &server, settings.clone());
-    let (handle, _) = establish(b, &server_end, peer(Side::Client), |_| Ok(()))
-        .await
-        .unwrap();
+    let (handle, raw) = raw_client_over(&server, settings.clone(), 1024).await;
     let (mut write_only, _never_read) = raw.split();
     let sent = Arc::new(AtomicUsize::new(0));
     let pinger = tokio::spawn({
@@ -252,13 +246,7 @@ async fn a_peer_that_stops_reading_is_dropped_within_dead_after() {
 async fn close_finishes_even_if_the_peer_reads_nothing() {
     let server = TestInbound::default();
     let settings = ConnectionSettings::default();
-    let (a, b) = tokio::io::duplex(1024);
-    let mut raw = Framed::new(a, FrameCodec::new(settings.max_frame_bytes));
-    raw.send(hello(PROTOCOL_VERSION)).await.unwrap();
-    let server_end = endpoint(Side::Server, &server, settings.clone());
-    let (handle, _) = establish(b, &server_end, peer(Side::Client), |_| Ok(()))
-        .await
-        .unwrap();
+    let (handle, raw) = raw_client_over(&server, settings.clone(), 1024).await;
     // Events the peer never reads fill the pipe; the GoAway queues behind.
     for _ in 0..20 {
         let handle = handle.clone();

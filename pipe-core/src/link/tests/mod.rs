@@ -133,7 +133,17 @@ async fn raw_client(
     server: &TestInbound,
     settings: ConnectionSettings,
 ) -> (PeerHandle, Framed<DuplexStream, FrameCodec>) {
-    let (a, b) = tokio::io::duplex(4 * 1024 * 1024);
+    raw_client_over(server, settings, 4 * 1024 * 1024).await
+}
+
+/// [`raw_client`] over an in-memory pipe that holds `buffer` bytes each way
+/// (small: a peer that stops reading soon stops our writes).
+async fn raw_client_over(
+    server: &TestInbound,
+    settings: ConnectionSettings,
+    buffer: usize,
+) -> (PeerHandle, Framed<DuplexStream, FrameCodec>) {
+    let (a, b) = tokio::io::duplex(buffer);
     let mut raw = Framed::new(a, FrameCodec::new(settings.max_frame_bytes));
     raw.send(hello(PROTOCOL_VERSION)).await.unwrap();
     let server_end = endpoint(Side::Server, server, settings);
