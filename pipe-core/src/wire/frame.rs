@@ -104,7 +104,9 @@ impl Decoder for FrameCodec {
         // on the wire and far more once decoded.
         super::limits::check_counts(&bytes)?;
         let frame = Frame::decode(bytes)?;
-        frame.body.ok_or(FrameError::Empty).map(Some)
+        let mut body = frame.body.ok_or(FrameError::Empty)?;
+        unpin_data(&mut body, announced);
+        Ok(Some(body))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Body>, FrameError> {
@@ -119,6 +121,25 @@ impl Decoder for FrameCodec {
                 ),
             ))),
         }
+    }
+}
+
+/// Bytes of a frame beyond its data that may stay pinned by the data.
+const PINNED_SLACK_BYTES: usize = 16 * 1024;
+
+/// The data of a decoded frame is a slice of the whole frame's buffer, and
+/// keeps all of it alive: a 1-byte chunk padded with megabytes of unknown
+/// fields would hold megabytes while counting one byte. Data whose frame is
+/// much larger is copied out, so what a body holds is what it counts.
+fn unpin_data(body: &mut Body, frame_bytes: usize) {
+    let data = match body {
+        Body::Chunk(chunk) => &mut chunk.data,
+        Body::Event(event) => &mut event.body,
+        Body::Reply(reply) => &mut reply.body,
+        _ => return,
+    };
+    if frame_bytes - data.len().min(frame_bytes) > PINNED_SLACK_BYTES {
+        *data = bytes::Bytes::copy_from_slice(data);
     }
 }
 
@@ -221,6 +242,54 @@ mod tests {
         );
         // Nothing was reserved for the announced body.
         assert!(buf.capacity() < 1025);
+    }
+
+    /// A frame of `data` in a chunk, padded with `padding` bytes of an
+    /// unknown field.
+    fn padded_chunk(data: &'static [u8], padding: usize) -> BytesMut {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        let chunk = Frame {
+            body: Some(Body::Chunk(crate::wire::proto::Chunk {
+                request_id: 1,
+                data: bytes::Bytes::from_static(data),
+                ..Default::default()
+            })),
+        };
+        let mut frame = chunk.encode_to_vec();
+        encode_key(1000, WireType::LengthDelimited, &mut frame);
+        encode_varint(padding as u64, &mut frame);
+        frame.resize(frame.len() + padding, 0);
+        let mut wire = BytesMut::new();
+        wire.put_u32(frame.len() as u32);
+        wire.extend_from_slice(&frame);
+        wire
+    }
+
+    /// Where `data` lies inside `whole`'s memory.
+    fn shares_memory(data: &[u8], whole: std::ops::Range<usize>) -> bool {
+        whole.contains(&(data.as_ptr() as usize))
+    }
+
+    #[test]
+    fn data_of_a_padded_frame_is_copied_out_instead_of_pinning_the_frame() {
+        let mut codec = FrameCodec::default();
+        let mut wire = padded_chunk(b"x", 1 << 20);
+        let whole = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+        let Some(Body::Chunk(chunk)) = codec.decode(&mut wire).unwrap() else {
+            panic!("not a chunk");
+        };
+        assert_eq!(&chunk.data[..], b"x");
+        assert!(
+            !shares_memory(&chunk.data, whole),
+            "one byte of data pins a 1 MiB frame"
+        );
+        // Data that is most of its frame is not copied.
+        let mut wire = padded_chunk(&[7; 64 * 1024], 16);
+        let whole = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+        let Some(Body::Chunk(chunk)) = codec.decode(&mut wire).unwrap() else {
+            panic!("not a chunk");
+        };
+        assert!(shares_memory(&chunk.data, whole), "copied for nothing");
     }
 
     #[test]
