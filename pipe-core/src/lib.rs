@@ -45,17 +45,19 @@ pub use link::{
 pub use node::{
     Backoff, BackoffSettings, ConnectError, ConnectionEvent, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DELAY, DEFAULT_MIN_DELAY, DEFAULT_PEER_WAIT,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_STABLE_AFTER, EventSink, FRAME_OVERHEAD_BYTES, LinkState,
-    LocalPeers, Lookup, LookupFuture, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, Metrics,
-    MetricsError, Node, NodeSettings, PeerDirectory, SERVER_KEY, ServerTarget, Session,
-    StatsdSettings, metrics, run_client, run_server,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DELAY, DEFAULT_MAX_RUNNING_HANDLERS, DEFAULT_MIN_DELAY,
+    DEFAULT_PEER_WAIT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STABLE_AFTER, EventSink,
+    FRAME_OVERHEAD_BYTES, LinkState, LocalPeers, Lookup, LookupFuture, MAX_HANDSHAKES,
+    MAX_HANDSHAKES_PER_SOURCE, Metrics, MetricsError, Node, NodeSettings, PeerDirectory,
+    SERVER_KEY, ServerTarget, Session, StatsdSettings, metrics, run_client, run_server,
 };
 pub use ops::launch::{ReloadError, SetIdentityError};
 pub use ops::{config, identity, launch, logging, pki};
 pub use wire::{
-    DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, JSON,
+    BudgetScope, DEFAULT_MAX_BODY_MEMORY, DEFAULT_MAX_BODY_MEMORY_PER_PEER,
+    DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, Held, JSON,
     LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_PEER_TEXT,
-    PROTOCOL_VERSION, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, RETURN_OK,
-    Reply, Side, body, handler_name, is_hop_by_hop, is_json_type, printable, proto,
+    MemoryBudget, OverBudget, PROTOCOL_VERSION, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED,
+    RETURN_NO_HANDLER, RETURN_OK, Reply, Side, body, handler_name, is_hop_by_hop, is_json_type,
+    printable, proto,
 };

@@ -126,3 +126,45 @@ async fn a_broken_policy_keeps_the_node_from_starting() {
     assert!(error.contains("policy.toml"), "{error}");
     assert!(error.contains("handlerz"), "{error}");
 }
+
+#[tokio::test]
+async fn a_refused_call_is_answered_at_once_even_with_every_handler_slot_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        &dir,
+        "[[allow]]\npeers = [\"branch\"]\nhandlers = [\"get_slow\"]\n",
+    );
+    let pki = Pki::new();
+    let mut registry = handlers();
+    registry.register("get_slow", |request: Request| async move {
+        request.cancelled.cancelled().await;
+        Ok(Reply::json(&json!({ "slow": true })))
+    });
+    let mut settings = NodeSettings {
+        policy: Some(policy),
+        ..fast_settings()
+    };
+    settings.connection.max_concurrent_handlers = 1;
+    let server = start_server(&pki, registry, settings).await;
+    let branch = connect_client(&pki, &server, "branch", Registry::new()).await;
+    // The one slot for this peer is taken.
+    let slow = tokio::spawn({
+        let url = branch.url("/server/slow");
+        async move { send("GET", &url, &[("X-Pipe-Timeout", "10")], "").await }
+    });
+    restpipe_tests::eventually(std::time::Duration::from_secs(5), "slow running", || {
+        server.running.node().peers().in_flight() > 0
+    })
+    .await;
+    // A call the policy refuses, with a body that would stream: refused at
+    // once, before a slot or any of its body, not after the slow one.
+    let refused = send(
+        "POST",
+        &branch.url("/server/upload"),
+        &[("X-Pipe-Timeout", "2")],
+        vec![b'x'; 4 << 20],
+    )
+    .await;
+    assert_eq!((refused.status, refused.code()), (403, Some(253)));
+    slow.abort();
+}

@@ -2,17 +2,21 @@
 //! stream its body, parse JSON, call the handler with a panic caught, and
 //! turn every failure into the reply the caller gets.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::FutureExt;
+use http::StatusCode;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::registry::{Handler, Request};
 use super::sources::{Handlers, Resolution};
-use crate::wire::body::BodyStream;
+use crate::wire::body::{BodyError, BodyStream};
 use crate::wire::{
-    Event, HandlerError, RETURN_ACCESS_DENIED, RETURN_NO_HANDLER, Reply, is_json_type,
+    Event, HandlerError, HandlerName, Held, MemoryBudget, OverBudget, RETURN_ACCESS_DENIED,
+    RETURN_NO_HANDLER, Reply, is_json_type,
 };
 
 /// How an event's run ended, for the node's metrics.
@@ -43,7 +47,15 @@ pub struct Job {
     pub deadline: Instant,
     /// Cancelled when the caller gives up.
     pub cancelled: CancellationToken,
+    /// Where a body collected whole (or parsed) is held while the handler
+    /// runs: the peer connection's budget, inside the node's.
+    pub bodies: Arc<MemoryBudget>,
 }
+
+/// A parsed JSON value may take this many times its text in memory
+/// (`[0,0,...]`: two bytes of text, a 32-byte value each); it is held in the
+/// body budget at that estimate while the handler runs.
+const JSON_EXPANSION: usize = 16;
 
 impl Handlers {
     /// Runs `job` to its reply. Whole bodies are collected up to
@@ -55,46 +67,37 @@ impl Handlers {
             event,
             deadline,
             cancelled,
+            bodies,
         } = job;
         let name = &event.handler;
-        let handler = match self.resolve(&peer, name) {
-            Resolution::Found(handler) => handler,
-            Resolution::Missing => {
-                debug!(%peer, handler = %name, "no such handler");
-                let body = serde_json::json!({
-                    "error": format!("no handler named {:?} on this node", name.as_str()),
-                });
-                let reply = Reply::json(&body).with_return_code(RETURN_NO_HANDLER);
-                return (reply, Outcome::Missing);
-            }
-            Resolution::Denied(message) => {
-                warn!(%peer, handler = %name, "refused by the access policy");
-                let reply = Reply::json(&serde_json::json!({ "error": message }))
-                    .with_return_code(RETURN_ACCESS_DENIED);
-                return (reply, Outcome::Denied);
-            }
+        let handler = match self.screen(&peer, name) {
+            Ok(handler) => handler,
+            Err(refused) => return *refused,
         };
         let handled = Outcome::Handled {
             handler: handler.metric_name(name.as_str()),
         };
-        let (body, stream) = match body_for(
+        let body = body_for(
             handler.streams_body(),
             event.body,
             event.stream,
             max_body_bytes,
+            &bodies,
         )
-        .await
-        {
+        .await;
+        let (body, stream, held) = match body {
             Ok(body) => body,
-            Err(failure) => {
-                warn!(%peer, handler = %name, "{failure}");
-                return (failure.into_reply(), handled);
+            Err(error) => {
+                warn!(%peer, handler = %name, "{error}");
+                return (body_refusal(&error), handled);
             }
         };
-        let json = if is_json_type(&event.content_type) && !body.is_empty() {
-            serde_json::from_slice(&body).ok()
-        } else {
-            None
+        let json = match parse_json(&event.content_type, &body, &held) {
+            Ok(json) => json,
+            Err(over) => {
+                warn!(%peer, handler = %name, "not parsing a JSON body: {over}");
+                return (body_refusal(&BodyError::OverBudget(over)), handled);
+            }
         };
         let (verb, noun) = event.handler.into_parts();
         let request = Request {
@@ -113,13 +116,44 @@ impl Handlers {
             json,
         };
         let peer = request.peer.clone();
-        match call_caught(handler.as_ref(), request).await {
+        let called = call_caught(handler.as_ref(), request).await;
+        drop(held);
+        match called {
             Ok(reply) => (reply, handled),
             Err(failure) => {
                 if let Outcome::Handled { handler } = &handled {
                     warn!(%peer, %handler, "handler failed: {failure}");
                 }
                 (failure.into_reply(), handled)
+            }
+        }
+    }
+}
+
+impl Handlers {
+    /// The handler `peer` gets for `name`, or the reply that refuses it (no
+    /// such handler, or the access policy) and its outcome: decided before
+    /// any of the event's body is taken.
+    pub fn screen(
+        &self,
+        peer: &str,
+        name: &HandlerName,
+    ) -> Result<Arc<dyn Handler>, Box<(Reply, Outcome)>> {
+        match self.resolve(peer, name) {
+            Resolution::Found(handler) => Ok(handler),
+            Resolution::Missing => {
+                debug!(%peer, handler = %name, "no such handler");
+                let body = serde_json::json!({
+                    "error": format!("no handler named {:?} on this node", name.as_str()),
+                });
+                let reply = Reply::json(&body).with_return_code(RETURN_NO_HANDLER);
+                Err(Box::new((reply, Outcome::Missing)))
+            }
+            Resolution::Denied(message) => {
+                warn!(%peer, handler = %name, "refused by the access policy");
+                let reply = Reply::json(&serde_json::json!({ "error": message }))
+                    .with_return_code(RETURN_ACCESS_DENIED);
+                Err(Box::new((reply, Outcome::Denied)))
             }
         }
     }
@@ -145,21 +179,55 @@ async fn call_caught(handler: &dyn Handler, request: Request) -> Result<Reply, H
     }
 }
 
-/// The body as the handler takes it: whole (collected up to `limit`) or as
-/// a stream.
+/// The body as the handler takes it: whole (collected up to `limit`, held
+/// in `budget`) or as a stream. A refusal is the reply: 413 for a body
+/// larger than the limit or than the budget could ever hold, 503 while the
+/// budget is full.
 async fn body_for(
     streams: bool,
     inline: Bytes,
     stream: Option<BodyStream>,
     limit: usize,
-) -> Result<(Bytes, Option<BodyStream>), HandlerError> {
+    budget: &Arc<MemoryBudget>,
+) -> Result<(Bytes, Option<BodyStream>, Held), BodyError> {
+    let nothing = budget.hold_nothing();
     Ok(match (streams, stream) {
-        (true, Some(stream)) => (Bytes::new(), Some(stream)),
-        (true, None) => (Bytes::new(), Some(BodyStream::from_bytes(inline))),
-        (false, None) => (inline, None),
-        (false, Some(stream)) => match stream.collect(limit).await {
-            Ok(body) => (body, None),
-            Err(error) => return Err(HandlerError::new("BodyError", error.to_string())),
+        (true, Some(stream)) => (Bytes::new(), Some(stream), nothing),
+        (true, None) => (Bytes::new(), Some(BodyStream::from_bytes(inline)), nothing),
+        // Inline bodies are held by the link until the reply is sent.
+        (false, None) => (inline, None, nothing),
+        (false, Some(stream)) => match stream.collect_within(limit, budget).await {
+            Ok((body, held)) => (body, None, held),
+            Err(error) => return Err(error),
         },
     })
+}
+
+/// The reply for a body that could not be taken whole.
+fn body_refusal(error: &BodyError) -> Reply {
+    let status = match error {
+        BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::OverBudget(over) if over.never_fits() => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
+        BodyError::Aborted(_) => {
+            return HandlerError::new("BodyError", error.to_string()).into_reply();
+        }
+    };
+    HandlerError::new("BodyError", error.to_string())
+        .into_reply()
+        .with_http_status(status.as_u16())
+}
+
+/// The body parsed, when it is declared JSON; the parsed value is held in
+/// the body budget (at [`JSON_EXPANSION`] times the text) while it lives.
+fn parse_json(
+    content_type: &str,
+    body: &Bytes,
+    held: &Held,
+) -> Result<Option<serde_json::Value>, OverBudget> {
+    if !is_json_type(content_type) || body.is_empty() {
+        return Ok(None);
+    }
+    held.grow(body.len().saturating_mul(JSON_EXPANSION))?;
+    Ok(serde_json::from_slice(body).ok())
 }

@@ -12,7 +12,7 @@ use super::inbound::Delivery;
 use crate::wire::proto::frame::Body;
 use tracing::warn;
 
-use crate::wire::{HandlerError, check_reply, failure_frame, reply_frame};
+use crate::wire::{HandlerError, Held, check_reply, failure_frame, reply_frame};
 
 /// Runs one admitted event to completion (or cancellation) and replies:
 /// waits for a handler slot, asks [`super::Inbound`] within the deadline, sends the
@@ -20,8 +20,9 @@ use crate::wire::{HandlerError, check_reply, failure_frame, reply_frame};
 pub(super) async fn answer_event(
     connection: Arc<Connection>,
     delivery: Delivery,
-    // Held until the reply (and its body) is sent.
-    _admitted: OwnedSemaphorePermit,
+    // Held until the reply (and its body) is sent: the place among the
+    // connection's events, and the inline body in its budget.
+    _admitted: (OwnedSemaphorePermit, Held),
 ) {
     let request_id = delivery.request_id;
     let deadline = delivery.deadline;

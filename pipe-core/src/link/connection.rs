@@ -17,7 +17,7 @@ use super::hello::PeerInfo;
 use super::inbound::Inbound;
 use crate::wire::body::{BodyError, BodySink, WINDOW_BYTES};
 use crate::wire::proto::{GoAway, Window, frame::Body, go_away};
-use crate::wire::{HandlerError, Reply, failure_frame};
+use crate::wire::{HandlerError, Held, MemoryBudget, Reply, failure_frame};
 
 /// Which body: (request id as the event's sender chose it, is it the reply's).
 pub(super) type BodyKey = (u64, bool);
@@ -30,6 +30,9 @@ pub(super) struct ReceivingBody {
     /// Bytes the reader has handed back as window (updated by the reader's
     /// task), so `received - granted` is what the peer has in flight.
     pub(super) granted: Arc<AtomicU64>,
+    /// What of it is held, unread, in the connection's body budget: grown
+    /// by the reader as chunks arrive, shrunk as the body's reader reads.
+    pub(super) held: Arc<Held>,
 }
 
 impl ReceivingBody {
@@ -91,6 +94,9 @@ pub(super) struct Connection {
     pub(super) max_handlers: usize,
     /// Where the peer's events go, and what the link reports.
     pub(super) inbound: Arc<dyn Inbound>,
+    /// This peer's budget for the bodies held on its behalf, inside the
+    /// node's.
+    pub(super) bodies: Arc<MemoryBudget>,
     /// Cancelled when the connection has ended, for whatever reason.
     pub(super) closed: CancellationToken,
     /// The peer sent `GoAway`: it takes no new events.
@@ -177,10 +183,22 @@ impl Connection {
     /// Answers the peer's event `request_id` at once with `refusal` (503,
     /// code 251), and stops the body that may follow it.
     pub(super) fn refuse_event(&self, request_id: u64, body_follows: bool, refusal: HandlerError) {
+        let status = http::StatusCode::SERVICE_UNAVAILABLE;
+        self.refuse_event_with(request_id, body_follows, refusal, status);
+    }
+
+    /// [`Self::refuse_event`] with the HTTP status the caller gets.
+    pub(super) fn refuse_event_with(
+        &self,
+        request_id: u64,
+        body_follows: bool,
+        refusal: HandlerError,
+        status: http::StatusCode,
+    ) {
         self.send_control(Body::Reply(failure_frame(
             request_id,
             &refusal,
-            Some(http::StatusCode::SERVICE_UNAVAILABLE),
+            Some(status),
         )));
         if body_follows {
             // Its chunks find no receiver and are dropped; this stops the rest.

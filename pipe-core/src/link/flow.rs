@@ -16,15 +16,19 @@ use crate::wire::proto::{Chunk, Window, frame::Body};
 impl Connection {
     /// Starts receiving a streamed body under `key`: returns the stream its
     /// reader reads, which hands window back to the peer as it goes and, if
-    /// dropped before the end, tells the peer to stop sending.
+    /// dropped before the end, tells the peer to stop sending. What has
+    /// arrived and is not yet read is held in the connection's body budget.
     pub(super) fn receive_body(self: &Arc<Self>, key: BodyKey, length: Option<u64>) -> BodyStream {
         let (sink, mut stream) = body::unbounded_channel(length);
         let granted = Arc::new(AtomicU64::new(0));
+        let held = Arc::new(self.bodies.hold_nothing());
         let (request_id, of_reply) = key;
         let weak = Arc::downgrade(self);
         let counter = granted.clone();
+        let unread = held.clone();
         let mut consumed_since_grant = 0u64;
         stream.set_on_consumed(Box::new(move |n| {
+            unread.shrink(n);
             consumed_since_grant += n as u64;
             if consumed_since_grant >= WINDOW_BYTES / 4 {
                 counter.fetch_add(consumed_since_grant, Ordering::AcqRel);
@@ -57,6 +61,7 @@ impl Connection {
                 sink,
                 received: 0,
                 granted,
+                held,
             },
         );
         stream

@@ -6,13 +6,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::hello::PeerInfo;
-use crate::wire::{Event, Reply};
+use crate::wire::{Event, MemoryBudget, Reply};
 
 /// One event from the peer, handed up once a handler slot is free.
 #[derive(Debug)]
@@ -26,6 +27,9 @@ pub struct Delivery {
     /// Cancelled when the peer cancels, the deadline passes or the
     /// connection ends.
     pub cancelled: CancellationToken,
+    /// The connection's budget for bodies held on the peer's behalf: a body
+    /// collected whole, or parsed, is held in it while the handler runs.
+    pub bodies: Arc<MemoryBudget>,
 }
 
 /// Something the link noticed, for metrics and connection events.
@@ -52,6 +56,15 @@ pub trait Inbound: Send + Sync + 'static {
     /// Answers one event from `peer`. The future is dropped, unfinished, if
     /// the peer cancels or the deadline passes first.
     fn answer(&self, peer: &PeerInfo, delivery: Delivery) -> ReplyFuture;
+
+    /// Decides, before the link admits `event` or takes any of its body,
+    /// whether it can run at all: `Some(reply)` answers it at once (no such
+    /// handler, refused by the access policy), and a body that follows is
+    /// stopped unread. `None` lets it in.
+    fn screen(&self, peer: &PeerInfo, event: &Event) -> Option<Reply> {
+        let _ = (peer, event);
+        None
+    }
 
     /// Something happened on the connection `connection_id` to `peer`.
     fn notice(&self, peer: &PeerInfo, connection_id: u64, notice: LinkNotice) {

@@ -57,8 +57,8 @@ pub use tls::{
     SERVER_KEY_FILE, TlsError, TlsIdentity, peer_identity,
 };
 
-use crate::wire::FrameCodec;
 use crate::wire::proto::{GoAway, Hello};
+use crate::wire::{FrameCodec, MemoryBudget};
 use connection::Connection;
 use progress::{Progress, WriteClock};
 use writer::{WriteDeadline, WriterQueues};
@@ -93,6 +93,9 @@ pub struct Endpoint {
     pub settings: ConnectionSettings,
     /// Where the peer's events go, and what the link reports.
     pub inbound: Arc<dyn Inbound>,
+    /// The node's budget for the bodies it holds, which every connection's
+    /// own budget lives in: one per node, shared by its connections.
+    pub body_memory: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -164,6 +167,7 @@ where
         slots: Arc::new(Semaphore::new(settings.max_concurrent_handlers)),
         max_handlers: settings.max_concurrent_handlers,
         inbound: local.inbound.clone(),
+        bodies: local.body_memory.peer(settings.max_body_memory_per_peer),
         closed: CancellationToken::new(),
         peer_going_away: AtomicBool::new(false),
         draining: AtomicBool::new(false),

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
@@ -22,8 +23,8 @@ use super::settings::{ConnectionSettings, DEFAULT_MAX_REQUEST_TIMEOUT, WAITING_P
 use crate::wire::body::BodyError;
 use crate::wire::proto::{self, Cancel, Chunk, GoAway, Ping, Pong, Window, frame::Body, go_away};
 use crate::wire::{
-    FrameCodec, FrameError, HandlerError, ReceivedEvent, ReceivedReply, check_event, check_reply,
-    printable,
+    FrameCodec, FrameError, HandlerError, Held, ReceivedEvent, ReceivedReply, check_event,
+    check_reply, printable, reply_frame,
 };
 
 /// A broken rule of the protocol: the connection ends with this message.
@@ -234,28 +235,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
         let received = ReceivedEvent::from(frame);
         let request_id = received.request_id;
-        if connection.draining.load(Ordering::Acquire) {
-            // The peer sent this before our GoAway reached it.
-            let refusal = HandlerError::new(
-                "GoingAway",
-                "this node is shutting down and takes no new events",
-            );
-            connection.refuse_event(request_id, received.body_follows, refusal);
-            return Ok(());
-        }
-        let Ok(admitted) = connection.admission.clone().try_acquire_owned() else {
-            inbound.notice(&connection.peer, connection.id, LinkNotice::Busy);
-            let handler = &received.event.handler;
-            warn!(peer = %connection.peer.name, %handler, "refusing an event: every handler slot is taken and the wait queue is full");
-            let refusal = HandlerError::new(
-                "Busy",
-                format!(
-                    "this node is at capacity for this peer: {} handlers running and {} more events waiting; try again later",
-                    connection.max_handlers,
-                    connection.max_handlers.saturating_mul(WAITING_PER_SLOT),
-                ),
-            );
-            connection.refuse_event(request_id, received.body_follows, refusal);
+        let Some(admitted) = admit(&connection, &received) else {
             return Ok(());
         };
         let cancelled = connection.closed.child_token();
@@ -271,6 +251,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             event,
             deadline: self.deadline(received.timeout),
             cancelled,
+            bodies: connection.bodies.clone(),
         };
         tokio::spawn(answer_event(connection.clone(), delivery, admitted));
         Ok(())
@@ -358,6 +339,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     crate::wire::body::WINDOW_BYTES
                 ));
             }
+            if let Err(over) = body.held.grow(chunk.data.len()) {
+                // Within its window, but more than this node holds for the
+                // peer now: this body ends here, the connection goes on.
+                drop(body);
+                warn!(peer = %connection.peer.name, request_id = chunk.request_id, "{over}");
+                connection.abort_receiving(key, BodyError::OverBudget(over));
+                connection.stop_peer_body(key);
+                return Ok(());
+            }
             if size > 0 {
                 reader_gone = body.sink.push(chunk.data).is_err();
             }
@@ -430,5 +420,67 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
         connection.closed.cancel();
         debug!(peer = %connection.peer.name, connection = connection.id, "reader finished");
+    }
+}
+
+/// Lets the peer's event in, or refuses it at once and says why: the node
+/// is draining, what sits above cannot run it (no such handler, the policy),
+/// every place for this peer's events is taken, or its inline body does not
+/// fit the peer's memory budget. What it returns is held until the reply is
+/// sent: its place, and its inline body in the budget.
+fn admit(
+    connection: &Connection,
+    received: &ReceivedEvent,
+) -> Option<(OwnedSemaphorePermit, Held)> {
+    let inbound = &connection.inbound;
+    let request_id = received.request_id;
+    if connection.draining.load(Ordering::Acquire) {
+        // The peer sent this before our GoAway reached it.
+        let refusal = HandlerError::new(
+            "GoingAway",
+            "this node is shutting down and takes no new events",
+        );
+        connection.refuse_event(request_id, received.body_follows, refusal);
+        return None;
+    }
+    if let Some(reply) = inbound.screen(&connection.peer, &received.event) {
+        // Refused by what sits above (no such handler, the policy)
+        // before any slot is taken or any body admitted.
+        let (frame, _) = reply_frame(request_id, reply);
+        connection.send_control(Body::Reply(frame));
+        if received.body_follows {
+            connection.stop_peer_body((request_id, false));
+        }
+        return None;
+    }
+    let Ok(admitted) = connection.admission.clone().try_acquire_owned() else {
+        inbound.notice(&connection.peer, connection.id, LinkNotice::Busy);
+        let handler = &received.event.handler;
+        warn!(peer = %connection.peer.name, %handler, "refusing an event: every handler slot is taken and the wait queue is full");
+        let refusal = HandlerError::new(
+            "Busy",
+            format!(
+                "this node is at capacity for this peer: {} handlers running and {} more events waiting; try again later",
+                connection.max_handlers,
+                connection.max_handlers.saturating_mul(WAITING_PER_SLOT),
+            ),
+        );
+        connection.refuse_event(request_id, received.body_follows, refusal);
+        return None;
+    };
+    // The inline body is held until the reply is sent.
+    match connection.bodies.hold(received.event.body.len()) {
+        Ok(inline) => Some((admitted, inline)),
+        Err(over) => {
+            warn!(peer = %connection.peer.name, request_id, "refusing an event: {over}");
+            let status = if over.never_fits() {
+                http::StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            };
+            let refusal = HandlerError::new("OverBudget", over.to_string());
+            connection.refuse_event_with(request_id, received.body_follows, refusal, status);
+            None
+        }
     }
 }

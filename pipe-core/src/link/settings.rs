@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::wire::DEFAULT_MAX_FRAME_BYTES;
+use crate::wire::{DEFAULT_MAX_BODY_MEMORY_PER_PEER, DEFAULT_MAX_FRAME_BYTES};
 
 /// Default bound on handlers running at once for one connection: enough for
 /// heavy fan-out, small enough that one peer cannot exhaust the node.
@@ -42,6 +42,10 @@ pub struct ConnectionSettings {
     /// Longest deadline granted to the peer's event: a larger `timeout_ms`
     /// (up to `u64::MAX`, "forever") is cut to this.
     pub max_request_timeout: Duration,
+    /// Bytes of this peer's bodies held at once (inline bodies of events in
+    /// progress, streamed windows not yet read, bodies collected whole),
+    /// within the node's own budget ([`super::Endpoint::body_memory`]).
+    pub max_body_memory_per_peer: usize,
 }
 
 impl Default for ConnectionSettings {
@@ -53,6 +57,7 @@ impl Default for ConnectionSettings {
             dead_after: DEFAULT_DEAD_AFTER,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
             max_request_timeout: DEFAULT_MAX_REQUEST_TIMEOUT,
+            max_body_memory_per_peer: DEFAULT_MAX_BODY_MEMORY_PER_PEER,
         }
     }
 }

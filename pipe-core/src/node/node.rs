@@ -12,7 +12,7 @@ use super::inbound::NodeInbound;
 use super::metrics::{Metrics, StatsdSettings};
 use crate::handlers::Handlers;
 use crate::link::{ConnectionSettings, Endpoint, LocalHello};
-use crate::wire::Side;
+use crate::wire::{DEFAULT_MAX_BODY_MEMORY, MemoryBudget, Side};
 
 /// Default time a request may take end to end, unless its caller says
 /// otherwise with `X-Pipe-Timeout`.
@@ -27,6 +27,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Default largest request body: bodies stream in bounded memory, so the
 /// limit guards disks and patience, not the node's memory.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 30;
+/// Default cap on handlers running at once for all peers together (each
+/// connection has its own cap too, `max_concurrent_handlers`): past it,
+/// events wait for a slot within their deadline.
+pub const DEFAULT_MAX_RUNNING_HANDLERS: usize = 4096;
 /// Default time given to requests in progress when the node shuts down.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// Default cap on the local front's open HTTP connections: far more than
@@ -53,6 +57,15 @@ pub struct NodeSettings {
     pub peer_wait: Duration,
     /// Largest request body accepted from a local caller (413 beyond).
     pub max_body_bytes: usize,
+    /// Bytes of peers' bodies the node holds in memory at once, for all
+    /// peers together (each peer's own share is
+    /// `connection.max_body_memory_per_peer`): inline bodies of events in
+    /// progress, streamed windows not yet read, bodies collected whole for
+    /// handlers that do not stream. Past it, 503 (413 for a body that could
+    /// never fit).
+    pub max_body_memory: usize,
+    /// Handlers running at once for all peers together.
+    pub max_running_handlers: usize,
     /// Deadline for the TLS handshake of a pipe connection.
     pub handshake_timeout: Duration,
     /// Time requests in progress get to finish when the node stops.
@@ -83,6 +96,8 @@ impl Default for NodeSettings {
         let connection = ConnectionSettings::default();
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_body_memory: DEFAULT_MAX_BODY_MEMORY,
+            max_running_handlers: DEFAULT_MAX_RUNNING_HANDLERS,
             connection,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             peer_wait: DEFAULT_PEER_WAIT,
@@ -123,6 +138,8 @@ pub struct Node {
     handlers: Arc<Handlers>,
     peers: Arc<dyn PeerDirectory>,
     inbound: Arc<NodeInbound>,
+    /// What the node holds of its peers' bodies, for all connections.
+    body_memory: Arc<MemoryBudget>,
     settings: NodeSettings,
     events: EventSink,
     started_at: SystemTime,
@@ -149,6 +166,7 @@ impl Node {
             metrics.clone(),
             events.clone(),
             settings.max_body_bytes,
+            settings.max_running_handlers,
         );
         Arc::new(Self {
             side,
@@ -156,6 +174,7 @@ impl Node {
             handlers,
             peers: Arc::new(LocalPeers::new(metrics.clone(), events.clone())),
             inbound: Arc::new(inbound),
+            body_memory: MemoryBudget::node(settings.max_body_memory),
             settings,
             events,
             started_at: SystemTime::now(),
@@ -215,6 +234,7 @@ impl Node {
             },
             settings: self.settings.connection.clone(),
             inbound: self.inbound.clone(),
+            body_memory: self.body_memory.clone(),
         }
     }
 

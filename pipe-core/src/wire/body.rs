@@ -11,8 +11,12 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
+
+use super::budget::{Held, MemoryBudget, OverBudget};
 
 /// Bodies up to this size travel inside their `Event` or `Reply` frame;
 /// larger ones are streamed.
@@ -48,6 +52,9 @@ pub enum BodyError {
     /// handler failed).
     #[error("body aborted: {0}")]
     Aborted(String),
+    /// Holding the body would pass a memory budget of the node's.
+    #[error("body refused: {0}")]
+    OverBudget(#[from] OverBudget),
 }
 
 type Item = Result<Bytes, BodyError>;
@@ -251,6 +258,46 @@ impl BodyStream {
             whole.extend_from_slice(&piece);
         }
         Ok(whole.freeze())
+    }
+
+    /// Reads the whole body, failing past `limit` bytes or when holding it
+    /// would pass `budget`; what it holds stays counted until the [`Held`]
+    /// is dropped. A body announced larger than the budget could ever hold
+    /// is refused before any of it is read. Bytes are charged as they are
+    /// collected, not reserved: the pieces not yet read are already counted
+    /// where they wait (a pipe-fed body's window).
+    pub async fn collect_within(
+        mut self,
+        limit: usize,
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<(Bytes, Held), BodyError> {
+        let too_large = BodyError::TooLarge {
+            limit: limit as u64,
+        };
+        if let Some(length) = self.length {
+            if length > limit as u64 {
+                return Err(too_large);
+            }
+            // Could never fit: say so now, not after the transfer.
+            let wanted = usize::try_from(length).unwrap_or(usize::MAX);
+            budget.could_ever_hold(wanted)?;
+        }
+        let held = budget.hold_nothing();
+        let mut whole = bytes::BytesMut::new();
+        while let Some(piece) = self.chunk().await {
+            let piece = piece?;
+            let total = whole.len() + piece.len();
+            if total > limit {
+                return Err(too_large);
+            }
+            held.grow(piece.len())?;
+            if whole.is_empty() && self.finished_after_peek() {
+                // A single piece: no copy.
+                return Ok((piece, held));
+            }
+            whole.extend_from_slice(&piece);
+        }
+        Ok((whole.freeze(), held))
     }
 
     /// Whether the stream has ended, without consuming anything new.

@@ -3,12 +3,17 @@
 //! protobuf, with the one mapping between the two. Knows nothing above it.
 
 pub mod body;
+mod budget;
 mod convert;
 mod frame;
 mod limits;
 mod message;
 pub mod proto;
 
+pub use budget::{
+    BudgetScope, DEFAULT_MAX_BODY_MEMORY, DEFAULT_MAX_BODY_MEMORY_PER_PEER, Held, MemoryBudget,
+    OverBudget,
+};
 pub(crate) use convert::{ReceivedEvent, ReceivedReply, event_frame, failure_frame, reply_frame};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use limits::{

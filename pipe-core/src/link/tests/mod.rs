@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 
+mod budget;
 mod hostile;
 
 use std::sync::Arc;
@@ -86,6 +87,11 @@ impl Inbound for TestInbound {
         })
     }
 
+    /// `get_denied` is refused before admission, as a policy would.
+    fn screen(&self, _peer: &PeerInfo, event: &Event) -> Option<Reply> {
+        (event.handler.as_str() == "get_denied").then(|| Reply::bytes("text/plain", "denied"))
+    }
+
     fn notice(&self, _peer: &PeerInfo, _connection_id: u64, notice: LinkNotice) {
         self.seen.notices.lock().unwrap().push(notice);
     }
@@ -100,6 +106,7 @@ fn endpoint(side: Side, inbound: &TestInbound, settings: ConnectionSettings) -> 
         },
         settings,
         inbound: Arc::new(inbound.clone()),
+        body_memory: crate::wire::MemoryBudget::node(crate::wire::DEFAULT_MAX_BODY_MEMORY),
     }
 }
 

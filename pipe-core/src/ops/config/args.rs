@@ -97,6 +97,24 @@ pub struct CommonArgs {
     /// Handlers running at once per connection.
     #[arg(long, value_name = "N")]
     pub max_concurrent_handlers: Option<usize>,
+    /// Handlers running at once for all peers together; past it, events
+    /// wait for a slot within their deadline.
+    #[arg(long, value_name = "N")]
+    pub max_running_handlers: Option<usize>,
+    /// Bytes of peers' bodies held in memory at once, all peers together
+    /// (inline bodies, unread streamed windows, bodies collected whole for
+    /// handlers that do not stream); past it, 503.
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_memory: Option<usize>,
+    /// Bytes of one peer's bodies held in memory at once; past it, 503, or
+    /// 413 for a body larger than this.
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_memory_per_peer: Option<usize>,
+    /// Longest deadline granted to a peer's event, in seconds, whatever the
+    /// peer asks for.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub max_request_timeout: Option<Duration>,
     /// Most local HTTP connections open at once; past it a caller gets 503
     /// and its connection is closed.
     #[arg(long, value_name = "N")]

@@ -183,6 +183,14 @@ raw_config! {
         max_body_bytes: usize => Env::Named("RP_MAX_BODY_BYTES"),
         /// Handlers at once per connection.
         max_concurrent_handlers: usize => Env::Named("RP_MAX_CONCURRENT_HANDLERS"),
+        /// Handlers at once for all peers together.
+        max_running_handlers: usize => Env::Named("RP_MAX_RUNNING_HANDLERS"),
+        /// Bytes of peers' bodies held in memory, all peers together.
+        max_body_memory: usize => Env::Named("RP_MAX_BODY_MEMORY"),
+        /// Bytes of one peer's bodies held in memory.
+        max_body_memory_per_peer: usize => Env::Named("RP_MAX_BODY_MEMORY_PER_PEER"),
+        /// Longest deadline granted to a peer's event.
+        max_request_timeout: Duration => Env::Named("RP_MAX_REQUEST_TIMEOUT"),
         /// Local HTTP connections open at once.
         max_http_connections: usize => Env::Named("RP_MAX_HTTP_CONNECTIONS"),
         /// Time a local caller may leave a response unread.

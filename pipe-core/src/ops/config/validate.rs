@@ -167,6 +167,8 @@ fn node_settings(
         connection: ConnectionSettings {
             max_frame_bytes,
             max_concurrent_handlers: defaulted!(raw.max_concurrent_handlers)?,
+            max_body_memory_per_peer: defaulted!(raw.max_body_memory_per_peer)?,
+            max_request_timeout: defaulted!(raw.max_request_timeout)?,
             ping_interval,
             dead_after,
             ..defaults.connection.clone()
@@ -174,6 +176,8 @@ fn node_settings(
         request_timeout: defaulted!(raw.request_timeout)?,
         peer_wait: defaulted!(raw.peer_wait)?,
         max_body_bytes: defaulted!(raw.max_body_bytes)?,
+        max_body_memory: defaulted!(raw.max_body_memory)?,
+        max_running_handlers: defaulted!(raw.max_running_handlers)?,
         // Both are positive once parsed: 0 is refused with a reason.
         max_http_connections: defaulted!(raw.max_http_connections)?,
         http_write_stall: defaulted!(raw.http_write_stall)?,
