@@ -30,9 +30,10 @@ pub use front::{
     TIMEOUT_HEADER, log_listening, router, serve as serve_http,
 };
 pub use handlers::{
-    ExecDirectory, Forwards, HANDLER_PATH, Handler, HandlerFuture, HandlerResult, HandlerSource,
-    Handlers, Job, Outcome, PEER_HEADER, Policy, PolicyError, Registry, Request, Resolution,
-    STREAM_AFTER_BYTES, is_handler_name,
+    DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, ExecDirectory, Forwards,
+    HANDLER_PATH, Handler, HandlerFuture, HandlerResult, HandlerSource, Handlers, Job, Outcome,
+    PEER_HEADER, Policy, PolicyError, Registry, Request, Resolution, STREAM_AFTER_BYTES,
+    is_handler_name,
 };
 pub use link::{
     ALPN, CertFiles, CertificateError, ConnectionSettings, DEFAULT_DEAD_AFTER,

@@ -447,6 +447,45 @@ async fn large_bodies_pass_through_a_program() {
 }
 
 #[tokio::test]
+async fn programs_wait_for_one_of_max_exec_processes_places() {
+    let settings = NodeSettings {
+        max_exec_processes: 1,
+        ..fast_settings()
+    };
+    let bench = Bench::start(
+        settings,
+        &[("get_nap", "echo $$ >> pids; sleep 5; echo done")],
+    )
+    .await;
+    let first = tokio::spawn({
+        let url = bench.url("/server/nap");
+        async move { get(&url).await }
+    });
+    let started = || {
+        std::fs::read_to_string(bench.path("pids"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    eventually(Duration::from_secs(5), "the first program started", || {
+        started() == 1
+    })
+    .await;
+    // The one place is taken: the next event waits, then is told so.
+    let second = send(
+        "GET",
+        &bench.url("/server/nap"),
+        &[("X-Pipe-Timeout", "0.5")],
+        "",
+    )
+    .await;
+    assert_eq!(second.status, 503);
+    assert_eq!(second.json()["exception"]["class"], "Busy");
+    assert_eq!(started(), 1, "a second program ran");
+    first.abort();
+}
+
+#[tokio::test]
 async fn a_missing_handler_directory_stops_the_node_from_starting() {
     let pki = Pki::new();
     let settings = NodeSettings {

@@ -333,3 +333,48 @@ async fn a_large_download_comes_back_byte_for_byte() {
     assert_eq!(response.body.len(), LARGE);
     assert_eq!(hash(&response.body), expected.await.unwrap());
 }
+
+#[tokio::test]
+async fn requests_to_upstreams_wait_for_one_of_max_upstream_connections_places() {
+    // An upstream that takes connections and never answers, counting them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let keeper = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                accepted.lock().unwrap().push(socket);
+            }
+        }
+    });
+    let pki = Pki::new();
+    let server = start_server(&pki, Registry::new(), fast_settings()).await;
+    let settings = NodeSettings {
+        forwards: vec![("slow/".into(), format!("http://{addr}/"))],
+        max_upstream_connections: 1,
+        ..fast_settings()
+    };
+    let _client = connect_client_with(&pki, &server, CLIENT, Registry::new(), settings).await;
+    let url = server.url(&format!("/client/{CLIENT}/slow/a"));
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { send("GET", &url, &[("X-Pipe-Timeout", "10")], "").await }
+    });
+    restpipe_tests::eventually(std::time::Duration::from_secs(5), "upstream asked", || {
+        accepted.lock().unwrap().len() == 1
+    })
+    .await;
+    // The one place is taken: the next request waits, then is told so.
+    let second = send("GET", &url, &[("X-Pipe-Timeout", "0.5")], "").await;
+    assert_eq!(second.status, 503);
+    let exception = &second.json()["exception"];
+    assert_eq!(exception["class"], "Busy", "{exception}");
+    assert_eq!(
+        accepted.lock().unwrap().len(),
+        1,
+        "a second connection was opened"
+    );
+    first.abort();
+    keeper.abort();
+}

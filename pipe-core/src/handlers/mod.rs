@@ -8,13 +8,16 @@
 
 mod exec;
 mod forward;
+mod places;
 mod policy;
 mod registry;
 mod run;
 mod sources;
 
-pub use exec::{ExecDirectory, HANDLER_PATH, STREAM_AFTER_BYTES, is_handler_name};
-pub use forward::{Forwards, PEER_HEADER};
+pub use exec::{
+    DEFAULT_MAX_EXEC_PROCESSES, ExecDirectory, HANDLER_PATH, STREAM_AFTER_BYTES, is_handler_name,
+};
+pub use forward::{DEFAULT_MAX_UPSTREAM_CONNECTIONS, Forwards, PEER_HEADER};
 pub use policy::{Policy, PolicyError};
 pub use registry::{Handler, HandlerFuture, HandlerResult, Registry, Request};
 pub use run::{Job, Outcome};

@@ -10,7 +10,7 @@ use super::directory::{LocalPeers, PeerDirectory};
 use super::events::EventSink;
 use super::inbound::NodeInbound;
 use super::metrics::{Metrics, StatsdSettings};
-use crate::handlers::Handlers;
+use crate::handlers::{DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, Handlers};
 use crate::link::{ConnectionSettings, Endpoint, LocalHello};
 use crate::wire::{DEFAULT_MAX_BODY_MEMORY, MemoryBudget, Side};
 
@@ -66,6 +66,11 @@ pub struct NodeSettings {
     pub max_body_memory: usize,
     /// Handlers running at once for all peers together.
     pub max_running_handlers: usize,
+    /// Executable handlers running at once.
+    pub max_exec_processes: usize,
+    /// Requests to forwards' upstreams in progress at once (so connections
+    /// to them, busy or pooled).
+    pub max_upstream_connections: usize,
     /// Deadline for the TLS handshake of a pipe connection.
     pub handshake_timeout: Duration,
     /// Time requests in progress get to finish when the node stops.
@@ -98,6 +103,8 @@ impl Default for NodeSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_body_memory: DEFAULT_MAX_BODY_MEMORY,
             max_running_handlers: DEFAULT_MAX_RUNNING_HANDLERS,
+            max_exec_processes: DEFAULT_MAX_EXEC_PROCESSES,
+            max_upstream_connections: DEFAULT_MAX_UPSTREAM_CONNECTIONS,
             connection,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             peer_wait: DEFAULT_PEER_WAIT,

@@ -80,13 +80,16 @@ pub fn build_handlers(
     let mut handlers = Handlers::new(registry);
     // Forwards to local HTTP upstreams come next.
     if !settings.forwards.is_empty() {
-        handlers =
-            handlers.with_source(Forwards::new(&settings.forwards).map_err(LaunchError::Handlers)?);
+        handlers = handlers.with_source(
+            Forwards::with_max_connections(&settings.forwards, settings.max_upstream_connections)
+                .map_err(LaunchError::Handlers)?,
+        );
     }
     // The handler directory comes last.
     if let Some(dir) = &settings.handler_dir {
         let directory = ExecDirectory::new(dir.clone(), settings.max_body_bytes)
-            .map_err(LaunchError::Handlers)?;
+            .map_err(LaunchError::Handlers)?
+            .with_max_processes(settings.max_exec_processes);
         handlers = handlers.with_source(directory);
     }
     if let Some(path) = &settings.policy {

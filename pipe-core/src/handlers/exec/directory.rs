@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use tracing::warn;
 
 use super::executable::Executable;
@@ -20,7 +22,12 @@ const MAX_NAME_BYTES: usize = 255;
 pub struct ExecDirectory {
     dir: PathBuf,
     max_output_bytes: usize,
+    /// Places for programs running at once, shared by every handler here.
+    processes: Arc<Semaphore>,
 }
+
+/// Default cap on executable handlers running at once on a node.
+pub const DEFAULT_MAX_EXEC_PROCESSES: usize = 128;
 
 /// Why a file in the directory is not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +98,16 @@ impl ExecDirectory {
         Ok(Self {
             dir: absolute,
             max_output_bytes,
+            processes: Arc::new(Semaphore::new(DEFAULT_MAX_EXEC_PROCESSES)),
         })
+    }
+
+    /// At most `max` programs run at once (default
+    /// [`DEFAULT_MAX_EXEC_PROCESSES`]); more events wait for a place within
+    /// their deadline, then get 503.
+    pub fn with_max_processes(mut self, max: usize) -> Self {
+        self.processes = Arc::new(Semaphore::new(max));
+        self
     }
 
     /// The directory (absolute).
@@ -157,6 +173,7 @@ impl HandlerSource for ExecDirectory {
                 path,
                 dir: self.dir.clone(),
                 max_output_bytes: self.max_output_bytes,
+                processes: self.processes.clone(),
             })),
             Err(NotRunnable::BadName | NotRunnable::Missing) => None,
             Err(why) => {

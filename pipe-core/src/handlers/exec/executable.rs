@@ -6,11 +6,13 @@
 use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
@@ -20,6 +22,7 @@ use super::group::ProcessGroup;
 use super::output::typed;
 use super::process::{Process, Stop};
 use super::stderr::StderrTail;
+use crate::handlers::places::{busy, take_place};
 use crate::handlers::registry::{Handler, HandlerFuture, HandlerResult, Request};
 use crate::wire::body::{BodyError, BodyStream, INLINE_LIMIT};
 use crate::wire::{HandlerError, Reply};
@@ -45,6 +48,8 @@ pub(super) struct Executable {
     pub(super) dir: PathBuf,
     /// The most output (stdout) a run may produce.
     pub(super) max_output_bytes: usize,
+    /// Places for programs running at once on the node.
+    pub(super) processes: Arc<Semaphore>,
 }
 
 impl Handler for Executable {
@@ -66,6 +71,12 @@ impl Executable {
                 format!("deadline passed before {} could start", self.name),
             ));
         }
+        let Some(place) = take_place(&self.processes, &request).await else {
+            return Ok(busy(format!(
+                "every place for executable handlers on this node is taken; {} could not start in time",
+                self.name
+            )));
+        };
         let mut command = self.command(&request, remaining)?;
         let mut child = spawn(&mut command).await.map_err(|error| {
             let hint = if error.raw_os_error() == Some(8) {
@@ -105,6 +116,7 @@ impl Executable {
             stderr: StderrTail::start(stderr),
             deadline: request.deadline,
             cancelled: request.cancelled,
+            _place: place,
         };
         debug!(handler = %process.name, peer = %process.peer, pid, "executable started");
 

@@ -49,6 +49,11 @@
 //! failure saying the output exceeded the limit, or, once streaming, a cut
 //! body.
 //!
+//! At most `max_exec_processes` (128) programs run at once on a node; an
+//! event past it waits for a place for up to half the time its deadline
+//! leaves, then gets 503 (`Busy`). A program keeps its place until it has exited and its output
+//! has been read, streaming included.
+//!
 //! Safety. Only plain handler names are ever run: a verb (`get`, `post`,
 //! `put`, `patch`, `delete`), `_`, then letters, digits, `_` and `-`. Names
 //! with `.` or `/`, hidden files, symbolic links, non-regular files and files
@@ -72,5 +77,5 @@ mod output;
 mod process;
 mod stderr;
 
-pub use directory::{ExecDirectory, is_handler_name};
+pub use directory::{DEFAULT_MAX_EXEC_PROCESSES, ExecDirectory, is_handler_name};
 pub use executable::{HANDLER_PATH, STREAM_AFTER_BYTES};

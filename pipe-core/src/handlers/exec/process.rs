@@ -50,6 +50,9 @@ pub(super) struct Process {
     pub(super) request_id: u64,
     /// The program itself.
     pub(super) child: Child,
+    /// Its place among the programs running on the node, held while it
+    /// runs (streaming included).
+    pub(super) _place: tokio::sync::OwnedSemaphorePermit,
     /// Its process group, killed when it is done with.
     pub(super) group: ProcessGroup,
     /// Its output.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
 
 use super::proxy::{Forward, UpstreamClient};
 use super::route::{Route, is_noun_segment, parse_prefix, parse_upstream};
@@ -18,6 +19,9 @@ use crate::wire::HandlerName;
 /// the keep-alive timeouts of common servers (Node.js closes after 5 s), so
 /// a request rarely picks a connection the upstream is just closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Default cap on requests to upstreams in progress at once, for all
+/// forwards of a node together.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 256;
 
 /// The forwards a node is configured with: a [`HandlerSource`] that answers
 /// events whose noun falls under a forwarded prefix by asking a local HTTP
@@ -39,6 +43,14 @@ impl Forwards {
     /// prefix that is not noun segments, a prefix given twice, or a URL that
     /// is not `http://HOST[:PORT][/PATH]` without query, fragment or user.
     pub fn new(specs: &[(String, String)]) -> Result<Self, String> {
+        Self::with_max_connections(specs, DEFAULT_MAX_UPSTREAM_CONNECTIONS)
+    }
+
+    /// [`Forwards::new`], with at most `max` requests to upstreams at once
+    /// (so at most `max` connections, busy or pooled): more wait for a
+    /// place within their deadline, then get 503.
+    pub fn with_max_connections(specs: &[(String, String)], max: usize) -> Result<Self, String> {
+        let places = Arc::new(Semaphore::new(max));
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: UpstreamClient = Client::builder(TokioExecutor::new())
@@ -65,6 +77,7 @@ impl Forwards {
             let handler = Arc::new(Forward {
                 route: route.clone(),
                 client: client.clone(),
+                places: places.clone(),
             });
             routes.push((route, handler));
         }

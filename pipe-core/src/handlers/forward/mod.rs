@@ -72,7 +72,12 @@
 //! and stops when the caller gives up; once the body streams, an upstream
 //! that stays silent for as long as the deadline allowed is cut off.
 //!
-//! Connections to upstreams are kept alive and reused.
+//! Connections to upstreams are kept alive and reused. At most
+//! `max_upstream_connections` (256) requests to upstreams are in progress at
+//! once on a node, for all forwards together, each holding its place until
+//! the upstream's body has been read: so at most that many connections,
+//! busy or pooled. Past it a request waits for a place for up to half the
+//! time its deadline leaves, then gets 503 (`Busy`).
 //!
 //! The code, one concept a file: `forwards` (the configured forwards, and
 //! which of them answers an event), `route` (one prefix and its upstream:
@@ -88,5 +93,5 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-pub use forwards::Forwards;
+pub use forwards::{DEFAULT_MAX_UPSTREAM_CONNECTIONS, Forwards};
 pub use proxy::PEER_HEADER;

@@ -10,11 +10,13 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::request_body::UpstreamBody;
 use super::route::Route;
+use crate::handlers::places::{busy, take_place};
 use crate::handlers::registry::{Handler, HandlerFuture, Request};
 use crate::wire::body::{BodyError, BodySink};
 use crate::wire::{HandlerError, Reply, is_hop_by_hop};
@@ -42,11 +44,24 @@ pub(super) struct Forward {
     pub(super) route: Arc<Route>,
     /// The client shared by all forwards, with its pool of connections.
     pub(super) client: UpstreamClient,
+    /// Places for requests to upstreams in progress, shared by all
+    /// forwards: one is held until the upstream's body has been read.
+    pub(super) places: Arc<Semaphore>,
 }
 
 impl Handler for Forward {
     fn call(&self, request: Request) -> HandlerFuture {
-        Box::pin(forward(self.route.clone(), self.client.clone(), request))
+        let (route, client, places) =
+            (self.route.clone(), self.client.clone(), self.places.clone());
+        Box::pin(async move {
+            let Some(place) = take_place(&places, &request).await else {
+                return Ok(busy(format!(
+                    "every upstream connection place on this node is taken; {} was not asked in time",
+                    route.url()
+                )));
+            };
+            forward(route, client, request, place).await
+        })
     }
 
     fn streams_body(&self) -> bool {
@@ -64,6 +79,7 @@ async fn forward(
     route: Arc<Route>,
     client: UpstreamClient,
     mut request: Request,
+    place: OwnedSemaphorePermit,
 ) -> Result<Reply, HandlerError> {
     let budget = request.deadline.saturating_duration_since(Instant::now());
     let upstream = route.url();
@@ -122,6 +138,7 @@ async fn forward(
         request.cancelled.clone(),
         budget,
         upstream,
+        place,
     ));
     let mut reply = Reply::stream(content_type, stream).with_http_status(parts.status.as_u16());
     reply.headers = headers;
@@ -136,6 +153,8 @@ async fn pump_response(
     cancelled: CancellationToken,
     idle: Duration,
     upstream: String,
+    // Held until the upstream's body is read (or abandoned).
+    _place: OwnedSemaphorePermit,
 ) {
     loop {
         let frame = tokio::select! {

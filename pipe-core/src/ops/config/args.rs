@@ -101,6 +101,15 @@ pub struct CommonArgs {
     /// wait for a slot within their deadline.
     #[arg(long, value_name = "N")]
     pub max_running_handlers: Option<usize>,
+    /// Executable handlers running at once; past it, events wait for a
+    /// place within their deadline, then 503.
+    #[arg(long, value_name = "N")]
+    pub max_exec_processes: Option<usize>,
+    /// Requests to forwards' upstreams in progress at once (so connections
+    /// to them, busy or pooled); past it, requests wait for a place within
+    /// their deadline, then 503.
+    #[arg(long, value_name = "N")]
+    pub max_upstream_connections: Option<usize>,
     /// Bytes of peers' bodies held in memory at once, all peers together
     /// (inline bodies, unread streamed windows, bodies collected whole for
     /// handlers that do not stream); past it, 503.

@@ -101,6 +101,8 @@ fn common(side: Side, profile: Option<Profile>) -> RawCommon {
         max_body_bytes: Some(Parsed(node.max_body_bytes)),
         max_concurrent_handlers: Some(Parsed(node.connection.max_concurrent_handlers)),
         max_running_handlers: Some(Parsed(node.max_running_handlers)),
+        max_exec_processes: Some(Parsed(node.max_exec_processes)),
+        max_upstream_connections: Some(Parsed(node.max_upstream_connections)),
         max_body_memory: Some(Parsed(node.max_body_memory)),
         max_body_memory_per_peer: Some(Parsed(node.connection.max_body_memory_per_peer)),
         max_request_timeout: Some(Parsed(node.connection.max_request_timeout)),

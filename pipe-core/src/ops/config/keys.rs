@@ -185,6 +185,10 @@ raw_config! {
         max_concurrent_handlers: usize => Env::Named("RP_MAX_CONCURRENT_HANDLERS"),
         /// Handlers at once for all peers together.
         max_running_handlers: usize => Env::Named("RP_MAX_RUNNING_HANDLERS"),
+        /// Executable handlers at once.
+        max_exec_processes: usize => Env::Named("RP_MAX_EXEC_PROCESSES"),
+        /// Requests to forwards' upstreams at once.
+        max_upstream_connections: usize => Env::Named("RP_MAX_UPSTREAM_CONNECTIONS"),
         /// Bytes of peers' bodies held in memory, all peers together.
         max_body_memory: usize => Env::Named("RP_MAX_BODY_MEMORY"),
         /// Bytes of one peer's bodies held in memory.

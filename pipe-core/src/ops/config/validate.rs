@@ -178,6 +178,8 @@ fn node_settings(
         max_body_bytes: defaulted!(raw.max_body_bytes)?,
         max_body_memory: defaulted!(raw.max_body_memory)?,
         max_running_handlers: defaulted!(raw.max_running_handlers)?,
+        max_exec_processes: defaulted!(raw.max_exec_processes)?,
+        max_upstream_connections: defaulted!(raw.max_upstream_connections)?,
         // Both are positive once parsed: 0 is refused with a reason.
         max_http_connections: defaulted!(raw.max_http_connections)?,
         http_write_stall: defaulted!(raw.http_write_stall)?,
