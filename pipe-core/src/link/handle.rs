@@ -184,6 +184,10 @@ impl PeerHandle {
         };
 
         let outcome = tokio::select! {
+            // A reply already handed over wins over the close that may be
+            // right behind it (unbiased, the pick among ready branches is
+            // random, and an answered request would get 502).
+            biased;
             outcome = async {
                 connection
                     .frames_tx

@@ -508,3 +508,66 @@ async fn a_closed_connection_fails_what_waits_on_it() {
     to_server.closed().await;
     assert_eq!(to_server.peer_go_away(), Some(go_away::Reason::Shutdown));
 }
+
+#[tokio::test]
+async fn a_reply_that_arrived_wins_over_the_close_right_behind_it() {
+    // The server answers and goes away in one burst: the client's reader
+    // hands the reply over, then sees the close, before the caller's task
+    // runs again. The reply must win, every time (it once lost half the
+    // time, at random, and a finished request got 502 at shutdown).
+    for _ in 0..32 {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client_end = endpoint(
+            Side::Client,
+            &TestInbound::default(),
+            ConnectionSettings::default(),
+        );
+        let mut raw = Framed::new(b, FrameCodec::default());
+        let connect = establish(a, &client_end, peer(Side::Server), |_| Ok(()));
+        let answer_hello = async {
+            let Some(Ok(Body::Hello(_))) = raw.next().await else {
+                panic!("no Hello from the client")
+            };
+            raw.send(Body::Hello(proto::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                role: proto::Role::Server as i32,
+                node_name: "raw".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        };
+        let (connected, ()) = tokio::join!(connect, answer_hello);
+        let handle = connected.unwrap().0;
+        let request = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.request(echo("x", 0), Duration::from_secs(5)).await }
+        });
+        let Some(Body::Event(event)) = next_frame(&mut raw).await else {
+            panic!("no event")
+        };
+        // Reply, GoAway and the end of the stream, all at once.
+        raw.feed(Body::Reply(proto::Reply {
+            request_id: event.request_id,
+            content_type: "text/plain".into(),
+            body: Bytes::from_static(b"answer"),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        raw.feed(Body::GoAway(proto::GoAway {
+            reason: go_away::Reason::Shutdown as i32,
+            message: "bye".into(),
+        }))
+        .await
+        .unwrap();
+        raw.flush().await.unwrap();
+        drop(raw);
+        handle.closed().await;
+        let reply = request
+            .await
+            .unwrap()
+            .expect("the reply was lost to the close");
+        assert_eq!(&reply.body[..], b"answer");
+    }
+}
