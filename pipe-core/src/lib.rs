@@ -43,6 +43,7 @@ pub use link::{
     TlsIdentity, WAITING_PER_SLOT, establish, has_extended_key_usage, is_valid_node_name,
     node_name, peer_identity,
 };
+pub use node::jobs;
 pub use node::{
     Backoff, BackoffSettings, ConnectError, ConnectionEvent, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,

@@ -9,6 +9,7 @@ mod client;
 mod directory;
 mod events;
 mod inbound;
+pub mod jobs;
 pub mod metrics;
 #[allow(clippy::module_inception)]
 mod node;

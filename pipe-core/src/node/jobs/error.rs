@@ -1,0 +1,74 @@
+//! Why the job store failed.
+
+use std::path::PathBuf;
+
+/// A job store failure. Cloneable, so one failed commit can tell every
+/// caller in its batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Another process has this store open.
+    #[error(
+        "the job store {} is open in another process (one node per state directory)",
+        path.display()
+    )]
+    Locked {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The store file could not be opened: corrupt, another format, or the
+    /// disk refused.
+    #[error("cannot open the job store {}: {detail}", path.display())]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The store was written by a build with another schema.
+    #[error(
+        "the job store {} has schema version {found}; this build reads version {expected}",
+        path.display()
+    )]
+    Schema {
+        /// The store file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+        /// The version this build reads.
+        expected: u64,
+    },
+    /// Reading or writing failed (a full disk, an I/O error).
+    #[error("job store: {0}")]
+    Storage(String),
+    /// A record could not be read back.
+    #[error("job store record {id}: {detail}")]
+    Record {
+        /// The job.
+        id: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The committing thread could not start.
+    #[error("cannot start the job store's commit thread: {0}")]
+    Thread(#[source] std::sync::Arc<std::io::Error>),
+    /// The store is closed (the node is stopping).
+    #[error("the job store is closed")]
+    Closed,
+}
+
+macro_rules! storage_from {
+    ($($error:ty),*) => {
+        $(impl From<$error> for StoreError {
+            fn from(error: $error) -> Self {
+                Self::Storage(error.to_string())
+            }
+        })*
+    };
+}
+
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

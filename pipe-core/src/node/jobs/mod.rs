@@ -1,0 +1,15 @@
+//! Durable jobs (asynchronous events): the store that keeps each job, its
+//! peer's queue and its result on disk, so an accepted job survives
+//! restarts of either node and peers that are offline.
+
+mod commit;
+mod error;
+mod record;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use record::{JobRecord, JobRequest, JobResult, JobState};
+pub use store::{JobStore, NewJob, Refused, SCHEMA_VERSION, STORE_FILE, Submitted};

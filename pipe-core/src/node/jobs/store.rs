@@ -1,0 +1,436 @@
+//! The job store: one redb file per node in its state directory. Records
+//! are JSON (versioned by the schema number in `meta`); request and result
+//! bodies live beside them; each peer has a queue in submission order.
+//! Reads go straight to the file; every change goes through the group
+//! committer, and is on disk when its call returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+
+use super::commit::Committer;
+use super::error::StoreError;
+use super::record::{JobRecord, JobRequest, JobResult, JobState};
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+/// The store's file name in the state directory.
+pub const STORE_FILE: &str = "jobs.redb";
+
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// (peer, seq) → id: each peer's jobs not yet ended, in submission order.
+const QUEUE: TableDefinition<(&str, u64), &str> = TableDefinition::new("queue");
+/// peer → jobs in its queue.
+const QUEUE_LEN: TableDefinition<&str, u64> = TableDefinition::new("queue_len");
+/// Idempotency key → id.
+const KEYS: TableDefinition<&str, &str> = TableDefinition::new("idempotency");
+/// (id, which) → bytes: the request's body (0) and the result's (1).
+const BODIES: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("bodies");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const REQUEST_BODY: u8 = 0;
+const RESULT_BODY: u8 = 1;
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The peer it is for.
+    pub peer: String,
+    /// The handler's flattened name.
+    pub handler: String,
+    /// The request.
+    pub request: JobRequest,
+    /// The request's body.
+    pub body: Vec<u8>,
+    /// How long delivery is attempted, in milliseconds.
+    pub expires_in_ms: u64,
+    /// Where to POST the final state.
+    pub notify: Option<String>,
+    /// The caller's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// Whether an interrupted run ends the job instead of a redelivery.
+    pub at_most_once: bool,
+}
+
+/// What a submission did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new job, durably queued.
+    Created(JobRecord),
+    /// The idempotency key already named this job.
+    Existing(JobRecord),
+    /// The peer's queue is full.
+    QueueFull {
+        /// Jobs in it.
+        queued: u64,
+    },
+}
+
+/// Why a change of state was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// No job of that id.
+    Unknown,
+    /// The job is `from`, which may not become the state asked for.
+    State {
+        /// Its state.
+        from: JobState,
+    },
+}
+
+/// The store of one node.
+#[derive(Debug, Clone)]
+pub struct JobStore {
+    db: Arc<Database>,
+    committer: Committer,
+    path: PathBuf,
+    max_queue: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// A new id: creation time (ms, 12 hex digits) then 80 random bits, so ids
+/// sort by creation and never repeat.
+fn new_id(created_ms: u64) -> String {
+    let random: u128 = rand::random::<u128>() >> 48;
+    format!("{created_ms:012x}{random:020x}")
+}
+
+impl JobStore {
+    /// Opens (or creates) the store in `dir`, whose queues hold at most
+    /// `max_queue` jobs per peer. Refused if another process has it open,
+    /// if it is corrupt, or if it has another schema.
+    pub fn open(dir: &Path, max_queue: u64) -> Result<Self, StoreError> {
+        let path = dir.join(STORE_FILE);
+        let open_error = |detail: String| StoreError::Open {
+            path: path.clone(),
+            detail,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked { path });
+            }
+            Err(error) => return Err(open_error(error.to_string())),
+        };
+        let txn = db.begin_write().map_err(|e| open_error(e.to_string()))?;
+        let found = schema(&txn).map_err(|e| open_error(e.to_string()))?;
+        if let Some(found) = found.filter(|&found| found != SCHEMA_VERSION) {
+            return Err(StoreError::Schema {
+                path,
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        txn.commit().map_err(|e| open_error(e.to_string()))?;
+        let db = Arc::new(db);
+        let committer = Committer::start(db.clone())?;
+        Ok(Self {
+            db,
+            committer,
+            path,
+            max_queue,
+        })
+    }
+
+    /// Closes the store: waits for changes already taken to be committed,
+    /// then lets go of the file (when this is the last handle on it).
+    /// Blocking.
+    pub fn close(self) {
+        let Self { db, committer, .. } = self;
+        committer.close();
+        drop(db);
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits (fsyncs) done since the store opened.
+    pub fn commits(&self) -> u64 {
+        self.committer.commits()
+    }
+
+    /// Queues `job` for its peer, durably; or returns the job its
+    /// idempotency key already names; or says the peer's queue is full.
+    pub async fn submit(&self, job: NewJob) -> Result<Submitted, StoreError> {
+        let max_queue = self.max_queue;
+        self.committer
+            .apply(move |txn| submit(txn, job, max_queue))
+            .await
+    }
+
+    /// The job `id`, if the store has it.
+    pub fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let jobs = match txn.open_table(JOBS) {
+            Ok(jobs) => jobs,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        jobs.get(id)?
+            .map(|bytes| decode(id, bytes.value()))
+            .transpose()
+    }
+
+    /// The request body of job `id` (empty if none).
+    pub fn request_body(&self, id: &str) -> Result<Vec<u8>, StoreError> {
+        self.body(id, REQUEST_BODY)
+    }
+
+    /// The result body of job `id` (empty if none).
+    pub fn result_body(&self, id: &str) -> Result<Vec<u8>, StoreError> {
+        self.body(id, RESULT_BODY)
+    }
+
+    fn body(&self, id: &str, which: u8) -> Result<Vec<u8>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let bodies = match txn.open_table(BODIES) {
+            Ok(bodies) => bodies,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(bodies
+            .get((id, which))?
+            .map(|bytes| bytes.value().to_vec())
+            .unwrap_or_default())
+    }
+
+    /// Up to `limit` jobs of `peer` not yet ended, in submission order.
+    pub fn queue(&self, peer: &str, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (queue, jobs) = match (txn.open_table(QUEUE), txn.open_table(JOBS)) {
+            (Ok(queue), Ok(jobs)) => (queue, jobs),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+            (Err(error), _) | (_, Err(error)) => return Err(error.into()),
+        };
+        let mut found = Vec::new();
+        for entry in queue.range((peer, 0)..=(peer, u64::MAX))?.take(limit) {
+            let (_, id) = entry?;
+            let id = id.value();
+            if let Some(bytes) = jobs.get(id)? {
+                found.push(decode(id, bytes.value())?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Jobs in `peer`'s queue.
+    pub fn queue_len(&self, peer: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(QUEUE_LEN) {
+            Ok(lengths) => Ok(lengths.get(peer)?.map_or(0, |len| len.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Up to `limit` jobs, newest first, only those in `state` and for
+    /// `peer` when given, starting after the id `after`.
+    pub fn list(
+        &self,
+        state: Option<JobState>,
+        peer: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let jobs = match txn.open_table(JOBS) {
+            Ok(jobs) => jobs,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        let range = match after {
+            Some(after) => jobs.range(..after)?,
+            None => jobs.range::<&str>(..)?,
+        };
+        let mut found = Vec::new();
+        for entry in range.rev() {
+            if found.len() >= limit {
+                break;
+            }
+            let (id, bytes) = entry?;
+            let job = decode(id.value(), bytes.value())?;
+            if state.is_none_or(|state| job.state == state)
+                && peer.is_none_or(|peer| job.peer == peer)
+            {
+                found.push(job);
+            }
+        }
+        Ok(found)
+    }
+
+    /// How many jobs are in each state.
+    pub fn counts(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut counts: Vec<(JobState, u64)> =
+            JobState::ALL.iter().map(|&state| (state, 0)).collect();
+        let jobs = match txn.open_table(JOBS) {
+            Ok(jobs) => jobs,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(counts),
+            Err(error) => return Err(error.into()),
+        };
+        for entry in jobs.iter()? {
+            let (id, bytes) = entry?;
+            let job = decode(id.value(), bytes.value())?;
+            if let Some((_, count)) = counts.iter_mut().find(|(state, _)| *state == job.state) {
+                *count += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Moves job `id` to `next`, applying `change` to its record too; a
+    /// job that ends leaves its peer's queue. Refused for an unknown job or
+    /// a move its state does not allow.
+    pub async fn advance(
+        &self,
+        id: &str,
+        next: JobState,
+        change: impl FnOnce(&mut JobRecord) + Send + 'static,
+    ) -> Result<Result<JobRecord, Refused>, StoreError> {
+        let id = id.to_owned();
+        self.committer
+            .apply(move |txn| advance(txn, &id, next, change))
+            .await
+    }
+
+    /// Ends job `id` with `result` and its `body`: `succeeded`.
+    pub async fn finish(
+        &self,
+        id: &str,
+        result: JobResult,
+        body: Vec<u8>,
+    ) -> Result<Result<JobRecord, Refused>, StoreError> {
+        let id = id.to_owned();
+        self.committer
+            .apply(move |txn| {
+                let finished = advance(txn, &id, JobState::Succeeded, |job| {
+                    job.result = Some(result);
+                    job.progress = Some(100);
+                })?;
+                if finished.is_ok() {
+                    txn.open_table(BODIES)?
+                        .insert((id.as_str(), RESULT_BODY), body.as_slice())?;
+                }
+                Ok(finished)
+            })
+            .await
+    }
+}
+
+/// The schema version in `meta`, writing ours into a new store.
+fn schema(txn: &WriteTransaction) -> Result<Option<u64>, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let found = meta.get("schema")?.map(|version| version.value());
+    if found.is_none() {
+        meta.insert("schema", SCHEMA_VERSION)?;
+    }
+    Ok(found)
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Record {
+        id: id.to_owned(),
+        detail: error.to_string(),
+    })
+}
+
+fn encode(job: &JobRecord) -> Vec<u8> {
+    // A record of strings, numbers and byte lists always serializes.
+    serde_json::to_vec(job).unwrap_or_default()
+}
+
+fn submit(txn: &WriteTransaction, job: NewJob, max_queue: u64) -> Result<Submitted, StoreError> {
+    let mut jobs = txn.open_table(JOBS)?;
+    let mut keys = txn.open_table(KEYS)?;
+    if let Some(key) = &job.idempotency_key
+        && let Some(id) = keys.get(key.as_str())?
+    {
+        let id = id.value().to_owned();
+        if let Some(bytes) = jobs.get(id.as_str())? {
+            return Ok(Submitted::Existing(decode(&id, bytes.value())?));
+        }
+    }
+    let mut lengths = txn.open_table(QUEUE_LEN)?;
+    let queued = lengths.get(job.peer.as_str())?.map_or(0, |len| len.value());
+    if queued >= max_queue {
+        return Ok(Submitted::QueueFull { queued });
+    }
+    let mut meta = txn.open_table(META)?;
+    let seq = meta.get("next_seq")?.map_or(1, |seq| seq.value());
+    meta.insert("next_seq", seq + 1)?;
+    let now = now_ms();
+    let record = JobRecord {
+        id: new_id(now),
+        peer: job.peer,
+        handler: job.handler,
+        request: job.request,
+        state: JobState::Queued,
+        progress: None,
+        created_ms: now,
+        updated_ms: now,
+        expires_ms: now.saturating_add(job.expires_in_ms),
+        attempts: 0,
+        notify: job.notify,
+        idempotency_key: job.idempotency_key,
+        at_most_once: job.at_most_once,
+        seq,
+        result: None,
+        reason: None,
+    };
+    let id = record.id.as_str();
+    jobs.insert(id, encode(&record).as_slice())?;
+    txn.open_table(QUEUE)?
+        .insert((record.peer.as_str(), seq), id)?;
+    lengths.insert(record.peer.as_str(), queued + 1)?;
+    if !job.body.is_empty() {
+        txn.open_table(BODIES)?
+            .insert((id, REQUEST_BODY), job.body.as_slice())?;
+    }
+    if let Some(key) = &record.idempotency_key {
+        keys.insert(key.as_str(), id)?;
+    }
+    Ok(Submitted::Created(record))
+}
+
+fn advance(
+    txn: &WriteTransaction,
+    id: &str,
+    next: JobState,
+    change: impl FnOnce(&mut JobRecord),
+) -> Result<Result<JobRecord, Refused>, StoreError> {
+    let mut jobs = txn.open_table(JOBS)?;
+    let Some(bytes) = jobs.get(id)?.map(|bytes| bytes.value().to_vec()) else {
+        return Ok(Err(Refused::Unknown));
+    };
+    let mut job = decode(id, &bytes)?;
+    if !job.state.may_become(next) {
+        return Ok(Err(Refused::State { from: job.state }));
+    }
+    change(&mut job);
+    job.state = next;
+    job.updated_ms = now_ms();
+    jobs.insert(id, encode(&job).as_slice())?;
+    if next.is_final() {
+        let mut queue = txn.open_table(QUEUE)?;
+        if queue.remove((job.peer.as_str(), job.seq))?.is_some() {
+            let mut lengths = txn.open_table(QUEUE_LEN)?;
+            let queued = lengths.get(job.peer.as_str())?.map_or(0, |len| len.value());
+            lengths.insert(job.peer.as_str(), queued.saturating_sub(1))?;
+        }
+        txn.open_table(BODIES)?.remove((id, REQUEST_BODY))?;
+    }
+    Ok(Ok(job))
+}

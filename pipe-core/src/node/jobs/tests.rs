@@ -1,0 +1,208 @@
+//! The job store on a real disk: durable across reopening, one process per
+//! store, queues in submission order, idempotency, group commits, and
+//! clear errors for a corrupt or foreign store.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn request(noun: &str) -> JobRequest {
+    JobRequest {
+        verb: "post".into(),
+        noun: noun.into(),
+        args: vec!["a b".into()],
+        query: "x=1".into(),
+        content_type: "text/plain".into(),
+        headers: vec![("x-trace".into(), b"t1".to_vec())],
+        timeout_ms: 30_000,
+    }
+}
+
+fn job(peer: &str, noun: &str) -> NewJob {
+    NewJob {
+        peer: peer.into(),
+        handler: format!("post_{noun}"),
+        request: request(noun),
+        body: format!("body of {noun}").into_bytes(),
+        expires_in_ms: 60_000,
+        notify: None,
+        idempotency_key: None,
+        at_most_once: false,
+    }
+}
+
+async fn created(store: &JobStore, new: NewJob) -> JobRecord {
+    match store.submit(new).await.unwrap() {
+        Submitted::Created(job) => job,
+        other => panic!("not created: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn jobs_survive_reopening_and_queue_in_submission_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JobStore::open(dir.path(), 100).unwrap();
+    let first = created(&store, job("branch", "one")).await;
+    let second = created(&store, job("branch", "two")).await;
+    let other = created(&store, job("hq", "three")).await;
+    assert!(first.id < second.id, "ids sort by creation");
+    store.close();
+
+    let store = JobStore::open(dir.path(), 100).unwrap();
+    let back = store.get(&first.id).unwrap().unwrap();
+    assert_eq!(back, first);
+    assert_eq!(back.state, JobState::Queued);
+    assert_eq!(store.request_body(&first.id).unwrap(), b"body of one");
+    let queue: Vec<String> = store
+        .queue("branch", 10)
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(queue, vec![first.id.clone(), second.id.clone()]);
+    assert_eq!(store.queue_len("branch").unwrap(), 2);
+    assert_eq!(store.queue("hq", 10).unwrap()[0].id, other.id);
+    assert!(store.get("nothing").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_job_moves_through_its_states_and_leaves_the_queue_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JobStore::open(dir.path(), 100).unwrap();
+    let job = created(&store, job("branch", "one")).await;
+    let delivered = store
+        .advance(&job.id, JobState::Delivered, |job| job.attempts += 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (delivered.state, delivered.attempts),
+        (JobState::Delivered, 1)
+    );
+    let result = JobResult {
+        http_status: 200,
+        return_code: 0,
+        content_type: "application/json".into(),
+        headers: Vec::new(),
+    };
+    let done = store
+        .finish(&job.id, result.clone(), b"{\"ok\":true}".to_vec())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result, Some(result));
+    assert_eq!(store.result_body(&job.id).unwrap(), b"{\"ok\":true}");
+    assert!(
+        store.request_body(&job.id).unwrap().is_empty(),
+        "kept past its end"
+    );
+    assert!(store.queue("branch", 10).unwrap().is_empty());
+    assert_eq!(store.queue_len("branch").unwrap(), 0);
+    // An end is final.
+    let refused = store
+        .advance(&job.id, JobState::Cancelled, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(Refused::State {
+            from: JobState::Succeeded
+        })
+    );
+    assert_eq!(
+        store
+            .advance("nothing", JobState::Cancelled, |_| {})
+            .await
+            .unwrap(),
+        Err(Refused::Unknown)
+    );
+    let counts = store.counts().unwrap();
+    assert!(counts.contains(&(JobState::Succeeded, 1)), "{counts:?}");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_same_job_and_a_full_queue_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JobStore::open(dir.path(), 2).unwrap();
+    let keyed = NewJob {
+        idempotency_key: Some("order-17".into()),
+        ..job("branch", "one")
+    };
+    let first = created(&store, keyed.clone()).await;
+    assert_eq!(
+        store.submit(keyed).await.unwrap(),
+        Submitted::Existing(first.clone())
+    );
+    created(&store, job("branch", "two")).await;
+    assert_eq!(
+        store.submit(job("branch", "three")).await.unwrap(),
+        Submitted::QueueFull { queued: 2 }
+    );
+    // Another peer's queue is its own.
+    created(&store, job("hq", "four")).await;
+    // A job that ends makes room.
+    store
+        .advance(&first.id, JobState::Cancelled, |_| {})
+        .await
+        .unwrap()
+        .unwrap();
+    created(&store, job("branch", "five")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_submissions_shares_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JobStore::open(dir.path(), 10_000).unwrap();
+    let before = store.commits();
+    let submissions: Vec<_> = (0..1000)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { created(&store, job("branch", &format!("n{i}"))).await })
+        })
+        .collect();
+    for submission in submissions {
+        submission.await.unwrap();
+    }
+    let commits = store.commits() - before;
+    assert_eq!(store.queue_len("branch").unwrap(), 1000);
+    assert!(commits < 500, "{commits} commits for 1000 jobs");
+    let listed = store.list(None, Some("branch"), None, 10).unwrap();
+    assert_eq!(listed.len(), 10);
+    assert!(
+        listed.windows(2).all(|pair| pair[0].id > pair[1].id),
+        "newest first"
+    );
+    let next = store.list(None, None, Some(&listed[9].id), 5).unwrap();
+    assert!(next.iter().all(|job| job.id < listed[9].id));
+}
+
+#[tokio::test]
+async fn a_second_opener_a_corrupt_file_and_a_foreign_schema_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JobStore::open(dir.path(), 10).unwrap();
+    let error = JobStore::open(dir.path(), 10).unwrap_err();
+    assert!(matches!(error, StoreError::Locked { .. }), "{error}");
+    assert!(error.to_string().contains("another process"), "{error}");
+    store.close();
+
+    // Another schema.
+    {
+        let db = redb::Database::create(dir.path().join(STORE_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("schema", 99).unwrap();
+        txn.commit().unwrap();
+    }
+    let error = JobStore::open(dir.path(), 10).unwrap_err();
+    assert!(
+        matches!(error, StoreError::Schema { found: 99, .. }),
+        "{error}"
+    );
+
+    // Garbage where the store should be.
+    std::fs::write(dir.path().join(STORE_FILE), vec![0x5a; 64 * 1024]).unwrap();
+    let error = JobStore::open(dir.path(), 10).unwrap_err();
+    assert!(matches!(error, StoreError::Open { .. }), "{error}");
+    assert!(error.to_string().contains(STORE_FILE), "{error}");
+}
