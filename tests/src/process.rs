@@ -243,13 +243,13 @@ impl NodeProcess {
         let started = Instant::now();
         loop {
             self.check_running("it was healthy")?;
-            if let Ok(answer) = try_get(&url, HEALTH_LIMIT).await {
-                if answer.status == 200 {
-                    let health: serde_json::Value = serde_json::from_slice(&answer.body)
-                        .with_context(|| format!("{url}: {answer:?}"))?;
-                    anyhow::ensure!(health["status"] == "ok", "{url}: {health}");
-                    return Ok(());
-                }
+            if let Ok(answer) = try_get(&url, HEALTH_LIMIT).await
+                && answer.status == 200
+            {
+                let health: serde_json::Value = serde_json::from_slice(&answer.body)
+                    .with_context(|| format!("{url}: {answer:?}"))?;
+                anyhow::ensure!(health["status"] == "ok", "{url}: {health}");
+                return Ok(());
             }
             if started.elapsed() >= limit {
                 anyhow::bail!(

@@ -212,13 +212,14 @@ async fn request_body(
                     ));
                 }
             };
-            if is_json_type(content_type) && !body.is_empty() {
-                if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                    return Err(error_response(
-                        StatusCode::BAD_REQUEST,
-                        format!("body is declared {content_type} but is not valid JSON: {error}"),
-                    ));
-                }
+            if is_json_type(content_type)
+                && !body.is_empty()
+                && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+            {
+                return Err(error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is declared {content_type} but is not valid JSON: {error}"),
+                ));
             }
             node.metrics().http_request(body.len() as u64);
             Ok(RequestBody {

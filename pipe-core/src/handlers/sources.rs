@@ -95,12 +95,12 @@ impl Handlers {
         if !VERBS.contains(&name.verb()) {
             return Resolution::Missing;
         }
-        if let Some(policy) = &self.policy {
-            if !policy.allows(peer, name.as_str()) {
-                return Resolution::Denied(format!(
-                    "{peer:?} may not call {name} on this node (access policy)"
-                ));
-            }
+        if let Some(policy) = &self.policy
+            && !policy.allows(peer, name.as_str())
+        {
+            return Resolution::Denied(format!(
+                "{peer:?} may not call {name} on this node (access policy)"
+            ));
         }
         self.sources
             .iter()

@@ -24,10 +24,10 @@ impl CancelledIds {
             return;
         }
         self.order.push_back(id);
-        if self.order.len() > REMEMBERED_CANCELS {
-            if let Some(oldest) = self.order.pop_front() {
-                self.ids.remove(&oldest);
-            }
+        if self.order.len() > REMEMBERED_CANCELS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
         }
     }
 

@@ -354,14 +354,13 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
         // Else: a body whose reader already left, or that was cancelled;
         // chunks still in flight are dropped.
-        if chunk.last || reader_gone {
-            if let Some((_, body)) = connection.receiving.remove(&key) {
-                if !chunk.error.is_empty() {
-                    body.sink.abort(BodyError::Aborted(printable(&chunk.error)));
-                }
-                // Else dropping the sink ends the body normally.
-            }
+        if (chunk.last || reader_gone)
+            && let Some((_, body)) = connection.receiving.remove(&key)
+            && !chunk.error.is_empty()
+        {
+            body.sink.abort(BodyError::Aborted(printable(&chunk.error)));
         }
+        // Else dropping the sink ends the body normally.
         Ok(())
     }
 

@@ -207,10 +207,10 @@ mod tests {
         });
         let written = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Ok(text) = std::fs::read_to_string(&out) {
-                    if text.ends_with('\n') {
-                        return text;
-                    }
+                if let Ok(text) = std::fs::read_to_string(&out)
+                    && text.ends_with('\n')
+                {
+                    return text;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -308,7 +308,7 @@ fn metric_safe(name: &str) -> String {
 
 fn log_failure(failures: &AtomicU64, error: &dyn std::fmt::Display) {
     let seen = failures.fetch_add(1, Ordering::Relaxed);
-    if seen % ERROR_LOG_EVERY == 0 {
+    if seen.is_multiple_of(ERROR_LOG_EVERY) {
         debug!(failures = seen + 1, "metric not sent: {error}");
     }
 }

@@ -317,10 +317,10 @@ impl BodyStream {
 
 impl Drop for BodyStream {
     fn drop(&mut self) {
-        if !self.finished {
-            if let Some(on_abandoned) = self.on_abandoned.take() {
-                on_abandoned();
-            }
+        if !self.finished
+            && let Some(on_abandoned) = self.on_abandoned.take()
+        {
+            on_abandoned();
         }
     }
 }

@@ -134,11 +134,11 @@ impl MemoryBudget {
                 used.checked_add(bytes).filter(|&total| total <= self.limit)
             })
             .map_err(|_| over)?;
-        if let Some(parent) = &self.parent {
-            if let Err(over) = parent.charge(bytes) {
-                self.used.fetch_sub(bytes, Ordering::AcqRel);
-                return Err(over);
-            }
+        if let Some(parent) = &self.parent
+            && let Err(over) = parent.charge(bytes)
+        {
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(over);
         }
         Ok(())
     }

@@ -39,10 +39,9 @@ pub(crate) fn headers_from_wire(headers: Vec<proto::Header>) -> http::HeaderMap 
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(header.name.as_bytes()),
             http::HeaderValue::from_bytes(&header.value),
-        ) {
-            if map.try_append(name, value).is_err() {
-                break;
-            }
+        ) && map.try_append(name, value).is_err()
+        {
+            break;
         }
     }
     map

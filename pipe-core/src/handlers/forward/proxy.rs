@@ -99,10 +99,10 @@ async fn forward(
             headers.append(name.clone(), value.clone());
         }
     }
-    if let Ok(value) = HeaderValue::from_str(&request.content_type) {
-        if !value.is_empty() {
-            headers.insert(header::CONTENT_TYPE, value);
-        }
+    if let Ok(value) = HeaderValue::from_str(&request.content_type)
+        && !value.is_empty()
+    {
+        headers.insert(header::CONTENT_TYPE, value);
     }
     if let Ok(value) = HeaderValue::from_str(&request.peer) {
         headers.insert(HeaderName::from_static(PEER_HEADER), value);
