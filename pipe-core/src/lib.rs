@@ -46,12 +46,13 @@ pub use link::{
 pub use node::jobs;
 pub use node::{
     Backoff, BackoffSettings, ConnectError, ConnectionEvent, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DELAY, DEFAULT_MAX_RUNNING_HANDLERS, DEFAULT_MIN_DELAY,
-    DEFAULT_PEER_WAIT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STABLE_AFTER, EventSink,
-    FRAME_OVERHEAD_BYTES, LinkState, LocalPeers, Lookup, LookupFuture, MAX_HANDSHAKES,
-    MAX_HANDSHAKES_PER_SOURCE, Metrics, MetricsError, Node, NodeSettings, PeerDirectory,
-    SERVER_KEY, ServerTarget, Session, StatsdSettings, metrics, run_client, run_server,
+    DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_JOB_EXPIRY, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DELAY, DEFAULT_MAX_QUEUED_JOBS,
+    DEFAULT_MAX_RUNNING_HANDLERS, DEFAULT_MIN_DELAY, DEFAULT_PEER_WAIT, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_STABLE_AFTER, EventSink, FRAME_OVERHEAD_BYTES, LinkState, LocalPeers, Lookup,
+    LookupFuture, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, Metrics, MetricsError, Node,
+    NodeSettings, PeerDirectory, SERVER_KEY, ServerTarget, Session, StatsdSettings, metrics,
+    run_client, run_server,
 };
 pub use ops::launch::{ReloadError, SetIdentityError};
 pub use ops::{config, identity, launch, logging, pki};

@@ -24,8 +24,9 @@ pub use directory::{LocalPeers, Lookup, LookupFuture, PeerDirectory, SERVER_KEY,
 pub use events::{ConnectionEvent, EventSink};
 pub use metrics::{Metrics, MetricsError, StatsdSettings};
 pub use node::{
-    DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RUNNING_HANDLERS, DEFAULT_PEER_WAIT,
-    DEFAULT_REQUEST_TIMEOUT, FRAME_OVERHEAD_BYTES, LinkState, Node, NodeSettings,
+    DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_JOB_EXPIRY, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUED_JOBS, DEFAULT_MAX_RUNNING_HANDLERS,
+    DEFAULT_PEER_WAIT, DEFAULT_REQUEST_TIMEOUT, FRAME_OVERHEAD_BYTES, LinkState, Node,
+    NodeSettings,
 };
 pub use server::run as run_server;

@@ -1,7 +1,7 @@
 //! What a running node knows: who it is, its handlers, its peers, its limits.
 //! Shared (behind an `Arc`) by the local HTTP front and the pipe tasks.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::directory::{LocalPeers, PeerDirectory};
 use super::events::EventSink;
 use super::inbound::NodeInbound;
+use super::jobs::Jobs;
 use super::metrics::{Metrics, StatsdSettings};
 use crate::handlers::{DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, Handlers};
 use crate::link::{ConnectionSettings, Endpoint, LocalHello};
@@ -94,7 +95,19 @@ pub struct NodeSettings {
     /// Forwards of noun prefixes to local HTTP upstreams: (`files/`,
     /// `http://127.0.0.1:8080/`).
     pub forwards: Vec<(String, String)>,
+    /// Where the job store lives; `None`: no asynchronous jobs.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How long a job's delivery is attempted unless its caller says
+    /// (`X-Pipe-Expires`).
+    pub job_expiry: Duration,
+    /// Jobs one peer's queue holds; past it, a submission gets 503.
+    pub max_queued_jobs: u64,
 }
+
+/// Default time a job's delivery is attempted.
+pub const DEFAULT_JOB_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default cap on one peer's job queue.
+pub const DEFAULT_MAX_QUEUED_JOBS: u64 = 100_000;
 
 impl Default for NodeSettings {
     fn default() -> Self {
@@ -118,6 +131,9 @@ impl Default for NodeSettings {
             policy: None,
             handler_dir: None,
             forwards: Vec::new(),
+            state_dir: None,
+            job_expiry: DEFAULT_JOB_EXPIRY,
+            max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
         }
     }
 }
@@ -153,6 +169,8 @@ pub struct Node {
     link: Mutex<LinkState>,
     stopping: CancellationToken,
     metrics: Metrics,
+    /// Asynchronous jobs, when the node has a state directory.
+    jobs: OnceLock<Arc<Jobs>>,
 }
 
 impl Node {
@@ -188,6 +206,7 @@ impl Node {
             link: Mutex::new(LinkState::default()),
             stopping: CancellationToken::new(),
             metrics,
+            jobs: OnceLock::new(),
         })
     }
 
@@ -243,6 +262,16 @@ impl Node {
             inbound: self.inbound.clone(),
             body_memory: self.body_memory.clone(),
         }
+    }
+
+    /// The node's asynchronous jobs, if it keeps any.
+    pub fn jobs(&self) -> Option<&Arc<Jobs>> {
+        self.jobs.get()
+    }
+
+    /// Gives the node its jobs (once; later calls are ignored).
+    pub fn attach_jobs(&self, jobs: Arc<Jobs>) {
+        let _ = self.jobs.set(jobs);
     }
 
     /// Marks the node as shutting down: new local requests get 503.

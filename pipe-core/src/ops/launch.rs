@@ -13,6 +13,7 @@ use super::identity;
 use crate::front::{self, HttpAddr, HttpListener};
 use crate::handlers::{ExecDirectory, Forwards, Handlers, Policy, PolicyError, Registry};
 use crate::link::{CertFiles, Reloadable, Role, TlsError, TlsIdentity};
+use crate::node::jobs::{JobStore, Jobs};
 use crate::node::{BackoffSettings, Metrics, MetricsError, Node, NodeSettings, ServerTarget};
 use crate::wire::Side;
 
@@ -38,6 +39,10 @@ pub enum LaunchError {
     /// A handler source (forward, handler directory) is misconfigured.
     #[error("handlers: {0}")]
     Handlers(String),
+    /// The job store cannot be opened: the node does not run without the
+    /// durability it was configured with.
+    #[error(transparent)]
+    Jobs(#[from] crate::node::jobs::StoreError),
 }
 
 /// Why a reload of the identity files was refused (the current identity
@@ -235,17 +240,27 @@ impl RunningNode {
         self.shutdown.clone()
     }
 
-    /// Resolves once the node has been told to stop and all its tasks ended.
+    /// Resolves once the node has been told to stop and all its tasks ended
+    /// (and its job store is closed).
     pub async fn wait(&self) {
         self.shutdown.cancelled().await;
         self.tasks.wait().await;
+        self.close_jobs().await;
     }
 
     /// Stops the node: no new local requests, peers told to go away, requests
-    /// in progress given the drain grace period.
+    /// in progress given the drain grace period, the job store closed.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.tasks.wait().await;
+        self.close_jobs().await;
+    }
+
+    async fn close_jobs(&self) {
+        if let Some(jobs) = self.node.jobs() {
+            let store = jobs.store().clone();
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
     }
 }
 
@@ -314,10 +329,21 @@ where
 {
     let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
     let handlers = build_handlers(handlers, &settings)?;
+    let jobs = match &settings.state_dir {
+        Some(dir) => {
+            let store = JobStore::open(dir, settings.max_queued_jobs)?;
+            Some(Jobs::new(store, settings.max_body_bytes))
+        }
+        None => None,
+    };
     let node = Node::new(side, identity.name()?, handlers, settings, metrics);
     let http_addr = http.local_addr().map_err(LaunchError::Http)?;
     front::log_listening(&http_addr);
     let tasks = TaskTracker::new();
+    if let Some(jobs) = jobs {
+        node.attach_jobs(jobs.clone());
+        tasks.spawn(jobs.run(node.peers().clone(), shutdown.clone()));
+    }
     tasks.spawn(pipe(node.clone(), shutdown.clone()));
     spawn_http(&tasks, http, &node, &shutdown);
     tasks.close();

@@ -112,6 +112,21 @@ impl Reply {
         }
     }
 
+    /// The HTTP status the caller gets: the explicit one, or the one its
+    /// return code means (0 → 200, 251 → 500, 253 → 403, 255 → 404, a
+    /// handler's own code → 200).
+    pub fn status_code(&self) -> u16 {
+        if let Some(status) = self.http_status.filter(|s| (100..=999).contains(s)) {
+            return status;
+        }
+        match self.return_code {
+            RETURN_NO_HANDLER => 404,
+            RETURN_HANDLER_FAILED => 500,
+            RETURN_ACCESS_DENIED => 403,
+            _ => 200,
+        }
+    }
+
     /// The same reply with an explicit HTTP status for the caller.
     pub fn with_http_status(mut self, status: u16) -> Self {
         self.http_status = Some(status);

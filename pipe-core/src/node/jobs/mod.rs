@@ -3,6 +3,7 @@
 //! restarts of either node and peers that are offline.
 
 mod commit;
+mod deliver;
 mod error;
 mod record;
 mod store;
@@ -10,6 +11,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use deliver::Jobs;
 pub use error::StoreError;
 pub use record::{JobRecord, JobRequest, JobResult, JobState};
 pub use store::{JobStore, NewJob, Refused, SCHEMA_VERSION, STORE_FILE, Submitted};

@@ -5,7 +5,7 @@
 //! committer, and is on disk when its call returns.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{
@@ -82,13 +82,25 @@ pub enum Refused {
     },
 }
 
-/// The store of one node.
+/// The store of one node: a cheap handle, shared by every part of the node
+/// that needs jobs; [`JobStore::close`] closes it for all of them.
 #[derive(Debug, Clone)]
 pub struct JobStore {
-    db: Arc<Database>,
-    committer: Committer,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// `None` once closed.
+    open: RwLock<Option<Open>>,
     path: PathBuf,
     max_queue: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    db: Arc<Database>,
+    committer: Committer,
 }
 
 fn now_ms() -> u64 {
@@ -135,44 +147,62 @@ impl JobStore {
         let db = Arc::new(db);
         let committer = Committer::start(db.clone())?;
         Ok(Self {
-            db,
-            committer,
-            path,
-            max_queue,
+            shared: Arc::new(Shared {
+                open: RwLock::new(Some(Open { db, committer })),
+                path,
+                max_queue,
+            }),
         })
     }
 
-    /// Closes the store: waits for changes already taken to be committed,
-    /// then lets go of the file (when this is the last handle on it).
-    /// Blocking.
-    pub fn close(self) {
-        let Self { db, committer, .. } = self;
-        committer.close();
-        drop(db);
+    /// Closes the store for every handle: changes already taken are
+    /// committed, then the file is let go (another process may open it).
+    /// Later calls get [`StoreError::Closed`]. Blocking.
+    pub fn close(&self) {
+        let open = self
+            .shared
+            .open
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(Open { db, committer }) = open {
+            committer.close();
+            drop(db);
+        }
+    }
+
+    fn open_now(&self) -> Result<Open, StoreError> {
+        let open = self.shared.open.read().unwrap_or_else(|e| e.into_inner());
+        open.clone().ok_or(StoreError::Closed)
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.open_now()?.db.begin_read()?)
     }
 
     /// The store file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
     /// Commits (fsyncs) done since the store opened.
     pub fn commits(&self) -> u64 {
-        self.committer.commits()
+        self.open_now().map_or(0, |open| open.committer.commits())
     }
 
     /// Queues `job` for its peer, durably; or returns the job its
     /// idempotency key already names; or says the peer's queue is full.
     pub async fn submit(&self, job: NewJob) -> Result<Submitted, StoreError> {
-        let max_queue = self.max_queue;
-        self.committer
+        let max_queue = self.shared.max_queue;
+        let committer = self.open_now()?.committer;
+        committer
             .apply(move |txn| submit(txn, job, max_queue))
             .await
     }
 
     /// The job `id`, if the store has it.
     pub fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let jobs = match txn.open_table(JOBS) {
             Ok(jobs) => jobs,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -194,7 +224,7 @@ impl JobStore {
     }
 
     fn body(&self, id: &str, which: u8) -> Result<Vec<u8>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let bodies = match txn.open_table(BODIES) {
             Ok(bodies) => bodies,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -208,7 +238,7 @@ impl JobStore {
 
     /// Up to `limit` jobs of `peer` not yet ended, in submission order.
     pub fn queue(&self, peer: &str, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let (queue, jobs) = match (txn.open_table(QUEUE), txn.open_table(JOBS)) {
             (Ok(queue), Ok(jobs)) => (queue, jobs),
             (Err(redb::TableError::TableDoesNotExist(_)), _)
@@ -228,12 +258,30 @@ impl JobStore {
 
     /// Jobs in `peer`'s queue.
     pub fn queue_len(&self, peer: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         match txn.open_table(QUEUE_LEN) {
             Ok(lengths) => Ok(lengths.get(peer)?.map_or(0, |len| len.value())),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The peers with jobs in their queues, and how many each.
+    pub fn queues(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.read()?;
+        let lengths = match txn.open_table(QUEUE_LEN) {
+            Ok(lengths) => lengths,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        let mut queues = Vec::new();
+        for entry in lengths.iter()? {
+            let (peer, len) = entry?;
+            if len.value() > 0 {
+                queues.push((peer.value().to_owned(), len.value()));
+            }
+        }
+        Ok(queues)
     }
 
     /// Up to `limit` jobs, newest first, only those in `state` and for
@@ -245,7 +293,7 @@ impl JobStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JobRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let jobs = match txn.open_table(JOBS) {
             Ok(jobs) => jobs,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -273,7 +321,7 @@ impl JobStore {
 
     /// How many jobs are in each state.
     pub fn counts(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let mut counts: Vec<(JobState, u64)> =
             JobState::ALL.iter().map(|&state| (state, 0)).collect();
         let jobs = match txn.open_table(JOBS) {
@@ -301,24 +349,32 @@ impl JobStore {
         change: impl FnOnce(&mut JobRecord) + Send + 'static,
     ) -> Result<Result<JobRecord, Refused>, StoreError> {
         let id = id.to_owned();
-        self.committer
+        let committer = self.open_now()?.committer;
+        committer
             .apply(move |txn| advance(txn, &id, next, change))
             .await
     }
 
-    /// Ends job `id` with `result` and its `body`: `succeeded`.
+    /// Ends job `id` in `state` (`succeeded`, or `failed` with `reason`)
+    /// with `result` and its `body`: the response a poll gets.
     pub async fn finish(
         &self,
         id: &str,
+        state: JobState,
         result: JobResult,
         body: Vec<u8>,
+        reason: Option<String>,
     ) -> Result<Result<JobRecord, Refused>, StoreError> {
         let id = id.to_owned();
-        self.committer
+        let committer = self.open_now()?.committer;
+        committer
             .apply(move |txn| {
-                let finished = advance(txn, &id, JobState::Succeeded, |job| {
+                let finished = advance(txn, &id, state, |job| {
                     job.result = Some(result);
-                    job.progress = Some(100);
+                    job.reason = reason;
+                    if state == JobState::Succeeded {
+                        job.progress = Some(100);
+                    }
                 })?;
                 if finished.is_ok() {
                     txn.open_table(BODIES)?

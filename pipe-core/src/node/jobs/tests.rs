@@ -86,7 +86,13 @@ async fn a_job_moves_through_its_states_and_leaves_the_queue_when_it_ends() {
         headers: Vec::new(),
     };
     let done = store
-        .finish(&job.id, result.clone(), b"{\"ok\":true}".to_vec())
+        .finish(
+            &job.id,
+            JobState::Succeeded,
+            result.clone(),
+            b"{\"ok\":true}".to_vec(),
+            None,
+        )
         .await
         .unwrap()
         .unwrap();

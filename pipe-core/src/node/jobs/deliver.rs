@@ -1,0 +1,321 @@
+//! Delivering queued jobs: whenever a peer with a queue is connected, its
+//! jobs go to it in submission order, one at a time, each as an ordinary
+//! event; the reply becomes the job's result, on disk before anything else
+//! is told. A job whose peer goes away on the way waits in the queue for
+//! the next connection (delivery is at-least-once); a job past its expiry
+//! ends `expired`, connected peer or not.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::record::{JobRecord, JobResult, JobState};
+use super::store::{JobStore, Refused};
+use crate::link::{PeerHandle, RequestError};
+use crate::node::directory::PeerDirectory;
+use crate::wire::body::{BodyStream, INLINE_LIMIT};
+use crate::wire::{Event, HandlerName, RETURN_HANDLER_FAILED, Reply};
+
+/// How often queues are looked at when nothing wakes the deliverer.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Jobs read from a queue at a time.
+const BATCH: usize = 32;
+
+/// A node's jobs: the store, and what runs them.
+#[derive(Debug)]
+pub struct Jobs {
+    store: JobStore,
+    wake: Notify,
+    /// Jobs on their way to their peer, to stop if cancelled.
+    in_flight: DashMap<String, CancellationToken>,
+    /// Largest result body taken.
+    max_body_bytes: usize,
+}
+
+impl Jobs {
+    /// The jobs kept in `store`, with results up to `max_body_bytes`.
+    pub fn new(store: JobStore, max_body_bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            wake: Notify::new(),
+            in_flight: DashMap::new(),
+            max_body_bytes,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &JobStore {
+        &self.store
+    }
+
+    /// Something changed (a job queued, a peer connected): look at the
+    /// queues now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Cancels job `id`: a queued one is dropped, one on its way is
+    /// stopped (the peer gets a `Cancel`).
+    pub async fn cancel(&self, id: &str) -> Result<Result<JobRecord, Refused>, super::StoreError> {
+        let cancelled = self
+            .store
+            .advance(id, JobState::Cancelled, |job| {
+                job.reason = Some("cancelled by its caller".to_owned());
+            })
+            .await?;
+        if cancelled.is_ok()
+            && let Some((_, token)) = self.in_flight.remove(id)
+        {
+            token.cancel();
+        }
+        Ok(cancelled)
+    }
+
+    /// Delivers queued jobs to connected peers until `stop`.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        peers: Arc<dyn PeerDirectory>,
+        stop: CancellationToken,
+    ) {
+        let mut busy: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
+            std::collections::HashMap::new();
+        loop {
+            busy.retain(|_, task| !task.is_finished());
+            match self.store.queues() {
+                Ok(queues) => {
+                    for (peer, _) in queues {
+                        if busy.contains_key(&peer) {
+                            continue;
+                        }
+                        let handle = peers.get(&peer);
+                        let jobs = self.clone();
+                        let task = tokio::spawn(jobs.deliver(peer.clone(), handle));
+                        busy.insert(peer, task);
+                    }
+                }
+                Err(error) => warn!("cannot read the job queues: {error}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+        }
+        for (_, task) in busy {
+            task.abort();
+        }
+    }
+
+    /// Works through `peer`'s queue: expires what is due, and, when the
+    /// peer is connected, delivers the rest in order.
+    async fn deliver(self: Arc<Self>, peer: String, handle: Option<PeerHandle>) {
+        loop {
+            let queue = match self.store.queue(&peer, BATCH) {
+                Ok(queue) => queue,
+                Err(error) => {
+                    warn!(%peer, "cannot read the job queue: {error}");
+                    return;
+                }
+            };
+            let mut delivered_any = false;
+            for job in queue {
+                if now_ms() >= job.expires_ms {
+                    self.end(
+                        &job.id,
+                        JobState::Expired,
+                        "not delivered before it expired",
+                    )
+                    .await;
+                    continue;
+                }
+                let Some(handle) = handle.as_ref().filter(|handle| handle.is_accepting()) else {
+                    continue;
+                };
+                if job.at_most_once && job.attempts > 0 {
+                    let reason = "interrupted: delivered once, and at-most-once forbids another";
+                    self.end(&job.id, JobState::Failed, reason).await;
+                    continue;
+                }
+                match self.deliver_one(handle, job).await {
+                    Delivery::Done => delivered_any = true,
+                    Delivery::Skipped => {}
+                    Delivery::PeerGone => return,
+                }
+            }
+            if !delivered_any {
+                return;
+            }
+        }
+    }
+
+    /// Delivers one job and keeps its outcome.
+    async fn deliver_one(&self, handle: &PeerHandle, job: JobRecord) -> Delivery {
+        let delivered = self
+            .store
+            .advance(&job.id, JobState::Delivered, |job| job.attempts += 1)
+            .await;
+        if !matches!(delivered, Ok(Ok(_))) {
+            return Delivery::Skipped; // cancelled or ended meanwhile
+        }
+        let body = match self.store.request_body(&job.id) {
+            Ok(body) => body,
+            Err(error) => {
+                warn!(job = %job.id, "cannot read the job's body: {error}");
+                return Delivery::Skipped;
+            }
+        };
+        let event = event_of(&job, body);
+        let left = Duration::from_millis(job.expires_ms.saturating_sub(now_ms()));
+        let timeout = Duration::from_millis(job.request.timeout_ms).min(left);
+        let stop = CancellationToken::new();
+        self.in_flight.insert(job.id.clone(), stop.clone());
+        debug!(job = %job.id, peer = %job.peer, attempt = job.attempts + 1, "delivering a job");
+        let outcome = tokio::select! {
+            outcome = handle.request(event, timeout) => Some(outcome),
+            _ = stop.cancelled() => None,
+        };
+        self.in_flight.remove(&job.id);
+        match outcome {
+            None => Delivery::Done, // cancelled: already ended
+            Some(Ok(reply)) => {
+                self.keep_result(&job.id, reply).await;
+                Delivery::Done
+            }
+            Some(Err(RequestError::Disconnected { .. } | RequestError::GoingAway { .. })) => {
+                let _ = self.store.advance(&job.id, JobState::Queued, |_| {}).await;
+                Delivery::PeerGone
+            }
+            Some(Err(error @ RequestError::TimedOut { .. })) => {
+                self.fail(&job.id, 504, &error.to_string()).await;
+                Delivery::Done
+            }
+            Some(Err(error @ RequestError::TooLarge { .. })) => {
+                self.fail(&job.id, 413, &error.to_string()).await;
+                Delivery::Done
+            }
+        }
+    }
+
+    /// Keeps `reply` as the job's result.
+    async fn keep_result(&self, id: &str, mut reply: Reply) {
+        let body = match reply.stream.take() {
+            None => Ok(reply.body.clone()),
+            Some(stream) => stream.collect(self.max_body_bytes).await,
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => {
+                self.fail(
+                    id,
+                    502,
+                    &format!("the result did not arrive whole: {error}"),
+                )
+                .await;
+                return;
+            }
+        };
+        let result = JobResult {
+            http_status: reply.status_code(),
+            return_code: reply.return_code,
+            content_type: reply.content_type.clone(),
+            headers: reply
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .collect(),
+        };
+        let ended = self
+            .store
+            .finish(id, JobState::Succeeded, result, body.to_vec(), None)
+            .await;
+        if let Err(error) = ended {
+            warn!(job = %id, "cannot keep the job's result: {error}");
+        }
+    }
+
+    /// Ends the job `failed` with the response the synchronous call would
+    /// have given: `status` and `{"error": reason}`.
+    async fn fail(&self, id: &str, status: u16, reason: &str) {
+        let body = serde_json::json!({ "error": reason }).to_string();
+        let result = JobResult {
+            http_status: status,
+            return_code: RETURN_HANDLER_FAILED,
+            content_type: crate::wire::JSON.to_owned(),
+            headers: Vec::new(),
+        };
+        let ended = self
+            .store
+            .finish(
+                id,
+                JobState::Failed,
+                result,
+                body.into_bytes(),
+                Some(reason.to_owned()),
+            )
+            .await;
+        if let Err(error) = ended {
+            warn!(job = %id, "cannot keep the job's failure: {error}");
+        }
+    }
+
+    async fn end(&self, id: &str, state: JobState, reason: &str) {
+        let reason = reason.to_owned();
+        if let Err(error) = self
+            .store
+            .advance(id, state, move |job| job.reason = Some(reason))
+            .await
+        {
+            warn!(job = %id, "cannot end the job: {error}");
+        }
+    }
+}
+
+/// How one delivery went.
+enum Delivery {
+    /// The job ended (a result, a failure, a cancel).
+    Done,
+    /// The job was not delivered (it changed meanwhile, or its body could
+    /// not be read).
+    Skipped,
+    /// The peer went away: the job waits for the next connection.
+    PeerGone,
+}
+
+/// The event a job carries.
+fn event_of(job: &JobRecord, body: Vec<u8>) -> Event {
+    let request = &job.request;
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &request.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    Event {
+        handler: HandlerName::new(request.verb.clone(), request.noun.clone()),
+        args: request.args.clone(),
+        query: request.query.clone(),
+        content_type: request.content_type.clone(),
+        headers,
+        // A large body streams, as a caller's would.
+        body: if body.len() <= INLINE_LIMIT {
+            Bytes::from(body.clone())
+        } else {
+            Bytes::new()
+        },
+        stream: (body.len() > INLINE_LIMIT).then(|| BodyStream::from_bytes(Bytes::from(body))),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
