@@ -127,5 +127,6 @@ pub fn named_files(dir: &Path, name: &str) -> CertFiles {
         key: dir.join(format!("{name}.key.pem")),
         cert: dir.join(format!("{name}.crt.pem")),
         ca: dir.join("ca.crt.pem"),
+        crl: None,
     }
 }
