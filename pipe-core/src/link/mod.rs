@@ -49,6 +49,7 @@ pub use error::RequestError;
 pub use handle::PeerHandle;
 pub use hello::{HandshakeError, LocalHello, PeerInfo};
 pub use inbound::{Delivery, Inbound, LinkNotice, ReplyFuture};
+pub(crate) use revocation::serial_hex;
 pub use revocation::{CertificateId, RevocationError, RevocationList};
 pub use settings::{
     ConnectionSettings, DEFAULT_DEAD_AFTER, DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_CONCURRENT_HANDLERS,
