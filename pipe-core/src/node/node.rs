@@ -10,8 +10,9 @@ use super::directory::{LocalPeers, PeerDirectory};
 use super::events::EventSink;
 use super::inbound::NodeInbound;
 use super::metrics::{Metrics, StatsdSettings};
+use super::revocation::RevocationWatch;
 use crate::handlers::Handlers;
-use crate::link::{ConnectionSettings, Endpoint, LocalHello};
+use crate::link::{ConnectionSettings, Endpoint, LocalHello, RevocationList};
 use crate::wire::Side;
 
 /// Default time a request may take end to end, unless its caller says
@@ -129,6 +130,7 @@ pub struct Node {
     link: Mutex<LinkState>,
     stopping: CancellationToken,
     metrics: Metrics,
+    pub(super) revocation_watch: RevocationWatch,
 }
 
 impl Node {
@@ -143,6 +145,7 @@ impl Node {
         metrics: Metrics,
     ) -> Arc<Self> {
         let events = EventSink::new(&name, settings.on_event.clone());
+        let revocation_watch = RevocationWatch::new(&name, metrics.clone());
         let handlers = Arc::new(handlers);
         let inbound = NodeInbound::new(
             handlers.clone(),
@@ -162,6 +165,7 @@ impl Node {
             link: Mutex::new(LinkState::default()),
             stopping: CancellationToken::new(),
             metrics,
+            revocation_watch,
         })
     }
 
@@ -216,6 +220,18 @@ impl Node {
             settings: self.settings.connection.clone(),
             inbound: self.inbound.clone(),
         }
+    }
+
+    /// Puts `list` in force: established connections whose peer's
+    /// certificate it names are closed with `GoAway` (`Revoked`). (New
+    /// connections are refused by the TLS configuration built with it.)
+    pub fn enforce_revocations(&self, list: Arc<RevocationList>) {
+        self.revocation_watch.replace(list);
+    }
+
+    /// The revocation list in force (empty without `--crl`).
+    pub fn revocations(&self) -> Arc<RevocationList> {
+        self.revocation_watch.current()
     }
 
     /// Marks the node as shutting down: new local requests get 503.
