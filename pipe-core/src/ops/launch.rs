@@ -197,17 +197,19 @@ impl RunningNode {
     pub fn reload_on_signal(&self, files: CertFiles, watch: bool) {
         let reloader = self.reloader();
         let shutdown = self.shutdown.clone();
+        // Both taken before this returns: a SIGHUP or a file changed from
+        // now on is never missed.
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!("cannot listen for SIGHUP: {error}");
+                    None
+                }
+            };
+        let mut seen = modified(&files);
         self.tasks.reopen();
         self.tasks.spawn(async move {
-            let mut hangups =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(signal) => Some(signal),
-                    Err(error) => {
-                        tracing::warn!("cannot listen for SIGHUP: {error}");
-                        None
-                    }
-                };
-            let mut seen = modified(&files);
             let mut ticks = tokio::time::interval(CERT_WATCH_INTERVAL);
             loop {
                 let why = tokio::select! {
