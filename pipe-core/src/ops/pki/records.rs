@@ -74,17 +74,22 @@ impl CertificateAuthority {
         }
         let mut paths = Vec::new();
         let recorded = ca_dir.join(ISSUED_DIR).join(name);
-        if let Ok(entries) = std::fs::read_dir(&recorded) {
-            for entry in entries {
-                let entry = entry.map_err(|source| PkiError::Read {
-                    path: recorded.clone(),
-                    source,
-                })?;
-                let path = entry.path();
-                if path.to_string_lossy().ends_with(".crt.pem") {
-                    paths.push(path);
+        let read_error = |source| PkiError::Read {
+            path: recorded.clone(),
+            source,
+        };
+        match std::fs::read_dir(&recorded) {
+            Ok(entries) => {
+                for entry in entries {
+                    let path = entry.map_err(read_error)?.path();
+                    if path.to_string_lossy().ends_with(".crt.pem") {
+                        paths.push(path);
+                    }
                 }
             }
+            // Nothing recorded under that name (or no records at all).
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(read_error(error)),
         }
         paths.sort();
         let legacy = ca_dir.join(format!("{name}.crt.pem"));
