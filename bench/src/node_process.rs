@@ -269,6 +269,7 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
         key: args.key,
         cert: args.cert,
         ca: args.ca,
+        crl: None,
     })?;
     // Listening before the ready line, so a SIGTERM right after it drains.
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;

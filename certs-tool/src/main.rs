@@ -1,8 +1,10 @@
 //! `certs-tool`: a small CA for restpipe's mutual TLS.
 //!
 //! `init-ca` makes the CA once; `issue` signs a key and certificate for each
-//! server or client node. Everything else lives in the library's `pki`
-//! module; this binary only parses flags and reports what it wrote.
+//! server or client node (and records it in the CA directory); `revoke` puts
+//! a node's certificates on the CA's revocation list. Everything else lives
+//! in the library's `pki` module; this binary only parses flags and reports
+//! what it wrote.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Parser, Subcommand};
 use pipe_core::pki::{
-    CA_CERT_FILE, CA_KEY_FILE, CertificateAuthority, DEFAULT_VALID_DAYS, IssueRequest, Role,
+    CA_CERT_FILE, CA_CRL_FILE, CA_KEY_FILE, CertificateAuthority, DEFAULT_CRL_VALID_DAYS,
+    DEFAULT_VALID_DAYS, ISSUED_DIR, IssueRequest, IssuedCertificate, Role, record_issued,
 };
 
 /// CA common name used when `init-ca` is given no `--name`.
@@ -43,7 +46,8 @@ enum Command {
         force: bool,
     },
     /// Issue a key and certificate for one node: writes NAME.crt.pem and
-    /// NAME.key.pem (mode 0600) to --out.
+    /// NAME.key.pem (mode 0600) to --out, and records the certificate in the
+    /// CA directory (issued/NAME/) so that `revoke` can find it.
     #[command(group(ArgGroup::new("role").required(true).args(["server", "client"])))]
     Issue {
         /// Directory to write the identity into (created if missing).
@@ -74,6 +78,31 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = DEFAULT_VALID_DAYS)]
         days: u32,
     },
+    /// Revoke a node's certificates: adds every certificate issued to NAME
+    /// (or the one in --cert) to the CA's revocation list, ca.crl.pem in
+    /// --out, signed by the CA key with the next CRL number.
+    ///
+    /// Give the list to the nodes (`serve --crl FILE`) and reload them
+    /// (SIGHUP): they refuse the revoked certificates and close connections
+    /// that use one. Revoking again changes nothing.
+    #[command(group(ArgGroup::new("which").required(true).args(["name", "cert"])))]
+    Revoke {
+        /// The CA directory (ca.crt.pem, ca.key.pem, issued/), where the
+        /// list is kept.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Node name whose certificates (as recorded by `issue`) to revoke.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// A certificate file (PEM) to revoke, e.g. one issued before
+        /// certs-tool recorded what it issued.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// Days until the list's next update (nodes keep enforcing it
+        /// after that date).
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_CRL_VALID_DAYS)]
+        days: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,7 +128,19 @@ fn main() -> anyhow::Result<()> {
             };
             issue(&out, ca_dir.as_deref().unwrap_or(&out), &request)
         }
+        Command::Revoke {
+            out,
+            name,
+            cert,
+            days,
+        } => revoke(&out, name.as_deref(), cert.as_deref(), days),
     }
+}
+
+/// Loads the CA of the directory `dir`.
+fn load_ca(dir: &Path) -> anyhow::Result<CertificateAuthority> {
+    CertificateAuthority::load(&dir.join(CA_CERT_FILE), &dir.join(CA_KEY_FILE))
+        .context("cannot load the CA (create one with `certs-tool init-ca`)")
 }
 
 fn init_ca(out: &Path, name: &str, force: bool) -> anyhow::Result<()> {
@@ -118,12 +159,19 @@ fn init_ca(out: &Path, name: &str, force: bool) -> anyhow::Result<()> {
 }
 
 fn issue(out: &Path, ca_dir: &Path, request: &IssueRequest) -> anyhow::Result<()> {
-    let ca = CertificateAuthority::load(&ca_dir.join(CA_CERT_FILE), &ca_dir.join(CA_KEY_FILE))
-        .context("cannot load the CA (create one with `certs-tool init-ca`)")?;
+    let ca = load_ca(ca_dir)?;
     let identity = ca.issue(request).with_context(|| {
         format!(
             "cannot issue a {} certificate for {:?}",
             request.role, request.name
+        )
+    })?;
+    // Recorded first: no certificate leaves this tool that `revoke` could
+    // not find by name.
+    let record = record_issued(ca_dir, &request.name, &identity).with_context(|| {
+        format!(
+            "cannot record the certificate in {} for `certs-tool revoke`; nothing was written",
+            ca_dir.join(ISSUED_DIR).display()
         )
     })?;
     let (cert, key) = identity
@@ -131,5 +179,50 @@ fn issue(out: &Path, ca_dir: &Path, request: &IssueRequest) -> anyhow::Result<()
         .context("cannot save the identity")?;
     println!("wrote {}", cert.display());
     println!("wrote {}", key.display());
+    println!("recorded {}", record.display());
+    Ok(())
+}
+
+fn revoke(dir: &Path, name: Option<&str>, cert: Option<&Path>, days: u32) -> anyhow::Result<()> {
+    let ca = load_ca(dir)?;
+    let certificates: Vec<IssuedCertificate> = match (name, cert) {
+        (Some(name), _) => ca.issued_to(dir, name)?,
+        (None, Some(cert)) => vec![ca.issued_certificate(cert)?],
+        (None, None) => bail!("say which certificate to revoke: --name NAME or --cert FILE"),
+    };
+    let revocation = ca.revoke(dir, &certificates, days).with_context(|| {
+        format!(
+            "cannot revoke; {} is unchanged",
+            dir.join(CA_CRL_FILE).display()
+        )
+    })?;
+    for certificate in &certificates {
+        let serial = certificate.serial_hex();
+        let state = if revocation.added.contains(&serial) {
+            "revoked"
+        } else {
+            "already revoked"
+        };
+        println!(
+            "{state} {} (serial {serial}, {})",
+            certificate.name,
+            certificate.path.display()
+        );
+    }
+    if revocation.added.is_empty() {
+        println!(
+            "{} unchanged (CRL number {}, {} revoked)",
+            revocation.crl.display(),
+            revocation.number,
+            revocation.revoked
+        );
+    } else {
+        println!(
+            "wrote {} (CRL number {}, {} revoked); reload the nodes that use it (SIGHUP)",
+            revocation.crl.display(),
+            revocation.number,
+            revocation.revoked
+        );
+    }
     Ok(())
 }

@@ -10,8 +10,9 @@ use std::process::Output;
 use restpipe_tests::files::{files_in, mode, path_arg as arg, read};
 use restpipe_tests::process::{run, stderr, stdout};
 use restpipe_tests::{CertificateAuthority, Role, TlsIdentity, named_files};
-use restpipe_tests::{identity, peer_identity};
-use rustls::pki_types::ServerName;
+use restpipe_tests::{CertificateId, RevocationList, identity, peer_identity};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 fn certs_tool(args: &[&str]) -> Output {
     run(env!("CARGO_BIN_EXE_certs-tool"), args)
@@ -138,12 +139,17 @@ fn issued_server_and_client_identities_work_over_tls() {
         [
             "ca.crt.pem",
             "ca.key.pem",
+            "issued",
             "node-1.crt.pem",
             "node-1.key.pem",
             "srv.crt.pem",
             "srv.key.pem"
         ]
     );
+    // Each certificate is recorded under its name, for `revoke`.
+    for name in ["srv", "node-1"] {
+        assert_eq!(files_in(&dir.join("issued").join(name)).len(), 1, "{name}");
+    }
     for key in ["srv.key.pem", "node-1.key.pem"] {
         assert_eq!(mode(&dir.join(key)), 0o600, "{key}");
     }
@@ -255,7 +261,7 @@ fn issue_without_a_ca_says_how_to_make_one() {
 #[test]
 fn help_of_each_subcommand_names_its_flags() {
     let top = stdout(&ok(&["--help"]));
-    for word in ["init-ca", "issue"] {
+    for word in ["init-ca", "issue", "revoke"] {
         assert!(top.contains(word), "--help lacks {word}: {top}");
     }
     let init = stdout(&ok(&["init-ca", "--help"]));
@@ -268,4 +274,138 @@ fn help_of_each_subcommand_names_its_flags() {
     ] {
         assert!(issue.contains(flag), "issue --help lacks {flag}: {issue}");
     }
+    let revoke = stdout(&ok(&["revoke", "--help"]));
+    for flag in ["--out", "--name", "--cert", "--days", "ca.crl.pem"] {
+        assert!(
+            revoke.contains(flag),
+            "revoke --help lacks {flag}: {revoke}"
+        );
+    }
+}
+
+/// The id (issuer and serial) of the certificate in `path`.
+fn certificate_id(path: &Path) -> CertificateId {
+    let der = CertificateDer::from_pem_file(path).unwrap();
+    CertificateId::from_der(&der).unwrap()
+}
+
+#[test]
+fn revoke_lists_every_certificate_of_a_name_once_and_nodes_refuse_them() {
+    let (_tmp, dir) = ca_dir();
+    let issue_client = |name: &str| ok(&["issue", "--out", arg(&dir), "--name", name, "--client"]);
+    ok(&[
+        "issue",
+        "--out",
+        arg(&dir),
+        "--name",
+        "srv",
+        "--server",
+        "--dns",
+        "localhost",
+    ]);
+    // node-1 twice: the first certificate is replaced on disk, but stays
+    // recorded, and is revoked too.
+    issue_client("node-1");
+    let first = certificate_id(&dir.join("node-1.crt.pem"));
+    issue_client("node-1");
+    let second = certificate_id(&dir.join("node-1.crt.pem"));
+    assert_ne!(first, second);
+    issue_client("node-2");
+
+    let output = ok(&["revoke", "--out", arg(&dir), "--name", "node-1"]);
+    let said = stdout(&output);
+    assert_eq!(said.matches("revoked node-1 (serial").count(), 2, "{said}");
+    assert!(said.contains("CRL number 1, 2 revoked"), "{said}");
+    let crl = dir.join("ca.crl.pem");
+    assert_eq!(mode(&crl), 0o644);
+    let list = RevocationList::load(&crl).unwrap();
+    assert!(list.revokes(&first) && list.revokes(&second));
+    assert!(!list.revokes(&certificate_id(&dir.join("node-2.crt.pem"))));
+
+    // A server enforcing the list refuses node-1 and takes node-2.
+    let server = load(&dir, "srv").with_revocations(list).unwrap();
+    let refused = handshake(&server, &load(&dir, "node-1"), "localhost").unwrap_err();
+    assert!(
+        refused.starts_with("server:") && refused.contains("Revoked"),
+        "{refused}"
+    );
+    assert_eq!(
+        handshake(&server, &load(&dir, "node-2"), "localhost").as_deref(),
+        Ok("node-2")
+    );
+
+    // Again: nothing changes.
+    let before = read(&crl);
+    let said = stdout(&ok(&["revoke", "--out", arg(&dir), "--name", "node-1"]));
+    assert_eq!(said.matches("already revoked node-1").count(), 2, "{said}");
+    assert!(said.contains("unchanged (CRL number 1"), "{said}");
+    assert_eq!(read(&crl), before);
+
+    // Another name: the next CRL number, node-1 still on the list.
+    let said = stdout(&ok(&["revoke", "--out", arg(&dir), "--name", "node-2"]));
+    assert!(said.contains("CRL number 2, 3 revoked"), "{said}");
+    assert!(RevocationList::load(&crl).unwrap().revokes(&first));
+}
+
+#[test]
+fn revoke_refuses_unknown_names_and_strangers_and_takes_older_certificates_by_file() {
+    let (tmp, dir) = ca_dir();
+    let message = fails(&["revoke", "--out", arg(&dir), "--name", "ghost"]);
+    assert!(
+        message.contains("no certificate issued to \"ghost\"") && message.contains("--cert"),
+        "{message}"
+    );
+    assert!(!dir.join("ca.crl.pem").exists());
+
+    // Issued into another directory by a certs-tool that kept no records.
+    let nodes = tmp.path().join("nodes");
+    ok(&[
+        "issue",
+        "--out",
+        arg(&nodes),
+        "--ca-dir",
+        arg(&dir),
+        "--name",
+        "old-node",
+        "--client",
+    ]);
+    std::fs::remove_dir_all(dir.join("issued")).unwrap();
+    let message = fails(&["revoke", "--out", arg(&dir), "--name", "old-node"]);
+    assert!(message.contains("--cert"), "{message}");
+    let old = nodes.join("old-node.crt.pem");
+    let said = stdout(&ok(&["revoke", "--out", arg(&dir), "--cert", arg(&old)]));
+    assert!(said.contains("revoked old-node"), "{said}");
+    let list = RevocationList::load(&dir.join("ca.crl.pem")).unwrap();
+    assert!(list.revokes(&certificate_id(&old)));
+
+    // A certificate of another CA is not this CA's to revoke.
+    let (_other_tmp, other) = ca_dir();
+    ok(&[
+        "issue",
+        "--out",
+        arg(&other),
+        "--name",
+        "stranger",
+        "--client",
+    ]);
+    let stranger = other.join("stranger.crt.pem");
+    let message = fails(&["revoke", "--out", arg(&dir), "--cert", arg(&stranger)]);
+    assert!(message.contains("not issued by this CA"), "{message}");
+
+    // One of --name and --cert, not none, not both.
+    let message = fails(&["revoke", "--out", arg(&dir)]);
+    assert!(
+        message.contains("--name") && message.contains("--cert"),
+        "{message}"
+    );
+    let both = [
+        "revoke",
+        "--out",
+        arg(&dir),
+        "--name",
+        "x",
+        "--cert",
+        arg(&old),
+    ];
+    assert!(fails(&both).contains("cannot be used with"));
 }

@@ -107,6 +107,8 @@ fn serve_help_lists_its_flags_and_the_original_environment() {
         "--server",
         "--http",
         "--cert-dir",
+        "--crl",
+        "RP_CRL",
         "--profile",
         "RP_CLIENT_TARGET_HOSTNAME",
     ] {

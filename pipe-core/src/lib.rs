@@ -36,12 +36,12 @@ pub use handlers::{
     is_handler_name,
 };
 pub use link::{
-    ALPN, CertFiles, CertificateError, ConnectionSettings, DEFAULT_DEAD_AFTER,
+    ALPN, CertFiles, CertificateError, CertificateId, ConnectionSettings, DEFAULT_DEAD_AFTER,
     DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_MAX_REQUEST_TIMEOUT,
     DEFAULT_PING_INTERVAL, Delivery, Endpoint, HandshakeError, Inbound, LinkNotice, LocalHello,
-    MAX_NODE_NAME_LEN, PeerHandle, PeerInfo, Reloadable, ReplyFuture, RequestError, Role, TlsError,
-    TlsIdentity, WAITING_PER_SLOT, establish, has_extended_key_usage, is_valid_node_name,
-    node_name, peer_identity,
+    MAX_NODE_NAME_LEN, PeerHandle, PeerInfo, Reloadable, ReplyFuture, RequestError,
+    RevocationError, RevocationList, Role, TlsError, TlsIdentity, WAITING_PER_SLOT, establish,
+    has_extended_key_usage, is_valid_node_name, node_name, peer_identity,
 };
 pub use node::jobs;
 pub use node::{

@@ -127,6 +127,48 @@ fn serve_refuses_a_socket_directory_others_can_write() {
 }
 
 #[test]
+fn serve_does_not_start_with_a_revocation_list_it_cannot_use() {
+    let f = fixture();
+    let cert_dir = f.tmp.path().join("certs");
+    let output = set_identity(&f.server.key, &f.server.cert, &f.server.ca, &cert_dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let crl = f.tmp.path().join("ca.crl.pem");
+    // (the list's contents, or none; what stderr must say)
+    let foreign = Pki::new().revocation_list(&[], 1);
+    let cases = [
+        (None, "cannot read the revocation list"),
+        (Some("no list here"), "holds no usable X509 CRL PEM block"),
+        (
+            Some(foreign.as_str()),
+            "not signed by a CA this node trusts",
+        ),
+    ];
+    for (contents, expected) in cases {
+        if let Some(contents) = contents {
+            std::fs::write(&crl, contents).unwrap();
+        }
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--cert-dir",
+            path_arg(&cert_dir),
+            "--crl",
+            path_arg(&crl),
+        ];
+        let output = process::run_within(PIPE_SERVER, &args, Duration::from_secs(20));
+        assert!(!output.status.success(), "it started: {}", stderr(&output));
+        let message = stderr(&output);
+        assert!(
+            message.contains(expected) && message.contains("ca.crl.pem"),
+            "{expected:?}: {message}"
+        );
+    }
+}
+
+#[test]
 fn set_identity_refuses_bad_identities_and_installs_nothing() {
     let f = fixture();
     // (what, key, certificate, CA, what stderr must say)
@@ -245,7 +287,14 @@ fn help_lists_the_commands_and_flags() {
     let serve = run(&["serve", "--help"]);
     assert!(serve.status.success());
     let serve = stdout(&serve);
-    for flag in ["--listen", "--http", "--cert-dir", "--profile"] {
+    for flag in [
+        "--listen",
+        "--http",
+        "--cert-dir",
+        "--crl",
+        "RP_CRL",
+        "--profile",
+    ] {
         assert!(serve.contains(flag), "serve --help lacks {flag}: {serve}");
     }
     let set = run(&["set-identity", "--help"]);

@@ -29,6 +29,7 @@ pub struct InstalledServer {
     pki: Pki,
     pipe: SocketAddr,
     http: SocketAddr,
+    args: Vec<String>,
     logs: Vec<PathBuf>,
     dir: tempfile::TempDir,
 }
@@ -49,9 +50,28 @@ impl InstalledServer {
             pki,
             pipe,
             http,
+            args: Vec::new(),
             logs: Vec::new(),
             dir,
         }
+    }
+
+    /// Passes `args` to `pipe-server serve` too, on every start from now on
+    /// (e.g. `--crl FILE`, `--peer-wait 0.3`).
+    pub fn add_args<S: Into<String>>(&mut self, args: impl IntoIterator<Item = S>) {
+        self.args.extend(args.into_iter().map(Into::into));
+    }
+
+    /// A file for the installation's revocation list, beside its cert dir
+    /// (`ca.crl.pem`, as `certs-tool revoke` names it); nothing writes it
+    /// but the test.
+    pub fn crl_path(&self) -> PathBuf {
+        self.dir.path().join("ca.crl.pem")
+    }
+
+    /// `http://<the server's local front><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
     }
 
     /// The CA that issued the installed identity.
@@ -90,7 +110,8 @@ impl InstalledServer {
             .arg("--cert-dir")
             .arg(self.cert_dir())
             .args(["--ping-interval", &seconds(PING_INTERVAL)])
-            .args(["--dead-after", &seconds(DEAD_AFTER)]);
+            .args(["--dead-after", &seconds(DEAD_AFTER)])
+            .args(&self.args);
         let mut server = NodeProcess::spawn(command, &log)
             .unwrap_or_else(|e| panic!("starting pipe-server: {e:#}"));
         server

@@ -69,11 +69,12 @@ pub use pipe_core::body::{self, INLINE_LIMIT};
 pub use pipe_core::identity::{self, CertFiles};
 pub use pipe_core::launch::{self, LaunchError, RunningNode};
 pub use pipe_core::metrics::{self, Metrics, StatsdSettings};
-pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role};
+pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role, record_issued};
 pub use pipe_core::{
-    BackoffSettings, ConnectionSettings, DEFAULT_PING_INTERVAL, FRAME_OVERHEAD_BYTES, HandlerError,
-    Handlers, HttpAddr, HttpListener, MAX_HANDSHAKES_PER_SOURCE, Node, NodeSettings, Registry,
-    Reloadable, Reply, Request, ServerTarget, Side, SocketOptions, TlsIdentity, WAITING_PER_SLOT,
+    BackoffSettings, CertificateId, ConnectionSettings, DEFAULT_PING_INTERVAL,
+    FRAME_OVERHEAD_BYTES, HandlerError, Handlers, HttpAddr, HttpListener,
+    MAX_HANDSHAKES_PER_SOURCE, Node, NodeSettings, Registry, Reloadable, Reply, Request,
+    RevocationList, SERVER_KEY, ServerTarget, Side, SocketOptions, TlsIdentity, WAITING_PER_SLOT,
     peer_identity,
 };
 

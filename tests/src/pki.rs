@@ -12,7 +12,10 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::{CertFiles, CertificateAuthority, IssueRequest, IssuedIdentity, Role, TlsIdentity};
+use crate::{
+    CertFiles, CertificateAuthority, IssueRequest, IssuedIdentity, RevocationList, Role,
+    TlsIdentity,
+};
 
 /// The name in every test server's certificate, and the name client nodes
 /// verify it against: the certificate is valid for `localhost` and
@@ -62,6 +65,34 @@ impl Pki {
             self.ca_pem().as_bytes(),
         )
         .unwrap_or_else(|e| panic!("an identity from freshly issued PEM: {e}"))
+    }
+
+    /// The CA's revocation list (PEM) naming the certificates of `revoked`
+    /// (none: an empty list), as `certs-tool revoke` writes it; `number` is
+    /// its CRL number.
+    pub fn revocation_list(&self, revoked: &[&IssuedIdentity], number: u64) -> String {
+        let serials: Vec<Vec<u8>> = revoked
+            .iter()
+            .map(|issued| {
+                issued
+                    .serial()
+                    .unwrap_or_else(|e| panic!("the serial of a freshly issued certificate: {e}"))
+            })
+            .collect();
+        let serials: Vec<&[u8]> = serials.iter().map(Vec::as_slice).collect();
+        self.ca
+            .revocation_list(&serials, number, 30)
+            .unwrap_or_else(|e| panic!("signing a revocation list: {e}"))
+    }
+
+    /// `issued` as an identity that trusts this CA and enforces the
+    /// revocation list `crl` (PEM).
+    pub fn identity_with_crl(&self, issued: &IssuedIdentity, crl: &str) -> TlsIdentity {
+        let list = RevocationList::from_pem(crl.as_bytes())
+            .unwrap_or_else(|e| panic!("reading a revocation list just signed: {e}"));
+        self.identity(issued)
+            .with_revocations(list)
+            .unwrap_or_else(|e| panic!("a revocation list of this CA: {e}"))
     }
 
     /// A server identity: [`SERVER_NAME`] and 127.0.0.1.
@@ -127,5 +158,6 @@ pub fn named_files(dir: &Path, name: &str) -> CertFiles {
         key: dir.join(format!("{name}.key.pem")),
         cert: dir.join(format!("{name}.crt.pem")),
         ca: dir.join("ca.crt.pem"),
+        crl: None,
     }
 }

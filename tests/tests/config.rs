@@ -126,6 +126,10 @@ fn a_file_sets_every_option() {
         config.common.cert_files.ca,
         PathBuf::from("/etc/restpipe/ca.crt.pem")
     );
+    assert_eq!(
+        config.common.cert_files.crl,
+        Some(PathBuf::from("/etc/restpipe/ca.crl.pem"))
+    );
     let node = &config.common.node;
     assert_eq!(node.request_timeout, Duration::from_millis(12_500));
     assert_eq!(node.peer_wait, Duration::from_secs(2));
@@ -199,6 +203,22 @@ fn flag_beats_environment_beats_file_beats_default() {
     );
     let none = server(&[], &[]).unwrap();
     assert_eq!(none.common.node.request_timeout, Duration::from_secs(30));
+
+    // The same for a path: the revocation list (no default: none).
+    let crl = |config: ServerConfig| config.common.cert_files.crl;
+    let env = [("RP_CRL", "/env/ca.crl.pem")];
+    let flag = server(&["--config", &file, "--crl", "/flag/ca.crl.pem"], &env).unwrap();
+    assert_eq!(crl(flag), Some(PathBuf::from("/flag/ca.crl.pem")));
+    let from_env = server(&["--config", &file], &env).unwrap();
+    assert_eq!(crl(from_env), Some(PathBuf::from("/env/ca.crl.pem")));
+    let from_file = server(&["--config", &file], &[]).unwrap();
+    assert_eq!(
+        crl(from_file),
+        Some(PathBuf::from("/etc/restpipe/ca.crl.pem"))
+    );
+    assert_eq!(crl(server(&[], &[]).unwrap()), None);
+    let client_env = client(&[], &env).unwrap().common.cert_files.crl;
+    assert_eq!(client_env, Some(PathBuf::from("/env/ca.crl.pem")));
 
     // The same for the listen address, which the original split in two.
     let flag = server(

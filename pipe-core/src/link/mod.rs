@@ -22,6 +22,7 @@ mod hello;
 mod inbound;
 mod progress;
 mod reader;
+mod revocation;
 mod settings;
 mod tls;
 mod writer;
@@ -48,6 +49,8 @@ pub use error::RequestError;
 pub use handle::PeerHandle;
 pub use hello::{HandshakeError, LocalHello, PeerInfo};
 pub use inbound::{Delivery, Inbound, LinkNotice, ReplyFuture};
+pub(crate) use revocation::serial_hex;
+pub use revocation::{CertificateId, RevocationError, RevocationList};
 pub use settings::{
     ConnectionSettings, DEFAULT_DEAD_AFTER, DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_CONCURRENT_HANDLERS,
     DEFAULT_MAX_REQUEST_TIMEOUT, DEFAULT_PING_INTERVAL, WAITING_PER_SLOT,

@@ -3,10 +3,13 @@
 //! The server requires a client certificate chained to its CA and carrying the
 //! `clientAuth` extended key usage; a client node's identity is the first DNS
 //! SAN of that certificate. The client verifies the server's chain *and* name.
+//! Both verifiers refuse a certificate that the node's revocation list
+//! (`--crl`, see `revocation`) names.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -14,6 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::certificate::{self, CertificateError, Role};
+use super::revocation::{RevocationError, RevocationList};
 
 /// ALPN protocol id of restpipe's wire protocol v1.
 pub const ALPN: &[u8] = b"restpipe/1";
@@ -40,9 +44,12 @@ pub enum TlsError {
     /// rustls refused the configuration (e.g. key and certificate differ).
     #[error("tls configuration: {0}")]
     Config(#[from] rustls::Error),
-    /// The client verifier could not be built from the CA.
-    #[error("client verifier: {0}")]
+    /// A peer verifier could not be built from the CA and revocation list.
+    #[error("certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The certificate revocation list is unusable.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
     /// The peer presented no certificate.
     #[error("peer presented no certificate")]
     NoPeerCertificate,
@@ -66,7 +73,8 @@ pub const CLIENT_CERT_FILE: &str = "restpipe.client.crt.pem";
 /// The CA certificate file, in a cert dir and in a CA's directory.
 pub const CA_CERT_FILE: &str = "ca.crt.pem";
 
-/// Where a node keeps its identity: the three files in its cert dir.
+/// Where a node keeps its identity: the three files in its cert dir, and
+/// the revocation list it enforces, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertFiles {
     /// The node's private key (mode `0600`).
@@ -75,6 +83,9 @@ pub struct CertFiles {
     pub cert: PathBuf,
     /// The CA certificate that peers must chain to.
     pub ca: PathBuf,
+    /// The CA's certificate revocation list (`--crl`): peers whose
+    /// certificate it names are refused.
+    pub crl: Option<PathBuf>,
 }
 
 impl CertFiles {
@@ -89,15 +100,27 @@ impl CertFiles {
             key: dir.join(key),
             cert: dir.join(cert),
             ca: dir.join(CA_CERT_FILE),
+            crl: None,
         }
+    }
+
+    /// The files read on every reload, and watched by `--watch-certs`.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        [&self.key, &self.cert, &self.ca]
+            .into_iter()
+            .chain(&self.crl)
+            .map(PathBuf::as_path)
     }
 }
 
-/// A node's certificate chain, private key and CA, loaded once.
+/// A node's certificate chain, private key and CA, and the revocation list
+/// it enforces, loaded once.
 pub struct TlsIdentity {
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    ca_certs: Vec<CertificateDer<'static>>,
     roots: Arc<RootCertStore>,
+    revocations: Arc<RevocationList>,
 }
 
 impl std::fmt::Debug for TlsIdentity {
@@ -105,12 +128,14 @@ impl std::fmt::Debug for TlsIdentity {
         f.debug_struct("TlsIdentity")
             .field("certificates", &self.cert_chain.len())
             .field("key", &"MASKED")
+            .field("revoked", &self.revocations.len())
             .finish()
     }
 }
 
 impl TlsIdentity {
-    /// Loads the three files of a cert dir.
+    /// Loads the three files of a cert dir, and the revocation list if
+    /// `files` names one.
     pub fn load(files: &CertFiles) -> Result<Self, TlsError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
@@ -118,11 +143,15 @@ impl TlsIdentity {
                 source,
             })
         };
-        Self::from_pem_named(
+        let identity = Self::from_pem_named(
             (&read(&files.cert)?, &files.cert.display().to_string()),
             (&read(&files.key)?, &files.key.display().to_string()),
             (&read(&files.ca)?, &files.ca.display().to_string()),
-        )
+        )?;
+        match &files.crl {
+            Some(crl) => identity.with_revocations(RevocationList::load(crl)?),
+            None => Ok(identity),
+        }
     }
 
     /// Builds an identity from PEM text (certificate chain, key, CA).
@@ -159,15 +188,32 @@ impl TlsIdentity {
             what: key_name.to_owned(),
             detail: e.to_string(),
         })?;
+        let ca_certs = certs(ca, ca_name)?;
         let mut roots = RootCertStore::empty();
-        for ca_cert in certs(ca, ca_name)? {
-            roots.add(ca_cert)?;
+        for ca_cert in &ca_certs {
+            roots.add(ca_cert.clone())?;
         }
         Ok(Self {
             cert_chain,
             key,
+            ca_certs,
             roots: Arc::new(roots),
+            revocations: Arc::new(RevocationList::empty()),
         })
+    }
+
+    /// This identity enforcing `revocations`, which one of its CAs must
+    /// have issued and signed. Peers whose certificate the list names are
+    /// refused at the handshake.
+    pub fn with_revocations(mut self, revocations: RevocationList) -> Result<Self, TlsError> {
+        revocations.check_issuers(&self.ca_certs)?;
+        self.revocations = Arc::new(revocations);
+        Ok(self)
+    }
+
+    /// The revocation list this identity enforces (empty without `--crl`).
+    pub fn revocations(&self) -> &Arc<RevocationList> {
+        &self.revocations
     }
 
     /// This node's identity: the first DNS SAN of its certificate, CN fallback.
@@ -176,12 +222,20 @@ impl TlsIdentity {
         Ok(certificate::node_name(leaf)?)
     }
 
-    /// A server configuration: TLS 1.3 only, client certificates required.
+    /// A server configuration: TLS 1.3 only, client certificates required
+    /// and checked against the revocation list.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let provider = provider();
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
-                .build()?;
+        let mut verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone());
+        if !self.revocations.is_empty() {
+            // A certificate of a CA the list does not cover (the other CA
+            // of a two-CA file during a rotation) is not refused for that.
+            verifier = verifier
+                .with_crls(self.revocations.crls().iter().cloned())
+                .allow_unknown_revocation_status();
+        }
+        let verifier = verifier.build()?;
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -190,12 +244,21 @@ impl TlsIdentity {
         Ok(Arc::new(config))
     }
 
-    /// A client configuration: TLS 1.3 only, server chain and name verified,
-    /// our certificate presented.
+    /// A client configuration: TLS 1.3 only, server chain and name verified
+    /// and checked against the revocation list, our certificate presented.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
-        let mut config = ClientConfig::builder_with_provider(provider())
+        let provider = provider();
+        let mut verifier =
+            WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider.clone());
+        if !self.revocations.is_empty() {
+            verifier = verifier
+                .with_crls(self.revocations.crls().iter().cloned())
+                .allow_unknown_revocation_status();
+        }
+        let verifier = verifier.build()?;
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(self.roots.clone())
+            .with_webpki_verifier(verifier)
             .with_client_auth_cert(self.cert_chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(config))

@@ -18,9 +18,11 @@ use tracing::{info, warn};
 use super::backoff::{Backoff, BackoffSettings};
 use super::directory::{SERVER_KEY, drain};
 use super::events::ConnectionEvent;
-use super::metrics::{CONNECT_FAIL_TICK, CONNECT_NEW_TICK, RECONNECT_TIMING};
+use super::metrics::{CONNECT_FAIL_TICK, CONNECT_NEW_TICK, CONNECT_REVOKED_TICK, RECONNECT_TIMING};
 use super::node::Node;
-use crate::link::{self, ALPN, HandshakeError, PeerHandle, PeerInfo, Reloadable, Role, TlsError};
+use crate::link::{
+    self, ALPN, CertificateId, HandshakeError, PeerHandle, PeerInfo, Reloadable, Role, TlsError,
+};
 use crate::wire::Side;
 use crate::wire::proto::go_away;
 
@@ -68,48 +70,18 @@ pub async fn run(
             attempt = connect(&target, &connector, &node) => attempt,
         };
         match attempt {
-            Ok(handle) => {
+            Ok(connected) => {
                 if let Some(lost_at) = lost_at.take() {
                     node.metrics().timing(RECONNECT_TIMING, lost_at.elapsed());
                 }
-                if stay_connected(&node, handle, &mut backoff, &shutdown).await == Ended::Shutdown {
+                if stay_connected(&node, connected, &mut backoff, &shutdown).await
+                    == Ended::Shutdown
+                {
                     return;
                 }
                 lost_at = Some(Instant::now());
             }
-            Err(error) => {
-                node.metrics().incr(CONNECT_FAIL_TICK);
-                let chain = error_chain(&error);
-                let refusal = match &error {
-                    ConnectError::Handshake(HandshakeError::Refused { reason, .. }) => {
-                        Some(*reason)
-                    }
-                    _ => None,
-                };
-                match refusal {
-                    Some(go_away::Reason::IdentityInUse) => {
-                        info!(server = %target, "standing by: {chain}");
-                        stretch(&mut backoff);
-                    }
-                    Some(go_away::Reason::Overloaded) => {
-                        warn!(server = %target, "server refused us: {chain}");
-                        stretch(&mut backoff);
-                    }
-                    _ => warn!(server = %target, "connection attempt failed: {chain}"),
-                }
-                let mut attempts = 0;
-                node.update_link(|link| {
-                    link.reconnect_attempts += 1;
-                    attempts = link.reconnect_attempts;
-                    link.last_error = Some(chain.clone());
-                    link.last_error_at = Some(SystemTime::now());
-                });
-                node.events().emit(ConnectionEvent::ConnectFail {
-                    target: target.to_string(),
-                    attempts,
-                    error: chain,
-                });
-            }
+            Err(error) => attempt_failed(&node, &target, &error, &mut backoff),
         }
         let delay = backoff.next_delay();
         info!(?delay, "reconnecting after backoff");
@@ -120,19 +92,98 @@ pub async fn run(
     }
 }
 
+/// Reports a failed connection attempt (log, metrics, status, event), and
+/// stretches the backoff for refusals that retrying soon won't fix.
+fn attempt_failed(node: &Node, target: &ServerTarget, error: &ConnectError, backoff: &mut Backoff) {
+    node.metrics().incr(CONNECT_FAIL_TICK);
+    let chain = error_chain(error);
+    let refusal = match error {
+        ConnectError::Handshake(HandshakeError::Refused { reason, .. }) => Some(*reason),
+        _ => None,
+    };
+    match (refusal, revocation_in(error)) {
+        (Some(go_away::Reason::IdentityInUse), _) => {
+            info!(server = %target, "standing by: {chain}");
+            stretch(backoff);
+        }
+        (Some(go_away::Reason::Overloaded), _) => {
+            warn!(server = %target, "server refused us: {chain}");
+            stretch(backoff);
+        }
+        (_, Some(Revoked::Ours)) => {
+            warn!(server = %target, "the server refused this node's certificate as revoked; install a new identity (set-identity) and reload: {chain}");
+            stretch(backoff);
+        }
+        (_, Some(Revoked::Server)) => {
+            node.metrics().incr(CONNECT_REVOKED_TICK);
+            warn!(server = %target, "server refused: its certificate is on this node's revocation list: {chain}");
+            stretch(backoff);
+        }
+        _ => warn!(server = %target, "connection attempt failed: {chain}"),
+    }
+    let mut attempts = 0;
+    node.update_link(|link| {
+        link.reconnect_attempts += 1;
+        attempts = link.reconnect_attempts;
+        link.last_error = Some(chain.clone());
+        link.last_error_at = Some(SystemTime::now());
+    });
+    node.events().emit(ConnectionEvent::ConnectFail {
+        target: target.to_string(),
+        attempts,
+        error: chain,
+    });
+}
+
+/// Whose certificate a failed attempt found revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revoked {
+    /// The server refused ours (TLS alert `certificate_revoked`).
+    Ours,
+    /// Our revocation list names the server's.
+    Server,
+}
+
+/// Whether `error` is a TLS refusal for a revoked certificate, and whose.
+fn revocation_in(error: &ConnectError) -> Option<Revoked> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        // An i/o error's `source` skips the error it wraps: look inside.
+        let tls = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match tls {
+            Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)) => {
+                return Some(Revoked::Ours);
+            }
+            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+                return Some(Revoked::Server);
+            }
+            _ => cause = current.source(),
+        }
+    }
+    None
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
     Shutdown,
     Lost,
 }
 
-/// Serves one established connection until it ends or the node stops.
+/// Serves one established connection until it ends (closed at once if the
+/// server's certificate is revoked, now or by a reload) or the node stops.
 async fn stay_connected(
     node: &Node,
-    handle: PeerHandle,
+    connected: Connected,
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Ended {
+    let Connected {
+        handle,
+        certificate,
+    } = connected;
     let since = Instant::now();
     let mut attempts = 0;
     node.update_link(|link| {
@@ -146,7 +197,7 @@ async fn stay_connected(
     });
     let session = node.peers().hold(SERVER_KEY, handle.clone());
     let ended = tokio::select! {
-        _ = handle.closed() => Ended::Lost,
+        _ = node.revocation_watch.closed_or_revoked(&handle, certificate.as_ref()) => Ended::Lost,
         _ = shutdown.cancelled() => {
             node.begin_stopping();
             let grace = node.settings().drain_grace;
@@ -178,6 +229,14 @@ async fn stay_connected(
         }
         // The server is restarting: come back as soon as it is.
         Some(go_away::Reason::Shutdown) => backoff.reset(),
+        // Our certificate is on the server's list: it will refuse us until
+        // a new identity is installed and reloaded.
+        Some(go_away::Reason::Revoked) => {
+            warn!(
+                "the server revoked this node's certificate; install a new identity (set-identity) and reload"
+            );
+            stretch(backoff);
+        }
         _ => {}
     }
     ended
@@ -246,12 +305,19 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     chain
 }
 
+/// An established connection to the server, and the certificate it
+/// presented (checked against the revocation lists to come).
+struct Connected {
+    handle: PeerHandle,
+    certificate: Option<CertificateId>,
+}
+
 /// One connection attempt: TCP, TLS (server name verified), `Hello`.
 async fn connect(
     target: &ServerTarget,
     connector: &TlsConnector,
     node: &Node,
-) -> Result<PeerHandle, ConnectError> {
+) -> Result<Connected, ConnectError> {
     let settings = node.settings();
     let tcp = tokio::time::timeout(
         DEFAULT_CONNECT_TIMEOUT,
@@ -284,8 +350,10 @@ async fn connect(
     if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
         return Err(ConnectError::Alpn);
     }
-    let server = link::peer_identity(stream.get_ref().1.peer_certificates(), Role::Server)
-        .map_err(ConnectError::ServerCertificate)?;
+    let certificates = stream.get_ref().1.peer_certificates();
+    let server =
+        link::peer_identity(certificates, Role::Server).map_err(ConnectError::ServerCertificate)?;
+    let certificate = CertificateId::of_peer(certificates);
     let peer = PeerInfo {
         name: server,
         side: Side::Server,
@@ -294,5 +362,8 @@ async fn connect(
     let (handle, _hello) = link::establish(stream, &node.endpoint(), peer, |_| Ok(()))
         .await
         .map_err(ConnectError::Handshake)?;
-    Ok(handle)
+    Ok(Connected {
+        handle,
+        certificate,
+    })
 }

@@ -41,6 +41,10 @@
 //! - `client.connect.refused.tick` (counter): a TCP connection the server
 //!   node closed at once because too many handshakes were in progress, from
 //!   its address or in all.
+//! - `client.connect.revoked.tick` (counter): a peer shut out because its
+//!   certificate is on the node's revocation list: a handshake refused
+//!   (server node; a client node counts a refused server as a failed
+//!   attempt) or an established connection closed after a reload (both).
 //! - `client.reconnect.timing` (ms): client node, from losing the connection
 //!   to being connected again.
 //! - `connections.peers` (gauge): connected peers, sent on every connect and
@@ -89,6 +93,9 @@ pub const CONNECT_BROKEN_TICK: &str = "client.connect.broken.tick";
 /// A connection the server closed at once: too many handshakes in progress
 /// from its address or in all.
 pub const CONNECT_REFUSED_TICK: &str = "client.connect.refused.tick";
+/// A peer shut out because its certificate is revoked: refused at the
+/// handshake (server) or its established connection closed (both).
+pub const CONNECT_REVOKED_TICK: &str = "client.connect.revoked.tick";
 /// A failed connection attempt (client).
 pub const CONNECT_FAIL_TICK: &str = "client.connect.fail.tick";
 /// Round trip of a `Ping`.

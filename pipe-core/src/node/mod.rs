@@ -1,7 +1,7 @@
 //! A running node: its shared state ([`Node`]), the peer directory (the
 //! one seam for "which connection serves peer X"), the server's accept loop
-//! and the client's reconnect actor, backoff, connection events and
-//! metrics. Builds on the link and handler layers.
+//! and the client's reconnect actor, backoff, connection events, metrics,
+//! and closing connections whose peer's certificate was revoked. Builds on the link and handler layers.
 
 mod admission;
 mod backoff;
@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod metrics;
 #[allow(clippy::module_inception)]
 mod node;
+mod revocation;
 mod server;
 
 pub use admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE};

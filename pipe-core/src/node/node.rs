@@ -11,8 +11,9 @@ use super::events::EventSink;
 use super::inbound::NodeInbound;
 use super::jobs::Jobs;
 use super::metrics::{Metrics, StatsdSettings};
+use super::revocation::RevocationWatch;
 use crate::handlers::{DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, Handlers};
-use crate::link::{ConnectionSettings, Endpoint, LocalHello};
+use crate::link::{ConnectionSettings, Endpoint, LocalHello, RevocationList};
 use crate::wire::{DEFAULT_MAX_BODY_MEMORY, MemoryBudget, Side};
 
 /// Default time a request may take end to end, unless its caller says
@@ -171,6 +172,7 @@ pub struct Node {
     metrics: Metrics,
     /// Asynchronous jobs, when the node has a state directory.
     jobs: OnceLock<Arc<Jobs>>,
+    pub(super) revocation_watch: RevocationWatch,
 }
 
 impl Node {
@@ -185,6 +187,7 @@ impl Node {
         metrics: Metrics,
     ) -> Arc<Self> {
         let events = EventSink::new(&name, settings.on_event.clone());
+        let revocation_watch = RevocationWatch::new(&name, metrics.clone());
         let handlers = Arc::new(handlers);
         let inbound = NodeInbound::new(
             handlers.clone(),
@@ -207,6 +210,7 @@ impl Node {
             stopping: CancellationToken::new(),
             metrics,
             jobs: OnceLock::new(),
+            revocation_watch,
         })
     }
 
@@ -272,6 +276,18 @@ impl Node {
     /// Gives the node its jobs (once; later calls are ignored).
     pub fn attach_jobs(&self, jobs: Arc<Jobs>) {
         let _ = self.jobs.set(jobs);
+    }
+
+    /// Puts `list` in force: established connections whose peer's
+    /// certificate it names are closed with `GoAway` (`Revoked`). (New
+    /// connections are refused by the TLS configuration built with it.)
+    pub fn enforce_revocations(&self, list: Arc<RevocationList>) {
+        self.revocation_watch.replace(list);
+    }
+
+    /// The revocation list in force (empty without `--crl`).
+    pub fn revocations(&self) -> Arc<RevocationList> {
+        self.revocation_watch.current()
     }
 
     /// Marks the node as shutting down: new local requests get 503.

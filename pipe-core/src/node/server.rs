@@ -1,20 +1,22 @@
 //! The server node's pipe side: accepts client connections over mTLS and
 //! files each under its certificate identity (newest wins).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::admission::{Admission, Handshake, Place};
 use super::directory::drain;
-use super::metrics::{CONNECT_NEW_TICK, CONNECT_REFUSED_TICK};
+use super::metrics::{CONNECT_NEW_TICK, CONNECT_REFUSED_TICK, CONNECT_REVOKED_TICK};
 use super::node::Node;
-use crate::link::{self, ALPN, PeerHandle, PeerInfo, Reloadable, Role};
+use crate::link::{self, ALPN, CertificateId, PeerHandle, PeerInfo, Reloadable, Role};
 use crate::wire::Side;
 use crate::wire::proto::{GoAway, Hello, go_away};
 
@@ -77,7 +79,7 @@ pub async fn run(
 /// A TCP connection let in, with its place among the handshakes.
 struct Accepted {
     tcp: TcpStream,
-    remote: std::net::SocketAddr,
+    remote: SocketAddr,
     handshake: Handshake,
     admission: Arc<Admission>,
 }
@@ -131,18 +133,8 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
         admission,
     } = accepted;
     node.metrics().incr(CONNECT_NEW_TICK);
-    let settings = node.settings();
-    let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            warn!(%remote, "TLS handshake refused: {error}");
-            return;
-        }
-        Err(_) => {
-            warn!(%remote, timeout = ?settings.handshake_timeout, "TLS handshake timed out");
-            return;
-        }
+    let Some(stream) = accept_tls(acceptor, tcp, remote, &node).await else {
+        return;
     };
     // rustls accepts a client that offers no ALPN at all; restpipe does not:
     // a peer that did not ask for restpipe/1 speaks something else.
@@ -150,13 +142,16 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
         warn!(%remote, "client refused: it did not negotiate ALPN {:?}", String::from_utf8_lossy(ALPN));
         return;
     }
-    let name = match link::peer_identity(stream.get_ref().1.peer_certificates(), Role::Client) {
+    let certificates = stream.get_ref().1.peer_certificates();
+    let name = match link::peer_identity(certificates, Role::Client) {
         Ok(name) => name,
         Err(error) => {
             warn!(%remote, "client refused: {error}");
             return;
         }
     };
+    // Kept for the life of the connection: a reload that revokes it closes it.
+    let certificate = CertificateId::of_peer(certificates);
     let peer = PeerInfo {
         name: name.clone(),
         side: Side::Client,
@@ -178,7 +173,62 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
         }
     };
     let session = node.peers().hold(&name, handle.clone());
-    handle.closed().await;
+    node.revocation_watch
+        .closed_or_revoked(&handle, certificate.as_ref())
+        .await;
     drop(session);
     drop(place);
+}
+
+/// The TLS handshake, within the node's deadline; `None` (logged, with
+/// the reason) if it failed.
+async fn accept_tls(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    node: &Node,
+) -> Option<TlsStream<TcpStream>> {
+    let deadline = node.settings().handshake_timeout;
+    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            match revocation_in(&error) {
+                Some(Revoked::Client) => {
+                    node.metrics().incr(CONNECT_REVOKED_TICK);
+                    warn!(%remote, "client refused: its certificate is on this node's revocation list");
+                }
+                Some(Revoked::Ours) => warn!(
+                    %remote,
+                    "a client refused this node's certificate as revoked (on the client's revocation list)"
+                ),
+                None => warn!(%remote, "TLS handshake refused: {error}"),
+            }
+            None
+        }
+        Err(_) => {
+            warn!(%remote, timeout = ?deadline, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Whose certificate a failed TLS handshake found revoked.
+enum Revoked {
+    /// Ours is on the client's revocation list (it sent the alert).
+    Ours,
+    /// The client's is on ours.
+    Client,
+}
+
+/// Whether a TLS handshake failed for a revoked certificate, and whose.
+fn revocation_in(error: &std::io::Error) -> Option<Revoked> {
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) => {
+            Some(Revoked::Client)
+        }
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked) => {
+            Some(Revoked::Ours)
+        }
+        _ => None,
+    }
 }

@@ -129,13 +129,18 @@ pub struct IdentityReloader {
 
 impl IdentityReloader {
     /// Makes `identity` the one new connections use. Established connections
-    /// keep theirs. On error the current identity stays.
+    /// keep theirs, unless its revocation list names their peer's
+    /// certificate: those are closed. On error the current identity (and
+    /// list) stays.
     pub fn reload(&self, identity: &TlsIdentity) -> Result<(), TlsError> {
         let name = identity.name()?;
         match &self.tls {
             NodeTls::Server(slot) => slot.replace(identity.server_config()?),
             NodeTls::Client(slot) => slot.replace(identity.client_config()?),
         }
+        log_revocations(identity);
+        self.node
+            .enforce_revocations(identity.revocations().clone());
         if name != self.node.name() {
             tracing::warn!(
                 old = self.node.name(),
@@ -149,7 +154,8 @@ impl IdentityReloader {
 
     /// Reads, validates and installs the identity in `files`: the same checks
     /// as `set-identity` (key matches, chain verifies against the CA, the
-    /// certificate fits the node's role). A broken file changes nothing.
+    /// certificate fits the node's role), and the revocation list, if any
+    /// (readable, and signed by the CA). A broken file changes nothing.
     pub fn reload_files(&self, files: &CertFiles) -> Result<(), ReloadError> {
         let read = |path: &std::path::Path| {
             std::fs::read(path).map_err(|source| ReloadError::Read {
@@ -193,22 +199,25 @@ impl RunningNode {
         }
     }
 
-    /// Reloads the identity from `files` on SIGHUP and, with `watch`, when
-    /// one of the files changes. Failures are logged; the old identity stays.
+    /// Reloads the identity and revocation list from `files` on SIGHUP and,
+    /// with `watch`, when one of the files changes. Failures are logged; the
+    /// old identity and list stay.
     pub fn reload_on_signal(&self, files: CertFiles, watch: bool) {
         let reloader = self.reloader();
         let shutdown = self.shutdown.clone();
+        // Both taken before this returns: a SIGHUP or a file changed from
+        // now on is never missed.
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!("cannot listen for SIGHUP: {error}");
+                    None
+                }
+            };
+        let mut seen = modified(&files);
         self.tasks.reopen();
         self.tasks.spawn(async move {
-            let mut hangups =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(signal) => Some(signal),
-                    Err(error) => {
-                        tracing::warn!("cannot listen for SIGHUP: {error}");
-                        None
-                    }
-                };
-            let mut seen = modified(&files);
             let mut ticks = tokio::time::interval(CERT_WATCH_INTERVAL);
             loop {
                 let why = tokio::select! {
@@ -220,7 +229,7 @@ impl RunningNode {
                             continue;
                         }
                         seen = now;
-                        "the identity files changed"
+                        "the identity or revocation list files changed"
                     }
                 };
                 match reloader.reload_files(&files) {
@@ -337,6 +346,8 @@ where
         None => None,
     };
     let node = Node::new(side, identity.name()?, handlers, settings, metrics);
+    log_revocations(identity);
+    node.enforce_revocations(identity.revocations().clone());
     let http_addr = http.local_addr().map_err(LaunchError::Http)?;
     front::log_listening(&http_addr);
     let tasks = TaskTracker::new();
@@ -393,12 +404,25 @@ pub fn set_identity(side: Side, args: &SetIdentityArgs) -> Result<String, SetIde
     ))
 }
 
-/// Modification times of the identity files, to notice a rotation.
+/// Modification times of the identity files and the revocation list, to
+/// notice a rotation or a revocation.
 fn modified(files: &CertFiles) -> Vec<Option<std::time::SystemTime>> {
-    [&files.key, &files.cert, &files.ca]
-        .iter()
+    files
+        .paths()
         .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
         .collect()
+}
+
+/// Says which revocation list is in force, if any.
+fn log_revocations(identity: &TlsIdentity) {
+    let list = identity.revocations();
+    if let Some(source) = list.source() {
+        tracing::info!(
+            crl = source,
+            revoked = list.len(),
+            "revocation list in force: peers whose certificate it names are refused"
+        );
+    }
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM.

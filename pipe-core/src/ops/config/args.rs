@@ -35,8 +35,13 @@ pub struct CommonArgs {
     /// see --config).
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
-    /// Also reload the identity when its files change (SIGHUP always
-    /// reloads).
+    /// Certificate revocation list of the CA (PEM, from `certs-tool
+    /// revoke`): peers whose certificate it names are refused, and
+    /// connected ones closed when a reload brings it.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
+    /// Also reload the identity (and --crl) when its files change (SIGHUP
+    /// always reloads).
     #[arg(long)]
     #[serde(skip_serializing_if = "is_off")]
     pub watch_certs: bool,

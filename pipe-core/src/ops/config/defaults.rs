@@ -62,8 +62,8 @@ pub(super) fn layer(side: Side, profile: Option<Profile>) -> Result<Layer, Confi
 }
 
 /// The shared keys' defaults. Keys left `None` have none: the profile, the
-/// identity's file names (they follow the role), the policy, handler
-/// directory, forwards, event command and socket group.
+/// identity's file names (they follow the role), the revocation list, the
+/// policy, handler directory, forwards, event command and socket group.
 fn common(side: Side, profile: Option<Profile>) -> RawCommon {
     let http = match (profile, side) {
         (Some(Profile::Dev), Side::Server) => HttpAddr::Unix(PathBuf::from(DEV_SERVER_SOCKET)),

@@ -174,6 +174,7 @@ mod tests {
                 "[env: RP_RECONNECT_MIN] [default: 0.5]",
             ),
             (&server, "policy", "[env: RP_POLICY]"),
+            (&client, "crl", "[env: RP_CRL]"),
             (
                 &server,
                 "config",

@@ -155,6 +155,8 @@ raw_config! {
         crt_filename: FileName => Env::PerSide("RP_SERVER_CRT_FILENAME", "RP_CLIENT_CRT_FILENAME"),
         /// The CA's file name in the cert dir.
         ca_crt_filename: FileName => Env::Named("RP_CA_CRT_FILENAME"),
+        /// The CA's certificate revocation list.
+        crl: PathBuf => Env::Named("RP_CRL"),
         /// Reload the identity when its files change.
         watch_certs: bool => Env::Named("RP_WATCH_CERTS"),
         /// The access policy file.

@@ -117,7 +117,7 @@ fn common(
 }
 
 /// The identity's files: the role's standard names in the cert dir, unless
-/// a file name is given.
+/// a file name is given; and the revocation list, wherever it is.
 fn cert_files(raw: &mut RawCommon, side: Side) -> Result<CertFiles, ConfigError> {
     let role = match side {
         Side::Server => Role::Server,
@@ -134,6 +134,7 @@ fn cert_files(raw: &mut RawCommon, side: Side) -> Result<CertFiles, ConfigError>
     if let Some(FileName(name)) = optional!(raw.ca_crt_filename) {
         files.ca = cert_dir.join(name);
     }
+    files.crl = optional!(raw.crl);
     Ok(files)
 }
 

@@ -35,6 +35,7 @@ const SERIAL_LEN: usize = 16;
 /// `certs-tool issue`.
 pub struct CertificateAuthority {
     cert_pem: String,
+    cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -70,6 +71,7 @@ impl CertificateAuthority {
         let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
         Ok(Self {
             cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         })
     }
@@ -112,12 +114,26 @@ impl CertificateAuthority {
 
         let issuer =
             Issuer::from_ca_cert_der(&cert_der, key).map_err(|err| invalid(err.to_string()))?;
-        Ok(Self { cert_pem, issuer })
+        Ok(Self {
+            cert_pem,
+            cert_der,
+            issuer,
+        })
     }
 
     /// The CA certificate, which every node needs as its trust anchor.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The CA certificate, DER.
+    pub(super) fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// What signs: the CA's name and key.
+    pub(super) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
     }
 
     /// Writes `ca.crt.pem` and `ca.key.pem` (mode `0600`) into `dir`,

@@ -87,11 +87,39 @@ pub enum PkiError {
         #[source]
         source: rcgen::Error,
     },
-    /// The requested validity is zero or too long to represent.
+    /// The requested validity (of a certificate or a revocation list) is
+    /// zero or too long to represent.
     #[error("a validity of {days} days is not allowed")]
     InvalidValidity {
         /// The requested number of days.
         days: u32,
+    },
+    /// No certificate issued to a name is recorded in the CA directory.
+    #[error(
+        "no certificate issued to {name:?} by this CA is recorded in {}: check the name; \
+         a certificate issued before certs-tool kept these records can be revoked by its \
+         file: certs-tool revoke --out DIR --cert FILE",
+        dir.display()
+    )]
+    NotRecorded {
+        /// The name asked for.
+        name: String,
+        /// Where the CA directory keeps its records.
+        dir: PathBuf,
+    },
+    /// A certificate to revoke was not issued by this CA.
+    #[error("{} was not issued by this CA", path.display())]
+    NotIssuedByCa {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// The revocation list in the CA directory cannot be extended.
+    #[error("cannot use the revocation list {}: {reason}", path.display())]
+    InvalidCrl {
+        /// The list's file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The operating system's random number generator failed.
     #[error("cannot draw random bytes for a serial number")]

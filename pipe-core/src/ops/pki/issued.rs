@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+
 use super::error::PkiError;
 use super::files::{PRIVATE_MODE, PUBLIC_MODE, create_dir, write_file};
 use crate::link::{Role, is_valid_node_name};
@@ -62,6 +64,20 @@ impl fmt::Debug for IssuedIdentity {
 }
 
 impl IssuedIdentity {
+    /// The certificate's serial number: the DER integer's bytes, as a
+    /// revocation list names it.
+    pub fn serial(&self) -> Result<Vec<u8>, PkiError> {
+        let invalid = |reason: String| PkiError::InvalidCertificate {
+            path: PathBuf::from("the issued certificate"),
+            reason,
+        };
+        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|err| invalid(err.to_string()))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&der).map_err(|err| invalid(err.to_string()))?;
+        Ok(cert.raw_serial().to_vec())
+    }
+
     /// Writes `NAME.crt.pem` and `NAME.key.pem` (mode `0600`) into `dir`,
     /// creating it if missing, and returns their paths (certificate, key).
     pub fn write(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), PkiError> {

@@ -190,3 +190,129 @@ fn node_names() {
     assert!(is_valid_node_name(&"a".repeat(MAX_NODE_NAME_LEN)));
     assert!(!is_valid_node_name(&"a".repeat(MAX_NODE_NAME_LEN + 1)));
 }
+
+/// The serials a PEM revocation list names, its CRL number and its next
+/// update (Unix time).
+fn read_crl(pem: &[u8]) -> (Vec<Vec<u8>>, Vec<u8>, i64) {
+    let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(pem).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+    let serials = crl
+        .iter_revoked_certificates()
+        .map(|revoked| revoked.raw_serial().to_vec())
+        .collect();
+    let number = crl.crl_number().unwrap().to_bytes_be();
+    (serials, number, crl.next_update().unwrap().timestamp())
+}
+
+#[test]
+fn revoking_a_name_lists_each_of_its_serials_once_under_a_growing_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate("test CA").unwrap();
+    ca.write(dir.path()).unwrap();
+    let first = ca
+        .issue(&IssueRequest::new("stolen", Role::Client))
+        .unwrap();
+    let second = ca
+        .issue(&IssueRequest::new("stolen", Role::Client))
+        .unwrap();
+    let other = ca.issue(&IssueRequest::new("other", Role::Client)).unwrap();
+    for issued in [&first, &second] {
+        record_issued(dir.path(), "stolen", issued).unwrap();
+    }
+    record_issued(dir.path(), "other", &other).unwrap();
+
+    let stolen = ca.issued_to(dir.path(), "stolen").unwrap();
+    assert_eq!(stolen.len(), 2);
+    let done = ca.revoke(dir.path(), &stolen, 30).unwrap();
+    assert_eq!((done.added.len(), done.number, done.revoked), (2, 1, 2));
+    let crl_path = dir.path().join(CA_CRL_FILE);
+    let pem = fs::read(&crl_path).unwrap();
+    let (mut serials, number, next_update) = read_crl(&pem);
+    serials.sort();
+    let mut expected = vec![first.serial().unwrap(), second.serial().unwrap()];
+    expected.sort();
+    assert_eq!(serials, expected);
+    assert_eq!(number, [1]);
+    let in_29_days = time::OffsetDateTime::now_utc() + time::Duration::days(29);
+    assert!(next_update > in_29_days.unix_timestamp());
+    #[cfg(unix)]
+    assert_eq!(mode_of(&crl_path), 0o644);
+
+    // Again: nothing changes, not even the file.
+    let again = ca.revoke(dir.path(), &stolen, 30).unwrap();
+    assert!(again.added.is_empty());
+    assert_eq!((again.already.len(), again.number), (2, 1));
+    assert_eq!(fs::read(&crl_path).unwrap(), pem);
+
+    // Another name: the next number, the earlier entries kept.
+    let done = ca
+        .revoke(dir.path(), &ca.issued_to(dir.path(), "other").unwrap(), 30)
+        .unwrap();
+    assert_eq!((done.added.len(), done.number, done.revoked), (1, 2, 3));
+    let (serials, number, _) = read_crl(&fs::read(&crl_path).unwrap());
+    assert_eq!((serials.len(), number), (3, vec![2]));
+}
+
+#[test]
+fn revocation_finds_certificates_of_older_directories_and_refuses_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate("restpipe CA").unwrap();
+    ca.write(dir.path()).unwrap();
+
+    // Issued before the records: only NAME.crt.pem beside the CA.
+    let legacy = ca
+        .issue(&IssueRequest::new("legacy", Role::Client))
+        .unwrap();
+    legacy.write(dir.path(), "legacy").unwrap();
+    let found = ca.issued_to(dir.path(), "legacy").unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].serial, legacy.serial().unwrap());
+
+    // A name never issued, and one that is no name at all.
+    for name in ["ghost", "../legacy"] {
+        let error = ca.issued_to(dir.path(), name).unwrap_err();
+        assert!(matches!(error, PkiError::NotRecorded { .. }), "{error}");
+        assert!(error.to_string().contains("--cert"), "{error}");
+    }
+
+    // A certificate of another CA with the same name is not this CA's.
+    let other_ca = CertificateAuthority::generate("restpipe CA").unwrap();
+    let foreign = other_ca
+        .issue(&IssueRequest::new("foreign", Role::Client))
+        .unwrap();
+    let (foreign_path, _) = foreign
+        .write(&dir.path().join("elsewhere"), "foreign")
+        .unwrap();
+    let error = ca.issued_certificate(&foreign_path).unwrap_err();
+    assert!(matches!(error, PkiError::NotIssuedByCa { .. }), "{error}");
+
+    // A list the other CA signed is refused, and left as it was.
+    let crl_path = dir.path().join(CA_CRL_FILE);
+    let foreign_serial = foreign.serial().unwrap();
+    let stranger = other_ca
+        .revocation_list(&[foreign_serial.as_slice()], 7, 30)
+        .unwrap();
+    fs::write(&crl_path, &stranger).unwrap();
+    let error = ca.revoke(dir.path(), &found, 30).unwrap_err();
+    assert!(matches!(error, PkiError::InvalidCrl { .. }), "{error}");
+    assert!(
+        error.to_string().contains("not signed by this CA"),
+        "{error}"
+    );
+    assert_eq!(fs::read_to_string(&crl_path).unwrap(), stranger);
+
+    // A broken list is refused the same way.
+    fs::write(
+        &crl_path,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        ca.revoke(dir.path(), &found, 30),
+        Err(PkiError::InvalidCrl { .. })
+    ));
+    assert!(matches!(
+        ca.revoke(dir.path(), &found, 0),
+        Err(PkiError::InvalidValidity { days: 0 })
+    ));
+}
