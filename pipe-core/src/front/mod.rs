@@ -6,6 +6,7 @@
 //! connections and a write-stall limit bound what callers can hold
 //! (`limits`).
 
+mod jobs;
 mod limits;
 mod listener;
 mod piped;

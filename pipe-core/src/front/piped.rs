@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::jobs;
 use super::response::{ResponseBody, error_response, full};
 use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
 use crate::link::RequestError;
@@ -26,8 +27,7 @@ use crate::wire::{
     Side, is_hop_by_hop, is_json_type,
 };
 
-/// Header carrying the far handler's return code on every piped response.
-pub const RETURN_CODE_HEADER: &str = "x-event-return-code";
+pub use super::response::RETURN_CODE_HEADER;
 /// Request header overriding the deadline, in seconds (`2.5`).
 pub const TIMEOUT_HEADER: &str = "x-pipe-timeout";
 /// Longest deadline a caller may ask for: a day; longer is a mistake.
@@ -122,6 +122,14 @@ async fn pipe(
         }
     };
     let query = request.uri().query().unwrap_or("").to_owned();
+    let asynchronous = if jobs::wants_async(request.headers()) {
+        match jobs::job_options(node, request.headers()) {
+            Ok(options) => Some(options),
+            Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
+        }
+    } else {
+        None
+    };
     let headers = end_to_end(request.headers());
 
     let limit = settings.max_body_bytes;
@@ -142,6 +150,9 @@ async fn pipe(
         body,
         stream,
     };
+    if let Some(options) = asynchronous {
+        return jobs::submit(node, &key, event, (limit, deadline, timeout), options).await;
+    }
     let Some(too_large) = too_large else {
         return send(node, &key, event, deadline, timeout).await;
     };
@@ -393,6 +404,10 @@ const NOT_END_TO_END: &[&str] = &[
     "content-type",
     TIMEOUT_HEADER,
     RETURN_CODE_HEADER,
+    // What a job submission tells this node, not the handler.
+    "x-pipe-notify",
+    "x-pipe-expires",
+    "x-pipe-delivery",
 ];
 
 /// The end-to-end headers of `headers`: what a handler (or an upstream

@@ -11,6 +11,9 @@ use serde_json::json;
 
 use crate::wire::body::BodyError;
 
+/// Header carrying the far handler's return code on every piped response.
+pub const RETURN_CODE_HEADER: &str = "x-event-return-code";
+
 /// The body of every local HTTP response: whole, or streamed from the peer.
 pub type ResponseBody = BoxBody<Bytes, BodyError>;
 

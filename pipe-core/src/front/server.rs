@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::jobs::{self, JOBS_PATH};
 use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::piped::respond_piped;
@@ -107,6 +108,9 @@ async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Respo
     match path {
         "/_pipe/health" => return json_response(StatusCode::OK, &health(node)),
         "/_pipe/status" => return json_response(StatusCode::OK, &status(node)),
+        path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
+            return jobs::respond(node, request).await;
+        }
         _ => {}
     }
     let response = respond_piped(node, request, caller).await;

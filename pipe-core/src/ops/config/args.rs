@@ -49,6 +49,19 @@ pub struct CommonArgs {
     /// given, everything it does not allow is refused with 403.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Directory of the job store (asynchronous jobs, `Prefer:
+    /// respond-async`); without one the node takes no jobs. Default in the
+    /// prod profile: /var/lib/restpipe/state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How long a job's delivery is attempted, in seconds, unless its caller
+    /// says (`X-Pipe-Expires`); then it ends `expired`.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub job_expiry: Option<Duration>,
+    /// Jobs one peer's queue holds; past it a submission gets 503.
+    #[arg(long, value_name = "N")]
+    pub max_queued_jobs: Option<usize>,
     /// Directory of executable handlers, named like handlers (`get_time`,
     /// `post_upload`): body on stdin, args as argv, reply on stdout.
     #[arg(long, value_name = "DIR")]

@@ -61,6 +61,9 @@ pub(super) fn layer(side: Side, profile: Option<Profile>) -> Result<Layer, Confi
     Ok(layer)
 }
 
+/// Where the prod profile keeps the job store.
+pub(super) const PROD_STATE_DIR: &str = "/var/lib/restpipe/state";
+
 /// The shared keys' defaults. Keys left `None` have none: the profile, the
 /// identity's file names (they follow the role), the revocation list, the
 /// policy, handler directory, forwards, event command and socket group.
@@ -114,6 +117,11 @@ fn common(side: Side, profile: Option<Profile>) -> RawCommon {
         statsd_prefix: Some(Parsed(String::new())),
         socket_mode: Some(Parsed(Mode(socket_mode))),
         trusted_proxies: Some(Parsed(socket.trusted_proxies)),
+        state_dir: (profile == Some(Profile::Prod)).then(|| Parsed(PathBuf::from(PROD_STATE_DIR))),
+        job_expiry: Some(Parsed(node.job_expiry)),
+        max_queued_jobs: Some(Parsed(
+            usize::try_from(node.max_queued_jobs).unwrap_or(usize::MAX),
+        )),
         ..RawCommon::default()
     }
 }

@@ -161,6 +161,12 @@ raw_config! {
         watch_certs: bool => Env::Named("RP_WATCH_CERTS"),
         /// The access policy file.
         policy: PathBuf => Env::Named("RP_POLICY"),
+        /// Where the job store lives.
+        state_dir: PathBuf => Env::Named("RP_STATE_DIR"),
+        /// How long a job's delivery is attempted.
+        job_expiry: Duration => Env::Named("RP_JOB_EXPIRY"),
+        /// Jobs one peer's queue holds.
+        max_queued_jobs: usize => Env::Named("RP_MAX_QUEUED_JOBS"),
         /// Directory of executable handlers.
         handler_dir: PathBuf => Env::Named("RP_HANDLER_DIR"),
         /// Forwards, `PREFIX=URL`.

@@ -188,6 +188,9 @@ fn node_settings(
         on_event: optional!(raw.on_event),
         statsd: statsd(raw, origins)?,
         policy: optional!(raw.policy),
+        state_dir: optional!(raw.state_dir),
+        job_expiry: defaulted!(raw.job_expiry)?,
+        max_queued_jobs: defaulted!(raw.max_queued_jobs)? as u64,
         handler_dir: optional!(raw.handler_dir),
         forwards: forwards(optional!(raw.forwards), origins)?,
         ..defaults
