@@ -363,6 +363,11 @@ fn profiles_set_socket_logs_and_permissions() {
     assert!(!prod.common.socket.shared_directory);
     assert!(!prod.common.logging.debug);
     assert_eq!(prod.common.logging.format, LogFormat::Json);
+    assert_eq!(
+        prod.common.node.state_dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/restpipe/state/server")),
+        "prod keeps jobs where the unit lets it write"
+    );
     assert_eq!(prod.common.socket.mode, 0o660);
     // An explicit --http still wins over the profile's socket.
     let both = server(&["--profile", "prod", "--http", "127.0.0.1:9"], &[]).unwrap();

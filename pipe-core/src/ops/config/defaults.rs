@@ -61,8 +61,11 @@ pub(super) fn layer(side: Side, profile: Option<Profile>) -> Result<Layer, Confi
     Ok(layer)
 }
 
-/// Where the prod profile keeps the job store.
-pub(super) const PROD_STATE_DIR: &str = "/var/lib/restpipe/state";
+/// Where the prod profile keeps a server node's job store (the units make
+/// `/var/lib/restpipe/state` writable: `StateDirectory=`).
+pub(super) const PROD_SERVER_STATE_DIR: &str = "/var/lib/restpipe/state/server";
+/// Where the prod profile keeps a client node's job store.
+pub(super) const PROD_CLIENT_STATE_DIR: &str = "/var/lib/restpipe/state/client";
 
 /// The shared keys' defaults. Keys left `None` have none: the profile, the
 /// identity's file names (they follow the role), the revocation list, the
@@ -117,7 +120,12 @@ fn common(side: Side, profile: Option<Profile>) -> RawCommon {
         statsd_prefix: Some(Parsed(String::new())),
         socket_mode: Some(Parsed(Mode(socket_mode))),
         trusted_proxies: Some(Parsed(socket.trusted_proxies)),
-        state_dir: (profile == Some(Profile::Prod)).then(|| Parsed(PathBuf::from(PROD_STATE_DIR))),
+        state_dir: (profile == Some(Profile::Prod)).then(|| {
+            Parsed(PathBuf::from(match side {
+                Side::Server => PROD_SERVER_STATE_DIR,
+                Side::Client => PROD_CLIENT_STATE_DIR,
+            }))
+        }),
         job_expiry: Some(Parsed(node.job_expiry)),
         max_queued_jobs: Some(Parsed(
             usize::try_from(node.max_queued_jobs).unwrap_or(usize::MAX),
