@@ -78,6 +78,9 @@ async fn a_job_for_a_client_not_yet_connected_is_delivered_when_it_connects() {
         (waiting.status, &waiting.json()["state"]),
         (202, &json!("queued"))
     );
+    let status = get(&server.url("/_pipe/status")).await.json();
+    assert_eq!(status["jobs"]["by_state"]["queued"], 1);
+    assert_eq!(status["jobs"]["queued_by_peer"]["late"], 1);
 
     let runs = Arc::new(AtomicUsize::new(0));
     let _client = connect_client(&pki, &server, "late", counting(&runs)).await;
@@ -94,6 +97,10 @@ async fn a_job_for_a_client_not_yet_connected_is_delivered_when_it_connects() {
     assert_eq!(status["return_code"], 7);
     assert_eq!(status["attempts"], 1);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let status = get(&server.url("/_pipe/status")).await.json();
+    assert_eq!(status["jobs"]["by_state"]["queued"], 0);
+    assert_eq!(status["jobs"]["by_state"]["succeeded"], 1);
+    assert_eq!(status["jobs"]["queued_by_peer"], json!({}));
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::node::Node;
+use crate::node::jobs::JobStore;
 use crate::wire::Side;
 
 fn rfc3339(at: SystemTime) -> String {
@@ -20,6 +21,26 @@ pub(super) fn health(node: &Node) -> serde_json::Value {
         "side": node.side().as_str(),
         "connected_peers": node.peers().len(),
     })
+}
+
+/// Jobs by state and each peer's queue, or the store's error.
+fn jobs_status(store: &JobStore) -> serde_json::Value {
+    let by_state = store.counts().map(|counts| {
+        counts
+            .into_iter()
+            .map(|(state, count)| (state.as_str().to_owned(), json!(count)))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    let queues = store.queues().map(|queues| {
+        queues
+            .into_iter()
+            .map(|(peer, queued)| (peer, json!(queued)))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    match (by_state, queues) {
+        (Ok(by_state), Ok(queues)) => json!({ "by_state": by_state, "queued_by_peer": queues }),
+        (Err(error), _) | (_, Err(error)) => json!({ "error": error.to_string() }),
+    }
 }
 
 pub(super) fn status(node: &Node) -> serde_json::Value {
@@ -56,6 +77,9 @@ pub(super) fn status(node: &Node) -> serde_json::Value {
         "handlers": node.handlers().names(),
         "access_policy": node.handlers().policy().is_some(),
     });
+    if let Some(jobs) = node.jobs() {
+        status["jobs"] = jobs_status(jobs.store());
+    }
     if node.side() == Side::Client {
         let link = node.link();
         status["link"] = json!({

@@ -31,6 +31,8 @@ const KEYS: TableDefinition<&str, &str> = TableDefinition::new("idempotency");
 /// (id, which) → bytes: the request's body (0) and the result's (1).
 const BODIES: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("bodies");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// state → jobs in it, kept as jobs move, so counting never scans.
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
 
 const REQUEST_BODY: u8 = 0;
 const RESULT_BODY: u8 = 1;
@@ -322,21 +324,20 @@ impl JobStore {
     /// How many jobs are in each state.
     pub fn counts(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
         let txn = self.read()?;
-        let mut counts: Vec<(JobState, u64)> =
-            JobState::ALL.iter().map(|&state| (state, 0)).collect();
-        let jobs = match txn.open_table(JOBS) {
-            Ok(jobs) => jobs,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(counts),
+        let counts = match txn.open_table(COUNTS) {
+            Ok(counts) => counts,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(JobState::ALL.iter().map(|&state| (state, 0)).collect());
+            }
             Err(error) => return Err(error.into()),
         };
-        for entry in jobs.iter()? {
-            let (id, bytes) = entry?;
-            let job = decode(id.value(), bytes.value())?;
-            if let Some((_, count)) = counts.iter_mut().find(|(state, _)| *state == job.state) {
-                *count += 1;
-            }
-        }
-        Ok(counts)
+        JobState::ALL
+            .iter()
+            .map(|&state| {
+                let count = counts.get(state.as_str())?.map_or(0, |count| count.value());
+                Ok((state, count))
+            })
+            .collect()
     }
 
     /// Moves job `id` to `next`, applying `change` to its record too; a
@@ -458,7 +459,23 @@ fn submit(txn: &WriteTransaction, job: NewJob, max_queue: u64) -> Result<Submitt
     if let Some(key) = &record.idempotency_key {
         keys.insert(key.as_str(), id)?;
     }
+    count(txn, None, JobState::Queued)?;
     Ok(Submitted::Created(record))
+}
+
+/// Moves one job's count from `from` (none: a new job) to `to`.
+fn count(txn: &WriteTransaction, from: Option<JobState>, to: JobState) -> Result<(), StoreError> {
+    if from == Some(to) {
+        return Ok(());
+    }
+    let mut counts = txn.open_table(COUNTS)?;
+    if let Some(from) = from {
+        let was = counts.get(from.as_str())?.map_or(0, |count| count.value());
+        counts.insert(from.as_str(), was.saturating_sub(1))?;
+    }
+    let was = counts.get(to.as_str())?.map_or(0, |count| count.value());
+    counts.insert(to.as_str(), was + 1)?;
+    Ok(())
 }
 
 fn advance(
@@ -476,6 +493,7 @@ fn advance(
         return Ok(Err(Refused::State { from: job.state }));
     }
     change(&mut job);
+    count(txn, Some(job.state), next)?;
     job.state = next;
     job.updated_ms = now_ms();
     jobs.insert(id, encode(&job).as_slice())?;

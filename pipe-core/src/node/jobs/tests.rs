@@ -125,6 +125,8 @@ async fn a_job_moves_through_its_states_and_leaves_the_queue_when_it_ends() {
     );
     let counts = store.counts().unwrap();
     assert!(counts.contains(&(JobState::Succeeded, 1)), "{counts:?}");
+    assert!(counts.contains(&(JobState::Queued, 0)), "{counts:?}");
+    assert!(counts.contains(&(JobState::Delivered, 0)), "{counts:?}");
 }
 
 #[tokio::test]
