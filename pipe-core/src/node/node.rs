@@ -103,6 +103,8 @@ pub struct NodeSettings {
     pub job_expiry: Duration,
     /// Jobs one peer's queue holds; past it, a submission gets 503.
     pub max_queued_jobs: u64,
+    /// How long ended jobs (and their results) are kept.
+    pub job_retention: Duration,
 }
 
 /// Default time a job's delivery is attempted.
@@ -135,6 +137,7 @@ impl Default for NodeSettings {
             state_dir: None,
             job_expiry: DEFAULT_JOB_EXPIRY,
             max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
+            job_retention: DEFAULT_JOB_EXPIRY,
         }
     }
 }

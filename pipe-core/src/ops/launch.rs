@@ -341,7 +341,11 @@ where
     let jobs = match &settings.state_dir {
         Some(dir) => {
             let store = JobStore::open(dir, settings.max_queued_jobs)?;
-            Some(Jobs::new(store, settings.max_body_bytes))
+            Some(Jobs::new(
+                store,
+                settings.max_body_bytes,
+                settings.job_retention,
+            ))
         }
         None => None,
     };

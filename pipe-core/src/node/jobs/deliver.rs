@@ -23,6 +23,8 @@ use crate::wire::{Event, HandlerName, RETURN_HANDLER_FAILED, Reply};
 
 /// How often queues are looked at when nothing wakes the deliverer.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How often ended jobs past their retention are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Jobs read from a queue at a time.
 const BATCH: usize = 32;
 
@@ -35,16 +37,20 @@ pub struct Jobs {
     in_flight: DashMap<String, CancellationToken>,
     /// Largest result body taken.
     max_body_bytes: usize,
+    /// How long ended jobs are kept.
+    retention: Duration,
 }
 
 impl Jobs {
-    /// The jobs kept in `store`, with results up to `max_body_bytes`.
-    pub fn new(store: JobStore, max_body_bytes: usize) -> Arc<Self> {
+    /// The jobs kept in `store`, with results up to `max_body_bytes`,
+    /// ended ones kept for `retention`.
+    pub fn new(store: JobStore, max_body_bytes: usize, retention: Duration) -> Arc<Self> {
         Arc::new(Self {
             store,
             wake: Notify::new(),
             in_flight: DashMap::new(),
             max_body_bytes,
+            retention,
         })
     }
 
@@ -84,7 +90,17 @@ impl Jobs {
     ) {
         let mut busy: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
             std::collections::HashMap::new();
+        let mut purged_at = tokio::time::Instant::now();
         loop {
+            if purged_at.elapsed() >= PURGE_EVERY {
+                purged_at = tokio::time::Instant::now();
+                let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64);
+                match self.store.purge(cutoff).await {
+                    Ok(0) => {}
+                    Ok(purged) => debug!(purged, "ended jobs past their retention forgotten"),
+                    Err(error) => warn!("cannot purge ended jobs: {error}"),
+                }
+            }
             busy.retain(|_, task| !task.is_finished());
             match self.store.queues() {
                 Ok(queues) => {

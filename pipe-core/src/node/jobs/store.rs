@@ -356,6 +356,13 @@ impl JobStore {
             .await
     }
 
+    /// Forgets jobs that ended before `cutoff_ms` (unix ms): their records,
+    /// bodies and idempotency keys. Returns how many went.
+    pub async fn purge(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let committer = self.open_now()?.committer;
+        committer.apply(move |txn| purge(txn, cutoff_ms)).await
+    }
+
     /// Ends job `id` in `state` (`succeeded`, or `failed` with `reason`)
     /// with `result` and its `body`: the response a poll gets.
     pub async fn finish(
@@ -461,6 +468,40 @@ fn submit(txn: &WriteTransaction, job: NewJob, max_queue: u64) -> Result<Submitt
     }
     count(txn, None, JobState::Queued)?;
     Ok(Submitted::Created(record))
+}
+
+fn purge(txn: &WriteTransaction, cutoff_ms: u64) -> Result<u64, StoreError> {
+    let mut jobs = txn.open_table(JOBS)?;
+    let mut ended = Vec::new();
+    for entry in jobs.iter()? {
+        let (id, bytes) = entry?;
+        let job = decode(id.value(), bytes.value())?;
+        // Ids sort by creation: nothing created after the cutoff can have
+        // ended before it.
+        if job.created_ms >= cutoff_ms {
+            break;
+        }
+        if job.state.is_final() && job.updated_ms < cutoff_ms {
+            ended.push(job);
+        }
+    }
+    let mut bodies = txn.open_table(BODIES)?;
+    let mut keys = txn.open_table(KEYS)?;
+    let mut counts = txn.open_table(COUNTS)?;
+    for job in &ended {
+        let id = job.id.as_str();
+        jobs.remove(id)?;
+        bodies.remove((id, REQUEST_BODY))?;
+        bodies.remove((id, RESULT_BODY))?;
+        if let Some(key) = &job.idempotency_key {
+            keys.remove(key.as_str())?;
+        }
+        let was = counts
+            .get(job.state.as_str())?
+            .map_or(0, |count| count.value());
+        counts.insert(job.state.as_str(), was.saturating_sub(1))?;
+    }
+    Ok(ended.len() as u64)
 }
 
 /// Moves one job's count from `from` (none: a new job) to `to`.

@@ -214,3 +214,33 @@ async fn a_second_opener_a_corrupt_file_and_a_foreign_schema_are_refused_clearly
     assert!(matches!(error, StoreError::Open { .. }), "{error}");
     assert!(error.to_string().contains(STORE_FILE), "{error}");
 }
+
+#[tokio::test]
+async fn ended_jobs_past_retention_are_forgotten_and_the_rest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JobStore::open(dir.path(), 100).unwrap();
+    let keyed = NewJob {
+        idempotency_key: Some("k".into()),
+        ..job("branch", "one")
+    };
+    let ended = created(&store, keyed.clone()).await;
+    let waiting = created(&store, job("branch", "two")).await;
+    store
+        .advance(&ended.id, JobState::Cancelled, |_| {})
+        .await
+        .unwrap()
+        .unwrap();
+    // Nothing ended before a cutoff in the past.
+    assert_eq!(store.purge(ended.created_ms).await.unwrap(), 0);
+    let later = store.get(&ended.id).unwrap().unwrap().updated_ms + 1;
+    assert_eq!(store.purge(later).await.unwrap(), 1);
+    assert!(store.get(&ended.id).unwrap().is_none());
+    assert!(
+        store.get(&waiting.id).unwrap().is_some(),
+        "a queued job stays"
+    );
+    assert!(store.counts().unwrap().contains(&(JobState::Cancelled, 0)));
+    // Its key is free again: a new job.
+    let again = created(&store, keyed).await;
+    assert_ne!(again.id, ended.id);
+}

@@ -59,6 +59,10 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     #[serde(serialize_with = "as_text")]
     pub job_expiry: Option<Duration>,
+    /// How long ended jobs and their results are kept, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[serde(serialize_with = "as_text")]
+    pub job_retention: Option<Duration>,
     /// Jobs one peer's queue holds; past it a submission gets 503.
     #[arg(long, value_name = "N")]
     pub max_queued_jobs: Option<usize>,

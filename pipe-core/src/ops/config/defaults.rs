@@ -127,6 +127,7 @@ fn common(side: Side, profile: Option<Profile>) -> RawCommon {
             }))
         }),
         job_expiry: Some(Parsed(node.job_expiry)),
+        job_retention: Some(Parsed(node.job_retention)),
         max_queued_jobs: Some(Parsed(
             usize::try_from(node.max_queued_jobs).unwrap_or(usize::MAX),
         )),

@@ -165,6 +165,8 @@ raw_config! {
         state_dir: PathBuf => Env::Named("RP_STATE_DIR"),
         /// How long a job's delivery is attempted.
         job_expiry: Duration => Env::Named("RP_JOB_EXPIRY"),
+        /// How long ended jobs are kept.
+        job_retention: Duration => Env::Named("RP_JOB_RETENTION"),
         /// Jobs one peer's queue holds.
         max_queued_jobs: usize => Env::Named("RP_MAX_QUEUED_JOBS"),
         /// Directory of executable handlers.

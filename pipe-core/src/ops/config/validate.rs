@@ -190,6 +190,7 @@ fn node_settings(
         policy: optional!(raw.policy),
         state_dir: optional!(raw.state_dir),
         job_expiry: defaulted!(raw.job_expiry)?,
+        job_retention: defaulted!(raw.job_retention)?,
         max_queued_jobs: defaulted!(raw.max_queued_jobs)? as u64,
         handler_dir: optional!(raw.handler_dir),
         forwards: forwards(optional!(raw.forwards), origins)?,
