@@ -70,7 +70,8 @@ fn exec_directory() -> ExecDirectory {
     DIRECTORY
         .get_or_init(|| {
             use std::os::unix::fs::PermissionsExt as _;
-            let dir = std::env::temp_dir().join(format!("restpipe-fuzz-{}", std::process::id()));
+            // One fixed place: made again identically by every run.
+            let dir = std::env::temp_dir().join("restpipe-fuzz-policy-handlers");
             std::fs::create_dir_all(&dir).expect("a handler directory");
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
                 .expect("the directory's mode");
