@@ -18,6 +18,10 @@
 
 #![warn(unreachable_pub)]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod front;
 mod handlers;
 mod link;

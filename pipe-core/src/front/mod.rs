@@ -16,6 +16,8 @@ mod server;
 mod status;
 
 pub use listener::{HttpAddr, HttpAddrError, HttpListener, SocketOptions, log_listening};
+#[cfg(feature = "fuzzing")]
+pub(crate) use piped::{MAX_TIMEOUT, parse_timeout};
 pub use piped::{RETURN_CODE_HEADER, TIMEOUT_HEADER};
 pub use response::ResponseBody;
 pub use server::serve;

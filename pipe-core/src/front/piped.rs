@@ -31,7 +31,7 @@ pub use super::response::RETURN_CODE_HEADER;
 /// Request header overriding the deadline, in seconds (`2.5`).
 pub const TIMEOUT_HEADER: &str = "x-pipe-timeout";
 /// Longest deadline a caller may ask for: a day; longer is a mistake.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Answers a request for a piped path (or explains why it is not one).
 pub(super) async fn respond_piped(
@@ -367,7 +367,7 @@ fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Dur
 /// the caller, never clamped or converted first: `Duration::from_secs_f64`
 /// panics on values it cannot hold (`1e20`), and the panic would drop the
 /// caller's connection without a response.
-fn parse_timeout(value: &[u8]) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(value: &[u8]) -> Result<Duration, String> {
     let max = MAX_TIMEOUT.as_secs();
     let refuse = |why: &str| {
         Err(format!(

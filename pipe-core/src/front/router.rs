@@ -288,4 +288,89 @@ mod tests {
         assert!(!is_node_name("a b"));
         assert!(!is_node_name("a/b"));
     }
+
+    mod properties {
+        //! Arguments encoded as a caller (or a forward) encodes them come
+        //! back as they were.
+
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// What a careful caller encodes: all but RFC 3986's unreserved.
+        const ARGUMENT: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+
+        fn noun() -> impl Strategy<Value = String> {
+            prop::collection::vec("[A-Za-z0-9_.~-]{1,8}", 1..4)
+                .prop_filter("no dot segments", |segments| {
+                    segments.iter().all(|s| s != "." && s != "..")
+                })
+                .prop_map(|segments| segments.join("/"))
+        }
+
+        /// Any arguments, but not one empty one alone: `noun//` is the
+        /// same path as `noun`, so that list cannot be told from none.
+        fn args() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec(any::<String>(), 0..5)
+                .prop_filter("one empty argument", |args| args != &[String::new()])
+        }
+
+        /// Every byte as `%xx`, in lower case.
+        fn encode_all(arg: &str) -> String {
+            arg.bytes().map(|b| format!("%{b:02x}")).collect()
+        }
+
+        fn path(prefix: &str, noun: &str, args: &[String], encode: fn(&str) -> String) -> String {
+            if args.is_empty() {
+                return format!("{prefix}{noun}");
+            }
+            let encoded: Vec<String> = args.iter().map(|arg| encode(arg)).collect();
+            format!("{prefix}{noun}//{}", encoded.join("/"))
+        }
+
+        fn encode_minimal(arg: &str) -> String {
+            utf8_percent_encode(arg, ARGUMENT).to_string()
+        }
+
+        proptest! {
+            #[test]
+            fn arguments_round_trip_however_they_are_encoded(noun in noun(), args in args()) {
+                let expected = PipedPath { noun: noun.clone(), args: args.clone() };
+                for encode in [encode_minimal as fn(&str) -> String, encode_all] {
+                    let path = path(SERVER_PREFIX, &noun, &args, encode);
+                    prop_assert_eq!(parse_server_path(&path), Some(Ok(expected.clone())), "{}", path);
+                }
+            }
+
+            #[test]
+            fn client_paths_carry_the_name_and_the_same_arguments(
+                name in "[A-Za-z0-9_.-]{1,12}",
+                noun in noun(),
+                args in args(),
+            ) {
+                prop_assume!(name != "." && name != "..");
+                let path = path(&format!("{CLIENT_PREFIX}{name}/"), &noun, &args, encode_minimal);
+                let expected = PipedPath { noun, args };
+                prop_assert_eq!(parse_client_path(&path), Some(Ok((name, expected))), "{}", path);
+            }
+
+            #[test]
+            fn a_percent_without_two_hex_digits_is_refused(
+                before in "[a-z]{0,4}",
+                after in "([g-z%]|[0-9a-f][g-z%]?)?",
+            ) {
+                let arg = format!("{before}%{after}");
+                let path = format!("{SERVER_PREFIX}cat//{arg}");
+                prop_assert_eq!(
+                    parse_server_path(&path),
+                    Some(Err(RouteError::BadPercentEncoding(arg)))
+                );
+            }
+        }
+    }
 }

@@ -62,6 +62,20 @@ impl PeerHandle {
         self.connection.running.len()
     }
 
+    /// Entries in the connection's tables: our requests awaiting replies,
+    /// the peer's requests running, bodies arriving, bodies being sent. For
+    /// the fuzz targets' bounds.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn table_sizes(&self) -> [usize; 4] {
+        let connection = &self.connection;
+        [
+            connection.pending.len(),
+            connection.running.len(),
+            connection.receiving.len(),
+            connection.sending.len(),
+        ]
+    }
+
     /// Whether new requests may be sent: open, and neither side going away.
     pub fn is_accepting(&self) -> bool {
         !self.is_closed()

@@ -250,4 +250,168 @@ mod tests {
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["good"], "y");
     }
+
+    mod properties {
+        //! The mapping both ways, through real frame bytes.
+
+        use bytes::BytesMut;
+        use proptest::prelude::*;
+        use tokio_util::codec::{Decoder, Encoder};
+
+        use super::super::*;
+        use crate::wire::FrameCodec;
+        use crate::wire::proto::frame::Body;
+
+        /// Names and values HTTP takes; a name may come twice.
+        fn header_map() -> impl Strategy<Value = http::HeaderMap> {
+            let byte = prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff];
+            let value = prop::collection::vec(byte, 0..24);
+            prop::collection::vec(("x-[a-c]|[a-z][a-z0-9-]{0,12}", value), 0..8).prop_map(|pairs| {
+                let mut map = http::HeaderMap::new();
+                for (name, value) in pairs {
+                    let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                    map.append(name, http::HeaderValue::from_bytes(&value).unwrap());
+                }
+                map
+            })
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            (
+                ("[a-z]{1,6}", "[a-z0-9_.~-]{1,6}(/[a-z0-9_.~-]{1,6}){0,3}"),
+                prop::collection::vec(any::<String>(), 0..5),
+                (".{0,16}", ".{0,16}"),
+                header_map(),
+                prop::collection::vec(any::<u8>(), 0..64),
+            )
+                .prop_map(
+                    |((verb, noun), args, (query, content_type), headers, body)| Event {
+                        handler: HandlerName::new(verb, noun),
+                        args,
+                        query,
+                        content_type,
+                        headers,
+                        body: body.into(),
+                        stream: None,
+                    },
+                )
+        }
+
+        /// `body` through the frame codec: encoded, then decoded.
+        fn across(body: Body) -> Body {
+            let mut codec = FrameCodec::default();
+            let mut wire = BytesMut::new();
+            codec.encode(body, &mut wire).unwrap();
+            codec.decode(&mut wire).unwrap().unwrap()
+        }
+
+        /// Headers as a `HeaderMap` holds them: grouped by name, in order of
+        /// first appearance, values in order.
+        fn grouped(headers: &[proto::Header]) -> Vec<(String, Vec<Bytes>)> {
+            let mut groups: Vec<(String, Vec<Bytes>)> = Vec::new();
+            for header in headers {
+                let name = header.name.to_ascii_lowercase();
+                match groups.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, values)) => values.push(header.value.clone()),
+                    None => groups.push((name, vec![header.value.clone()])),
+                }
+            }
+            groups
+        }
+
+        proptest! {
+            #[test]
+            fn events_come_back_as_they_were_sent(
+                event in event(),
+                request_id in any::<u64>(),
+                nanos in any::<u64>(),
+            ) {
+                let timeout = Duration::from_nanos(nanos);
+                let expected = (
+                    event.handler.clone(),
+                    event.args.clone(),
+                    event.query.clone(),
+                    event.content_type.clone(),
+                    event.headers.clone(),
+                    event.body.clone(),
+                );
+                let (frame, stream) = event_frame(request_id, event, timeout);
+                prop_assert!(stream.is_none());
+                let Body::Event(frame) = across(Body::Event(frame)) else {
+                    panic!("not an event");
+                };
+                let received = ReceivedEvent::from(frame);
+                prop_assert_eq!(received.request_id, request_id);
+                let event = received.event;
+                let got = (
+                    event.handler,
+                    event.args,
+                    event.query,
+                    event.content_type,
+                    event.headers,
+                    event.body,
+                );
+                prop_assert_eq!(got, expected);
+                // Carried to the millisecond, rounded down.
+                let millis = u64::try_from(timeout.as_millis()).unwrap();
+                prop_assert_eq!(received.timeout, Duration::from_millis(millis));
+                prop_assert!(!received.body_follows);
+            }
+
+            #[test]
+            fn replies_come_back_as_they_were_sent(
+                (return_code, http_status) in (any::<u32>(), any::<Option<u16>>()),
+                content_type in ".{0,16}",
+                headers in header_map(),
+                body in prop::collection::vec(any::<u8>(), 0..64),
+                request_id in any::<u64>(),
+            ) {
+                let mut reply = Reply::bytes(content_type.clone(), body.clone())
+                    .with_return_code(return_code);
+                reply.headers = headers.clone();
+                reply.http_status = http_status;
+                let (frame, stream) = reply_frame(request_id, reply);
+                prop_assert!(stream.is_none());
+                let Body::Reply(frame) = across(Body::Reply(frame)) else {
+                    panic!("not a reply");
+                };
+                let received = ReceivedReply::from(frame);
+                prop_assert_eq!(received.request_id, request_id);
+                let reply = received.reply;
+                prop_assert_eq!(reply.return_code, return_code);
+                prop_assert_eq!(reply.content_type, content_type);
+                prop_assert_eq!(reply.body, Bytes::from(body));
+                prop_assert_eq!(reply.headers, headers);
+                // Status 0 on the wire means "derive it from the code".
+                prop_assert_eq!(reply.http_status, http_status.filter(|s| *s != 0));
+                prop_assert!(!received.body_follows);
+            }
+
+            #[test]
+            fn a_peers_headers_keep_what_http_carries_and_go_back_unchanged(
+                headers in prop::collection::vec(
+                    ("[A-Za-z0-9!#$%&'*+.^_`|~-]{1,8}|.{0,4}", prop::collection::vec(any::<u8>(), 0..12)),
+                    0..10,
+                ),
+            ) {
+                let headers: Vec<proto::Header> = headers
+                    .into_iter()
+                    .map(|(name, value)| proto::Header { name, value: value.into() })
+                    .collect();
+                let carried: Vec<proto::Header> = headers
+                    .iter()
+                    .filter(|h| {
+                        http::HeaderName::from_bytes(h.name.as_bytes()).is_ok()
+                            && http::HeaderValue::from_bytes(&h.value).is_ok()
+                    })
+                    .cloned()
+                    .collect();
+                let map = headers_from_wire(headers);
+                prop_assert_eq!(map.len(), carried.len());
+                let back = headers_to_wire(&map);
+                prop_assert_eq!(grouped(&back), grouped(&carried));
+                prop_assert_eq!(headers_from_wire(back), map);
+            }
+        }
+    }
 }

@@ -345,4 +345,177 @@ mod tests {
         buf.put_slice(b"abc");
         assert!(matches!(codec.decode_eof(&mut buf), Err(FrameError::Io(_))));
     }
+
+    mod properties {
+        //! The codec over arbitrary frames and arbitrary cuts of the stream.
+
+        use bytes::Bytes;
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::wire::proto::{self, Cancel, Chunk, Event, GoAway, Header, Ping, Pong, Reply};
+
+        fn header() -> impl Strategy<Value = Header> {
+            (".{0,12}", prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(name, value)| {
+                Header {
+                    name,
+                    value: value.into(),
+                }
+            })
+        }
+
+        fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
+            prop::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+        }
+
+        fn event() -> impl Strategy<Value = Body> {
+            (
+                (any::<u64>(), "[a-z]{0,6}", "[a-z0-9/_]{0,16}", ".{0,16}"),
+                prop::collection::vec(".{0,8}", 0..4),
+                prop::collection::vec(header(), 0..4),
+                (
+                    bytes(300),
+                    any::<u64>(),
+                    any::<bool>(),
+                    any::<Option<u64>>(),
+                ),
+            )
+                .prop_map(|((request_id, verb, noun, query), args, headers, rest)| {
+                    let (body, timeout_ms, body_follows, body_length) = rest;
+                    Body::Event(Event {
+                        request_id,
+                        verb,
+                        noun,
+                        args,
+                        query,
+                        content_type: "text/plain".into(),
+                        body,
+                        timeout_ms,
+                        headers,
+                        body_follows,
+                        body_length,
+                    })
+                })
+        }
+
+        fn reply() -> impl Strategy<Value = Body> {
+            (
+                (any::<u64>(), any::<u32>(), any::<u32>()),
+                bytes(300),
+                prop::collection::vec(header(), 0..4),
+                (any::<bool>(), any::<Option<u64>>()),
+            )
+                .prop_map(
+                    |((request_id, return_code, http_status), body, headers, rest)| {
+                        Body::Reply(Reply {
+                            request_id,
+                            return_code,
+                            content_type: String::new(),
+                            body,
+                            headers,
+                            body_follows: rest.0,
+                            body_length: rest.1,
+                            http_status,
+                        })
+                    },
+                )
+        }
+
+        fn body() -> impl Strategy<Value = Body> {
+            prop_oneof![
+                event(),
+                reply(),
+                (
+                    any::<u64>(),
+                    any::<bool>(),
+                    bytes(600),
+                    any::<bool>(),
+                    ".{0,8}"
+                )
+                    .prop_map(|(request_id, of_reply, data, last, error)| {
+                        Body::Chunk(Chunk {
+                            request_id,
+                            of_reply,
+                            data,
+                            last,
+                            error,
+                        })
+                    }),
+                (any::<u64>(), ".{0,16}")
+                    .prop_map(|(request_id, reason)| Body::Cancel(Cancel { request_id, reason })),
+                any::<u64>().prop_map(|nonce| Body::Ping(Ping { nonce })),
+                any::<u64>().prop_map(|nonce| Body::Pong(Pong { nonce })),
+                (0..6i32, ".{0,16}")
+                    .prop_map(|(reason, message)| Body::GoAway(GoAway { reason, message })),
+                (any::<u64>(), any::<bool>(), any::<u64>(), any::<bool>()).prop_map(
+                    |(request_id, of_reply, bytes, stop)| Body::Window(proto::Window {
+                        request_id,
+                        of_reply,
+                        bytes,
+                        stop,
+                    })
+                ),
+            ]
+        }
+
+        /// The frames' bytes, and where each frame ends.
+        fn encode_all(frames: &[Body]) -> (BytesMut, Vec<usize>) {
+            let mut codec = FrameCodec::default();
+            let mut wire = BytesMut::new();
+            let mut ends = Vec::new();
+            for frame in frames {
+                codec.encode(frame.clone(), &mut wire).unwrap();
+                ends.push(wire.len());
+            }
+            (wire, ends)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn frames_come_back_whatever_the_cuts(
+                frames in prop::collection::vec(body(), 0..8),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+            ) {
+                let (wire, _) = encode_all(&frames);
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+                cuts.push(wire.len());
+                cuts.sort_unstable();
+                let mut codec = FrameCodec::default();
+                let (mut buffer, mut decoded, mut from) = (BytesMut::new(), Vec::new(), 0);
+                for to in cuts {
+                    buffer.extend_from_slice(&wire[from..to]);
+                    from = to;
+                    while let Some(frame) = codec.decode(&mut buffer).unwrap() {
+                        decoded.push(frame);
+                    }
+                }
+                prop_assert!(codec.decode_eof(&mut buffer).unwrap().is_none());
+                prop_assert_eq!(decoded, frames);
+            }
+
+            #[test]
+            fn a_stream_cut_inside_a_frame_ends_in_an_error(
+                frames in prop::collection::vec(body(), 1..6),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let (wire, ends) = encode_all(&frames);
+                let cut = cut.index(wire.len());
+                let mut codec = FrameCodec::default();
+                let mut buffer = BytesMut::from(&wire[..cut]);
+                let mut decoded = 0;
+                while let Some(_frame) = codec.decode(&mut buffer).unwrap() {
+                    decoded += 1;
+                }
+                prop_assert_eq!(decoded, ends.iter().filter(|&&end| end <= cut).count());
+                let at_boundary = cut == 0 || ends.contains(&cut);
+                match codec.decode_eof(&mut buffer) {
+                    Ok(None) => prop_assert!(at_boundary, "cut at {} passed as clean", cut),
+                    Err(FrameError::Io(_)) => prop_assert!(!at_boundary),
+                    other => prop_assert!(false, "cut at {}: {:?}", cut, other),
+                }
+            }
+        }
+    }
 }

@@ -15,6 +15,8 @@ pub use budget::{
     OverBudget,
 };
 pub(crate) use convert::{ReceivedEvent, ReceivedReply, event_frame, failure_frame, reply_frame};
+#[cfg(feature = "fuzzing")]
+pub(crate) use convert::{headers_from_wire, headers_to_wire};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use limits::{
     LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_PEER_TEXT, printable,

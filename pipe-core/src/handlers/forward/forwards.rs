@@ -85,9 +85,9 @@ impl Forwards {
     }
 }
 
-impl HandlerSource for Forwards {
-    fn lookup(&self, name: &HandlerName) -> Option<Arc<dyn Handler>> {
-        let noun = name.noun();
+impl Forwards {
+    /// The forward that answers `noun`, if one does.
+    fn route(&self, noun: &str) -> Option<&(Arc<Route>, Arc<dyn Handler>)> {
         // The sending node checked the noun; a peer that skipped the check
         // must not smuggle `..` or `?` into an upstream path.
         if !noun.split('/').all(is_noun_segment) {
@@ -99,7 +99,25 @@ impl HandlerSource for Forwards {
             .iter()
             .filter(|(route, _)| route.matches(noun))
             .max_by_key(|(route, _)| route.prefix.len())
-            .map(|(_, handler)| handler.clone())
+    }
+
+    /// The upstream URI the forward answering `noun` would ask for `args`
+    /// and `query`; `None` when no forward answers it.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn upstream_uri(
+        &self,
+        noun: &str,
+        args: &[String],
+        query: &str,
+    ) -> Option<Result<http::Uri, String>> {
+        let (route, _) = self.route(noun)?;
+        Some(route.upstream_uri(noun, args, query))
+    }
+}
+
+impl HandlerSource for Forwards {
+    fn lookup(&self, name: &HandlerName) -> Option<Arc<dyn Handler>> {
+        self.route(name.noun()).map(|(_, handler)| handler.clone())
     }
 
     fn names(&self) -> Vec<String> {

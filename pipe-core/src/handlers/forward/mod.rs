@@ -48,8 +48,10 @@
 //! - **Path**: the base path, `/`, then the noun segments after the prefix,
 //!   then each argument (after `//`) as one more path segment. Arguments are
 //!   percent-encoded again, everything but `A-Za-z0-9-._~`, so a `/` inside
-//!   an argument stays `%2F` and never splits it. An argument `.` or `..` is
-//!   refused (it would climb out of the base path).
+//!   an argument stays `%2F` and never splits it. An argument that is `.`
+//!   or `..`, or has such a piece between `/` or `\` (`../x`, `a\..`), is
+//!   refused: it would climb out of the base path, at once or at an
+//!   upstream that decodes `%2F` before resolving dots.
 //! - **Query**: appended exactly as the caller sent it.
 //! - **Headers**: the caller's end-to-end headers (`Accept`,
 //!   `If-None-Match`, `Authorization`, `Range`...; not hop-by-hop ones such

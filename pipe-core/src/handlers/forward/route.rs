@@ -49,7 +49,13 @@ impl Route {
             .trim_start_matches('/');
         let mut path = format!("{}/{remainder}", self.base);
         for (i, arg) in args.iter().enumerate() {
-            if arg == "." || arg == ".." {
+            // Not only `..` itself: many upstreams decode `%2F` and `%5C`
+            // before resolving dot segments, so `../x` (sent as `..%2Fx`)
+            // would climb out of the base path there.
+            if arg
+                .split(['/', '\\'])
+                .any(|piece| piece == "." || piece == "..")
+            {
                 return Err(format!(
                     "argument {arg:?} would leave the upstream's base path"
                 ));

@@ -159,3 +159,31 @@ fn every_noun_under_a_forward_counts_under_one_metric_name() {
     assert_eq!(metric("files/a"), "forward_files");
     assert_eq!(metric("files/b/c"), "forward_files");
 }
+
+#[test]
+fn an_argument_cannot_climb_out_of_the_base_through_encoded_separators() {
+    // Many upstreams decode `%2F` (and `%5C`) before they resolve dot
+    // segments: `/base/..%2F..%2Fsecret` is `/secret` to them.
+    let forwards = Forwards::new(&specs(&[("files/", "http://127.0.0.1:8080/base/")])).unwrap();
+    let route = &forwards.routes[0].0;
+    for arg in [
+        "../secret",
+        "a/../../secret",
+        "..\\secret",
+        "a\\..",
+        "./x",
+        "x/.",
+    ] {
+        assert!(
+            route.upstream_uri("files", &[arg.into()], "").is_err(),
+            "{arg:?} is refused"
+        );
+    }
+    // Dots that are not a whole piece are ordinary characters.
+    for arg in ["...", "a..b", "..a/b", ".hidden/x", "a/b", "x./.y"] {
+        assert!(
+            route.upstream_uri("files", &[arg.into()], "").is_ok(),
+            "{arg:?} is taken"
+        );
+    }
+}
