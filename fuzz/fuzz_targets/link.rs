@@ -22,7 +22,8 @@ use libfuzzer_sys::fuzz_target;
 use pipe_core::fuzzing::{LinkTables, link_tables};
 use pipe_core::proto::{Hello, Role as WireRole, frame::Body};
 use pipe_core::{
-    ConnectionSettings, Delivery, Endpoint, FrameCodec, Inbound, LocalHello, PROTOCOL_VERSION,
+    ConnectionSettings, DEFAULT_MAX_BODY_MEMORY, Delivery, Endpoint, FrameCodec, Inbound, LocalHello,
+    MemoryBudget, PROTOCOL_VERSION,
     PeerHandle, PeerInfo, Reply, ReplyFuture, Side, WAITING_PER_SLOT, establish,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -104,9 +105,12 @@ fn endpoint() -> &'static Endpoint {
             ping_interval: Duration::from_millis(50),
             dead_after: Duration::from_millis(150),
             hello_timeout: Duration::from_secs(1),
+            // Small, so inputs reach the refusals past the peer's budget.
+            max_body_memory_per_peer: 1 << 20,
             ..ConnectionSettings::default()
         },
         inbound: Arc::new(Answer),
+        body_memory: MemoryBudget::node(DEFAULT_MAX_BODY_MEMORY),
     })
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use restpipe_tests::{
     NodeSettings, Pki, Registry, Reply, Request, Response, Side, TestNode, connect_client,
-    fast_settings, get, send, start_server,
+    connect_client_with, fast_settings, get, send, start_server, wire,
 };
 use serde_json::json;
 
@@ -202,4 +202,47 @@ async fn a_node_without_a_state_directory_says_it_takes_no_jobs() {
         "{:?}",
         refused.body
     );
+}
+
+#[tokio::test]
+async fn a_job_whose_connection_drops_during_its_run_runs_once() {
+    let pki = Pki::new();
+    let (sent, kept) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = start_server(&pki, Registry::new(), with_state(sent.path())).await;
+    // The receiving client keeps jobs too: a repeat is answered from what it
+    // kept. Its handler takes a while, so the connection drops mid-run.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut registry = counting(&runs);
+    let slow_runs = runs.clone();
+    registry.register("post_slow", move |request: Request| {
+        let runs = slow_runs.clone();
+        async move {
+            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok(Reply::json(
+                &json!({ "run": run, "redelivered": request.redelivered }),
+            ))
+        }
+    });
+    let _client =
+        connect_client_with(&pki, &server, "twice", registry, with_state(kept.path())).await;
+    let accepted = submit(&server, "/client/twice/slow", &[]).await;
+    let at = location(&accepted);
+    for _ in 0..100 {
+        if runs.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the job never ran");
+    // The server drops the connection while the handler runs.
+    let connection = server.running.node().peers().get("twice").unwrap();
+    connection.close(wire::go_away::Reason::Shutdown, "a test cuts the link");
+
+    let done = get(&server.url(&format!("{at}?wait=10"))).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.json(), json!({ "run": 1, "redelivered": false }));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran twice");
+    let status = get(&server.url(&format!("{at}/status"))).await.json();
+    assert_eq!(status["attempts"], 2, "delivered again after the drop");
 }

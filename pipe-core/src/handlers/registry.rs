@@ -54,6 +54,9 @@ pub struct Request {
     pub cancelled: CancellationToken,
     /// The body parsed, when it was declared JSON.
     pub json: Option<serde_json::Value>,
+    /// This event is a durable job whose earlier run on this node was
+    /// interrupted (the node stopped mid-run): its work may be half done.
+    pub redelivered: bool,
 }
 
 impl Request {
@@ -229,6 +232,7 @@ mod tests {
             deadline: Instant::now(),
             cancelled: CancellationToken::new(),
             json: None,
+            redelivered: false,
         }
     }
 

@@ -50,6 +50,8 @@ pub struct Job {
     /// Where a body collected whole (or parsed) is held while the handler
     /// runs: the peer connection's budget, inside the node's.
     pub bodies: Arc<MemoryBudget>,
+    /// A durable job whose earlier run here was interrupted.
+    pub redelivered: bool,
 }
 
 /// A parsed JSON value may take this many times its text in memory
@@ -68,6 +70,7 @@ impl Handlers {
             deadline,
             cancelled,
             bodies,
+            redelivered,
         } = job;
         let name = &event.handler;
         let handler = match self.screen(&peer, name) {
@@ -114,6 +117,7 @@ impl Handlers {
             deadline,
             cancelled,
             json,
+            redelivered,
         };
         let peer = request.peer.clone();
         let called = call_caught(handler.as_ref(), request).await;

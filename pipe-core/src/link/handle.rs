@@ -14,7 +14,7 @@ use super::connection::{Connection, WriterCommand};
 use super::error::RequestError;
 use super::hello::{CLOSE_TIMEOUT, PeerInfo};
 use crate::wire::proto::{Cancel, GoAway, frame::Body, go_away};
-use crate::wire::{Event, Reply, check_event, event_frame};
+use crate::wire::{Event, JobTag, Reply, check_event, event_frame};
 
 /// A cheap, cloneable handle to one live connection.
 #[derive(Clone)]
@@ -162,6 +162,26 @@ impl PeerHandle {
     /// If the deadline passes, or this future is dropped (the local HTTP
     /// caller went away), the peer is sent `Cancel` so its handler stops.
     pub async fn request(&self, event: Event, timeout: Duration) -> Result<Reply, RequestError> {
+        self.request_tagged(event, timeout, None).await
+    }
+
+    /// [`Self::request`] for an event that carries the durable job `job`:
+    /// a peer that keeps jobs runs its handler once per job id.
+    pub async fn request_job(
+        &self,
+        event: Event,
+        timeout: Duration,
+        job: JobTag,
+    ) -> Result<Reply, RequestError> {
+        self.request_tagged(event, timeout, Some(job)).await
+    }
+
+    async fn request_tagged(
+        &self,
+        event: Event,
+        timeout: Duration,
+        job: Option<JobTag>,
+    ) -> Result<Reply, RequestError> {
         let connection = &self.connection;
         if connection.closed.is_cancelled() {
             return Err(connection.disconnected());
@@ -175,7 +195,11 @@ impl PeerHandle {
         }
         let deadline = Instant::now() + timeout;
         let request_id = connection.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let (frame, stream) = event_frame(request_id, event, timeout);
+        let (mut frame, stream) = event_frame(request_id, event, timeout);
+        if let Some(job) = job {
+            frame.job_id = job.id;
+            frame.redelivery = job.redelivery;
+        }
         if let Err(over) = check_event(&frame) {
             let (what, size, limit) = over.parts();
             return Err(RequestError::TooLarge { what, size, limit });

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::hello::PeerInfo;
-use crate::wire::{Event, MemoryBudget, Reply};
+use crate::wire::{Event, JobTag, MemoryBudget, Reply};
 
 /// One event from the peer, handed up once a handler slot is free.
 #[derive(Debug)]
@@ -30,6 +30,8 @@ pub struct Delivery {
     /// The connection's budget for bodies held on the peer's behalf: a body
     /// collected whole, or parsed, is held in it while the handler runs.
     pub bodies: Arc<MemoryBudget>,
+    /// The peer's durable job this event carries, if any.
+    pub job: Option<JobTag>,
 }
 
 /// Something the link noticed, for metrics and connection events.

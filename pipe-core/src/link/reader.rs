@@ -252,6 +252,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             deadline: self.deadline(received.timeout),
             cancelled,
             bodies: connection.bodies.clone(),
+            job: received.job,
         };
         tokio::spawn(answer_event(connection.clone(), delivery, admitted));
         Ok(())

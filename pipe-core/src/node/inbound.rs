@@ -1,13 +1,16 @@
 //! The node's side of each link: the peer's events run through the node's
 //! handlers, and what the link notices becomes metrics and connection events.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::events::{ConnectionEvent, EventSink};
+use super::jobs::Jobs;
 use super::metrics::{self, Metrics};
 use crate::handlers::{Handlers, Job, Outcome};
 use crate::link::{Delivery, Inbound, LinkNotice, PeerInfo, ReplyFuture};
@@ -23,6 +26,8 @@ pub(crate) struct NodeInbound {
     max_body_bytes: usize,
     /// Handlers running at once for all peers together.
     running: Arc<Semaphore>,
+    /// The node's jobs, once it has them: a peer's durable job runs once.
+    jobs: Arc<OnceLock<Arc<Jobs>>>,
 }
 
 impl NodeInbound {
@@ -32,6 +37,7 @@ impl NodeInbound {
         events: EventSink,
         max_body_bytes: usize,
         max_running_handlers: usize,
+        jobs: Arc<OnceLock<Arc<Jobs>>>,
     ) -> Self {
         Self {
             handlers,
@@ -39,36 +45,55 @@ impl NodeInbound {
             events,
             max_body_bytes,
             running: Arc::new(Semaphore::new(max_running_handlers)),
+            jobs,
         }
     }
 }
 
 impl Inbound for NodeInbound {
     fn answer(&self, peer: &PeerInfo, delivery: Delivery) -> ReplyFuture {
+        let durable = delivery.job.clone().zip(self.jobs.get().cloned());
         let job = Job {
             peer: peer.name.clone(),
             request_id: delivery.request_id,
             event: delivery.event,
             deadline: delivery.deadline,
-            cancelled: delivery.cancelled,
+            // A durable job's run outlives its connection (its result is
+            // kept for the repeat); the deadline still bounds it.
+            cancelled: match durable {
+                Some(_) => tokio_util::sync::CancellationToken::new(),
+                None => delivery.cancelled,
+            },
             bodies: delivery.bodies,
+            redelivered: false,
         };
         let (handlers, metrics) = (self.handlers.clone(), self.metrics.clone());
         let max_body_bytes = self.max_body_bytes;
         let running = self.running.clone();
-        Box::pin(async move {
-            // The node-wide cap; the link already holds the connection's
-            // slot, and the deadline bounds the wait.
-            let _running = running.acquire_owned().await;
-            let started = Instant::now();
-            let (reply, outcome) = handlers.run(job, max_body_bytes).await;
-            match outcome {
-                Outcome::Handled { handler } => metrics.handled(Some(&handler), started.elapsed()),
-                Outcome::Missing => metrics.handled(None, started.elapsed()),
-                Outcome::Denied => metrics.incr(metrics::DENIED_TICK),
+        let run = move |redelivered: bool| -> Pin<Box<dyn Future<Output = Reply> + Send>> {
+            Box::pin(async move {
+                // The node-wide cap; the link already holds the connection's
+                // slot, and the deadline bounds the wait.
+                let _running = running.acquire_owned().await;
+                let started = Instant::now();
+                let job = Job { redelivered, ..job };
+                let (reply, outcome) = handlers.run(job, max_body_bytes).await;
+                match outcome {
+                    Outcome::Handled { handler } => {
+                        metrics.handled(Some(&handler), started.elapsed());
+                    }
+                    Outcome::Missing => metrics.handled(None, started.elapsed()),
+                    Outcome::Denied => metrics.incr(metrics::DENIED_TICK),
+                }
+                reply
+            })
+        };
+        match durable {
+            Some((tag, jobs)) => {
+                Box::pin(jobs.answer_received(peer.name.clone(), tag, Box::new(run)))
             }
-            reply
-        })
+            None => run(false),
+        }
     }
 
     fn screen(&self, peer: &PeerInfo, event: &Event) -> Option<Reply> {

@@ -174,7 +174,7 @@ pub struct Node {
     stopping: CancellationToken,
     metrics: Metrics,
     /// Asynchronous jobs, when the node has a state directory.
-    jobs: OnceLock<Arc<Jobs>>,
+    jobs: Arc<OnceLock<Arc<Jobs>>>,
     pub(super) revocation_watch: RevocationWatch,
 }
 
@@ -191,6 +191,7 @@ impl Node {
     ) -> Arc<Self> {
         let events = EventSink::new(&name, settings.on_event.clone());
         let revocation_watch = RevocationWatch::new(&name, metrics.clone());
+        let jobs = Arc::new(OnceLock::new());
         let handlers = Arc::new(handlers);
         let inbound = NodeInbound::new(
             handlers.clone(),
@@ -198,6 +199,7 @@ impl Node {
             events.clone(),
             settings.max_body_bytes,
             settings.max_running_handlers,
+            jobs.clone(),
         );
         Arc::new(Self {
             side,
@@ -212,7 +214,7 @@ impl Node {
             link: Mutex::new(LinkState::default()),
             stopping: CancellationToken::new(),
             metrics,
-            jobs: OnceLock::new(),
+            jobs,
             revocation_watch,
         })
     }

@@ -67,6 +67,8 @@ pub(crate) fn event_frame(
         headers: headers_to_wire(&event.headers),
         body_follows: event.stream.is_some(),
         body_length: event.stream.as_ref().and_then(BodyStream::length),
+        job_id: String::new(),
+        redelivery: false,
     };
     (frame, event.stream)
 }
@@ -85,6 +87,17 @@ pub(crate) struct ReceivedEvent {
     pub(crate) body_follows: bool,
     /// The streamed body's length, when the sender knows it.
     pub(crate) body_length: Option<u64>,
+    /// The sender's durable job this event carries, if any.
+    pub(crate) job: Option<JobTag>,
+}
+
+/// Which durable job of its sender an event carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobTag {
+    /// The job's id at its sender.
+    pub id: String,
+    /// The sender delivered it before without getting its result.
+    pub redelivery: bool,
 }
 
 impl From<proto::Event> for ReceivedEvent {
@@ -103,6 +116,14 @@ impl From<proto::Event> for ReceivedEvent {
             timeout: Duration::from_millis(frame.timeout_ms),
             body_follows: frame.body_follows,
             body_length: frame.body_length,
+            job: if frame.job_id.is_empty() {
+                None
+            } else {
+                Some(JobTag {
+                    id: frame.job_id,
+                    redelivery: frame.redelivery,
+                })
+            },
         }
     }
 }

@@ -394,6 +394,7 @@ mod tests {
                         headers,
                         body_follows,
                         body_length,
+                        ..Default::default()
                     })
                 })
         }

@@ -46,7 +46,16 @@ pub enum LimitError {
         /// Bytes of all arguments.
         bytes: usize,
     },
+    /// A job id longer than [`MAX_JOB_ID`] or not of letters and digits.
+    #[error("a job id must be 1 to {MAX_JOB_ID} ASCII letters and digits ({bytes} bytes given)")]
+    BadJobId {
+        /// Its length.
+        bytes: usize,
+    },
 }
+
+/// Longest job id an event may carry.
+pub const MAX_JOB_ID: usize = 64;
 
 impl LimitError {
     /// What was counted, its count and the limit: for
@@ -57,6 +66,7 @@ impl LimitError {
             Self::HeadersTooLarge { bytes } => ("header bytes", bytes, MAX_HEADER_BYTES),
             Self::TooManyArgs { count } => ("arguments", count, MAX_ARGS),
             Self::ArgsTooLarge { bytes } => ("argument bytes", bytes, MAX_ARG_BYTES),
+            Self::BadJobId { bytes } => ("job id bytes", bytes, MAX_JOB_ID),
         }
     }
 }
@@ -72,6 +82,10 @@ pub(crate) fn check_event(event: &proto::Event) -> Result<(), LimitError> {
     let bytes: usize = event.args.iter().map(String::len).sum();
     if bytes > MAX_ARG_BYTES {
         return Err(LimitError::ArgsTooLarge { bytes });
+    }
+    let job = &event.job_id;
+    if job.len() > MAX_JOB_ID || !job.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(LimitError::BadJobId { bytes: job.len() });
     }
     Ok(())
 }

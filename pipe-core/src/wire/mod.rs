@@ -14,12 +14,14 @@ pub use budget::{
     BudgetScope, DEFAULT_MAX_BODY_MEMORY, DEFAULT_MAX_BODY_MEMORY_PER_PEER, Held, MemoryBudget,
     OverBudget,
 };
+pub use convert::JobTag;
 pub(crate) use convert::{ReceivedEvent, ReceivedReply, event_frame, failure_frame, reply_frame};
 #[cfg(feature = "fuzzing")]
 pub(crate) use convert::{headers_from_wire, headers_to_wire};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use limits::{
-    LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_PEER_TEXT, printable,
+    LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_JOB_ID, MAX_PEER_TEXT,
+    printable,
 };
 pub(crate) use limits::{check_event, check_reply};
 pub use message::{

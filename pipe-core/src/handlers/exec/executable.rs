@@ -171,6 +171,8 @@ impl Executable {
             ("RP_DEADLINE", format!("{:.3}", deadline.as_secs_f64())),
             ("RP_TIMEOUT_MS", remaining.as_millis().to_string()),
             ("RP_ARGS_COUNT", request.args.len().to_string()),
+            // 1 when an earlier run of this job here was interrupted.
+            ("RP_REDELIVERY", u8::from(request.redelivered).to_string()),
         ];
         if let Some((key, _)) = context.iter().find(|(_, value)| value.contains('\0')) {
             return Err(HandlerError::new(

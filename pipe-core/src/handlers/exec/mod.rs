@@ -17,8 +17,9 @@
 //!   `RP_NOUN` (`files/report`), `RP_HANDLER` (`get_files_report`),
 //!   `RP_CONTENT_TYPE` (of the body, may be empty), `RP_QUERY` (raw, without
 //!   `?`), `RP_DEADLINE` (unix time in seconds, fractional),
-//!   `RP_TIMEOUT_MS` (milliseconds left when it started) and
-//!   `RP_ARGS_COUNT`.
+//!   `RP_TIMEOUT_MS` (milliseconds left when it started), `RP_ARGS_COUNT`
+//!   and `RP_REDELIVERY` (`1` when the event is a durable job whose earlier
+//!   run on this node was interrupted, else `0`).
 //! - **working directory**: the handler directory.
 //! - **stdout** is the reply body. If it begins with a line
 //!   `Content-Type: type/subtype` followed by an empty line (`\n` or `\r\n`

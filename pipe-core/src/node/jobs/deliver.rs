@@ -19,7 +19,7 @@ use super::store::{JobStore, Refused};
 use crate::link::{PeerHandle, RequestError};
 use crate::node::directory::PeerDirectory;
 use crate::wire::body::{BodyStream, INLINE_LIMIT};
-use crate::wire::{Event, HandlerName, RETURN_HANDLER_FAILED, Reply};
+use crate::wire::{Event, HandlerName, JobTag, RETURN_HANDLER_FAILED, Reply};
 
 /// How often queues are looked at when nothing wakes the deliverer.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -39,6 +39,8 @@ pub struct Jobs {
     max_body_bytes: usize,
     /// How long ended jobs are kept.
     retention: Duration,
+    /// Peers' jobs running here, one lock each: a repeat waits for the run.
+    pub(super) receiving: DashMap<(String, String), Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Jobs {
@@ -51,7 +53,13 @@ impl Jobs {
             in_flight: DashMap::new(),
             max_body_bytes,
             retention,
+            receiving: DashMap::new(),
         })
+    }
+
+    /// Largest result body taken.
+    pub(super) fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
     }
 
     /// The store.
@@ -95,9 +103,17 @@ impl Jobs {
             if purged_at.elapsed() >= PURGE_EVERY {
                 purged_at = tokio::time::Instant::now();
                 let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64);
-                match self.store.purge(cutoff).await {
+                let purged = match self.store.purge(cutoff).await {
+                    Ok(ended) => self
+                        .store
+                        .purge_received(cutoff)
+                        .await
+                        .map(|kept| ended + kept),
+                    Err(error) => Err(error),
+                };
+                match purged {
                     Ok(0) => {}
-                    Ok(purged) => debug!(purged, "ended jobs past their retention forgotten"),
+                    Ok(purged) => debug!(purged, "jobs past their retention forgotten"),
                     Err(error) => warn!("cannot purge ended jobs: {error}"),
                 }
             }
@@ -186,13 +202,17 @@ impl Jobs {
             }
         };
         let event = event_of(&job, body);
+        let tag = JobTag {
+            id: job.id.clone(),
+            redelivery: job.attempts > 0,
+        };
         let left = Duration::from_millis(job.expires_ms.saturating_sub(now_ms()));
         let timeout = Duration::from_millis(job.request.timeout_ms).min(left);
         let stop = CancellationToken::new();
         self.in_flight.insert(job.id.clone(), stop.clone());
         debug!(job = %job.id, peer = %job.peer, attempt = job.attempts + 1, "delivering a job");
         let outcome = tokio::select! {
-            outcome = handle.request(event, timeout) => Some(outcome),
+            outcome = handle.request_job(event, timeout, tag) => Some(outcome),
             _ = stop.cancelled() => None,
         };
         self.in_flight.remove(&job.id);

@@ -5,6 +5,8 @@
 mod commit;
 mod deliver;
 mod error;
+mod receive;
+mod received;
 mod record;
 mod store;
 
@@ -13,5 +15,6 @@ mod tests;
 
 pub use deliver::Jobs;
 pub use error::StoreError;
+pub use received::Arrival;
 pub use record::{JobRecord, JobRequest, JobResult, JobState};
 pub use store::{JobStore, NewJob, Refused, SCHEMA_VERSION, STORE_FILE, Submitted};

@@ -100,12 +100,12 @@ struct Shared {
 }
 
 #[derive(Debug, Clone)]
-struct Open {
+pub(super) struct Open {
     db: Arc<Database>,
-    committer: Committer,
+    pub(super) committer: Committer,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
@@ -173,7 +173,7 @@ impl JobStore {
         }
     }
 
-    fn open_now(&self) -> Result<Open, StoreError> {
+    pub(super) fn open_now(&self) -> Result<Open, StoreError> {
         let open = self.shared.open.read().unwrap_or_else(|e| e.into_inner());
         open.clone().ok_or(StoreError::Closed)
     }
