@@ -246,3 +246,34 @@ async fn a_job_whose_connection_drops_during_its_run_runs_once() {
     let status = get(&server.url(&format!("{at}/status"))).await.json();
     assert_eq!(status["attempts"], 2, "delivered again after the drop");
 }
+
+#[tokio::test]
+async fn a_client_node_submits_jobs_to_its_server_too() {
+    let pki = Pki::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    // The server answers `post_count` here, as a client does above.
+    let server_state = tempfile::tempdir().unwrap();
+    let server = start_server(&pki, counting(&runs), with_state(server_state.path())).await;
+    let client_state = tempfile::tempdir().unwrap();
+    let client = connect_client_with(
+        &pki,
+        &server,
+        "branch",
+        Registry::new(),
+        with_state(client_state.path()),
+    )
+    .await;
+    let accepted = send(
+        "POST",
+        &client.url("/server/count"),
+        &[ASYNC],
+        "from the branch",
+    )
+    .await;
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    assert_eq!(accepted.json()["peer"], "server");
+    let done = get(&client.url(&format!("{}?wait=10", location(&accepted)))).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.json()["length"], 15);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
