@@ -77,16 +77,7 @@ impl Jobs {
                 }
             }
         }
-        let result = JobResult {
-            http_status: reply.status_code(),
-            return_code: reply.return_code,
-            content_type: reply.content_type.clone(),
-            headers: reply
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-                .collect(),
-        };
+        let result = JobResult::of_reply(&reply);
         let body = reply.body.to_vec();
         (reply, result, body)
     }

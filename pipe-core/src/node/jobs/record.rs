@@ -119,6 +119,22 @@ pub struct JobResult {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl JobResult {
+    /// The result `reply` makes (its body is kept beside it).
+    pub fn of_reply(reply: &crate::wire::Reply) -> Self {
+        Self {
+            http_status: reply.status_code(),
+            return_code: reply.return_code,
+            content_type: reply.content_type.clone(),
+            headers: reply
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+}
+
 /// One job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
