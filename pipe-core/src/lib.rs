@@ -63,8 +63,8 @@ pub use ops::{config, identity, launch, logging, pki};
 pub use wire::{
     BudgetScope, DEFAULT_MAX_BODY_MEMORY, DEFAULT_MAX_BODY_MEMORY_PER_PEER,
     DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, Held, JSON,
-    JobTag, LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_JOB_ID,
-    MAX_PEER_TEXT, MemoryBudget, OverBudget, PROTOCOL_VERSION, RETURN_ACCESS_DENIED,
+    JobProgress, JobTag, LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS,
+    MAX_JOB_ID, MAX_PEER_TEXT, MemoryBudget, OverBudget, PROTOCOL_VERSION, RETURN_ACCESS_DENIED,
     RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, RETURN_OK, Reply, Side, body, handler_name,
     is_hop_by_hop, is_json_type, printable, proto,
 };

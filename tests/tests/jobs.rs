@@ -81,6 +81,7 @@ async fn a_job_for_a_client_not_yet_connected_is_delivered_when_it_connects() {
     let status = get(&server.url("/_pipe/status")).await.json();
     assert_eq!(status["jobs"]["by_state"]["queued"], 1);
     assert_eq!(status["jobs"]["queued_by_peer"]["late"], 1);
+    assert!(status["jobs"]["commits"].as_u64() >= Some(1), "{status}");
 
     let runs = Arc::new(AtomicUsize::new(0));
     let _client = connect_client(&pki, &server, "late", counting(&runs)).await;

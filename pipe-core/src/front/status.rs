@@ -38,7 +38,12 @@ fn jobs_status(store: &JobStore) -> serde_json::Value {
             .collect::<serde_json::Map<_, _>>()
     });
     match (by_state, queues) {
-        (Ok(by_state), Ok(queues)) => json!({ "by_state": by_state, "queued_by_peer": queues }),
+        (Ok(by_state), Ok(queues)) => json!({
+            "by_state": by_state,
+            "queued_by_peer": queues,
+            // Durable commits (one fsync each) since the node started.
+            "commits": store.commits(),
+        }),
         (Err(error), _) | (_, Err(error)) => json!({ "error": error.to_string() }),
     }
 }

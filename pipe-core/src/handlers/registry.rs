@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::wire::body::BodyStream;
-use crate::wire::{HandlerError, Reply, Side, is_json_type};
+use crate::wire::{HandlerError, JobProgress, Reply, Side, is_json_type};
 
 /// One event as a handler sees it.
 ///
@@ -57,6 +57,10 @@ pub struct Request {
     /// This event is a durable job whose earlier run on this node was
     /// interrupted (the node stopped mid-run): its work may be half done.
     pub redelivered: bool,
+    /// Where a durable job's handler reports how far it got (0–100):
+    /// `request.progress.report(40)`. The caller sees it in the job's
+    /// state; for any other request, reports go nowhere.
+    pub progress: JobProgress,
 }
 
 impl Request {
@@ -233,6 +237,7 @@ mod tests {
             cancelled: CancellationToken::new(),
             json: None,
             redelivered: false,
+            progress: JobProgress::none(),
         }
     }
 

@@ -15,8 +15,8 @@ use super::registry::{Handler, Request};
 use super::sources::{Handlers, Resolution};
 use crate::wire::body::{BodyError, BodyStream};
 use crate::wire::{
-    Event, HandlerError, HandlerName, Held, MemoryBudget, OverBudget, RETURN_ACCESS_DENIED,
-    RETURN_NO_HANDLER, Reply, is_json_type,
+    Event, HandlerError, HandlerName, Held, JobProgress, MemoryBudget, OverBudget,
+    RETURN_ACCESS_DENIED, RETURN_NO_HANDLER, Reply, is_json_type,
 };
 
 /// How an event's run ended, for the node's metrics.
@@ -52,6 +52,8 @@ pub struct Job {
     pub bodies: Arc<MemoryBudget>,
     /// A durable job whose earlier run here was interrupted.
     pub redelivered: bool,
+    /// Where its handler reports progress (a durable job's run).
+    pub progress: JobProgress,
 }
 
 /// A parsed JSON value may take this many times its text in memory
@@ -71,6 +73,7 @@ impl Handlers {
             cancelled,
             bodies,
             redelivered,
+            progress,
         } = job;
         let name = &event.handler;
         let handler = match self.screen(&peer, name) {
@@ -103,6 +106,7 @@ impl Handlers {
             }
         };
         let (verb, noun) = event.handler.into_parts();
+        progress.begin();
         let request = Request {
             peer,
             request_id,
@@ -118,6 +122,7 @@ impl Handlers {
             cancelled,
             json,
             redelivered,
+            progress,
         };
         let peer = request.peer.clone();
         let called = call_caught(handler.as_ref(), request).await;

@@ -3,13 +3,14 @@
 //! the reply's body) goes back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::sleep_until;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::{sleep, sleep_until};
 
 use super::connection::{Connection, WriterCommand};
 use super::inbound::Delivery;
-use crate::wire::proto::frame::Body;
+use crate::wire::proto::{Progress, frame::Body};
 use tracing::warn;
 
 use crate::wire::{HandlerError, Held, check_reply, failure_frame, reply_frame};
@@ -61,4 +62,29 @@ pub(super) async fn answer_event(
             .await;
     }
     connection.running.remove(&request_id);
+}
+
+/// At most this often a running job's progress goes to the peer.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Sends the progress reported on `watch` for the peer's job `request_id`,
+/// the latest value at most every [`PROGRESS_EVERY`], until the run ends
+/// (every report is dropped) or the connection does.
+pub(super) async fn send_progress(
+    connection: Arc<Connection>,
+    request_id: u64,
+    mut watch: watch::Receiver<u8>,
+) {
+    loop {
+        tokio::select! {
+            changed = watch.changed() => if changed.is_err() { return },
+            _ = connection.closed.cancelled() => return,
+        }
+        let percent = *watch.borrow_and_update();
+        connection.send_control(Body::Progress(Progress {
+            request_id,
+            percent: percent.into(),
+        }));
+        sleep(PROGRESS_EVERY).await;
+    }
 }

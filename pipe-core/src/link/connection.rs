@@ -17,7 +17,7 @@ use super::hello::PeerInfo;
 use super::inbound::Inbound;
 use crate::wire::body::{BodyError, BodySink, WINDOW_BYTES};
 use crate::wire::proto::{GoAway, Window, frame::Body, go_away};
-use crate::wire::{HandlerError, Held, MemoryBudget, Reply, failure_frame};
+use crate::wire::{HandlerError, Held, JobProgress, MemoryBudget, Reply, failure_frame};
 
 /// Which body: (request id as the event's sender chose it, is it the reply's).
 pub(super) type BodyKey = (u64, bool);
@@ -82,6 +82,8 @@ pub(super) struct Connection {
     pub(super) sending: DashMap<BodyKey, Arc<Semaphore>>,
     /// Our requests awaiting the peer's reply, by our request id.
     pub(super) pending: DashMap<u64, ReplyWaiter>,
+    /// Where the progress of our durable jobs awaiting a reply goes.
+    pub(super) job_progress: DashMap<u64, JobProgress>,
     pub(super) next_request_id: AtomicU64,
     /// The peer's requests our handlers are working on, by the peer's id.
     pub(super) running: DashMap<u64, CancellationToken>,

@@ -14,7 +14,7 @@ use super::connection::{Connection, WriterCommand};
 use super::error::RequestError;
 use super::hello::{CLOSE_TIMEOUT, PeerInfo};
 use crate::wire::proto::{Cancel, GoAway, frame::Body, go_away};
-use crate::wire::{Event, JobTag, Reply, check_event, event_frame};
+use crate::wire::{Event, JobProgress, JobTag, Reply, check_event, event_frame};
 
 /// A cheap, cloneable handle to one live connection.
 #[derive(Clone)]
@@ -166,21 +166,24 @@ impl PeerHandle {
     }
 
     /// [`Self::request`] for an event that carries the durable job `job`:
-    /// a peer that keeps jobs runs its handler once per job id.
+    /// a peer that keeps jobs runs its handler once per job id. The
+    /// progress its handler reports goes to `progress` while it runs.
     pub async fn request_job(
         &self,
         event: Event,
         timeout: Duration,
         job: JobTag,
+        progress: JobProgress,
     ) -> Result<Reply, RequestError> {
-        self.request_tagged(event, timeout, Some(job)).await
+        self.request_tagged(event, timeout, Some((job, progress)))
+            .await
     }
 
     async fn request_tagged(
         &self,
         event: Event,
         timeout: Duration,
-        job: Option<JobTag>,
+        job: Option<(JobTag, JobProgress)>,
     ) -> Result<Reply, RequestError> {
         let connection = &self.connection;
         if connection.closed.is_cancelled() {
@@ -196,10 +199,11 @@ impl PeerHandle {
         let deadline = Instant::now() + timeout;
         let request_id = connection.next_request_id.fetch_add(1, Ordering::Relaxed);
         let (mut frame, stream) = event_frame(request_id, event, timeout);
-        if let Some(job) = job {
+        let progress = job.map(|(job, progress)| {
             frame.job_id = job.id;
             frame.redelivery = job.redelivery;
-        }
+            progress
+        });
         if let Err(over) = check_event(&frame) {
             let (what, size, limit) = over.parts();
             return Err(RequestError::TooLarge { what, size, limit });
@@ -215,6 +219,9 @@ impl PeerHandle {
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         connection.pending.insert(request_id, reply_tx);
+        if let Some(progress) = progress {
+            connection.job_progress.insert(request_id, progress);
+        }
         let mut guard = PendingGuard {
             connection,
             request_id,
@@ -262,6 +269,7 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let was_pending = self.connection.pending.remove(&self.request_id).is_some();
+        self.connection.job_progress.remove(&self.request_id);
         if self.cancel_on_drop {
             // Nobody waits any more: the upload of the request's body, if
             // any, is pointless too. (After a reply it may go on: a handler

@@ -176,5 +176,6 @@ pub(super) fn body_kind(body: &Body) -> &'static str {
         Body::Pong(_) => "Pong",
         Body::GoAway(_) => "GoAway",
         Body::Window(_) => "Window",
+        Body::Progress(_) => "Progress",
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::hello::PeerInfo;
-use crate::wire::{Event, JobTag, MemoryBudget, Reply};
+use crate::wire::{Event, JobProgress, JobTag, MemoryBudget, Reply};
 
 /// One event from the peer, handed up once a handler slot is free.
 #[derive(Debug)]
@@ -32,6 +32,9 @@ pub struct Delivery {
     pub bodies: Arc<MemoryBudget>,
     /// The peer's durable job this event carries, if any.
     pub job: Option<JobTag>,
+    /// Where the handler of a durable job reports its progress; it goes to
+    /// the peer while the reply is awaited.
+    pub progress: JobProgress,
 }
 
 /// Something the link noticed, for metrics and connection events.

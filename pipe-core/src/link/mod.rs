@@ -160,6 +160,7 @@ where
         receiving: DashMap::new(),
         sending: DashMap::new(),
         pending: DashMap::new(),
+        job_progress: DashMap::new(),
         next_request_id: AtomicU64::new(1),
         running: DashMap::new(),
         admission: Arc::new(Semaphore::new(

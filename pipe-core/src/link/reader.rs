@@ -14,7 +14,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use super::CONTROL_QUEUE;
-use super::answer::answer_event;
+use super::answer::{answer_event, send_progress};
 use super::cancelled::CancelledIds;
 use super::connection::{BodyKey, Connection};
 use super::hello::CLOSE_TIMEOUT;
@@ -23,8 +23,8 @@ use super::settings::{ConnectionSettings, DEFAULT_MAX_REQUEST_TIMEOUT, WAITING_P
 use crate::wire::body::BodyError;
 use crate::wire::proto::{self, Cancel, Chunk, GoAway, Ping, Pong, Window, frame::Body, go_away};
 use crate::wire::{
-    FrameCodec, FrameError, HandlerError, Held, ReceivedEvent, ReceivedReply, check_event,
-    check_reply, printable, reply_frame,
+    FrameCodec, FrameError, HandlerError, Held, JobProgress, ReceivedEvent, ReceivedReply,
+    check_event, check_reply, printable, reply_frame,
 };
 
 /// A broken rule of the protocol: the connection ends with this message.
@@ -181,6 +181,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             Body::Reply(reply) => self.on_reply(reply),
             Body::Chunk(chunk) => self.on_chunk(chunk),
             Body::Window(window) => self.on_window(window),
+            Body::Progress(progress) => self.on_progress(progress),
             Body::Cancel(cancel) => {
                 self.on_cancel(cancel);
                 Ok(())
@@ -246,6 +247,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         event.stream = received
             .body_follows
             .then(|| connection.receive_body((request_id, false), received.body_length));
+        let progress = match &received.job {
+            Some(_) => {
+                let (progress, watch) = JobProgress::channel();
+                let forward = send_progress(connection.clone(), request_id, watch);
+                tokio::spawn(forward);
+                progress
+            }
+            None => JobProgress::none(),
+        };
         let delivery = Delivery {
             request_id,
             event,
@@ -253,6 +263,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             cancelled,
             bodies: connection.bodies.clone(),
             job: received.job,
+            progress,
         };
         tokio::spawn(answer_event(connection.clone(), delivery, admitted));
         Ok(())
@@ -266,6 +277,24 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         now.checked_add(granted)
             .or_else(|| now.checked_add(DEFAULT_MAX_REQUEST_TIMEOUT))
             .unwrap_or(now)
+    }
+
+    /// How far the peer's run of one of our durable jobs got, handed to the
+    /// job's waiter; one nobody waits for any more is dropped.
+    fn on_progress(&self, frame: proto::Progress) -> Result<(), Violation> {
+        let percent = u8::try_from(frame.percent)
+            .ok()
+            .filter(|percent| *percent <= 100)
+            .ok_or_else(|| {
+                format!(
+                    "progress {} of request {} is over 100",
+                    frame.percent, frame.request_id
+                )
+            })?;
+        if let Some(progress) = self.connection.job_progress.get(&frame.request_id) {
+            progress.report(percent);
+        }
+        Ok(())
     }
 
     /// The peer's reply to one of our requests, handed to its waiter.

@@ -66,6 +66,7 @@ impl Inbound for NodeInbound {
             },
             bodies: delivery.bodies,
             redelivered: false,
+            progress: delivery.progress,
         };
         let (handlers, metrics) = (self.handlers.clone(), self.metrics.clone());
         let max_body_bytes = self.max_body_bytes;

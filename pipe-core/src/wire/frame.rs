@@ -456,6 +456,12 @@ mod tests {
                         stop,
                     })
                 ),
+                (any::<u64>(), any::<u32>()).prop_map(|(request_id, percent)| {
+                    Body::Progress(proto::Progress {
+                        request_id,
+                        percent,
+                    })
+                }),
             ]
         }
 

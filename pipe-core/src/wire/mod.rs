@@ -8,6 +8,7 @@ mod convert;
 mod frame;
 mod limits;
 mod message;
+mod progress;
 pub mod proto;
 
 pub use budget::{
@@ -28,3 +29,4 @@ pub use message::{
     Event, HandlerError, HandlerName, JSON, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED,
     RETURN_NO_HANDLER, RETURN_OK, Reply, Side, handler_name, is_hop_by_hop, is_json_type,
 };
+pub use progress::JobProgress;

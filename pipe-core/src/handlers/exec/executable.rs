@@ -21,6 +21,7 @@ use super::exit::{describe, exit_code};
 use super::group::ProcessGroup;
 use super::output::typed;
 use super::process::{Process, Stop};
+use super::progress;
 use super::stderr::StderrTail;
 use crate::handlers::places::{busy, take_place};
 use crate::handlers::registry::{Handler, HandlerFuture, HandlerResult, Request};
@@ -63,7 +64,7 @@ impl Handler for Executable {
 }
 
 impl Executable {
-    async fn run(self, mut request: Request) -> HandlerResult {
+    async fn run(self, request: Request) -> HandlerResult {
         let remaining = request.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(HandlerError::new(
@@ -77,8 +78,50 @@ impl Executable {
                 self.name
             )));
         };
+        let mut process = self.start(request, remaining, place).await?;
+
+        let mut output = BytesMut::new();
+        while !process.finished() {
+            if output.len() > STREAM_AFTER_BYTES {
+                return Ok(process.stream(output.freeze(), self.max_output_bytes));
+            }
+            let step = process.step(&mut output).await;
+            let step = step.and_then(|()| {
+                if output.len() > self.max_output_bytes {
+                    Err(Stop::TooLarge)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(stop) = step {
+                return Err(process.stopped(stop, self.max_output_bytes).await);
+            }
+        }
+        let status = process.status.unwrap_or_default();
+        process.log_stderr(&describe(status)).await;
+        let code = exit_code(&process.name, status)?;
+        let (content_type, body) = typed(output.freeze());
+        Ok(Reply::bytes(content_type, body).with_return_code(code))
+    }
+
+    /// Starts the program for `request`, its stdin fed from the body.
+    async fn start(
+        &self,
+        mut request: Request,
+        remaining: Duration,
+        place: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Process, HandlerError> {
         let mut command = self.command(&request, remaining)?;
-        let mut child = spawn(&mut command).await.map_err(|error| {
+        let progress = progress::attach(&mut command, &request.progress).map_err(|error| {
+            HandlerError::new(
+                "SpawnError",
+                format!("cannot open the progress pipe of {}: {error}", self.name),
+            )
+        })?;
+        let spawned = spawn(&mut command).await;
+        // The command holds our copy of descriptor 3 until it is dropped.
+        drop(command);
+        let mut child = spawned.map_err(|error| {
             let hint = if error.raw_os_error() == Some(8) {
                 " (a script needs a #! line)"
             } else {
@@ -103,8 +146,8 @@ impl Executable {
             return Err(HandlerError::new("SpawnError", "stdout was not captured"));
         };
         let feeder = AbortOnDropHandle::new(tokio::spawn(feed(request.stream.take(), stdin)));
-        let mut process = Process {
-            name: self.name,
+        let process = Process {
+            name: self.name.clone(),
             peer: request.peer,
             request_id: request.request_id,
             child,
@@ -114,34 +157,13 @@ impl Executable {
             status: None,
             feeder: Some(feeder),
             stderr: StderrTail::start(stderr),
+            _progress: progress,
             deadline: request.deadline,
             cancelled: request.cancelled,
             _place: place,
         };
         debug!(handler = %process.name, peer = %process.peer, pid, "executable started");
-
-        let mut output = BytesMut::new();
-        while !process.finished() {
-            if output.len() > STREAM_AFTER_BYTES {
-                return Ok(process.stream(output.freeze(), self.max_output_bytes));
-            }
-            let step = process.step(&mut output).await;
-            let step = step.and_then(|()| {
-                if output.len() > self.max_output_bytes {
-                    Err(Stop::TooLarge)
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(stop) = step {
-                return Err(process.stopped(stop, self.max_output_bytes).await);
-            }
-        }
-        let status = process.status.unwrap_or_default();
-        process.log_stderr(&describe(status)).await;
-        let code = exit_code(&process.name, status)?;
-        let (content_type, body) = typed(output.freeze());
-        Ok(Reply::bytes(content_type, body).with_return_code(code))
+        Ok(process)
     }
 
     /// The command for `request`: argv, the cleared environment with the
@@ -173,6 +195,7 @@ impl Executable {
             ("RP_ARGS_COUNT", request.args.len().to_string()),
             // 1 when an earlier run of this job here was interrupted.
             ("RP_REDELIVERY", u8::from(request.redelivered).to_string()),
+            ("RP_PROGRESS_FD", progress::PROGRESS_FD.to_string()),
         ];
         if let Some((key, _)) = context.iter().find(|(_, value)| value.contains('\0')) {
             return Err(HandlerError::new(

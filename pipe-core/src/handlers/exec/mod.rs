@@ -19,7 +19,11 @@
 //!   `?`), `RP_DEADLINE` (unix time in seconds, fractional),
 //!   `RP_TIMEOUT_MS` (milliseconds left when it started), `RP_ARGS_COUNT`
 //!   and `RP_REDELIVERY` (`1` when the event is a durable job whose earlier
-//!   run on this node was interrupted, else `0`).
+//!   run on this node was interrupted, else `0`), and `RP_PROGRESS_FD=3`.
+//! - **file descriptor 3** takes progress reports: a durable job's program
+//!   writes lines `0` to `100` (`echo 40 >&3`) and the job's caller sees the
+//!   latest in its state. Writing to it is always safe; outside a job it is
+//!   `/dev/null`.
 //! - **working directory**: the handler directory.
 //! - **stdout** is the reply body. If it begins with a line
 //!   `Content-Type: type/subtype` followed by an empty line (`\n` or `\r\n`
@@ -67,7 +71,7 @@
 //! its files may run), `executable` (starting one program for an event:
 //! argv, environment, stdin), `process` (watching it run: output, the
 //! deadline, streaming), `group` (killing its process group), `stderr` (the
-//! tail kept for the log), `exit` (what its end means) and `output` (the
+//! tail kept for the log), `progress` (descriptor 3), `exit` (what its end means) and `output` (the
 //! reply's type).
 
 mod directory;
@@ -76,6 +80,7 @@ mod exit;
 mod group;
 mod output;
 mod process;
+mod progress;
 mod stderr;
 
 pub use directory::{DEFAULT_MAX_EXEC_PROCESSES, ExecDirectory, is_handler_name};

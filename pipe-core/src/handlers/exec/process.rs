@@ -65,6 +65,8 @@ pub(super) struct Process {
     pub(super) feeder: Option<AbortOnDropHandle<Result<(), BodyError>>>,
     /// The end of its stderr, for the log.
     pub(super) stderr: StderrTail,
+    /// Reads its progress reports (a durable job's run), while it runs.
+    pub(super) _progress: Option<AbortOnDropHandle<()>>,
     /// When the request's deadline passes.
     pub(super) deadline: Instant,
     /// Cancelled when the caller gives up.

@@ -7,6 +7,7 @@
 
 mod budget;
 mod hostile;
+mod progress;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -81,6 +82,14 @@ impl Inbound for TestInbound {
                             .append(name, http::HeaderValue::from_static("v"));
                     }
                     reply
+                }
+                "get_progress" => {
+                    // Reports the first argument, waits the second (ms).
+                    delivery.progress.report(event.args[0].parse().unwrap());
+                    let delay: u64 = event.args[1].parse().unwrap();
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let watched = delivery.progress.is_watched();
+                    Reply::bytes("text/plain", format!("watched {watched}"))
                 }
                 other => Reply::bytes("text/plain", format!("unknown {other}")),
             }

@@ -19,7 +19,7 @@ use super::store::{JobStore, Refused};
 use crate::link::{PeerHandle, RequestError};
 use crate::node::directory::PeerDirectory;
 use crate::wire::body::{BodyStream, INLINE_LIMIT};
-use crate::wire::{Event, HandlerName, JobTag, RETURN_HANDLER_FAILED, Reply};
+use crate::wire::{Event, HandlerName, JobProgress, JobTag, RETURN_HANDLER_FAILED, Reply};
 
 /// How often queues are looked at when nothing wakes the deliverer.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -211,9 +211,18 @@ impl Jobs {
         let stop = CancellationToken::new();
         self.in_flight.insert(job.id.clone(), stop.clone());
         debug!(job = %job.id, peer = %job.peer, attempt = job.attempts + 1, "delivering a job");
-        let outcome = tokio::select! {
-            outcome = handle.request_job(event, timeout, tag) => Some(outcome),
-            _ = stop.cancelled() => None,
+        let (progress, mut watch) = JobProgress::channel();
+        let request = handle.request_job(event, timeout, tag, progress);
+        tokio::pin!(request);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut request => break Some(outcome),
+                _ = stop.cancelled() => break None,
+                Ok(()) = watch.changed() => {
+                    let percent = *watch.borrow_and_update();
+                    self.record_progress(&job.id, percent).await;
+                }
+            }
         };
         self.in_flight.remove(&job.id);
         match outcome {
@@ -234,6 +243,19 @@ impl Jobs {
                 self.fail(&job.id, 413, &error.to_string()).await;
                 Delivery::Done
             }
+        }
+    }
+
+    /// The peer's handler runs the job and got `percent` of the way.
+    async fn record_progress(&self, id: &str, percent: u8) {
+        let recorded = self
+            .store
+            .advance(id, JobState::Running, move |job| {
+                job.progress = Some(percent)
+            })
+            .await;
+        if let Err(error) = recorded {
+            warn!(job = %id, "cannot record the job's progress: {error}");
         }
     }
 
