@@ -99,6 +99,7 @@ impl Jobs {
         let mut busy: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
             std::collections::HashMap::new();
         let mut purged_at = tokio::time::Instant::now();
+        let hooks = tokio::spawn(self.clone().call_hooks(stop.clone()));
         loop {
             if purged_at.elapsed() >= PURGE_EVERY {
                 purged_at = tokio::time::Instant::now();
@@ -141,6 +142,7 @@ impl Jobs {
         for (_, task) in busy {
             task.abort();
         }
+        hooks.abort();
     }
 
     /// Works through `peer`'s queue: expires what is due, and, when the

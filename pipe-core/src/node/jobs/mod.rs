@@ -5,6 +5,8 @@
 mod commit;
 mod deliver;
 mod error;
+mod notify;
+mod notifying;
 mod receive;
 mod received;
 mod record;
@@ -15,6 +17,8 @@ mod tests;
 
 pub use deliver::Jobs;
 pub use error::StoreError;
+pub use notify::{NOTIFY_ATTEMPTS, NOTIFY_TIMEOUT};
+pub use notifying::{Called, Notice};
 pub use received::Arrival;
-pub use record::{JobRecord, JobRequest, JobResult, JobState};
+pub use record::{JobRecord, JobRequest, JobResult, JobState, NotifyState, NotifyStatus};
 pub use store::{JobStore, NewJob, Refused, SCHEMA_VERSION, STORE_FILE, Submitted};

@@ -171,6 +171,34 @@ pub struct JobRecord {
     pub result: Option<JobResult>,
     /// Why it failed, expired or was cancelled.
     pub reason: Option<String>,
+    /// Once ended, with a notify URL: how calling it went.
+    #[serde(default)]
+    pub notified: Option<NotifyStatus>,
+}
+
+/// How calling a job's notify hook went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyStatus {
+    /// `pending` (to be called, or retried), `sent` (answered 2xx) or
+    /// `failed` (every attempt failed).
+    pub state: NotifyState,
+    /// Calls made so far.
+    pub attempts: u32,
+    /// What the last failed call got.
+    pub error: Option<String>,
+}
+
+/// Where a notify hook's calls stand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyState {
+    /// Not called yet, or to be retried.
+    #[default]
+    Pending,
+    /// The hook answered 2xx.
+    Sent,
+    /// Every attempt failed.
+    Failed,
 }
 
 impl JobRecord {
@@ -193,6 +221,9 @@ impl JobRecord {
         }
         if let Some(reason) = &self.reason {
             status["reason"] = reason.as_str().into();
+        }
+        if let Some(notified) = &self.notified {
+            status["notify"] = serde_json::json!(notified);
         }
         status
     }

@@ -14,14 +14,14 @@ use redb::{
 
 use super::commit::Committer;
 use super::error::StoreError;
-use super::record::{JobRecord, JobRequest, JobResult, JobState};
+use super::record::{JobRecord, JobRequest, JobResult, JobState, NotifyStatus};
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 /// The store's file name in the state directory.
 pub const STORE_FILE: &str = "jobs.redb";
 
-const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 /// (peer, seq) → id: each peer's jobs not yet ended, in submission order.
 const QUEUE: TableDefinition<(&str, u64), &str> = TableDefinition::new("queue");
 /// peer → jobs in its queue.
@@ -33,6 +33,9 @@ const BODIES: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("bodies"
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// state → jobs in it, kept as jobs move, so counting never scans.
 const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
+/// (due unix ms, job id) → attempts made: ended jobs whose notify hook is
+/// still to be called, in the order they are due.
+pub(super) const NOTIFY: TableDefinition<(u64, &str), u32> = TableDefinition::new("notify");
 
 const REQUEST_BODY: u8 = 0;
 const RESULT_BODY: u8 = 1;
@@ -178,7 +181,7 @@ impl JobStore {
         open.clone().ok_or(StoreError::Closed)
     }
 
-    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+    pub(super) fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
         Ok(self.open_now()?.db.begin_read()?)
     }
 
@@ -404,14 +407,14 @@ fn schema(txn: &WriteTransaction) -> Result<Option<u64>, StoreError> {
     Ok(found)
 }
 
-fn decode(id: &str, bytes: &[u8]) -> Result<JobRecord, StoreError> {
+pub(super) fn decode(id: &str, bytes: &[u8]) -> Result<JobRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|error| StoreError::Record {
         id: id.to_owned(),
         detail: error.to_string(),
     })
 }
 
-fn encode(job: &JobRecord) -> Vec<u8> {
+pub(super) fn encode(job: &JobRecord) -> Vec<u8> {
     // A record of strings, numbers and byte lists always serializes.
     serde_json::to_vec(job).unwrap_or_default()
 }
@@ -453,6 +456,7 @@ fn submit(txn: &WriteTransaction, job: NewJob, max_queue: u64) -> Result<Submitt
         seq,
         result: None,
         reason: None,
+        notified: None,
     };
     let id = record.id.as_str();
     jobs.insert(id, encode(&record).as_slice())?;
@@ -537,6 +541,11 @@ fn advance(
     count(txn, Some(job.state), next)?;
     job.state = next;
     job.updated_ms = now_ms();
+    if next.is_final() && job.notify.is_some() {
+        // Its hook is called once the end is on disk, by the notifier.
+        job.notified = Some(NotifyStatus::default());
+        txn.open_table(NOTIFY)?.insert((job.updated_ms, id), 0)?;
+    }
     jobs.insert(id, encode(&job).as_slice())?;
     if next.is_final() {
         let mut queue = txn.open_table(QUEUE)?;
