@@ -1,6 +1,8 @@
 //! `pipe-server demo`: the quick start. A throwaway CA and identities, a
 //! server node and a client node on loopback connected over real mutual TLS,
-//! the example requests sent both ways and printed, then serving until Ctrl-C.
+//! the example requests sent both ways and printed, one asynchronous job
+//! (submitted, then fetched) on a throwaway state directory, then serving
+//! until Ctrl-C.
 
 use std::time::Duration;
 
@@ -56,6 +58,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )?;
     let client_identity = identity(&ca, IssueRequest::new(CLIENT_NAME, Role::Client))?;
 
+    // Jobs need a state directory: a throwaway one, removed at exit.
+    let state = tempfile::Builder::new()
+        .prefix("restpipe-demo-state-")
+        .tempdir()
+        .context("a state directory for the demo's jobs")?;
     let shutdown = if args.once {
         CancellationToken::new()
     } else {
@@ -70,7 +77,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .context("server HTTP front")?,
         &server_identity,
         Registry::with_examples(Side::Server),
-        NodeSettings::default(),
+        NodeSettings {
+            state_dir: Some(state.path().to_owned()),
+            ..NodeSettings::default()
+        },
         shutdown.clone(),
     )?;
     let client = launch::start_client(
@@ -145,6 +155,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     println!();
+    if let Err(error) = show_job(&http, &server_http.to_string()).await {
+        println!("  -> failed: {error:#}");
+        failures += 1;
+    }
+    println!();
     println!("# status of each node");
     println!("curl 'http://{server_http}/_pipe/status'");
     println!("curl 'http://{client_http}/_pipe/status'");
@@ -162,6 +177,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Serving until Ctrl-C.");
     server.wait().await;
     client.wait().await;
+    Ok(())
+}
+
+/// Submits one asynchronous job to the demo client and fetches its result,
+/// printing the `curl` lines that do the same.
+async fn show_job(
+    http: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    server_http: &str,
+) -> anyhow::Result<()> {
+    let url = format!("http://{server_http}/client/{CLIENT_NAME}/time");
+    println!("# an asynchronous job: accepted on disk at once (202), its result fetched later");
+    println!("curl -i -H 'Prefer: respond-async' '{url}'");
+    let request = hyper::Request::get(url.as_str())
+        .header("prefer", "respond-async")
+        .body(Empty::new())?;
+    let response = http.request(request).await?;
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if status != 202 || location.is_empty() {
+        bail!("the job was not accepted: {status}");
+    }
+    println!("  -> {status}, Location: {location}");
+    let poll = format!("http://{server_http}{location}?wait=10");
+    println!("curl -i '{poll}'");
+    let (status, code, body) = fetch(http, &poll).await?;
+    println!("  -> {status}, X-Event-Return-Code: {code}, {body}");
+    if status != 200 {
+        bail!("the job did not succeed: {status}");
+    }
     Ok(())
 }
 

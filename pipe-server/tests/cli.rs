@@ -265,8 +265,26 @@ fn demo_once_runs_the_examples_both_ways() {
         .lines()
         .filter(|line| line.trim_start().starts_with("->"))
         .collect();
-    assert_eq!(results.len(), 4, "{stdout}");
-    for result in results {
+    // Four synchronous calls, then the job: accepted, then its result.
+    assert_eq!(results.len(), 6, "{stdout}");
+    assert!(
+        curls
+            .iter()
+            .any(|line| line.contains("-H 'Prefer: respond-async'")
+                && line.contains("/client/demo-client/time")),
+        "no job submission: {curls:#?}"
+    );
+    assert!(
+        results[4].contains("-> 202, Location: /_pipe/jobs/"),
+        "{}",
+        results[4]
+    );
+    assert!(
+        results[5].contains(r#""time_from_client":"#),
+        "{}",
+        results[5]
+    );
+    for result in results[..4].iter().chain([&results[5]]) {
         assert!(
             result
                 .trim_start()
