@@ -493,3 +493,58 @@ async fn an_unresolvable_statsd_host_stops_the_node_at_start() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn jobs_report_acceptance_queue_depth_delivery_ends_and_commit_times() {
+    let statsd = Statsd::start().await;
+    let pki = Pki::new();
+    let state = tempfile::tempdir().unwrap();
+    let settings = NodeSettings {
+        state_dir: Some(state.path().to_owned()),
+        ..statsd.settings()
+    };
+    let server = start_server(&pki, handlers(Side::Server), settings).await;
+    let submit = |path: String| {
+        let url = server.url(&path);
+        async move { send("GET", &url, &[("Prefer", "respond-async")], "").await }
+    };
+    let queued = submit(format!("/client/{CLIENT}/time")).await;
+    assert_eq!(queued.status, 202);
+    let doomed = submit(format!("/client/{CLIENT}/time")).await;
+    let doomed = format!("/_pipe/jobs/{}", doomed.json()["id"].as_str().unwrap());
+    statsd.wait_for(&["rp.test.jobs.queued:2|g"]).await;
+    statsd
+        .wait_for_times("rp.test.jobs.accepted.tick:1|c", 2)
+        .await;
+    assert_eq!(
+        send("DELETE", &server.url(&doomed), &[], "").await.status,
+        200
+    );
+    statsd
+        .wait_for(&["rp.test.jobs.ended.cancelled.tick:1|c"])
+        .await;
+
+    let _client = connect_client_with(
+        &pki,
+        &server,
+        CLIENT,
+        handlers(Side::Client),
+        fast_settings(),
+    )
+    .await;
+    statsd
+        .wait_for(&[
+            "rp.test.jobs.delivery.tick:1|c",
+            "rp.test.jobs.ended.succeeded.tick:1|c",
+            "rp.test.jobs.queued:0|g",
+        ])
+        .await;
+    assert_eq!(
+        statsd.count("rp.test.jobs.delivery.tick:1|c"),
+        1,
+        "one delivery"
+    );
+    // Every commit is timed; a commit takes well under a minute.
+    let commits = statsd.timings("jobs.commit.timing").await;
+    assert!(commits.iter().all(|ms| *ms < 60_000), "{commits:?}");
+}

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use super::response::{RETURN_CODE_HEADER, ResponseBody, error_response, full, json_response};
 use crate::node::Node;
 use crate::node::jobs::{JobRecord, JobRequest, JobState, NewJob, Refused, Submitted};
+use crate::node::metrics;
 use crate::wire::Event;
 
 /// Where jobs are.
@@ -159,8 +160,13 @@ pub(super) async fn submit(
         at_most_once: options.at_most_once,
     };
     let job = match jobs.store().submit(new).await {
-        Ok(Submitted::Created(job) | Submitted::Existing(job)) => job,
+        Ok(Submitted::Created(job)) => {
+            node.metrics().incr(metrics::JOBS_ACCEPTED_TICK);
+            job
+        }
+        Ok(Submitted::Existing(job)) => job,
         Ok(Submitted::QueueFull { queued }) => {
+            node.metrics().incr(metrics::JOBS_REFUSED_TICK);
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the job queue for {peer:?} is full ({queued} jobs); try again later"),

@@ -59,6 +59,22 @@
 //!   `/_pipe/status` excluded).
 //! - `http.bytes.in`, `http.bytes.out` (counters): request and response body
 //!   bytes on the local HTTP front (the same two excluded).
+//!
+//! Jobs (nodes with a state directory):
+//!
+//! - `jobs.accepted.tick`, `jobs.refused.tick` (counters): a job accepted
+//!   (202), or refused because its peer's queue was full (503).
+//! - `jobs.delivery.tick` (counter): a delivery to the peer started (a
+//!   redelivery counts again).
+//! - `jobs.ended.<state>.tick` (counter): a job of this node ended
+//!   `succeeded`, `failed`, `expired` or `cancelled`.
+//! - `jobs.queued` (gauge): jobs waiting in all peers' queues, sent twice a
+//!   second.
+//! - `jobs.commit.timing` (ms): mean time of the store's commits (fsync
+//!   included) over the last half second.
+//! - `jobs.notify.sent.tick`, `jobs.notify.failed.tick`,
+//!   `jobs.notify.gave_up.tick` (counters): a notify hook's call answered
+//!   2xx; failed, to be retried; failed with no attempt left.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
@@ -110,6 +126,22 @@ pub const IN_FLIGHT_GAUGE: &str = "requests.in_flight";
 pub const HTTP_BYTES_IN: &str = "http.bytes.in";
 /// Response body bytes on the local HTTP front.
 pub const HTTP_BYTES_OUT: &str = "http.bytes.out";
+/// A job accepted (on disk, answered 202).
+pub const JOBS_ACCEPTED_TICK: &str = "jobs.accepted.tick";
+/// A job refused because its peer's queue was full.
+pub const JOBS_REFUSED_TICK: &str = "jobs.refused.tick";
+/// A delivery of a job to its peer started.
+pub const JOBS_DELIVERY_TICK: &str = "jobs.delivery.tick";
+/// Jobs waiting in the queues of all peers.
+pub const JOBS_QUEUED: &str = "jobs.queued";
+/// Mean time of the job store's commits (fsync included) since the last.
+pub const JOBS_COMMIT_TIMING: &str = "jobs.commit.timing";
+/// A notify hook answered 2xx.
+pub const JOBS_NOTIFY_SENT_TICK: &str = "jobs.notify.sent.tick";
+/// A notify hook's call failed and will be retried.
+pub const JOBS_NOTIFY_FAILED_TICK: &str = "jobs.notify.failed.tick";
+/// A notify hook's last allowed call failed: no more are made.
+pub const JOBS_NOTIFY_GAVE_UP_TICK: &str = "jobs.notify.gave_up.tick";
 
 /// Metrics waiting for the sender thread; past this they are dropped, so a
 /// stalled statsd costs memory no larger than this many short strings.

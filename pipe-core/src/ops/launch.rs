@@ -345,6 +345,7 @@ where
                 store,
                 settings.max_body_bytes,
                 settings.job_retention,
+                metrics.clone(),
             ))
         }
         None => None,

@@ -24,18 +24,25 @@ type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// failure, which fails the whole batch.
 type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Answer, StoreError> + Send>;
 
+/// Commits done, and the time they took.
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    micros: AtomicU64,
+}
+
 /// The handle to the committing thread.
 #[derive(Clone)]
 pub(super) struct Committer {
     changes: mpsc::Sender<Change>,
-    commits: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Committer")
-            .field("commits", &self.commits())
+            .field("counters", &self.counters)
             .finish()
     }
 }
@@ -45,15 +52,15 @@ impl Committer {
     /// is dropped.
     pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
         let (changes, rx) = mpsc::channel(QUEUE);
-        let commits = Arc::new(AtomicU64::new(0));
-        let counter = commits.clone();
+        let counters = Arc::new(Counters::default());
+        let counting = counters.clone();
         let thread = std::thread::Builder::new()
             .name("restpipe-jobs-commit".into())
-            .spawn(move || run(&db, rx, &counter))
+            .spawn(move || run(&db, rx, &counting))
             .map_err(|error| StoreError::Thread(Arc::new(error)))?;
         Ok(Self {
             changes,
-            commits,
+            counters,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
     }
@@ -96,11 +103,16 @@ impl Committer {
 
     /// Commits done so far (each one fsync).
     pub(super) fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.counters.commits.load(Ordering::Relaxed)
+    }
+
+    /// Microseconds spent committing so far (fsyncs included).
+    pub(super) fn commit_micros(&self) -> u64 {
+        self.counters.micros.load(Ordering::Relaxed)
     }
 }
 
-fn run(db: &Database, mut changes: mpsc::Receiver<Change>, commits: &AtomicU64) {
+fn run(db: &Database, mut changes: mpsc::Receiver<Change>, counters: &Counters) {
     while let Some(first) = changes.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -109,18 +121,24 @@ fn run(db: &Database, mut changes: mpsc::Receiver<Change>, commits: &AtomicU64) 
                 Err(_) => break,
             }
         }
-        commit(db, batch, commits);
+        let started = std::time::Instant::now();
+        if commit(db, batch) {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            let took = started.elapsed().as_micros() as u64;
+            counters.micros.fetch_add(took, Ordering::Relaxed);
+        }
     }
 }
 
 /// One transaction for `batch`: every caller learns the same outcome.
-fn commit(db: &Database, batch: Vec<Change>, commits: &AtomicU64) {
+/// Whether a commit was attempted.
+fn commit(db: &Database, batch: Vec<Change>) -> bool {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(error) => {
             let error = StoreError::from(error);
             fail_all(batch.len(), &error, Vec::new());
-            return;
+            return false;
         }
     };
     let mut answers = Vec::with_capacity(batch.len());
@@ -134,15 +152,15 @@ fn commit(db: &Database, batch: Vec<Change>, commits: &AtomicU64) {
                 drop(txn);
                 let unanswered = remaining.len();
                 fail_all(unanswered, &error, answers);
-                return;
+                return false;
             }
         }
     }
     let committed = txn.commit().map_err(StoreError::from);
-    commits.fetch_add(1, Ordering::Relaxed);
     for answer in answers {
         answer(committed.clone());
     }
+    true
 }
 
 /// Tells `answers` the batch failed with `error`; `dropped` more changes

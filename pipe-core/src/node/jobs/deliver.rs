@@ -18,6 +18,7 @@ use super::record::{JobRecord, JobResult, JobState};
 use super::store::{JobStore, Refused};
 use crate::link::{PeerHandle, RequestError};
 use crate::node::directory::PeerDirectory;
+use crate::node::metrics::{self, Metrics};
 use crate::wire::body::{BodyStream, INLINE_LIMIT};
 use crate::wire::{Event, HandlerName, JobProgress, JobTag, RETURN_HANDLER_FAILED, Reply};
 
@@ -41,12 +42,19 @@ pub struct Jobs {
     retention: Duration,
     /// Peers' jobs running here, one lock each: a repeat waits for the run.
     pub(super) receiving: DashMap<(String, String), Arc<tokio::sync::Mutex<()>>>,
+    /// The node's metrics.
+    pub(super) metrics: Metrics,
 }
 
 impl Jobs {
     /// The jobs kept in `store`, with results up to `max_body_bytes`,
-    /// ended ones kept for `retention`.
-    pub fn new(store: JobStore, max_body_bytes: usize, retention: Duration) -> Arc<Self> {
+    /// ended ones kept for `retention`, counted in `metrics`.
+    pub fn new(
+        store: JobStore,
+        max_body_bytes: usize,
+        retention: Duration,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             wake: Notify::new(),
@@ -54,6 +62,7 @@ impl Jobs {
             max_body_bytes,
             retention,
             receiving: DashMap::new(),
+            metrics,
         })
     }
 
@@ -82,10 +91,11 @@ impl Jobs {
                 job.reason = Some("cancelled by its caller".to_owned());
             })
             .await?;
-        if cancelled.is_ok()
-            && let Some((_, token)) = self.in_flight.remove(id)
-        {
-            token.cancel();
+        if cancelled.is_ok() {
+            self.ended(JobState::Cancelled);
+            if let Some((_, token)) = self.in_flight.remove(id) {
+                token.cancel();
+            }
         }
         Ok(cancelled)
     }
@@ -99,6 +109,7 @@ impl Jobs {
         let mut busy: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
             std::collections::HashMap::new();
         let mut purged_at = tokio::time::Instant::now();
+        let mut commits = CommitTimes::default();
         let hooks = tokio::spawn(self.clone().call_hooks(stop.clone()));
         loop {
             if purged_at.elapsed() >= PURGE_EVERY {
@@ -121,6 +132,9 @@ impl Jobs {
             busy.retain(|_, task| !task.is_finished());
             match self.store.queues() {
                 Ok(queues) => {
+                    let queued = queues.iter().map(|(_, queued)| queued).sum();
+                    self.metrics.gauge(metrics::JOBS_QUEUED, queued);
+                    commits.report(&self.store, &self.metrics);
                     for (peer, _) in queues {
                         if busy.contains_key(&peer) {
                             continue;
@@ -196,6 +210,7 @@ impl Jobs {
         if !matches!(delivered, Ok(Ok(_))) {
             return Delivery::Skipped; // cancelled or ended meanwhile
         }
+        self.metrics.incr(metrics::JOBS_DELIVERY_TICK);
         let body = match self.store.request_body(&job.id) {
             Ok(body) => body,
             Err(error) => {
@@ -284,8 +299,10 @@ impl Jobs {
             .store
             .finish(id, JobState::Succeeded, result, body.to_vec(), None)
             .await;
-        if let Err(error) = ended {
-            warn!(job = %id, "cannot keep the job's result: {error}");
+        match ended {
+            Ok(Ok(_)) => self.ended(JobState::Succeeded),
+            Ok(Err(_)) => {} // it ended otherwise meanwhile (cancelled)
+            Err(error) => warn!(job = %id, "cannot keep the job's result: {error}"),
         }
     }
 
@@ -309,20 +326,48 @@ impl Jobs {
                 Some(reason.to_owned()),
             )
             .await;
-        if let Err(error) = ended {
-            warn!(job = %id, "cannot keep the job's failure: {error}");
+        match ended {
+            Ok(Ok(_)) => self.ended(JobState::Failed),
+            Ok(Err(_)) => {}
+            Err(error) => warn!(job = %id, "cannot keep the job's failure: {error}"),
         }
     }
 
     async fn end(&self, id: &str, state: JobState, reason: &str) {
         let reason = reason.to_owned();
-        if let Err(error) = self
+        match self
             .store
             .advance(id, state, move |job| job.reason = Some(reason))
             .await
         {
-            warn!(job = %id, "cannot end the job: {error}");
+            Ok(Ok(_)) => self.ended(state),
+            Ok(Err(_)) => {}
+            Err(error) => warn!(job = %id, "cannot end the job: {error}"),
         }
+    }
+
+    /// Counts a job that ended in `state`.
+    fn ended(&self, state: JobState) {
+        self.metrics.incr(&format!("jobs.ended.{state}.tick"));
+    }
+}
+
+/// The store's commit count and time at the last report, to send the
+/// mean commit time since then.
+#[derive(Debug, Default)]
+struct CommitTimes {
+    commits: u64,
+    micros: u64,
+}
+
+impl CommitTimes {
+    fn report(&mut self, store: &JobStore, metrics: &Metrics) {
+        let (commits, micros) = (store.commits(), store.commit_micros());
+        let new = commits.saturating_sub(self.commits);
+        if let Some(mean) = micros.saturating_sub(self.micros).checked_div(new) {
+            metrics.timing(metrics::JOBS_COMMIT_TIMING, Duration::from_micros(mean));
+        }
+        (self.commits, self.micros) = (commits, micros);
     }
 }
 

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use super::deliver::Jobs;
 use super::notifying::{Called, Notice};
 use super::store::now_ms;
+use crate::node::metrics;
 
 /// Calls of one hook, the first included.
 pub const NOTIFY_ATTEMPTS: u32 = 8;
@@ -100,6 +101,7 @@ impl Jobs {
         let called = match post(client, &url, &job.id, body).await {
             Ok(()) => {
                 debug!(job = %job.id, %url, "notify hook called");
+                self.metrics.incr(metrics::JOBS_NOTIFY_SENT_TICK);
                 Called::Sent
             }
             Err(error) => {
@@ -109,6 +111,10 @@ impl Jobs {
                     now_ms().saturating_add(delay.as_millis() as u64)
                 });
                 warn!(job = %job.id, %url, attempt, "notify hook failed: {error}");
+                self.metrics.incr(match retry_at_ms {
+                    Some(_) => metrics::JOBS_NOTIFY_FAILED_TICK,
+                    None => metrics::JOBS_NOTIFY_GAVE_UP_TICK,
+                });
                 Called::Failed { error, retry_at_ms }
             }
         };

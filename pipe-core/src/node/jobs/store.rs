@@ -195,6 +195,12 @@ impl JobStore {
         self.open_now().map_or(0, |open| open.committer.commits())
     }
 
+    /// Microseconds its commits took in all (fsyncs included).
+    pub fn commit_micros(&self) -> u64 {
+        self.open_now()
+            .map_or(0, |open| open.committer.commit_micros())
+    }
+
     /// Queues `job` for its peer, durably; or returns the job its
     /// idempotency key already names; or says the peer's queue is full.
     pub async fn submit(&self, job: NewJob) -> Result<Submitted, StoreError> {
