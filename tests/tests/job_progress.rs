@@ -1,7 +1,8 @@
-//! Progress of durable jobs: a Rust handler reports on its request, an
-//! executable writes lines on descriptor 3, and the job's caller sees the
-//! latest figure (and the state `running`) in `GET /_pipe/jobs/<id>` while
-//! the handler runs; a finished job shows 100.
+//! Durable jobs while they run: a Rust handler reports progress on its
+//! request, an executable writes lines on descriptor 3, and the job's
+//! caller sees the latest figure (and the state `running`) in `GET
+//! /_pipe/jobs/<id>`; a finished job shows 100. Cancelling a running job
+//! stops its handler on the far node.
 
 #![allow(clippy::unwrap_used)]
 
@@ -131,4 +132,38 @@ async fn an_executable_reports_progress_on_descriptor_3() {
     let direct = send("POST", &server.url("/client/renderer/render"), &[], "").await;
     assert_eq!(direct.status, 200, "{:?}", direct.body);
     assert_eq!(direct.json(), json!({ "rendered": true }));
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_its_far_handler() {
+    let pki = Pki::new();
+    let (sent, kept) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = start_server(&pki, Registry::new(), with_state(sent.path())).await;
+    let stopped = Arc::new(Notify::new());
+    let mut registry = Registry::new();
+    let told = stopped.clone();
+    registry.register("post_hold", move |request: Request| {
+        let told = told.clone();
+        async move {
+            request.progress.report(5);
+            request.cancelled.cancelled().await;
+            told.notify_one();
+            Ok(Reply::json(&json!({ "held": "until cancelled" })))
+        }
+    });
+    // The client keeps jobs too: its runs outlive a dropped connection,
+    // but not the caller's cancel.
+    let _client =
+        connect_client_with(&pki, &server, "holder", registry, with_state(kept.path())).await;
+    let at = submit(&server, "/client/holder/hold").await;
+    until_progress(&server, &at, "running", 5).await;
+
+    let cancelled = send("DELETE", &server.url(&at), &[], "").await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    assert_eq!(cancelled.json()["state"], "cancelled");
+    tokio::time::timeout(Duration::from_secs(5), stopped.notified())
+        .await
+        .expect("the far handler was not stopped");
+    let gone = get(&server.url(&at)).await;
+    assert_eq!(gone.status, 410);
 }

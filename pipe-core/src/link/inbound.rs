@@ -27,6 +27,9 @@ pub struct Delivery {
     /// Cancelled when the peer cancels, the deadline passes or the
     /// connection ends.
     pub cancelled: CancellationToken,
+    /// Cancelled when the connection ends (`cancelled` is too): a
+    /// `cancelled` without it is the peer's own cancel.
+    pub connection_closed: CancellationToken,
     /// The connection's budget for bodies held on the peer's behalf: a body
     /// collected whole, or parsed, is held in it while the handler runs.
     pub bodies: Arc<MemoryBudget>,

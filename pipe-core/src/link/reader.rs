@@ -261,6 +261,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             event,
             deadline: self.deadline(received.timeout),
             cancelled,
+            connection_closed: connection.closed.clone(),
             bodies: connection.bodies.clone(),
             job: received.job,
             progress,

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::events::{ConnectionEvent, EventSink};
 use super::jobs::Jobs;
@@ -50,20 +52,43 @@ impl NodeInbound {
     }
 }
 
+/// Cancels `run` when `caller` is cancelled by the peer's `Cancel` (not by
+/// the connection's end, which `closed` tells apart).
+async fn stop_on_peer_cancel(
+    caller: CancellationToken,
+    closed: CancellationToken,
+    run: CancellationToken,
+) {
+    caller.cancelled().await;
+    if !closed.is_cancelled() {
+        run.cancel();
+    }
+}
+
 impl Inbound for NodeInbound {
     fn answer(&self, peer: &PeerInfo, delivery: Delivery) -> ReplyFuture {
         let durable = delivery.job.clone().zip(self.jobs.get().cloned());
+        // A durable job's run outlives its connection (its result is kept
+        // for the repeat); the peer's own cancel and the deadline still
+        // stop it.
+        let (cancelled, peer_cancel) = match durable {
+            Some(_) => {
+                let run = CancellationToken::new();
+                let watch = stop_on_peer_cancel(
+                    delivery.cancelled,
+                    delivery.connection_closed,
+                    run.clone(),
+                );
+                (run, Some(watch))
+            }
+            None => (delivery.cancelled, None),
+        };
         let job = Job {
             peer: peer.name.clone(),
             request_id: delivery.request_id,
             event: delivery.event,
             deadline: delivery.deadline,
-            // A durable job's run outlives its connection (its result is
-            // kept for the repeat); the deadline still bounds it.
-            cancelled: match durable {
-                Some(_) => tokio_util::sync::CancellationToken::new(),
-                None => delivery.cancelled,
-            },
+            cancelled,
             bodies: delivery.bodies,
             redelivered: false,
             progress: delivery.progress,
@@ -76,6 +101,8 @@ impl Inbound for NodeInbound {
                 // The node-wide cap; the link already holds the connection's
                 // slot, and the deadline bounds the wait.
                 let _running = running.acquire_owned().await;
+                // Watches for the peer's cancel while the run lasts.
+                let _peer_cancel = peer_cancel.map(tokio::spawn).map(AbortOnDropHandle::new);
                 let started = Instant::now();
                 let job = Job { redelivered, ..job };
                 let (reply, outcome) = handlers.run(job, max_body_bytes).await;
