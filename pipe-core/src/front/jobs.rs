@@ -10,9 +10,11 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::response::{RETURN_CODE_HEADER, ResponseBody, error_response, full, json_response};
+use super::response::{
+    RETURN_CODE_HEADER, ResponseBody, error_response, file_body, full, json_response,
+};
 use crate::node::Node;
-use crate::node::jobs::{JobRecord, JobRequest, JobState, NewJob, Refused, Submitted};
+use crate::node::jobs::{JobRecord, JobRequest, JobResult, JobState, NewJob, Refused, Submitted};
 use crate::node::metrics;
 use crate::wire::Event;
 
@@ -265,16 +267,44 @@ async fn poll(node: &Node, id: &str, query: &str) -> Response<ResponseBody> {
     }
 }
 
+/// The body of `job`'s `result`: from the store, or streamed from its
+/// result file.
+fn result_body(
+    node: &Node,
+    job: &JobRecord,
+    result: &JobResult,
+) -> Result<ResponseBody, Box<Response<ResponseBody>>> {
+    let Some(jobs) = node.jobs() else {
+        return Ok(full(Bytes::new()));
+    };
+    if result.body_file.is_none() {
+        return match jobs.store().result_body(&job.id) {
+            Ok(body) => Ok(full(Bytes::from(body))),
+            Err(error) => Err(Box::new(store_error(&error))),
+        };
+    }
+    let path = jobs.store().result_file(&job.id);
+    match std::fs::File::open(&path) {
+        Ok(file) => Ok(file_body(file)),
+        Err(error) => Err(Box::new(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the job's result file {} cannot be read: {error}",
+                path.display()
+            ),
+        ))),
+    }
+}
+
 /// The answer for `job` as it is now.
 fn answer(node: &Node, job: &JobRecord) -> Response<ResponseBody> {
     match (job.state, &job.result) {
         (JobState::Succeeded | JobState::Failed, Some(result)) => {
-            let body = match node.jobs().map(|jobs| jobs.store().result_body(&job.id)) {
-                Some(Ok(body)) => body,
-                Some(Err(error)) => return store_error(&error),
-                None => Vec::new(),
+            let body = match result_body(node, job, result) {
+                Ok(body) => body,
+                Err(error) => return *error,
             };
-            let mut response = Response::new(full(Bytes::from(body)));
+            let mut response = Response::new(body);
             *response.status_mut() =
                 StatusCode::from_u16(result.http_status).unwrap_or(StatusCode::OK);
             let headers = response.headers_mut();
@@ -292,6 +322,9 @@ fn answer(node: &Node, job: &JobRecord) -> Response<ResponseBody> {
                 .filter(|value| !value.is_empty())
                 .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
             headers.insert(header::CONTENT_TYPE, content_type);
+            if let Some(length) = result.body_file {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
             headers.insert(
                 JOB_STATE_HEADER,
                 HeaderValue::from_static(job.state.as_str()),

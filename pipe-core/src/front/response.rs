@@ -21,6 +21,17 @@ pub(super) fn full(bytes: Bytes) -> ResponseBody {
     BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
 }
 
+/// A body streamed from `file`, 64 KiB at a time.
+pub(super) fn file_body(file: std::fs::File) -> ResponseBody {
+    use futures_util::TryStreamExt;
+    let reader =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 * 1024);
+    let frames = reader
+        .map_ok(hyper::body::Frame::data)
+        .map_err(|error| BodyError::Aborted(format!("cannot read the result file: {error}")));
+    BoxBody::new(http_body_util::StreamBody::new(frames))
+}
+
 /// A JSON error response: `{"error": message}`.
 pub(super) fn error_response(
     status: StatusCode,

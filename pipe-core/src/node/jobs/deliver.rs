@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::record::{JobRecord, JobResult, JobState};
+use super::result_files::{KeepError, Kept};
 use super::store::{JobStore, Refused};
 use crate::link::{PeerHandle, RequestError};
 use crate::node::directory::PeerDirectory;
@@ -24,7 +25,8 @@ use crate::wire::{Event, HandlerName, JobProgress, JobTag, RETURN_HANDLER_FAILED
 
 /// How often queues are looked at when nothing wakes the deliverer.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
-/// How often ended jobs past their retention are purged.
+/// How often ended jobs past their retention are purged, at most (a short
+/// retention is looked at four times as often as it lasts).
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Jobs read from a queue at a time.
 const BATCH: usize = 32;
@@ -112,7 +114,8 @@ impl Jobs {
         let mut commits = CommitTimes::default();
         let hooks = tokio::spawn(self.clone().call_hooks(stop.clone()));
         loop {
-            if purged_at.elapsed() >= PURGE_EVERY {
+            let purge_every = PURGE_EVERY.min(self.retention / 4);
+            if purged_at.elapsed() >= purge_every {
                 purged_at = tokio::time::Instant::now();
                 let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64);
                 let purged = match self.store.purge(cutoff).await {
@@ -121,6 +124,14 @@ impl Jobs {
                         .purge_received(cutoff)
                         .await
                         .map(|kept| ended + kept),
+                    Err(error) => Err(error),
+                };
+                let purged = match purged {
+                    Ok(purged) => self
+                        .store
+                        .remove_orphan_results()
+                        .await
+                        .map(|files| purged + files as u64),
                     Err(error) => Err(error),
                 };
                 match purged {
@@ -276,28 +287,29 @@ impl Jobs {
         }
     }
 
-    /// Keeps `reply` as the job's result.
+    /// Keeps `reply` as the job's result: a large body in a file.
     async fn keep_result(&self, id: &str, mut reply: Reply) {
-        let body = match reply.stream.take() {
-            None => Ok(reply.body.clone()),
-            Some(stream) => stream.collect(self.max_body_bytes).await,
-        };
-        let body = match body {
-            Ok(body) => body,
-            Err(error) => {
-                self.fail(
-                    id,
-                    502,
-                    &format!("the result did not arrive whole: {error}"),
-                )
-                .await;
-                return;
+        let (first, stream) = (std::mem::take(&mut reply.body), reply.stream.take());
+        let kept = (self.store)
+            .keep_result_body(id, first, stream, self.max_body_bytes)
+            .await;
+        let mut result = JobResult::of_reply(&reply);
+        let body = match kept {
+            Ok(Kept::Memory(body)) => body.to_vec(),
+            Ok(Kept::File(length)) => {
+                result.body_file = Some(length);
+                Vec::new()
+            }
+            Err(error @ KeepError::Body(_)) => {
+                return self.fail(id, 502, &error.to_string()).await;
+            }
+            Err(error @ KeepError::Disk(_)) => {
+                return self.fail(id, 507, &error.to_string()).await;
             }
         };
-        let result = JobResult::of_reply(&reply);
         let ended = self
             .store
-            .finish(id, JobState::Succeeded, result, body.to_vec(), None)
+            .finish(id, JobState::Succeeded, result, body, None)
             .await;
         match ended {
             Ok(Ok(_)) => self.ended(JobState::Succeeded),
@@ -315,6 +327,7 @@ impl Jobs {
             return_code: RETURN_HANDLER_FAILED,
             content_type: crate::wire::JSON.to_owned(),
             headers: Vec::new(),
+            body_file: None,
         };
         let ended = self
             .store

@@ -10,6 +10,7 @@ mod notifying;
 mod receive;
 mod received;
 mod record;
+mod result_files;
 mod store;
 
 #[cfg(test)]
@@ -21,4 +22,5 @@ pub use notify::{NOTIFY_ATTEMPTS, NOTIFY_TIMEOUT};
 pub use notifying::{Called, Notice};
 pub use received::Arrival;
 pub use record::{JobRecord, JobRequest, JobResult, JobState, NotifyState, NotifyStatus};
+pub use result_files::FILE_AFTER;
 pub use store::{JobStore, NewJob, Refused, SCHEMA_VERSION, STORE_FILE, Submitted};

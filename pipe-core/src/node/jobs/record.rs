@@ -117,6 +117,10 @@ pub struct JobResult {
     pub content_type: String,
     /// End-to-end headers of the reply, values as bytes.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// A large body is not in the store but in the job's result file, of
+    /// this many bytes.
+    #[serde(default)]
+    pub body_file: Option<u64>,
 }
 
 impl JobResult {
@@ -131,6 +135,7 @@ impl JobResult {
                 .iter()
                 .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
                 .collect(),
+            body_file: None,
         }
     }
 }

@@ -84,6 +84,7 @@ async fn a_job_moves_through_its_states_and_leaves_the_queue_when_it_ends() {
         return_code: 0,
         content_type: "application/json".into(),
         headers: Vec::new(),
+        body_file: None,
     };
     let done = store
         .finish(
