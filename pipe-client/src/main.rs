@@ -30,6 +30,9 @@ enum Command {
     /// CA, certificate is a client certificate with a valid node name) and
     /// install it into the cert dir. Nothing is installed if any check fails.
     SetIdentity(SetIdentityArgs),
+    /// The node's durable jobs (list, show, cancel, purge), through its
+    /// local HTTP front.
+    Jobs(pipe_core::jobs_cli::JobsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +40,18 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::SetIdentity(args) => {
             println!("{}", launch::set_identity(Side::Client, &args)?);
+            Ok(())
+        }
+        Command::Jobs(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let answer = runtime.block_on(pipe_core::jobs_cli::run(
+                Side::Client,
+                args,
+                &config::process_env,
+            ))?;
+            println!("{answer}");
             Ok(())
         }
         Command::Serve(args) => {

@@ -34,6 +34,9 @@ enum Command {
     /// node on loopback, the example requests run and printed; serves until
     /// Ctrl-C.
     Demo(demo::DemoArgs),
+    /// The node's durable jobs (list, show, cancel, purge), through its
+    /// local HTTP front.
+    Jobs(pipe_core::jobs_cli::JobsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,15 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(serve(config))
         }
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Jobs(args) => {
+            let answer = runtime()?.block_on(pipe_core::jobs_cli::run(
+                Side::Server,
+                args,
+                &config::process_env,
+            ))?;
+            println!("{answer}");
+            Ok(())
+        }
     }
 }
 

@@ -69,6 +69,11 @@ impl InstalledServer {
         self.dir.path().join("ca.crl.pem")
     }
 
+    /// The server's local front.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
     /// `http://<the server's local front><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)

@@ -208,6 +208,12 @@ pub(super) async fn respond(node: &Node, request: Request<Incoming>) -> Response
             _ => method_not_allowed("GET"),
         };
     }
+    if rest == "/purge" {
+        return match method {
+            Method::POST => purge(node, query).await,
+            _ => method_not_allowed("POST"),
+        };
+    }
     let rest = &rest[1..];
     let (id, status_only) = match rest.strip_suffix("/status") {
         Some(id) => (id, true),
@@ -264,6 +270,39 @@ async fn poll(node: &Node, id: &str, query: &str) -> Response<ResponseBody> {
             return answer(node, &job);
         }
         tokio::time::sleep(WAIT_STEP).await;
+    }
+}
+
+/// Forgets the jobs that ended more than `older_than` seconds ago (default
+/// 0: every ended job), with their results: `{"purged": N}`.
+async fn purge(node: &Node, query: &str) -> Response<ResponseBody> {
+    let Some(jobs) = node.jobs() else {
+        return error_response(StatusCode::NOT_FOUND, "this node keeps no jobs");
+    };
+    let older_than = match query_value(query, "older_than").map(|text| text.parse::<f64>()) {
+        None => Duration::ZERO,
+        Some(Ok(seconds)) if (0.0..=MAX_EXPIRY_SECONDS).contains(&seconds) => {
+            Duration::from_secs_f64(seconds)
+        }
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "older_than must be seconds, at least 0",
+            );
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    // Ended at or before the cutoff: a job that ended this very millisecond
+    // goes with a purge of everything.
+    let cutoff = now_ms.saturating_sub(older_than.as_millis() as u64) + 1;
+    match jobs.store().purge(cutoff).await {
+        Ok(purged) => {
+            let _ = jobs.store().remove_orphan_results().await;
+            json_response(StatusCode::OK, &serde_json::json!({ "purged": purged }))
+        }
+        Err(error) => store_error(&error),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod jobs_cli;
 pub mod launch;
 pub mod logging;
 pub mod pki;

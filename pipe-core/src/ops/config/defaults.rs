@@ -67,11 +67,10 @@ pub(super) const PROD_SERVER_STATE_DIR: &str = "/var/lib/restpipe/state/server";
 /// Where the prod profile keeps a client node's job store.
 pub(super) const PROD_CLIENT_STATE_DIR: &str = "/var/lib/restpipe/state/client";
 
-/// The shared keys' defaults. Keys left `None` have none: the profile, the
-/// identity's file names (they follow the role), the revocation list, the
-/// policy, handler directory, forwards, event command and socket group.
-fn common(side: Side, profile: Option<Profile>) -> RawCommon {
-    let http = match (profile, side) {
+/// Where a node of `side` serves its local front when nothing says
+/// otherwise, by profile.
+pub fn default_http(side: Side, profile: Option<Profile>) -> HttpAddr {
+    match (profile, side) {
         (Some(Profile::Dev), Side::Server) => HttpAddr::Unix(PathBuf::from(DEV_SERVER_SOCKET)),
         (Some(Profile::Dev), Side::Client) => HttpAddr::Unix(PathBuf::from(DEV_CLIENT_SOCKET)),
         (Some(Profile::Prod), Side::Server) => HttpAddr::Unix(PathBuf::from(PROD_SERVER_SOCKET)),
@@ -82,7 +81,14 @@ fn common(side: Side, profile: Option<Profile>) -> RawCommon {
         (None, Side::Client) => {
             HttpAddr::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, CLIENT_HTTP_PORT)))
         }
-    };
+    }
+}
+
+/// The shared keys' defaults. Keys left `None` have none: the profile, the
+/// identity's file names (they follow the role), the revocation list, the
+/// policy, handler directory, forwards, event command and socket group.
+fn common(side: Side, profile: Option<Profile>) -> RawCommon {
+    let http = default_http(side, profile);
     let log_format = match profile {
         Some(Profile::Prod) => LogFormat::Json,
         _ => LogFormat::Human,

@@ -54,7 +54,7 @@ use crate::wire::Side;
 pub use args::{ClientArgs, CommonArgs, ServerArgs, SetIdentityArgs};
 pub use defaults::{
     DEFAULT_BIND_INTERFACE, DEFAULT_CERT_DIR, DEFAULT_PIPE_PORT, DEFAULT_STATSD_HOST,
-    DEFAULT_STATSD_PORT, DEFAULT_TARGET_HOST,
+    DEFAULT_STATSD_PORT, DEFAULT_TARGET_HOST, default_http,
 };
 pub use error::ConfigError;
 pub use parse::{parse_host_port, parse_seconds};
