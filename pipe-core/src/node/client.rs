@@ -196,6 +196,9 @@ async fn stay_connected(
         attempts,
     });
     let session = node.peers().hold(SERVER_KEY, handle.clone());
+    if let Some(jobs) = node.jobs() {
+        jobs.wake(); // the server's queue goes out now
+    }
     let ended = tokio::select! {
         _ = node.revocation_watch.closed_or_revoked(&handle, certificate.as_ref()) => Ended::Lost,
         _ = shutdown.cancelled() => {
