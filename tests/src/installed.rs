@@ -30,6 +30,7 @@ pub struct InstalledServer {
     pipe: SocketAddr,
     http: SocketAddr,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     logs: Vec<PathBuf>,
     dir: tempfile::TempDir,
 }
@@ -51,6 +52,7 @@ impl InstalledServer {
             pipe,
             http,
             args: Vec::new(),
+            envs: Vec::new(),
             logs: Vec::new(),
             dir,
         }
@@ -60,6 +62,12 @@ impl InstalledServer {
     /// (e.g. `--crl FILE`, `--peer-wait 0.3`).
     pub fn add_args<S: Into<String>>(&mut self, args: impl IntoIterator<Item = S>) {
         self.args.extend(args.into_iter().map(Into::into));
+    }
+
+    /// Sets `name` to `value` in the environment of every start from now
+    /// on (which is otherwise empty but for the log settings).
+    pub fn add_env(&mut self, name: &str, value: &str) {
+        self.envs.push((name.to_owned(), value.to_owned()));
     }
 
     /// A file for the installation's revocation list, beside its cert dir
@@ -109,6 +117,7 @@ impl InstalledServer {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
         );
+        command.envs(self.envs.iter().map(|(name, value)| (name, value)));
         command
             .args(["serve", "--listen", &self.pipe.to_string()])
             .args(["--http", &self.http.to_string()])
