@@ -121,24 +121,20 @@ fn run(db: &Database, mut changes: mpsc::Receiver<Change>, counters: &Counters) 
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        if commit(db, batch) {
-            counters.commits.fetch_add(1, Ordering::Relaxed);
-            let took = started.elapsed().as_micros() as u64;
-            counters.micros.fetch_add(took, Ordering::Relaxed);
-        }
+        commit(db, batch, counters);
     }
 }
 
-/// One transaction for `batch`: every caller learns the same outcome.
-/// Whether a commit was attempted.
-fn commit(db: &Database, batch: Vec<Change>) -> bool {
+/// One transaction for `batch`: every caller learns the same outcome, after
+/// the commit is counted.
+fn commit(db: &Database, batch: Vec<Change>, counters: &Counters) {
+    let started = std::time::Instant::now();
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(error) => {
             let error = StoreError::from(error);
             fail_all(batch.len(), &error, Vec::new());
-            return false;
+            return;
         }
     };
     let mut answers = Vec::with_capacity(batch.len());
@@ -152,15 +148,17 @@ fn commit(db: &Database, batch: Vec<Change>) -> bool {
                 drop(txn);
                 let unanswered = remaining.len();
                 fail_all(unanswered, &error, answers);
-                return false;
+                return;
             }
         }
     }
     let committed = txn.commit().map_err(StoreError::from);
+    counters.commits.fetch_add(1, Ordering::Relaxed);
+    let took = started.elapsed().as_micros() as u64;
+    counters.micros.fetch_add(took, Ordering::Relaxed);
     for answer in answers {
         answer(committed.clone());
     }
-    true
 }
 
 /// Tells `answers` the batch failed with `error`; `dropped` more changes

@@ -18,6 +18,8 @@ use super::record::{JobRecord, JobRequest, JobResult, JobState, NotifyStatus};
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
+/// Jobs forgotten per transaction of a purge (few in tests, to see several).
+const PURGE_BATCH: usize = if cfg!(test) { 16 } else { 10_000 };
 /// The store's file name in the state directory.
 pub const STORE_FILE: &str = "jobs.redb";
 
@@ -369,7 +371,16 @@ impl JobStore {
     /// bodies and idempotency keys. Returns how many went.
     pub async fn purge(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         let committer = self.open_now()?.committer;
-        committer.apply(move |txn| purge(txn, cutoff_ms)).await
+        let mut total = 0;
+        // A bounded batch per transaction: submissions waiting on the
+        // committer never wait for one huge purge.
+        loop {
+            let purged = committer.apply(move |txn| purge(txn, cutoff_ms)).await?;
+            total += purged;
+            if purged < PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Ends job `id` in `state` (`succeeded`, or `failed` with `reason`)
@@ -493,6 +504,9 @@ fn purge(txn: &WriteTransaction, cutoff_ms: u64) -> Result<u64, StoreError> {
         }
         if job.state.is_final() && job.updated_ms < cutoff_ms {
             ended.push(job);
+            if ended.len() >= PURGE_BATCH {
+                break;
+            }
         }
     }
     let mut bodies = txn.open_table(BODIES)?;

@@ -245,3 +245,27 @@ async fn ended_jobs_past_retention_are_forgotten_and_the_rest_kept() {
     let again = created(&store, keyed).await;
     assert_ne!(again.id, ended.id);
 }
+
+#[tokio::test]
+async fn a_purge_of_many_jobs_goes_in_several_transactions_and_misses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JobStore::open(dir.path(), 1_000).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let job = created(&store, job("branch", &format!("n{i}"))).await;
+        store
+            .advance(&job.id, JobState::Cancelled, |_| {})
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(job.id);
+    }
+    let kept = created(&store, job("branch", "kept")).await;
+    let commits = store.commits();
+    assert_eq!(store.purge(u64::MAX).await.unwrap(), 40);
+    assert!(store.commits() - commits >= 3, "40 jobs in batches of 16");
+    for id in &ids {
+        assert_eq!(store.get(id).unwrap(), None);
+    }
+    assert_eq!(store.get(&kept.id).unwrap().unwrap().state, JobState::Queued);
+}
