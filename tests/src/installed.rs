@@ -87,6 +87,12 @@ impl InstalledServer {
         format!("http://{}{}", self.http, path)
     }
 
+    /// Where client nodes connect: the server's pipe port, kept across
+    /// restarts.
+    pub fn pipe_addr(&self) -> SocketAddr {
+        self.pipe
+    }
+
     /// The CA that issued the installed identity.
     pub fn pki(&self) -> &Pki {
         &self.pki

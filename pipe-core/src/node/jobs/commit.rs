@@ -19,10 +19,13 @@ const QUEUE: usize = 8192;
 
 /// Tells the caller of one change how the commit went.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// One change: applied inside the batch's transaction; returns what to tell
-/// its caller once the commit is done (or failed). An `Err` is a storage
-/// failure, which fails the whole batch.
-type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Answer, StoreError> + Send>;
+/// One change, called once: with the batch's transaction, to apply it,
+/// returning what to tell its caller once the commit is done (or failed);
+/// or with the error that failed the batch before its turn, to tell its
+/// caller that. An `Err` is a storage failure, which fails the whole batch;
+/// the change has told its own caller.
+type Change =
+    Box<dyn FnOnce(Result<&WriteTransaction, StoreError>) -> Result<Answer, StoreError> + Send>;
 
 /// Commits done, and the time they took.
 #[derive(Debug, Default)]
@@ -87,13 +90,7 @@ impl Committer {
         &self,
         change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (done, outcome) = oneshot::channel();
-        let change: Change = Box::new(move |txn| {
-            let value = change(txn)?;
-            Ok(Box::new(move |committed: Result<(), StoreError>| {
-                let _ = done.send(committed.map(|()| value));
-            }) as Answer)
-        });
+        let (change, outcome) = told(change);
         self.changes
             .send(change)
             .await
@@ -110,6 +107,24 @@ impl Committer {
     pub(super) fn commit_micros(&self) -> u64 {
         self.counters.micros.load(Ordering::Relaxed)
     }
+}
+
+/// `change` as the committer takes it, and where its caller hears the
+/// outcome: its value once committed, or the error that failed its batch.
+fn told<T: Send + 'static>(
+    change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+) -> (Change, oneshot::Receiver<Result<T, StoreError>>) {
+    let (done, outcome) = oneshot::channel();
+    let change: Change = Box::new(move |txn| match txn.and_then(change) {
+        Ok(value) => Ok(Box::new(move |committed: Result<(), StoreError>| {
+            let _ = done.send(committed.map(|()| value));
+        }) as Answer),
+        Err(error) => {
+            let _ = done.send(Err(error.clone()));
+            Err(error)
+        }
+    });
+    (change, outcome)
 }
 
 fn run(db: &Database, mut changes: mpsc::Receiver<Change>, counters: &Counters) {
@@ -132,22 +147,20 @@ fn commit(db: &Database, batch: Vec<Change>, counters: &Counters) {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(error) => {
-            let error = StoreError::from(error);
-            fail_all(batch.len(), &error, Vec::new());
+            fail_all(&StoreError::from(error), Vec::new(), batch);
             return;
         }
     };
     let mut answers = Vec::with_capacity(batch.len());
     let mut remaining = batch.into_iter();
     for change in remaining.by_ref() {
-        match change(&txn) {
+        match change(Ok(&txn)) {
             Ok(answer) => answers.push(answer),
             Err(error) => {
                 // A storage failure inside the transaction: nothing of it
                 // is kept, and everyone in it is told.
                 drop(txn);
-                let unanswered = remaining.len();
-                fail_all(unanswered, &error, answers);
+                fail_all(&error, answers, remaining.collect());
                 return;
             }
         }
@@ -161,14 +174,88 @@ fn commit(db: &Database, batch: Vec<Change>, counters: &Counters) {
     }
 }
 
-/// Tells `answers` the batch failed with `error`; `dropped` more changes
-/// were never applied and learn it when their channel closes.
-fn fail_all(dropped: usize, error: &StoreError, answers: Vec<Answer>) {
+/// Tells every caller of a failed batch its `error`: those whose changes
+/// were applied (`answers`) and those whose turn never came (`unapplied`).
+/// (A change that failed has told its own caller.)
+fn fail_all(error: &StoreError, answers: Vec<Answer>, unapplied: Vec<Change>) {
     tracing::warn!(
-        changes = answers.len() + dropped,
+        others = answers.len() + unapplied.len(),
         "job store commit failed: {error}"
     );
     for answer in answers {
         answer(Err(error.clone()));
+    }
+    for change in unapplied {
+        let _ = change(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A change that fails fails its batch, and every change in the batch
+    /// hears why: none is told the store is closed.
+    #[tokio::test]
+    async fn every_change_of_a_failed_batch_hears_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("store.redb")).unwrap());
+        let committer = Committer::start(db).unwrap();
+
+        // Hold the committing thread in a change of its own, so the next
+        // three wait for it and make one batch.
+        let (running_tx, running) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = committer.clone();
+        let holding = tokio::spawn(async move {
+            holder
+                .apply(move |_| {
+                    let _ = running_tx.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+        });
+        tokio::task::spawn_blocking(move || running.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let changes: Vec<_> = [false, true, false]
+            .into_iter()
+            .map(|fails| {
+                let committer = committer.clone();
+                tokio::spawn(async move {
+                    committer
+                        .apply(move |_| match fails {
+                            true => Err(StoreError::Storage("a change failed".into())),
+                            false => Ok(()),
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        while committer.changes.capacity() > QUEUE - 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "changes not queued"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        release.send(()).unwrap();
+        holding.await.unwrap().unwrap();
+
+        for change in changes {
+            match change.await.unwrap() {
+                Err(StoreError::Storage(error)) => assert_eq!(error, "a change failed"),
+                other => panic!("told {other:?}"),
+            }
+        }
+        // The committer carries on.
+        committer.apply(|_| Ok(())).await.unwrap();
     }
 }
