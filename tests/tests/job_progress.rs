@@ -167,3 +167,59 @@ async fn cancelling_a_running_job_stops_its_far_handler() {
     let gone = get(&server.url(&at)).await;
     assert_eq!(gone.status, 410);
 }
+
+#[tokio::test]
+async fn an_at_most_once_job_cut_mid_run_ends_failed_instead_of_running_again() {
+    let pki = Pki::new();
+    let state = tempfile::tempdir().unwrap();
+    let server = start_server(&pki, Registry::new(), with_state(state.path())).await;
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut registry = Registry::new();
+    let counted = runs.clone();
+    registry.register("post_charge", move |_request: Request| {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Reply::json(&json!({ "charged": true })))
+        }
+    });
+    // The client keeps no jobs: a second delivery would run again.
+    let _client = connect_client_with(&pki, &server, "till", registry, fast_settings()).await;
+    let accepted = send(
+        "POST",
+        &server.url("/client/till/charge"),
+        &[
+            ("Prefer", "respond-async"),
+            ("X-Pipe-Delivery", "at-most-once"),
+        ],
+        "",
+    )
+    .await;
+    let at = location(&accepted);
+    let started = Instant::now();
+    while runs.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let connection = server.running.node().peers().get("till").unwrap();
+    connection.close(
+        restpipe_tests::wire::go_away::Reason::Shutdown,
+        "a test cuts the link",
+    );
+
+    let ended = get(&server.url(&format!("{at}?wait=10"))).await;
+    let status = ended.json();
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(
+        status["reason"].as_str().unwrap().contains("interrupted"),
+        "{status}"
+    );
+    // Long enough for a redelivery to have run, had there been one.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "ran twice"
+    );
+}

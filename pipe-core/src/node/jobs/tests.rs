@@ -267,5 +267,8 @@ async fn a_purge_of_many_jobs_goes_in_several_transactions_and_misses_none() {
     for id in &ids {
         assert_eq!(store.get(id).unwrap(), None);
     }
-    assert_eq!(store.get(&kept.id).unwrap().unwrap().state, JobState::Queued);
+    assert_eq!(
+        store.get(&kept.id).unwrap().unwrap().state,
+        JobState::Queued
+    );
 }
