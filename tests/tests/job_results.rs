@@ -83,3 +83,100 @@ async fn a_large_result_is_a_file_that_streams_out_and_goes_with_the_job() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_node_running_a_peers_job_keeps_a_large_result_as_a_file_too() {
+    let pki = Pki::new();
+    let (sent, kept) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_state = |dir: &Path| NodeSettings {
+        state_dir: Some(dir.to_owned()),
+        job_retention: Duration::from_secs(2),
+        ..fast_settings()
+    };
+    let server = start_server(&pki, Registry::new(), with_state(sent.path())).await;
+    let mut registry = Registry::new();
+    registry.register("get_big", |_request: Request| async {
+        Ok(Reply::bytes("application/x-report", big_body()))
+    });
+    let _client =
+        connect_client_with(&pki, &server, "keeper", registry, with_state(kept.path())).await;
+
+    let url = server.url("/client/keeper/big");
+    let accepted = send("GET", &url, &[("Prefer", "respond-async")], "").await;
+    let id = accepted.json()["id"].as_str().unwrap().to_owned();
+    let done = get(&server.url(&format!("/_pipe/jobs/{id}?wait=10"))).await;
+    assert_eq!(done.status, 200);
+    assert!(done.body == big_body(), "the body differs");
+    // The receiving node kept the result as a file, named by sender and id.
+    let received = kept.path().join("received").join(format!("localhost-{id}"));
+    assert_eq!(std::fs::metadata(&received).unwrap().len(), BIG as u64);
+
+    let started = Instant::now();
+    while received.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the kept result outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_repeat_of_a_job_with_a_large_result_is_answered_from_its_file() {
+    let pki = Pki::new();
+    let (sent, kept) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_state = |dir: &Path| NodeSettings {
+        state_dir: Some(dir.to_owned()),
+        ..fast_settings()
+    };
+    let server = start_server(&pki, Registry::new(), with_state(sent.path())).await;
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    let mut registry = Registry::new();
+    registry.register("get_slowbig", move |_request: Request| {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok(Reply::bytes("application/x-report", big_body()))
+        }
+    });
+    let _client = connect_client_with(
+        &pki,
+        &server,
+        "slowkeeper",
+        registry,
+        with_state(kept.path()),
+    )
+    .await;
+    let url = server.url("/client/slowkeeper/slowbig");
+    let accepted = send("GET", &url, &[("Prefer", "respond-async")], "").await;
+    let id = accepted.json()["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    while runs.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The link drops mid-run: the run goes on, its result is kept (a file),
+    // and the redelivery is answered from it.
+    let connection = server.running.node().peers().get("slowkeeper").unwrap();
+    connection.close(
+        restpipe_tests::wire::go_away::Reason::Shutdown,
+        "a test cuts the link",
+    );
+    let done = get(&server.url(&format!("/_pipe/jobs/{id}?wait=10"))).await;
+    assert_eq!(done.status, 200, "{:?}", done.headers);
+    assert!(done.body == big_body(), "the body differs");
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "ran twice"
+    );
+    let status = get(&server.url(&format!("/_pipe/jobs/{id}/status")))
+        .await
+        .json();
+    assert_eq!(
+        status["attempts"], 2,
+        "delivered again after the drop: {status}"
+    );
+}

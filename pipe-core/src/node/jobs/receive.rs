@@ -7,6 +7,7 @@
 //! redelivery.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use tracing::warn;
 use super::deliver::Jobs;
 use super::received::Arrival;
 use super::record::JobResult;
+use super::result_files::{Kept, file_stream, spill};
 use crate::wire::{HandlerError, JobTag, Reply};
 
 /// Runs a job's handler; its argument says whether the run is a redelivery.
@@ -36,7 +38,10 @@ impl Jobs {
         // and is then answered from its kept result.
         let guard = lock.lock_owned().await;
         let redelivered = match self.store().arrive(&peer, &tag.id).await {
-            Ok(Arrival::Done(result, body)) => return kept_reply(result, body),
+            Ok(Arrival::Done(result, body)) => {
+                let file = self.store().received_file(&peer, &tag.id);
+                return kept_reply(result, body, file);
+            }
             Ok(Arrival::Fresh) => false,
             Ok(Arrival::Interrupted) => true,
             Err(error) => {
@@ -49,7 +54,8 @@ impl Jobs {
         // keeping of its result.
         let task = tokio::spawn(async move {
             let reply = run(redelivered).await;
-            let (reply, result, body) = jobs.settle(reply).await;
+            let file = jobs.store().received_file(&peer, &tag.id);
+            let (reply, result, body) = jobs.settle(reply, file).await;
             if let Err(error) = jobs
                 .store()
                 .keep_received(&peer, &tag.id, result, body)
@@ -67,27 +73,40 @@ impl Jobs {
         })
     }
 
-    /// `reply` with its body whole (to keep), and the result it makes.
-    async fn settle(&self, mut reply: Reply) -> (Reply, JobResult, Vec<u8>) {
-        if let Some(stream) = reply.stream.take() {
-            match stream.collect(self.max_body_bytes()).await {
-                Ok(body) => reply.body = body,
-                Err(error) => {
-                    reply = HandlerError::new("BodyError", error.to_string()).into_reply();
-                }
+    /// `reply` whole, to keep and send: its body in memory, or, when large,
+    /// in `file` (and sent from there); and the result it makes.
+    async fn settle(&self, mut reply: Reply, file: PathBuf) -> (Reply, JobResult, Vec<u8>) {
+        let (first, stream) = (std::mem::take(&mut reply.body), reply.stream.take());
+        let kept = spill(file.clone(), first, stream, self.max_body_bytes()).await;
+        let mut result = JobResult::of_reply(&reply);
+        match kept {
+            Ok(Kept::Memory(body)) => {
+                reply.body = body.clone();
+                (reply, result, body.to_vec())
+            }
+            Ok(Kept::File(length)) => {
+                result.body_file = Some(length);
+                reply.stream = Some(file_stream(file, length));
+                (reply, result, Vec::new())
+            }
+            Err(error) => {
+                let reply = HandlerError::new("BodyError", error.to_string()).into_reply();
+                let result = JobResult::of_reply(&reply);
+                let body = reply.body.to_vec();
+                (reply, result, body)
             }
         }
-        let result = JobResult::of_reply(&reply);
-        let body = reply.body.to_vec();
-        (reply, result, body)
     }
 }
 
-/// The reply a kept result makes.
-fn kept_reply(result: JobResult, body: Vec<u8>) -> Reply {
+/// The reply a kept result makes: a large body streams from its `file`.
+fn kept_reply(result: JobResult, body: Vec<u8>, file: PathBuf) -> Reply {
     let mut reply = Reply::bytes(result.content_type, Bytes::from(body))
         .with_return_code(result.return_code)
         .with_http_status(result.http_status);
+    if let Some(length) = result.body_file {
+        reply.stream = Some(file_stream(file, length));
+    }
     for (name, value) in result.headers {
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),

@@ -36,6 +36,22 @@ struct ReceivedJob {
 }
 
 impl JobStore {
+    /// Whether `peer`'s job `id` is kept here: `None` if not, else whether
+    /// its run has ended.
+    pub(super) fn received_ended(&self, peer: &str, id: &str) -> Result<Option<bool>, StoreError> {
+        let txn = self.read()?;
+        let received = match txn.open_table(RECEIVED) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let Some(bytes) = received.get((peer, id))? else {
+            return Ok(None);
+        };
+        let job = serde_json::from_slice::<ReceivedJob>(bytes.value()).ok();
+        Ok(Some(job.is_none_or(|job| job.result.is_some())))
+    }
+
     /// Forgets what this node kept of peers' jobs last changed before
     /// `cutoff_ms` (unix ms). Returns how many went.
     pub async fn purge_received(&self, cutoff_ms: u64) -> Result<u64, StoreError> {

@@ -1,14 +1,16 @@
 //! Large results live as files: a result body over [`FILE_AFTER`] is
 //! written to `results/<id>` beside the store (fsynced, then renamed into
 //! place, so a file present is whole) instead of into the store, and a poll
-//! streams it out in bounded memory. Files whose job was purged (or that a
-//! crash left half written) are removed with the purge.
+//! streams it out in bounded memory. A node receiving a peer's job keeps a
+//! large result the same way, in `received/<peer>-<id>`, and sends it from
+//! there. Files whose job was purged (or that a crash left half written)
+//! are removed with the purge.
 
 use std::io;
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::StoreError;
 use super::store::JobStore;
@@ -18,6 +20,10 @@ use crate::wire::body::{BodyError, BodyStream};
 pub const FILE_AFTER: usize = 256 * 1024;
 /// The directory of result files, beside the store file.
 const RESULTS_DIR: &str = "results";
+/// The directory of the results of peers' jobs, beside the store file.
+const RECEIVED_DIR: &str = "received";
+/// How much of a result file is read at a time.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Where a result body was kept.
 #[derive(Debug)]
@@ -42,9 +48,26 @@ pub(super) enum KeepError {
 impl JobStore {
     /// The directory of result files.
     pub fn results_dir(&self) -> PathBuf {
+        self.beside(RESULTS_DIR)
+    }
+
+    /// The directory of the result files of peers' jobs.
+    pub fn received_dir(&self) -> PathBuf {
+        self.beside(RECEIVED_DIR)
+    }
+
+    fn beside(&self, name: &str) -> PathBuf {
         self.path()
             .parent()
-            .map_or_else(|| PathBuf::from(RESULTS_DIR), |dir| dir.join(RESULTS_DIR))
+            .map_or_else(|| PathBuf::from(name), |dir| dir.join(name))
+    }
+
+    /// The result file of `peer`'s job `id` run here (there only if its
+    /// result is large). The peer's name is percent-encoded, so `-` parts
+    /// it from the id.
+    pub fn received_file(&self, peer: &str, id: &str) -> PathBuf {
+        let peer = percent_encoding::utf8_percent_encode(peer, percent_encoding::NON_ALPHANUMERIC);
+        self.received_dir().join(format!("{peer}-{id}"))
     }
 
     /// The result file of job `id` (there only if its result is large).
@@ -62,37 +85,18 @@ impl JobStore {
         stream: Option<BodyStream>,
         max: usize,
     ) -> Result<Kept, KeepError> {
-        if first.len() > max {
-            return Err(BodyError::TooLarge { limit: max as u64 }.into());
-        }
-        let mut held = BytesMut::from(first);
-        let mut stream = stream.unwrap_or_else(|| BodyStream::from_bytes(Bytes::new()));
-        while held.len() <= FILE_AFTER {
-            match stream.chunk().await {
-                None => return Ok(Kept::Memory(held.freeze())),
-                Some(piece) => held.extend_from_slice(&piece?),
-            }
-            if held.len() > max {
-                return Err(BodyError::TooLarge { limit: max as u64 }.into());
-            }
-        }
-        let part = self.results_dir().join(format!("{id}.part"));
-        let written = write_file(&part, held.freeze(), stream, max).await;
-        let length = match written {
-            Ok(length) => length,
-            Err(error) => {
-                let _ = tokio::fs::remove_file(&part).await;
-                return Err(error);
-            }
-        };
-        tokio::fs::rename(&part, self.result_file(id)).await?;
-        sync_dir(self.results_dir()).await?;
-        Ok(Kept::File(length))
+        spill(self.result_file(id), first, stream, max).await
     }
 
     /// Removes result files whose job is no longer kept, and half-written
     /// ones. Returns how many went.
     pub async fn remove_orphan_results(&self) -> Result<usize, StoreError> {
+        let own = self.remove_orphan_own().await?;
+        Ok(own + self.remove_orphan_received().await?)
+    }
+
+    /// Removes result files of this node's jobs no longer kept.
+    async fn remove_orphan_own(&self) -> Result<usize, StoreError> {
         let dir = self.results_dir();
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(entries) => entries,
@@ -117,6 +121,76 @@ impl JobStore {
         }
         Ok(removed)
     }
+
+    /// Removes the result files of peers' jobs no longer kept, and
+    /// half-written ones of runs that ended.
+    async fn remove_orphan_received(&self) -> Result<usize, StoreError> {
+        let Ok(mut entries) = tokio::fs::read_dir(self.received_dir()).await else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let (name, part) = match name.strip_suffix(".part") {
+                Some(name) => (name.to_owned(), true),
+                None => (name, false),
+            };
+            let Some((peer, id)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let peer = percent_encoding::percent_decode_str(peer).decode_utf8_lossy();
+            let orphan = match self.received_ended(&peer, id)? {
+                None => true,
+                // Still running: its file may be being written.
+                Some(ended) => part && ended,
+            };
+            if orphan && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Takes a body, `first` then the rest from `stream`, whole: in memory while
+/// it stays within [`FILE_AFTER`], else into the file at `path` (written
+/// beside it, fsynced, renamed into place), at most `max` bytes in all.
+pub(super) async fn spill(
+    path: PathBuf,
+    first: Bytes,
+    stream: Option<BodyStream>,
+    max: usize,
+) -> Result<Kept, KeepError> {
+    if first.len() > max {
+        return Err(BodyError::TooLarge { limit: max as u64 }.into());
+    }
+    let mut held = BytesMut::from(first);
+    let mut stream = stream.unwrap_or_else(|| BodyStream::from_bytes(Bytes::new()));
+    while held.len() <= FILE_AFTER {
+        match stream.chunk().await {
+            None => return Ok(Kept::Memory(held.freeze())),
+            Some(piece) => held.extend_from_slice(&piece?),
+        }
+        if held.len() > max {
+            return Err(BodyError::TooLarge { limit: max as u64 }.into());
+        }
+    }
+    let mut part = path.clone().into_os_string();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let written = write_file(&part, held.freeze(), stream, max).await;
+    let length = match written {
+        Ok(length) => length,
+        Err(error) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(error);
+        }
+    };
+    tokio::fs::rename(&part, &path).await?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir.to_owned()).await?;
+    }
+    Ok(Kept::File(length))
 }
 
 /// Writes `first` and the rest of `stream` to `path`, fsynced.
@@ -147,4 +221,36 @@ async fn write_file(
 /// Makes a rename in `dir` durable.
 async fn sync_dir(dir: PathBuf) -> io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
+}
+
+/// A stream of the file at `path`, `length` bytes, read as its reader takes
+/// it: a kept result sent again, in bounded memory.
+pub(super) fn file_stream(path: PathBuf, length: u64) -> BodyStream {
+    let (sink, stream) = crate::wire::body::channel(Some(length));
+    tokio::spawn(async move {
+        let fail = |error: io::Error| {
+            BodyError::Aborted(format!(
+                "cannot read the result file {}: {error}",
+                path.display()
+            ))
+        };
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(error) => return sink.abort(fail(error)),
+        };
+        let mut buffer = BytesMut::new();
+        loop {
+            buffer.reserve(READ_CHUNK);
+            match file.read_buf(&mut buffer).await {
+                Ok(0) => return,
+                Ok(_) => {
+                    if sink.send(buffer.split().freeze()).await.is_err() {
+                        return; // the reader went away
+                    }
+                }
+                Err(error) => return sink.abort(fail(error)),
+            }
+        }
+    });
+    stream
 }
