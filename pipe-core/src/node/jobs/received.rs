@@ -7,7 +7,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::error::StoreError;
 use super::record::JobResult;
-use super::store::{JobStore, now_ms};
+use super::store::{JobStore, PURGE_BATCH, now_ms};
 
 /// (sender, job id) → what this node, receiving, did with a peer's job.
 const RECEIVED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("received");
@@ -56,9 +56,17 @@ impl JobStore {
     /// `cutoff_ms` (unix ms). Returns how many went.
     pub async fn purge_received(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         let committer = self.open_now()?.committer;
-        committer
-            .apply(move |txn| purge_received(txn, cutoff_ms))
-            .await
+        let mut total = 0;
+        // Bounded batches, as for the node's own jobs.
+        loop {
+            let purged = committer
+                .apply(move |txn| purge_received(txn, cutoff_ms))
+                .await?;
+            total += purged;
+            if purged < PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Records that `peer`'s job `id` arrived, and says what was known of
@@ -140,6 +148,9 @@ fn purge_received(txn: &WriteTransaction, cutoff_ms: u64) -> Result<u64, StoreEr
         if stale {
             let (peer, id) = key.value();
             old.push((peer.to_owned(), id.to_owned()));
+            if old.len() >= PURGE_BATCH {
+                break;
+            }
         }
     }
     let mut bodies = txn.open_table(RECEIVED_BODIES)?;

@@ -19,7 +19,7 @@ use super::record::{JobRecord, JobRequest, JobResult, JobState, NotifyStatus};
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 /// Jobs forgotten per transaction of a purge (few in tests, to see several).
-const PURGE_BATCH: usize = if cfg!(test) { 16 } else { 10_000 };
+pub(super) const PURGE_BATCH: usize = if cfg!(test) { 16 } else { 10_000 };
 /// The store's file name in the state directory.
 pub const STORE_FILE: &str = "jobs.redb";
 
