@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::identities::Identities;
-use crate::loadgen::{self, Load, Outcome};
+use crate::loadgen::{self, Load, Outcome, RequestShape};
 use crate::node_process::{NodeProcess, Placement};
 use crate::plan::Plan;
 use crate::report::{Report, Row, Verdict, clip, latency, percent, size};
@@ -223,6 +223,7 @@ fn small_requests(client: &NodeProcess, bound: Duration, stop: Option<Cancellati
     Load {
         addr: client.http,
         path: SMALL_PATH.to_owned(),
+        shape: RequestShape::default(),
         concurrency: 1,
         warmup: Duration::ZERO,
         duration: bound,

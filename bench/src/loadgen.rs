@@ -1,6 +1,9 @@
 //! The load generator: `concurrency` workers, each with its own keep-alive
-//! HTTP/1.1 connection (hyper's client), sending one GET after another for a
-//! fixed time and recording every latency in an HDR histogram.
+//! HTTP/1.1 connection (hyper's client), sending one request after another
+//! for a fixed time and recording every latency in an HDR histogram.
+//!
+//! Each request is a GET answered 200 unless the load's [`RequestShape`]
+//! says otherwise (a POST with a body and headers, answered 202, say).
 //!
 //! It is closed-loop (a worker waits for each reply before the next
 //! request), so under saturation latencies are those a fixed set of callers
@@ -14,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,8 @@ pub struct Load {
     pub addr: SocketAddr,
     /// Path (and query) of every request.
     pub path: String,
+    /// Method, headers, body and expected status of every request.
+    pub shape: RequestShape,
     /// Workers, each with its own connection.
     pub concurrency: usize,
     /// Load applied before measuring starts.
@@ -48,14 +53,54 @@ pub struct Load {
     pub stop: Option<CancellationToken>,
 }
 
+/// What every request of a load looks like, and the status that counts as
+/// success.
+#[derive(Debug, Clone)]
+pub struct RequestShape {
+    /// Its method.
+    pub method: http::Method,
+    /// Headers besides `Host`.
+    pub headers: http::HeaderMap,
+    /// Its body (empty: none).
+    pub body: Bytes,
+    /// The status of a successful answer.
+    pub expect: http::StatusCode,
+}
+
+impl Default for RequestShape {
+    /// A GET without a body, answered 200.
+    fn default() -> Self {
+        Self {
+            method: http::Method::GET,
+            headers: http::HeaderMap::new(),
+            body: Bytes::new(),
+            expect: http::StatusCode::OK,
+        }
+    }
+}
+
+impl RequestShape {
+    /// A request of this shape for `path` on `host`.
+    pub fn request(&self, path: &str, host: &str) -> anyhow::Result<http::Request<Full<Bytes>>> {
+        let mut request = http::Request::builder()
+            .method(self.method.clone())
+            .uri(path)
+            .header(http::header::HOST, host)
+            .body(Full::new(self.body.clone()))?;
+        request.headers_mut().extend(self.headers.clone());
+        Ok(request)
+    }
+}
+
 /// What the load measured.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Requests answered 200 in the measured time.
+    /// Requests answered as expected (200 unless the shape says) in the
+    /// measured time.
     pub ok: u64,
     /// Requests that failed (another status, a broken connection, too slow).
     pub failed: u64,
-    /// Requests answered 200 in all, warm-up included.
+    /// Requests answered as expected in all, warm-up included.
     pub completed: u64,
     /// Wall time of the whole load, warm-up included.
     pub wall: Duration,
@@ -151,22 +196,20 @@ async fn worker(
     };
     let stop = load.stop.clone().unwrap_or_default();
     let host = load.addr.to_string();
-    let mut connection: Option<SendRequest<Empty<Bytes>>> = None;
+    let mut connection: Option<SendRequest<Full<Bytes>>> = None;
     let mut transport_failures = 0;
     while Instant::now() < measure_until && !stop.is_cancelled() {
         let sender = match &mut connection {
             Some(sender) => sender,
             None => connection.insert(probe::connect(load.addr).await?),
         };
-        let request = http::Request::get(load.path.as_str())
-            .header(http::header::HOST, host.as_str())
-            .body(Empty::new())?;
+        let request = load.shape.request(&load.path, &host)?;
         let sent = Instant::now();
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(sender, request)).await;
         let done = Instant::now();
         let measured = sent >= measure_from && done <= measure_until && !stop.is_cancelled();
         let failure = match answer {
-            Ok(Ok((status, _))) if status == http::StatusCode::OK => {
+            Ok(Ok((status, _))) if status == load.shape.expect => {
                 part.completed += 1;
                 if measured {
                     part.ok += 1;
@@ -209,8 +252,8 @@ async fn worker(
 
 /// Sends one request and reads the whole answer.
 async fn exchange(
-    sender: &mut SendRequest<Empty<Bytes>>,
-    request: http::Request<Empty<Bytes>>,
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
 ) -> anyhow::Result<(http::StatusCode, Bytes)> {
     sender.ready().await?;
     let response = sender.send_request(request).await?;

@@ -20,6 +20,7 @@ mod statsd;
 
 mod connections;
 mod heartbeat;
+mod jobs;
 mod large;
 mod throughput;
 
@@ -34,7 +35,8 @@ use crate::plan::Plan;
 use crate::report::Report;
 
 /// restpipe's benchmark: throughput and latency, connections held,
-/// large bodies and heartbeat cost, each beside its baseline.
+/// large bodies, heartbeat cost and asynchronous jobs, each beside its
+/// baseline.
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Cli {
@@ -65,6 +67,9 @@ enum Command {
     Large,
     /// CPU of a server node holding idle clients (heartbeats only).
     Heartbeat,
+    /// Asynchronous jobs: accepted durably, a backlog delivered, a large
+    /// queue's memory, the round trip against the synchronous request.
+    Jobs,
     /// A node for the benchmark to measure from outside (internal).
     #[command(hide = true)]
     NodeForBench(node_process::NodeArgs),
@@ -72,11 +77,12 @@ enum Command {
 
 /// Every scenario, in the order `all` runs them: quick ones first, so a
 /// broken pipe shows up before the long ones.
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 5] = [
     Scenario::Throughput,
     Scenario::Large,
     Scenario::Connections,
     Scenario::Heartbeat,
+    Scenario::Jobs,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +91,7 @@ enum Scenario {
     Connections,
     Large,
     Heartbeat,
+    Jobs,
 }
 
 impl Scenario {
@@ -94,6 +101,7 @@ impl Scenario {
             Self::Connections => "connections",
             Self::Large => "large",
             Self::Heartbeat => "heartbeat",
+            Self::Jobs => "jobs",
         }
     }
 
@@ -108,6 +116,7 @@ impl Scenario {
             Self::Connections => connections::run(plan, identities, report),
             Self::Large => large::run(plan, identities, report),
             Self::Heartbeat => heartbeat::run(plan, identities, report),
+            Self::Jobs => jobs::run(plan, identities, report),
         }
     }
 }
@@ -121,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         Command::Connections => vec![Scenario::Connections],
         Command::Large => vec![Scenario::Large],
         Command::Heartbeat => vec![Scenario::Heartbeat],
+        Command::Jobs => vec![Scenario::Jobs],
     };
     init_logging("error");
     let open_files = procfs::raise_open_file_limit()?;

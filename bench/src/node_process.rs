@@ -72,6 +72,13 @@ pub struct NodeArgs {
     /// Seconds after which the node stops by itself.
     #[arg(long, default_value_t = DEFAULT_LIFETIME_SECS)]
     lifetime: u64,
+    /// Keep jobs in a store in this directory (`--state-dir` of the
+    /// shipped binaries): `Prefer: respond-async` works.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Jobs one peer's queue holds (`max_queued_jobs`).
+    #[arg(long, default_value_t = pipe_core::DEFAULT_MAX_QUEUED_JOBS)]
+    max_queued_jobs: u64,
 }
 
 /// Where a child should run its node.
@@ -107,6 +114,31 @@ impl NodeProcess {
         placement: Placement,
         log: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with(files, placement, None, log).await
+    }
+
+    /// [`Self::start`] with a job store in `state_dir` (`--state-dir`),
+    /// whose queues hold at most `max_queued_jobs` jobs per peer.
+    pub async fn start_keeping_jobs(
+        files: &CertFiles,
+        placement: Placement,
+        state_dir: &Path,
+        max_queued_jobs: u64,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let jobs = JobsArgs {
+            state_dir,
+            max_queued_jobs,
+        };
+        Self::start_with(files, placement, Some(jobs), log).await
+    }
+
+    async fn start_with(
+        files: &CertFiles,
+        placement: Placement,
+        jobs: Option<JobsArgs<'_>>,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the benchmark binary")?;
         let mut command = match std::env::var(WRAPPER_VAR) {
             Ok(wrapper) if !wrapper.trim().is_empty() => {
@@ -125,6 +157,13 @@ impl NodeProcess {
             .arg(&files.key)
             .arg("--ca")
             .arg(&files.ca);
+        if let Some(jobs) = jobs {
+            command
+                .arg("--state-dir")
+                .arg(jobs.state_dir)
+                .arg("--max-queued-jobs")
+                .arg(jobs.max_queued_jobs.to_string());
+        }
         match placement {
             Placement::Server { listen } => {
                 command.args(["--side", "server", "--listen", &listen.to_string()]);
@@ -194,6 +233,13 @@ impl NodeProcess {
     }
 }
 
+/// The job store a child keeps.
+#[derive(Debug, Clone, Copy)]
+struct JobsArgs<'a> {
+    state_dir: &'a Path,
+    max_queued_jobs: u64,
+}
+
 /// `(pipe, http)` from `ready pipe=ADDR http=ADDR` (`pipe=-` on clients).
 fn parse_ready(line: &str) -> Option<(Option<SocketAddr>, SocketAddr)> {
     let mut words = line.split_whitespace();
@@ -252,6 +298,19 @@ pub fn server_handlers() -> Registry {
     handlers
 }
 
+/// The client node's handlers: the examples, plus `post_work`, which the
+/// jobs scenario submits: it answers the length of the body it got, so a
+/// job's result shows its body arrived.
+pub fn client_handlers() -> Registry {
+    let mut handlers = Registry::with_examples(Side::Client);
+    handlers.register("post_work", |request: Request| async move {
+        Ok(Reply::json(
+            &serde_json::json!({ "bytes": request.body.len() }),
+        ))
+    });
+    handlers
+}
+
 /// Runs `node-for-bench`: the child side.
 pub fn serve(args: NodeArgs) -> anyhow::Result<()> {
     crate::init_logging("warn");
@@ -274,9 +333,14 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
     // Listening before the ready line, so a SIGTERM right after it drains.
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let (front, http_addr) = loopback_front().await?;
+    let settings = NodeSettings {
+        state_dir: args.state_dir,
+        max_queued_jobs: args.max_queued_jobs,
+        ..NodeSettings::default()
+    };
     let options = |handlers| NodeOptions {
         handlers,
-        settings: NodeSettings::default(),
+        settings: settings.clone(),
         backoff: BackoffSettings::default(),
         ..NodeOptions::default()
     };
@@ -291,8 +355,7 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
         }
         NodeSide::Client => {
             let server = args.server.context("a client node needs --server")?;
-            let handlers = Registry::with_examples(Side::Client);
-            let node = launch_client(server, front, &identity, options(handlers))?;
+            let node = launch_client(server, front, &identity, options(client_handlers()))?;
             (node, "-".to_owned())
         }
     };

@@ -33,6 +33,15 @@ pub struct Plan {
     pub connect_bound: Duration,
     /// Longest wait for one large transfer.
     pub transfer_bound: Duration,
+    /// Jobs queued for an offline client, then delivered when it connects.
+    pub jobs_backlog: u64,
+    /// Jobs queued to watch a node's memory while its queue grows.
+    pub jobs_queued: u64,
+    /// Longest a batch of jobs may take to be accepted, or delivered.
+    pub jobs_bound: Duration,
+    /// Page writes of each kind, each with its `fdatasync`, timed as the
+    /// jobs' baseline.
+    pub disk_samples: usize,
 }
 
 impl Plan {
@@ -55,6 +64,10 @@ impl Plan {
                 large_bytes: 8 << 20,
                 connect_bound: Duration::from_secs(60),
                 transfer_bound: Duration::from_secs(60),
+                jobs_backlog: 300,
+                jobs_queued: 4_000,
+                jobs_bound: Duration::from_secs(10),
+                disk_samples: 50,
             }
         } else {
             Self {
@@ -69,6 +82,10 @@ impl Plan {
                 large_bytes: 256 << 20,
                 connect_bound: Duration::from_secs(180),
                 transfer_bound: Duration::from_secs(600),
+                jobs_backlog: 100_000,
+                jobs_queued: 1_000_000,
+                jobs_bound: Duration::from_secs(600),
+                disk_samples: 500,
             }
         };
         let largest_fitting = open_files.saturating_sub(SPARE_FILES) as usize;

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::identities::Identities;
-use crate::loadgen::{self, Load, Outcome};
+use crate::loadgen::{self, Load, Outcome, RequestShape};
 use crate::plan::Plan;
 use crate::procfs;
 use crate::report::{Report, Row, latency, percent, thousands};
@@ -100,6 +100,7 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
                 let pipe = Load {
                     addr,
                     path,
+                    shape: RequestShape::default(),
                     concurrency,
                     warmup: plan.warmup,
                     duration: plan.load,
