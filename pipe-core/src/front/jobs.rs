@@ -25,7 +25,7 @@ const JOB_STATE_HEADER: &str = "x-pipe-job-state";
 /// Longest `?wait=` honoured, in seconds.
 const MAX_WAIT_SECONDS: f64 = 60.0;
 /// How often a waiting poll looks again.
-const WAIT_STEP: Duration = Duration::from_millis(50);
+const WAIT_STEP: Duration = Duration::from_millis(500);
 /// Longest `X-Pipe-Expires`, in seconds: a year.
 const MAX_EXPIRY_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 /// Most jobs one listing returns.
@@ -261,6 +261,10 @@ async fn poll(node: &Node, id: &str, query: &str) -> Response<ResponseBody> {
     };
     let until = tokio::time::Instant::now() + wait;
     loop {
+        // Registered before the look, so an end right after it wakes us.
+        let ended = jobs.some_job_ended();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
         let job = match jobs.store().get(id) {
             Ok(Some(job)) => job,
             Ok(None) => return error_response(StatusCode::NOT_FOUND, format!("no job {id:?}")),
@@ -269,7 +273,11 @@ async fn poll(node: &Node, id: &str, query: &str) -> Response<ResponseBody> {
         if job.state.is_final() || tokio::time::Instant::now() >= until || node.is_stopping() {
             return answer(node, &job);
         }
-        tokio::time::sleep(WAIT_STEP).await;
+        tokio::select! {
+            _ = ended => {}
+            // Also looked at now and then: for the deadline, and a stop.
+            _ = tokio::time::sleep(WAIT_STEP.min(until.saturating_duration_since(tokio::time::Instant::now()))) => {}
+        }
     }
 }
 

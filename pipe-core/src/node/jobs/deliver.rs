@@ -30,6 +30,9 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Jobs read from a queue at a time.
 const BATCH: usize = 32;
+/// How often the queue of a peer that is not connected is looked at for
+/// jobs past their expiry (nothing else can happen to it).
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
 /// A node's jobs: the store, and what runs them.
 #[derive(Debug)]
@@ -46,6 +49,8 @@ pub struct Jobs {
     pub(super) receiving: DashMap<(String, String), Arc<tokio::sync::Mutex<()>>>,
     /// The node's metrics.
     pub(super) metrics: Metrics,
+    /// Told whenever one of the node's jobs ends.
+    ended: Notify,
 }
 
 impl Jobs {
@@ -65,6 +70,7 @@ impl Jobs {
             retention,
             receiving: DashMap::new(),
             metrics,
+            ended: Notify::new(),
         })
     }
 
@@ -112,6 +118,7 @@ impl Jobs {
             std::collections::HashMap::new();
         let mut purged_at = tokio::time::Instant::now();
         let mut commits = CommitTimes::default();
+        let mut expiry_checked = std::collections::HashMap::new();
         let hooks = tokio::spawn(self.clone().call_hooks(stop.clone()));
         loop {
             let purge_every = PURGE_EVERY.min(self.retention / 4);
@@ -146,11 +153,24 @@ impl Jobs {
                     let queued = queues.iter().map(|(_, queued)| queued).sum();
                     self.metrics.gauge(metrics::JOBS_QUEUED, queued);
                     commits.report(&self.store, &self.metrics);
+                    expiry_checked.retain(|peer, _| queues.iter().any(|(queue, _)| queue == peer));
                     for (peer, _) in queues {
                         if busy.contains_key(&peer) {
                             continue;
                         }
-                        let handle = peers.get(&peer);
+                        let handle = peers.get(&peer).filter(PeerHandle::is_accepting);
+                        if handle.is_none() {
+                            // Not connected: only expiries to look for, and
+                            // not on every wake (each accepted job wakes us).
+                            let now = tokio::time::Instant::now();
+                            let due = expiry_checked
+                                .get(&peer)
+                                .is_none_or(|last| now.duration_since(*last) >= EXPIRY_SWEEP);
+                            if !due {
+                                continue;
+                            }
+                            expiry_checked.insert(peer.clone(), now);
+                        }
                         let jobs = self.clone();
                         let task = tokio::spawn(jobs.deliver(peer.clone(), handle));
                         busy.insert(peer, task);
@@ -359,9 +379,17 @@ impl Jobs {
         }
     }
 
-    /// Counts a job that ended in `state`.
+    /// Counts a job that ended in `state`, and wakes those waiting for
+    /// ends.
     fn ended(&self, state: JobState) {
         self.metrics.incr(&format!("jobs.ended.{state}.tick"));
+        self.ended.notify_waiters();
+    }
+
+    /// Resolves when one of the node's jobs ends (any job: check yours).
+    /// Register it (`enable`) before looking, so no end is missed.
+    pub fn some_job_ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ended.notified()
     }
 }
 

@@ -18,6 +18,8 @@ use super::record::{JobRecord, JobRequest, JobResult, JobState, NotifyStatus};
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
+/// The store's page cache: memory stays bounded however long the queues.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Jobs forgotten per transaction of a purge (few in tests, to see several).
 pub(super) const PURGE_BATCH: usize = if cfg!(test) { 16 } else { 10_000 };
 /// The store's file name in the state directory.
@@ -134,7 +136,12 @@ impl JobStore {
             detail,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let db = match Database::create(&path) {
+        // redb's default cache is 1 GiB: a node's memory would follow its
+        // queue on disk up to that.
+        let db = match redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked { path });
