@@ -1,20 +1,21 @@
 //! Durable jobs against real faults, with a real `pipe-server` process on a
 //! real disk: the submitter killed with SIGKILL after the far handler ran, a
-//! store another process holds, and a corrupt store. Every
+//! store another process holds, a corrupt store, and a full disk. Every
 //! answer is bounded: a job store that hangs fails the test instead of
 //! stalling it.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use restpipe_tests::files::path_arg;
 use restpipe_tests::process::{free_ports, run_within, stderr};
 use restpipe_tests::{
-    InstalledServer, NodeOptions, NodeSettings, Registry, Reply, Request, Response, Side,
-    eventually, get_within, send, try_start_client,
+    InstalledServer, NodeOptions, NodeProcess, NodeSettings, Registry, Reply, Request, Response,
+    Side, eventually, get_within, send, try_start_client,
 };
 
 const ASYNC: (&str, &str) = ("Prefer", "respond-async");
@@ -261,4 +262,125 @@ async fn a_corrupt_store_stops_the_server_clearly_and_is_left_as_it_was() {
         bytes,
         "the store was changed"
     );
+}
+
+/// A tmpfs of a few MiB mounted on a temporary directory, unmounted when
+/// dropped: a disk that fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (`mount -o size=`); `None`, with a note,
+    /// where mounting is not permitted (not root, no CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match mounted {
+            Ok(output) if output.status.success() => Some(Self { dir }),
+            Ok(output) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs ({})",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+                None
+            }
+            Err(error) => {
+                eprintln!("skipped: cannot run mount: {error}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a process still holding a file there cannot keep the
+        // mount alive past the test.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fails the test if `server` has panicked or exited.
+async fn assert_alive(server: &mut NodeProcess) {
+    server
+        .wait_for_log(Duration::ZERO, "no panic", |log| !log.contains("panicked"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_new_jobs_clearly_and_delivers_the_accepted_ones_once_freed() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        return;
+    };
+    // Room the test frees once the disk is full, as an operator deletes
+    // something else on it.
+    let ballast: PathBuf = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![0x42; 2 * 1024 * 1024]).unwrap();
+    let mut installed = installed_with_state(&disk.path().join("state"));
+    let mut server = installed.start().await;
+
+    let body = || vec![b'x'; 64 * 1024];
+    let mut accepted = Vec::new();
+    let refused = loop {
+        assert!(accepted.len() < 100, "4 MiB took 100 jobs of 64 KiB");
+        let word = format!("job-{}", accepted.len());
+        let answer = submit_cat(&installed, &word, body()).await;
+        if answer.status != 202 {
+            break answer;
+        }
+        accepted.push((location(&answer), word));
+    };
+    assert!(accepted.len() >= 5, "only {} jobs fitted", accepted.len());
+    // Refused clearly, and so is every job after it, each answered.
+    for refused in [refused, submit_cat(&installed, "more", body()).await] {
+        assert!(
+            [503, 507].contains(&refused.status),
+            "{refused:?}: {:?}",
+            String::from_utf8_lossy(&refused.body)
+        );
+        let error = refused.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("No space left on device"), "{error}");
+    }
+    assert_alive(&mut server).await;
+    // Accepted jobs are all still there.
+    for (at, _) in &accepted {
+        let job = request(&installed, "GET", &format!("{at}/status"), &[], Vec::new()).await;
+        assert_eq!(job.status, 200, "{at}: {job:?}");
+        assert_eq!(job.json()["state"], "queued", "{at}");
+    }
+
+    // Space again: new jobs are taken, without a restart...
+    std::fs::remove_file(&ballast).unwrap();
+    let mut tries = 0;
+    let after = loop {
+        let answer = submit_cat(&installed, "after", body()).await;
+        if answer.status == 202 {
+            break answer;
+        }
+        tries += 1;
+        assert!(
+            tries < 100,
+            "no job taken after space was freed: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    accepted.push((location(&after), "after".to_owned()));
+    // ...and everything accepted is delivered.
+    let _client = installed.start_client(Duration::from_millis(300)).await;
+    for (at, word) in &accepted {
+        assert_cat_done(&installed, at, word).await;
+    }
+    assert_alive(&mut server).await;
 }

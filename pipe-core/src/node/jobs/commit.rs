@@ -3,11 +3,21 @@
 //! commit (one fsync), then tells each caller. A burst of submissions costs
 //! a few fsyncs, not one each; a caller hears "done" only once its change
 //! is on disk.
+//!
+//! The store's file is opened again after a failed write (a full disk, an
+//! I/O error): redb then refuses every read and write of the handle that
+//! saw it, for good, while a new handle goes back to the last commit that
+//! reached the disk. So a node whose disk filled up takes jobs again once
+//! there is room, without a restart, and keeps every job it had accepted.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use redb::{Database, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, StorageError, TransactionError, WriteTransaction,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
@@ -16,16 +26,132 @@ use super::error::StoreError;
 const MAX_BATCH: usize = 4096;
 /// Changes waiting for the committer before callers wait to add more.
 const QUEUE: usize = 8192;
+/// A file that could not be opened again is tried at most this often:
+/// opening a file left by a failed write repairs it, reading all of it.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
-/// Tells the caller of one change how the commit went.
+/// The store's file: read by every handle of the store, written by the
+/// committing thread, which opens it again after a failure.
+#[derive(Debug)]
+pub(super) struct StoreFile {
+    path: PathBuf,
+    state: RwLock<FileState>,
+}
+
+#[derive(Debug)]
+enum FileState {
+    Open(Database),
+    /// Opening it again failed, at `at`, with `error`.
+    Failed {
+        error: StoreError,
+        at: Instant,
+    },
+    /// The store is closed.
+    Closed,
+}
+
+impl StoreFile {
+    /// The store file at `path`, open as `db`.
+    pub(super) fn new(path: PathBuf, db: Database) -> Self {
+        Self {
+            path,
+            state: RwLock::new(FileState::Open(db)),
+        }
+    }
+
+    /// A read transaction on the last commit.
+    pub(super) fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        self.using(|db| Ok(db.begin_read()?))
+    }
+
+    /// `work` on the open database; a file that could not be opened again
+    /// is tried again first, if [`REOPEN_EVERY`] has passed.
+    fn using<T>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let due = match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
+            FileState::Failed { at, .. } => at.elapsed() >= REOPEN_EVERY,
+            _ => false,
+        };
+        if due {
+            // No database, so no transaction of it: safe from any thread.
+            self.reopen_if(|state| {
+                matches!(state, FileState::Failed { at, .. } if at.elapsed() >= REOPEN_EVERY)
+            });
+        }
+        match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
+            FileState::Open(db) => work(db),
+            FileState::Failed { error, .. } => Err(error.clone()),
+            FileState::Closed => Err(StoreError::Closed),
+        }
+    }
+
+    /// Opens the file again if redb has given up on its handle (a write
+    /// failed). Only for the committing thread, between transactions: a
+    /// write transaction in progress would make the check wait for it.
+    fn recover(&self) {
+        self.reopen_if(|state| match state {
+            FileState::Open(db) => match db.begin_write() {
+                Ok(probe) => {
+                    let _ = probe.abort();
+                    false
+                }
+                Err(error) => matches!(error, TransactionError::Storage(StorageError::PreviousIo)),
+            },
+            _ => false,
+        });
+    }
+
+    /// Closes the database and opens the file again, if `due` says so of
+    /// the state found under the lock.
+    fn reopen_if(&self, due: impl FnOnce(&FileState) -> bool) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if !due(&state) {
+            return;
+        }
+        if let FileState::Open(db) = std::mem::replace(&mut *state, FileState::Closed)
+            && let Err(error) = db.close()
+        {
+            tracing::warn!(path = %self.path.display(), "closing the failed job store: {error}");
+        }
+        *state = match Database::create(&self.path) {
+            Ok(db) => {
+                tracing::info!(path = %self.path.display(), "job store opened again after a failure");
+                FileState::Open(db)
+            }
+            Err(error) => {
+                let error = StoreError::Open {
+                    path: self.path.clone(),
+                    detail: error.to_string(),
+                };
+                tracing::warn!("{error}; trying again in {REOPEN_EVERY:?}");
+                FileState::Failed {
+                    error,
+                    at: Instant::now(),
+                }
+            }
+        };
+    }
+
+    /// Closes the file for good.
+    fn close(&self) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if let FileState::Open(db) = std::mem::replace(&mut *state, FileState::Closed)
+            && let Err(error) = db.close()
+        {
+            tracing::warn!(path = %self.path.display(), "closing the job store: {error}");
+        }
+    }
+}
+
+/// Tells the caller of one change how its batch went.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// One change, called once: with the batch's transaction, to apply it,
-/// returning what to tell its caller once the commit is done (or failed);
-/// or with the error that failed the batch before its turn, to tell its
-/// caller that. An `Err` is a storage failure, which fails the whole batch;
-/// the change has told its own caller.
-type Change =
-    Box<dyn FnOnce(Result<&WriteTransaction, StoreError>) -> Result<Answer, StoreError> + Send>;
+/// One change, called once: applied in its batch's transaction (`Some`),
+/// or not at all (`None`: the batch failed before its turn). Returns what
+/// tells its caller the batch's outcome, and its own failure, a storage
+/// failure, which fails the whole batch.
+type Change = Box<dyn FnOnce(Option<&WriteTransaction>) -> (Answer, Option<StoreError>) + Send>;
 
 /// The handle to the committing thread.
 #[derive(Clone)]
@@ -44,15 +170,15 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    /// Starts the committing thread over `db`; it ends when every handle
-    /// is dropped.
-    pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+    /// Starts the committing thread over `file`; it ends when every handle
+    /// is dropped, and closes the file then.
+    pub(super) fn start(file: Arc<StoreFile>) -> Result<Self, StoreError> {
         let (changes, rx) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let thread = std::thread::Builder::new()
             .name("restpipe-jobs-commit".into())
-            .spawn(move || run(&db, rx, &counter))
+            .spawn(move || run(&file, rx, &counter))
             .map_err(|error| StoreError::Thread(Arc::new(error)))?;
         Ok(Self {
             changes,
@@ -103,19 +229,23 @@ fn told<T: Send + 'static>(
     change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
 ) -> (Change, oneshot::Receiver<Result<T, StoreError>>) {
     let (done, outcome) = oneshot::channel();
-    let change: Change = Box::new(move |txn| match txn.and_then(change) {
-        Ok(value) => Ok(Box::new(move |committed: Result<(), StoreError>| {
-            let _ = done.send(committed.map(|()| value));
-        }) as Answer),
-        Err(error) => {
-            let _ = done.send(Err(error.clone()));
-            Err(error)
-        }
+    let change: Change = Box::new(move |txn| {
+        let (value, failure) = match txn.map(change) {
+            Some(Ok(value)) => (Some(value), None),
+            Some(Err(error)) => (None, Some(error)),
+            None => (None, None),
+        };
+        let answer: Answer = Box::new(move |outcome| {
+            // A batch is committed only if every change in it was applied.
+            let not_applied = || StoreError::Storage("the change was not applied".to_owned());
+            let _ = done.send(outcome.and_then(|()| value.ok_or_else(not_applied)));
+        });
+        (answer, failure)
     });
     (change, outcome)
 }
 
-fn run(db: &Database, mut changes: mpsc::Receiver<Change>, commits: &AtomicU64) {
+fn run(file: &StoreFile, mut changes: mpsc::Receiver<Change>, commits: &AtomicU64) {
     while let Some(first) = changes.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -124,53 +254,51 @@ fn run(db: &Database, mut changes: mpsc::Receiver<Change>, commits: &AtomicU64) 
                 Err(_) => break,
             }
         }
-        commit(db, batch, commits);
+        commit(file, batch, commits);
     }
+    file.close();
 }
 
 /// One transaction for `batch`: every caller learns the same outcome.
-fn commit(db: &Database, batch: Vec<Change>, commits: &AtomicU64) {
-    let txn = match db.begin_write() {
+fn commit(file: &StoreFile, batch: Vec<Change>, commits: &AtomicU64) {
+    let txn = match file.using(|db| Ok(db.begin_write()?)) {
         Ok(txn) => txn,
         Err(error) => {
-            fail_all(&StoreError::from(error), Vec::new(), batch);
-            return;
+            let answers = batch.into_iter().map(|change| change(None).0).collect();
+            return fail(file, &error, answers);
         }
     };
     let mut answers = Vec::with_capacity(batch.len());
-    let mut remaining = batch.into_iter();
-    for change in remaining.by_ref() {
-        match change(Ok(&txn)) {
-            Ok(answer) => answers.push(answer),
-            Err(error) => {
-                // A storage failure inside the transaction: nothing of it
-                // is kept, and everyone in it is told.
-                drop(txn);
-                fail_all(&error, answers, remaining.collect());
-                return;
+    let mut failure = None;
+    for change in batch {
+        // After a failure the rest are not applied: nothing of it is kept.
+        let (answer, failed) = change(failure.is_none().then_some(&txn));
+        answers.push(answer);
+        failure = failure.or(failed);
+    }
+    if let Some(error) = failure {
+        drop(txn);
+        return fail(file, &error, answers);
+    }
+    match txn.commit() {
+        Ok(()) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+            for answer in answers {
+                answer(Ok(()));
             }
         }
-    }
-    let committed = txn.commit().map_err(StoreError::from);
-    commits.fetch_add(1, Ordering::Relaxed);
-    for answer in answers {
-        answer(committed.clone());
+        Err(error) => fail(file, &StoreError::from(error), answers),
     }
 }
 
-/// Tells every caller of a failed batch its `error`: those whose changes
-/// were applied (`answers`) and those whose turn never came (`unapplied`).
-/// (A change that failed has told its own caller.)
-fn fail_all(error: &StoreError, answers: Vec<Answer>, unapplied: Vec<Change>) {
-    tracing::warn!(
-        others = answers.len() + unapplied.len(),
-        "job store commit failed: {error}"
-    );
+/// A failed batch: the file is opened again if the failure broke redb's
+/// handle on it, then every caller is told `error`. In that order, so a
+/// caller that reads right after hearing it finds a usable store.
+fn fail(file: &StoreFile, error: &StoreError, answers: Vec<Answer>) {
+    tracing::warn!(changes = answers.len(), "job store commit failed: {error}");
+    file.recover();
     for answer in answers {
         answer(Err(error.clone()));
-    }
-    for change in unapplied {
-        let _ = change(Err(error.clone()));
     }
 }
 
@@ -187,8 +315,9 @@ mod tests {
     #[tokio::test]
     async fn every_change_of_a_failed_batch_hears_its_error() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("store.redb")).unwrap());
-        let committer = Committer::start(db).unwrap();
+        let path = dir.path().join("store.redb");
+        let db = Database::create(&path).unwrap();
+        let committer = Committer::start(Arc::new(StoreFile::new(path, db))).unwrap();
 
         // Hold the committing thread in a change of its own, so the next
         // three wait for it and make one batch.

@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{
-    Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{Database, DatabaseError, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::commit::Committer;
+use super::commit::{Committer, StoreFile};
 use super::error::StoreError;
 use super::record::{JobRecord, JobRequest, JobResult, JobState};
 
@@ -101,7 +99,7 @@ struct Shared {
 
 #[derive(Debug, Clone)]
 pub(super) struct Open {
-    db: Arc<Database>,
+    file: Arc<StoreFile>,
     pub(super) committer: Committer,
 }
 
@@ -146,11 +144,11 @@ impl JobStore {
             });
         }
         txn.commit().map_err(|e| open_error(e.to_string()))?;
-        let db = Arc::new(db);
-        let committer = Committer::start(db.clone())?;
+        let file = Arc::new(StoreFile::new(path.clone(), db));
+        let committer = Committer::start(file.clone())?;
         Ok(Self {
             shared: Arc::new(Shared {
-                open: RwLock::new(Some(Open { db, committer })),
+                open: RwLock::new(Some(Open { file, committer })),
                 path,
                 max_queue,
             }),
@@ -167,9 +165,9 @@ impl JobStore {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(Open { db, committer }) = open {
+        if let Some(Open { committer, .. }) = open {
+            // The committing thread closes the file as it ends.
             committer.close();
-            drop(db);
         }
     }
 
@@ -179,7 +177,7 @@ impl JobStore {
     }
 
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
-        Ok(self.open_now()?.db.begin_read()?)
+        self.open_now()?.file.begin_read()
     }
 
     /// The store file.
