@@ -234,34 +234,70 @@ async fn a_second_server_on_the_same_state_dir_stops_and_the_first_keeps_its_job
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_store_stops_the_server_clearly_and_is_left_as_it_was() {
+/// Where garbage goes over the store file, as a failing disk might leave
+/// it.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// Bytes of its header.
+    Header,
+    /// Every page that holds bytes of the jobs' bodies (a live one among
+    /// them: the store copies pages on write and reuses freed ones).
+    BodyPages,
+}
+
+/// Has a `pipe-server` accept five jobs on a new state directory and stop
+/// (cleanly: a store left by a crash is checked whole when it is opened
+/// again anyway), writes garbage over the store file where `damage` says,
+/// and starts one again, which must refuse: returns what it said. The file must be left as
+/// it was: refused, not replaced by an empty store, so what is left of the
+/// jobs is there for the operator to recover.
+async fn refusal_of_a_store_damaged(damage: Damage) -> String {
     let state = tempfile::tempdir().unwrap();
     let mut installed = installed_with_state(state.path());
-    let mut server = installed.start().await;
+    let server = installed.start().await;
     for i in 0..5 {
-        let answer = submit_cat(&installed, &format!("job-{i}"), Vec::new()).await;
+        let answer = submit_cat(&installed, &format!("job-{i}"), vec![b'j'; 8192]).await;
         assert_eq!(answer.status, 202, "{answer:?}");
     }
-    server.kill().await.unwrap();
+    let stopped = server.stop(Duration::from_secs(10)).await.unwrap();
+    assert!(stopped.success(), "{stopped}");
 
-    // Garbage over the file's header, as a failing disk might leave it.
     let file = state.path().join(STORE_FILE);
     let mut bytes = std::fs::read(&file).unwrap();
-    bytes[9..73].fill(0x5a);
+    match damage {
+        Damage::Header => bytes[9..73].fill(0x5a),
+        Damage::BodyPages => {
+            let holds_body = |page: &[u8]| page.windows(64).any(|run| run == [b'j'; 64]);
+            let mut damaged = 0;
+            for page in bytes.chunks_mut(4096).filter(|page| holds_body(page)) {
+                page.fill(0x5a);
+                damaged += 1;
+            }
+            assert!(damaged > 0, "no page holds a body");
+        }
+    }
     std::fs::write(&file, &bytes).unwrap();
 
     let said = refused_start(&installed, state.path());
-    assert!(said.contains("cannot open the job store"), "{said}");
-    assert!(said.contains(STORE_FILE), "{said}");
-    assert!(said.contains("corrupted"), "{said}");
-    // Refused, not replaced by an empty store: what is left of the jobs is
-    // there for the operator to recover.
     assert_eq!(
         std::fs::read(&file).unwrap(),
         bytes,
         "the store was changed"
     );
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_store_stops_the_server_clearly_and_is_left_as_it_was() {
+    for damage in [Damage::Header, Damage::BodyPages] {
+        let said = refusal_of_a_store_damaged(damage).await;
+        assert!(
+            said.contains("cannot open the job store"),
+            "{damage:?}: {said}"
+        );
+        assert!(said.contains(STORE_FILE), "{damage:?}: {said}");
+        assert!(said.contains("corrupted"), "{damage:?}: {said}");
+    }
 }
 
 /// A tmpfs of a few MiB mounted on a temporary directory, unmounted when

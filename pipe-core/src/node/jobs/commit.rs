@@ -10,13 +10,14 @@
 //! reached the disk. So a node whose disk filled up takes jobs again once
 //! there is room, without a restart, and keeps every job it had accepted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, StorageError, TransactionError, WriteTransaction,
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, StorageError, TransactionError,
+    WriteTransaction,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,6 +58,17 @@ impl StoreFile {
             path,
             state: RwLock::new(FileState::Open(db)),
         }
+    }
+
+    /// Opens (or creates) the database at `path`, checking the checksum of
+    /// every page in use: a file damaged since redb wrote it is refused as
+    /// corrupt, where a plain open trusts it and redb may panic on the
+    /// damaged page later. The check reads the whole file (about a second
+    /// per GB).
+    pub(super) fn open_database(path: &Path) -> Result<Database, DatabaseError> {
+        Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
     }
 
     /// A read transaction on the last commit.
@@ -115,7 +127,7 @@ impl StoreFile {
         {
             tracing::warn!(path = %self.path.display(), "closing the failed job store: {error}");
         }
-        *state = match Database::create(&self.path) {
+        *state = match Self::open_database(&self.path) {
             Ok(db) => {
                 tracing::info!(path = %self.path.display(), "job store opened again after a failure");
                 FileState::Open(db)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, DatabaseError, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{DatabaseError, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::commit::{Committer, StoreFile};
 use super::error::StoreError;
@@ -127,7 +127,7 @@ impl JobStore {
             detail,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let db = match Database::create(&path) {
+        let db = match StoreFile::open_database(&path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked { path });
