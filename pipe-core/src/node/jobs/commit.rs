@@ -383,4 +383,33 @@ mod tests {
         // The committer carries on.
         committer.apply(|_| Ok(())).await.unwrap();
     }
+
+    /// A file that could not be opened again answers that error, without
+    /// trying again, until [`REOPEN_EVERY`] has passed; then the next read
+    /// opens it.
+    #[test]
+    fn a_file_that_could_not_be_opened_again_is_retried_after_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let failed = |ago: Duration| StoreFile {
+            path: path.clone(),
+            state: RwLock::new(FileState::Failed {
+                error: StoreError::Storage("the disk is full".into()),
+                at: Instant::now() - ago,
+            }),
+        };
+
+        let recent = failed(Duration::ZERO);
+        match recent.begin_read() {
+            Err(StoreError::Storage(error)) => assert_eq!(error, "the disk is full"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!path.exists(), "tried again at once");
+
+        let due = failed(REOPEN_EVERY);
+        due.begin_read().unwrap();
+        assert!(matches!(*due.state.read().unwrap(), FileState::Open(_)));
+        due.close();
+        assert!(matches!(due.begin_read(), Err(StoreError::Closed)));
+    }
 }
