@@ -3,11 +3,22 @@
 //! commit (one fsync), then tells each caller. A burst of submissions costs
 //! a few fsyncs, not one each; a caller hears "done" only once its change
 //! is on disk.
+//!
+//! The store's file is opened again after a failed write (a full disk, an
+//! I/O error): redb then refuses every read and write of the handle that
+//! saw it, for good, while a new handle goes back to the last commit that
+//! reached the disk. So a node whose disk filled up takes jobs again once
+//! there is room, without a restart, and keeps every job it had accepted.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use redb::{Database, WriteTransaction};
+use redb::{
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, StorageError, TransactionError,
+    WriteTransaction,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
@@ -16,16 +27,148 @@ use super::error::StoreError;
 const MAX_BATCH: usize = 4096;
 /// Changes waiting for the committer before callers wait to add more.
 const QUEUE: usize = 8192;
+/// The store's page cache: memory stays bounded however long the queues.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// A file that could not be opened again is tried at most this often:
+/// opening a file left by a failed write repairs it, reading all of it.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
-/// Tells the caller of one change how the commit went.
+/// The store's file: read by every handle of the store, written by the
+/// committing thread, which opens it again after a failure.
+#[derive(Debug)]
+pub(super) struct StoreFile {
+    path: PathBuf,
+    state: RwLock<FileState>,
+}
+
+#[derive(Debug)]
+enum FileState {
+    Open(Database),
+    /// Opening it again failed, at `at`, with `error`.
+    Failed {
+        error: StoreError,
+        at: Instant,
+    },
+    /// The store is closed.
+    Closed,
+}
+
+impl StoreFile {
+    /// The store file at `path`, open as `db`.
+    pub(super) fn new(path: PathBuf, db: Database) -> Self {
+        Self {
+            path,
+            state: RwLock::new(FileState::Open(db)),
+        }
+    }
+
+    /// Opens (or creates) the database at `path`, checking the checksum of
+    /// every page in use: a file damaged since redb wrote it is refused as
+    /// corrupt, where a plain open trusts it and redb may panic on the
+    /// damaged page later. The check reads the whole file (about a second
+    /// per GB).
+    pub(super) fn open_database(path: &Path) -> Result<Database, DatabaseError> {
+        Database::builder()
+            .set_check_integrity_on_open(true)
+            // redb's default cache is 1 GiB: a node's memory would follow
+            // its queue on disk up to that.
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+    }
+
+    /// A read transaction on the last commit.
+    pub(super) fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        self.using(|db| Ok(db.begin_read()?))
+    }
+
+    /// `work` on the open database; a file that could not be opened again
+    /// is tried again first, if [`REOPEN_EVERY`] has passed.
+    fn using<T>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let due = match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
+            FileState::Failed { at, .. } => at.elapsed() >= REOPEN_EVERY,
+            _ => false,
+        };
+        if due {
+            // No database, so no transaction of it: safe from any thread.
+            self.reopen_if(|state| {
+                matches!(state, FileState::Failed { at, .. } if at.elapsed() >= REOPEN_EVERY)
+            });
+        }
+        match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
+            FileState::Open(db) => work(db),
+            FileState::Failed { error, .. } => Err(error.clone()),
+            FileState::Closed => Err(StoreError::Closed),
+        }
+    }
+
+    /// Opens the file again if redb has given up on its handle (a write
+    /// failed). Only for the committing thread, between transactions: a
+    /// write transaction in progress would make the check wait for it.
+    fn recover(&self) {
+        self.reopen_if(|state| match state {
+            FileState::Open(db) => match db.begin_write() {
+                Ok(probe) => {
+                    let _ = probe.abort();
+                    false
+                }
+                Err(error) => matches!(error, TransactionError::Storage(StorageError::PreviousIo)),
+            },
+            _ => false,
+        });
+    }
+
+    /// Closes the database and opens the file again, if `due` says so of
+    /// the state found under the lock.
+    fn reopen_if(&self, due: impl FnOnce(&FileState) -> bool) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if !due(&state) {
+            return;
+        }
+        if let FileState::Open(db) = std::mem::replace(&mut *state, FileState::Closed)
+            && let Err(error) = db.close()
+        {
+            tracing::warn!(path = %self.path.display(), "closing the failed job store: {error}");
+        }
+        *state = match Self::open_database(&self.path) {
+            Ok(db) => {
+                tracing::info!(path = %self.path.display(), "job store opened again after a failure");
+                FileState::Open(db)
+            }
+            Err(error) => {
+                let error = StoreError::Open {
+                    path: self.path.clone(),
+                    detail: error.to_string(),
+                };
+                tracing::warn!("{error}; trying again in {REOPEN_EVERY:?}");
+                FileState::Failed {
+                    error,
+                    at: Instant::now(),
+                }
+            }
+        };
+    }
+
+    /// Closes the file for good.
+    fn close(&self) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if let FileState::Open(db) = std::mem::replace(&mut *state, FileState::Closed)
+            && let Err(error) = db.close()
+        {
+            tracing::warn!(path = %self.path.display(), "closing the job store: {error}");
+        }
+    }
+}
+
+/// Tells the caller of one change how its batch went.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// One change, called once: with the batch's transaction, to apply it,
-/// returning what to tell its caller once the commit is done (or failed);
-/// or with the error that failed the batch before its turn, to tell its
-/// caller that. An `Err` is a storage failure, which fails the whole batch;
-/// the change has told its own caller.
-type Change =
-    Box<dyn FnOnce(Result<&WriteTransaction, StoreError>) -> Result<Answer, StoreError> + Send>;
+/// One change, called once: applied in its batch's transaction (`Some`),
+/// or not at all (`None`: the batch failed before its turn). Returns what
+/// tells its caller the batch's outcome, and its own failure, a storage
+/// failure, which fails the whole batch.
+type Change = Box<dyn FnOnce(Option<&WriteTransaction>) -> (Answer, Option<StoreError>) + Send>;
 
 /// Commits done, and the time they took.
 #[derive(Debug, Default)]
@@ -51,15 +194,15 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    /// Starts the committing thread over `db`; it ends when every handle
-    /// is dropped.
-    pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+    /// Starts the committing thread over `file`; it ends when every handle
+    /// is dropped, and closes the file then.
+    pub(super) fn start(file: Arc<StoreFile>) -> Result<Self, StoreError> {
         let (changes, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
         let counting = counters.clone();
         let thread = std::thread::Builder::new()
             .name("restpipe-jobs-commit".into())
-            .spawn(move || run(&db, rx, &counting))
+            .spawn(move || run(&file, rx, &counting))
             .map_err(|error| StoreError::Thread(Arc::new(error)))?;
         Ok(Self {
             changes,
@@ -115,19 +258,23 @@ fn told<T: Send + 'static>(
     change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
 ) -> (Change, oneshot::Receiver<Result<T, StoreError>>) {
     let (done, outcome) = oneshot::channel();
-    let change: Change = Box::new(move |txn| match txn.and_then(change) {
-        Ok(value) => Ok(Box::new(move |committed: Result<(), StoreError>| {
-            let _ = done.send(committed.map(|()| value));
-        }) as Answer),
-        Err(error) => {
-            let _ = done.send(Err(error.clone()));
-            Err(error)
-        }
+    let change: Change = Box::new(move |txn| {
+        let (value, failure) = match txn.map(change) {
+            Some(Ok(value)) => (Some(value), None),
+            Some(Err(error)) => (None, Some(error)),
+            None => (None, None),
+        };
+        let answer: Answer = Box::new(move |outcome| {
+            // A batch is committed only if every change in it was applied.
+            let not_applied = || StoreError::Storage("the change was not applied".to_owned());
+            let _ = done.send(outcome.and_then(|()| value.ok_or_else(not_applied)));
+        });
+        (answer, failure)
     });
     (change, outcome)
 }
 
-fn run(db: &Database, mut changes: mpsc::Receiver<Change>, counters: &Counters) {
+fn run(file: &StoreFile, mut changes: mpsc::Receiver<Change>, counters: &Counters) {
     while let Some(first) = changes.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -136,57 +283,55 @@ fn run(db: &Database, mut changes: mpsc::Receiver<Change>, counters: &Counters) 
                 Err(_) => break,
             }
         }
-        commit(db, batch, counters);
+        commit(file, batch, counters);
     }
+    file.close();
 }
 
 /// One transaction for `batch`: every caller learns the same outcome, after
 /// the commit is counted.
-fn commit(db: &Database, batch: Vec<Change>, counters: &Counters) {
+fn commit(file: &StoreFile, batch: Vec<Change>, counters: &Counters) {
     let started = std::time::Instant::now();
-    let txn = match db.begin_write() {
+    let txn = match file.using(|db| Ok(db.begin_write()?)) {
         Ok(txn) => txn,
         Err(error) => {
-            fail_all(&StoreError::from(error), Vec::new(), batch);
-            return;
+            let answers = batch.into_iter().map(|change| change(None).0).collect();
+            return fail(file, &error, answers);
         }
     };
     let mut answers = Vec::with_capacity(batch.len());
-    let mut remaining = batch.into_iter();
-    for change in remaining.by_ref() {
-        match change(Ok(&txn)) {
-            Ok(answer) => answers.push(answer),
-            Err(error) => {
-                // A storage failure inside the transaction: nothing of it
-                // is kept, and everyone in it is told.
-                drop(txn);
-                fail_all(&error, answers, remaining.collect());
-                return;
+    let mut failure = None;
+    for change in batch {
+        // After a failure the rest are not applied: nothing of it is kept.
+        let (answer, failed) = change(failure.is_none().then_some(&txn));
+        answers.push(answer);
+        failure = failure.or(failed);
+    }
+    if let Some(error) = failure {
+        drop(txn);
+        return fail(file, &error, answers);
+    }
+    match txn.commit() {
+        Ok(()) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            let took = started.elapsed().as_micros() as u64;
+            counters.micros.fetch_add(took, Ordering::Relaxed);
+            for answer in answers {
+                answer(Ok(()));
             }
         }
-    }
-    let committed = txn.commit().map_err(StoreError::from);
-    counters.commits.fetch_add(1, Ordering::Relaxed);
-    let took = started.elapsed().as_micros() as u64;
-    counters.micros.fetch_add(took, Ordering::Relaxed);
-    for answer in answers {
-        answer(committed.clone());
+        Err(error) => fail(file, &StoreError::from(error), answers),
     }
 }
 
-/// Tells every caller of a failed batch its `error`: those whose changes
-/// were applied (`answers`) and those whose turn never came (`unapplied`).
-/// (A change that failed has told its own caller.)
-fn fail_all(error: &StoreError, answers: Vec<Answer>, unapplied: Vec<Change>) {
-    tracing::warn!(
-        others = answers.len() + unapplied.len(),
-        "job store commit failed: {error}"
-    );
+/// A failed batch: the file is opened again if the failure broke redb's
+/// handle on it, then every caller is told `error`. In that order, so a
+/// caller that reads right after hearing it finds a usable store.
+fn fail(file: &StoreFile, error: &StoreError, answers: Vec<Answer>) {
+    tracing::warn!(changes = answers.len(), "job store commit failed: {error}");
+    file.recover();
     for answer in answers {
         answer(Err(error.clone()));
-    }
-    for change in unapplied {
-        let _ = change(Err(error.clone()));
     }
 }
 
@@ -203,8 +348,9 @@ mod tests {
     #[tokio::test]
     async fn every_change_of_a_failed_batch_hears_its_error() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("store.redb")).unwrap());
-        let committer = Committer::start(db).unwrap();
+        let path = dir.path().join("store.redb");
+        let db = Database::create(&path).unwrap();
+        let committer = Committer::start(Arc::new(StoreFile::new(path, db))).unwrap();
 
         // Hold the committing thread in a change of its own, so the next
         // three wait for it and make one batch.
@@ -257,5 +403,34 @@ mod tests {
         }
         // The committer carries on.
         committer.apply(|_| Ok(())).await.unwrap();
+    }
+
+    /// A file that could not be opened again answers that error, without
+    /// trying again, until [`REOPEN_EVERY`] has passed; then the next read
+    /// opens it.
+    #[test]
+    fn a_file_that_could_not_be_opened_again_is_retried_after_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let failed = |ago: Duration| StoreFile {
+            path: path.clone(),
+            state: RwLock::new(FileState::Failed {
+                error: StoreError::Storage("the disk is full".into()),
+                at: Instant::now() - ago,
+            }),
+        };
+
+        let recent = failed(Duration::ZERO);
+        match recent.begin_read() {
+            Err(StoreError::Storage(error)) => assert_eq!(error, "the disk is full"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!path.exists(), "tried again at once");
+
+        let due = failed(REOPEN_EVERY);
+        due.begin_read().unwrap();
+        assert!(matches!(*due.state.read().unwrap(), FileState::Open(_)));
+        due.close();
+        assert!(matches!(due.begin_read(), Err(StoreError::Closed)));
     }
 }

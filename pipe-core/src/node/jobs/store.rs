@@ -8,18 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{
-    Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{DatabaseError, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::commit::Committer;
+use super::commit::{Committer, StoreFile};
 use super::error::StoreError;
 use super::record::{JobRecord, JobRequest, JobResult, JobState, NotifyStatus};
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
-/// The store's page cache: memory stays bounded however long the queues.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Jobs forgotten per transaction of a purge (few in tests, to see several).
 pub(super) const PURGE_BATCH: usize = if cfg!(test) { 16 } else { 10_000 };
 /// The store's file name in the state directory.
@@ -108,7 +104,7 @@ struct Shared {
 
 #[derive(Debug, Clone)]
 pub(super) struct Open {
-    db: Arc<Database>,
+    file: Arc<StoreFile>,
     pub(super) committer: Committer,
 }
 
@@ -136,12 +132,7 @@ impl JobStore {
             detail,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        // redb's default cache is 1 GiB: a node's memory would follow its
-        // queue on disk up to that.
-        let db = match redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-        {
+        let db = match StoreFile::open_database(&path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked { path });
@@ -158,11 +149,11 @@ impl JobStore {
             });
         }
         txn.commit().map_err(|e| open_error(e.to_string()))?;
-        let db = Arc::new(db);
-        let committer = Committer::start(db.clone())?;
+        let file = Arc::new(StoreFile::new(path.clone(), db));
+        let committer = Committer::start(file.clone())?;
         Ok(Self {
             shared: Arc::new(Shared {
-                open: RwLock::new(Some(Open { db, committer })),
+                open: RwLock::new(Some(Open { file, committer })),
                 path,
                 max_queue,
             }),
@@ -179,9 +170,9 @@ impl JobStore {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(Open { db, committer }) = open {
+        if let Some(Open { committer, .. }) = open {
+            // The committing thread closes the file as it ends.
             committer.close();
-            drop(db);
         }
     }
 
@@ -191,7 +182,7 @@ impl JobStore {
     }
 
     pub(super) fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
-        Ok(self.open_now()?.db.begin_read()?)
+        self.open_now()?.file.begin_read()
     }
 
     /// The store file.
