@@ -201,7 +201,7 @@ impl Jobs {
                     return;
                 }
             };
-            let mut delivered_any = false;
+            let mut due = Vec::new();
             for job in queue {
                 if now_ms() >= job.expires_ms {
                     self.end(
@@ -210,37 +210,85 @@ impl Jobs {
                         "not delivered before it expired",
                     )
                     .await;
-                    continue;
-                }
-                let Some(handle) = handle.as_ref().filter(|handle| handle.is_accepting()) else {
-                    continue;
-                };
-                if job.at_most_once && job.attempts > 0 {
+                } else if job.at_most_once && job.attempts > 0 {
                     let reason = "interrupted: delivered once, and at-most-once forbids another";
                     self.end(&job.id, JobState::Failed, reason).await;
-                    continue;
-                }
-                match self.deliver_one(handle, job).await {
-                    Delivery::Done => delivered_any = true,
-                    Delivery::Skipped => {}
-                    Delivery::PeerGone => return,
+                } else {
+                    due.push(job);
                 }
             }
-            if !delivered_any {
+            let Some(handle) = handle.as_ref().filter(|handle| handle.is_accepting()) else {
+                return;
+            };
+            if due.is_empty() || !self.deliver_batch(handle, due).await {
                 return;
             }
         }
     }
 
-    /// Delivers one job and keeps its outcome.
-    async fn deliver_one(&self, handle: &PeerHandle, job: JobRecord) -> Delivery {
-        let delivered = self
-            .store
-            .advance(&job.id, JobState::Delivered, |job| job.attempts += 1)
-            .await;
-        if !matches!(delivered, Ok(Ok(_))) {
-            return Delivery::Skipped; // cancelled or ended meanwhile
+    /// Delivers `jobs` in order; whether the peer is still there. The
+    /// at-least-once ones are marked delivered together first (one commit);
+    /// an at-most-once one is marked alone, right before it goes, so a job
+    /// never sent is never taken for interrupted. Results are kept while
+    /// the next job goes (each job is still sent after the one before it
+    /// was answered).
+    async fn deliver_batch(self: &Arc<Self>, handle: &PeerHandle, jobs: Vec<JobRecord>) -> bool {
+        let ids = jobs
+            .iter()
+            .filter(|job| !job.at_most_once)
+            .map(|job| job.id.clone())
+            .collect();
+        let mut marked: std::collections::HashMap<String, JobRecord> =
+            match self.store.mark_delivered(ids).await {
+                Ok(marked) => marked
+                    .into_iter()
+                    .map(|job| (job.id.clone(), job))
+                    .collect(),
+                Err(error) => {
+                    warn!("cannot mark jobs delivered: {error}");
+                    return false;
+                }
+            };
+        let mut keeping = tokio::task::JoinSet::new();
+        let mut peer_there = true;
+        for job in jobs {
+            let job = if job.at_most_once {
+                match self
+                    .store
+                    .advance(&job.id, JobState::Delivered, |job| job.attempts += 1)
+                    .await
+                {
+                    Ok(Ok(_)) => job,
+                    _ => continue, // cancelled or ended meanwhile
+                }
+            } else {
+                match marked.remove(&job.id) {
+                    // Its attempts as they were before this delivery.
+                    Some(_) => job,
+                    None => continue,
+                }
+            };
+            match self.deliver_one(handle, job).await {
+                Delivery::Done(Some(keep)) => {
+                    keeping.spawn(keep);
+                }
+                Delivery::Done(None) | Delivery::Skipped => {}
+                Delivery::PeerGone => {
+                    peer_there = false;
+                    break;
+                }
+            }
         }
+        // Marked but never sent (the peer went): back in the queue.
+        for id in marked.into_keys() {
+            let _ = self.store.advance(&id, JobState::Queued, |_| {}).await;
+        }
+        keeping.join_all().await;
+        peer_there
+    }
+
+    /// Delivers one job and keeps its outcome.
+    async fn deliver_one(self: &Arc<Self>, handle: &PeerHandle, job: JobRecord) -> Delivery {
         self.metrics.incr(metrics::JOBS_DELIVERY_TICK);
         let body = match self.store.request_body(&job.id) {
             Ok(body) => body,
@@ -274,10 +322,12 @@ impl Jobs {
         };
         self.in_flight.remove(&job.id);
         match outcome {
-            None => Delivery::Done, // cancelled: already ended
+            None => Delivery::Done(None), // cancelled: already ended
             Some(Ok(reply)) => {
-                self.keep_result(&job.id, reply).await;
-                Delivery::Done
+                let jobs = self.clone();
+                Delivery::Done(Some(Box::pin(async move {
+                    jobs.keep_result(&job.id, reply).await;
+                })))
             }
             Some(Err(RequestError::Disconnected { .. } | RequestError::GoingAway { .. })) => {
                 let _ = self.store.advance(&job.id, JobState::Queued, |_| {}).await;
@@ -285,11 +335,11 @@ impl Jobs {
             }
             Some(Err(error @ RequestError::TimedOut { .. })) => {
                 self.fail(&job.id, 504, &error.to_string()).await;
-                Delivery::Done
+                Delivery::Done(None)
             }
             Some(Err(error @ RequestError::TooLarge { .. })) => {
                 self.fail(&job.id, 413, &error.to_string()).await;
-                Delivery::Done
+                Delivery::Done(None)
             }
         }
     }
@@ -414,8 +464,9 @@ impl CommitTimes {
 
 /// How one delivery went.
 enum Delivery {
-    /// The job ended (a result, a failure, a cancel).
-    Done,
+    /// The job was answered (a result, a failure, a cancel); what keeps
+    /// the result, if there is one to keep.
+    Done(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>),
     /// The job was not delivered (it changed meanwhile, or its body could
     /// not be read).
     Skipped,

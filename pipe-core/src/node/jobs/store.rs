@@ -365,6 +365,25 @@ impl JobStore {
             .await
     }
 
+    /// Marks the jobs `ids` delivered (one more attempt each) in one
+    /// commit; returns those that were marked, as they are now (the others
+    /// were cancelled or ended meanwhile).
+    pub async fn mark_delivered(&self, ids: Vec<String>) -> Result<Vec<JobRecord>, StoreError> {
+        let committer = self.open_now()?.committer;
+        committer
+            .apply(move |txn| {
+                let mut marked = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    if let Ok(job) = advance(txn, id, JobState::Delivered, |job| job.attempts += 1)?
+                    {
+                        marked.push(job);
+                    }
+                }
+                Ok(marked)
+            })
+            .await
+    }
+
     /// Forgets jobs that ended before `cutoff_ms` (unix ms): their records,
     /// bodies and idempotency keys. Returns how many went.
     pub async fn purge(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
