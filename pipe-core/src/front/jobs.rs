@@ -176,7 +176,7 @@ pub(super) async fn submit(
         }
         Err(error) => {
             return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
+                store_status(&error),
                 format!("the job could not be stored: {error}"),
             );
         }
@@ -437,9 +437,17 @@ fn query_value(query: &str, name: &str) -> Option<String> {
 
 fn store_error(error: &crate::node::jobs::StoreError) -> Response<ResponseBody> {
     error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
+        store_status(error),
         format!("the job store failed: {error}"),
     )
+}
+
+/// 507 for a full disk, else 503: the store may work again later.
+fn store_status(error: &crate::node::jobs::StoreError) -> StatusCode {
+    match error {
+        crate::node::jobs::StoreError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 fn method_not_allowed(allowed: &'static str) -> Response<ResponseBody> {

@@ -37,9 +37,12 @@ pub enum StoreError {
         /// The version this build reads.
         expected: u64,
     },
-    /// Reading or writing failed (a full disk, an I/O error).
+    /// Reading or writing failed (an I/O error).
     #[error("job store: {0}")]
     Storage(String),
+    /// The disk is full.
+    #[error("job store: the disk is full: {0}")]
+    DiskFull(String),
     /// A record could not be read back.
     #[error("job store record {id}: {detail}")]
     Record {
@@ -56,19 +59,51 @@ pub enum StoreError {
     Closed,
 }
 
-macro_rules! storage_from {
-    ($($error:ty),*) => {
-        $(impl From<$error> for StoreError {
-            fn from(error: $error) -> Self {
-                Self::Storage(error.to_string())
+impl StoreError {
+    /// The error for `storage`, said as `text`: a full disk is told apart.
+    fn of_storage(storage: Option<&redb::StorageError>, text: String) -> Self {
+        match storage {
+            Some(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => {
+                Self::DiskFull(text)
             }
-        })*
-    };
+            _ => Self::Storage(text),
+        }
+    }
 }
 
-storage_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+impl From<redb::StorageError> for StoreError {
+    fn from(error: redb::StorageError) -> Self {
+        let text = error.to_string();
+        Self::of_storage(Some(&error), text)
+    }
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(error: redb::TransactionError) -> Self {
+        let storage = match &error {
+            redb::TransactionError::Storage(storage) => Some(storage),
+            _ => None,
+        };
+        Self::of_storage(storage, error.to_string())
+    }
+}
+
+impl From<redb::TableError> for StoreError {
+    fn from(error: redb::TableError) -> Self {
+        let storage = match &error {
+            redb::TableError::Storage(storage) => Some(storage),
+            _ => None,
+        };
+        Self::of_storage(storage, error.to_string())
+    }
+}
+
+impl From<redb::CommitError> for StoreError {
+    fn from(error: redb::CommitError) -> Self {
+        let storage = match &error {
+            redb::CommitError::Storage(storage) => Some(storage),
+            _ => None,
+        };
+        Self::of_storage(storage, error.to_string())
+    }
+}
