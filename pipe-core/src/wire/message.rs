@@ -300,6 +300,19 @@ pub struct Event {
     pub stream: Option<BodyStream>,
 }
 
+/// An error and its causes, `outer: inner: innermost`: hyper's errors say
+/// little without their sources.
+pub(crate) fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

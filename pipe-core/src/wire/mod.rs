@@ -25,6 +25,7 @@ pub use limits::{
     printable,
 };
 pub(crate) use limits::{check_event, check_reply};
+pub(crate) use message::cause_chain;
 pub use message::{
     Event, HandlerError, HandlerName, JSON, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED,
     RETURN_NO_HANDLER, RETURN_OK, Reply, Side, handler_name, is_hop_by_hop, is_json_type,

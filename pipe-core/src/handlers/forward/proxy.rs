@@ -19,7 +19,7 @@ use super::route::Route;
 use crate::handlers::places::{busy, take_place};
 use crate::handlers::registry::{Handler, HandlerFuture, Request};
 use crate::wire::body::{BodyError, BodySink};
-use crate::wire::{HandlerError, Reply, is_hop_by_hop};
+use crate::wire::{HandlerError, Reply, cause_chain, is_hop_by_hop};
 
 /// Header telling the upstream which node sent the event.
 pub const PEER_HEADER: &str = "x-restpipe-peer";
@@ -189,16 +189,4 @@ async fn pump_response(
             return; // nobody reads it any more
         }
     }
-}
-
-/// An error and its causes, `outer: inner: innermost`.
-fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -26,6 +26,7 @@ use super::deliver::Jobs;
 use super::notifying::{Called, Notice};
 use super::store::now_ms;
 use crate::node::metrics;
+use crate::wire::cause_chain;
 
 /// Calls of one hook, the first included.
 pub const NOTIFY_ATTEMPTS: u32 = 8;
@@ -155,7 +156,7 @@ async fn post(client: &HookClient, url: &str, id: &str, body: String) -> Result<
         .map_err(|error| format!("not a URL to call: {error}"))?;
     match tokio::time::timeout(NOTIFY_TIMEOUT, client.request(request)).await {
         Err(_) => Err(format!("no answer within {NOTIFY_TIMEOUT:?}")),
-        Ok(Err(error)) => Err(chain(&error)),
+        Ok(Err(error)) => Err(cause_chain(&error)),
         Ok(Ok(response)) if response.status().is_success() => Ok(()),
         Ok(Ok(response)) => Err(format!("answered {}", response.status())),
     }
@@ -172,18 +173,6 @@ fn retry_delay(attempt: u32) -> Duration {
         .build()
         .nth(attempt.saturating_sub(1) as usize)
         .unwrap_or(Duration::from_secs(60))
-}
-
-/// An error and its sources, as one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
