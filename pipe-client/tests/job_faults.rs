@@ -115,6 +115,14 @@ impl Drop for InstalledClient {
     }
 }
 
+/// Whether process `pid` runs (exists and has not exited).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// The lines of `file` (none before it exists).
 fn lines(file: &Path) -> Vec<String> {
     std::fs::read_to_string(file)
@@ -171,27 +179,31 @@ echo "{{\"redelivery\": $RP_REDELIVERY}}"
     // The receiving node dies mid-run.
     let status = client.kill().await.unwrap();
     assert!(!status.success(), "{status}");
-    // Its executable is a process group of its own, which outlives the
-    // node; the test ends it, as the machine's restart would.
+    // Its executable is a process group of its own: it outlives the node,
+    // still running (waiting for the go-ahead).
     let first = lines(&effects)[0].clone();
-    let group = first.rsplit(' ').next().unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{group}")])
-        .status()
-        .unwrap();
-    assert!(killed.success(), "kill -KILL -{group}: {killed}");
     assert!(first.starts_with("start 0 "), "{first}");
+    let orphan = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(running(&orphan), "the first run outlives its node");
     let waiting = get_within(&server.url(&format!("{at}/status")), DELIVERY).await;
     let state = waiting.json()["state"].as_str().unwrap().to_owned();
     assert!(["queued", "delivered"].contains(&state.as_str()), "{state}");
 
-    // Started again, it runs the job again, flagged; the job ends once.
-    std::fs::write(&release, "").unwrap();
+    // Started again, the node first kills what its last life left running,
+    // so the interrupted run never overlaps the redelivered one: given the
+    // go-ahead, only the second run goes on. The job ends once.
     let _client = installed.start().await;
+    assert!(
+        !running(&orphan),
+        "the first run is gone once the node is up"
+    );
+    std::fs::write(&release, "").unwrap();
     let done = get_within(&server.url(&format!("{at}?wait=10")), DELIVERY).await;
     assert_eq!(done.status, 200, "{done:?}");
     assert_eq!(done.headers["x-pipe-job-state"], "succeeded");
     assert_eq!(done.json()["redelivery"], 1, "{done:?}");
+    // A first run left alive would see the go-ahead within 20 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let runs = lines(&effects);
     assert_eq!(runs.len(), 3, "{runs:?}");
     assert!(runs[1].starts_with("start 1 "), "{runs:?}");

@@ -35,8 +35,8 @@ pub use front::{
 };
 pub use handlers::{
     DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, ExecDirectory, Forwards,
-    HANDLER_PATH, Handler, HandlerFuture, HandlerResult, HandlerSource, Handlers, Job, Outcome,
-    PEER_HEADER, Policy, PolicyError, Registry, Request, Resolution, STREAM_AFTER_BYTES,
+    GroupLedger, HANDLER_PATH, Handler, HandlerFuture, HandlerResult, HandlerSource, Handlers, Job,
+    Outcome, PEER_HEADER, Policy, PolicyError, Registry, Request, Resolution, STREAM_AFTER_BYTES,
     is_handler_name,
 };
 pub use link::{

@@ -15,7 +15,8 @@ mod run;
 mod sources;
 
 pub use exec::{
-    DEFAULT_MAX_EXEC_PROCESSES, ExecDirectory, HANDLER_PATH, STREAM_AFTER_BYTES, is_handler_name,
+    DEFAULT_MAX_EXEC_PROCESSES, ExecDirectory, GroupLedger, HANDLER_PATH, STREAM_AFTER_BYTES,
+    is_handler_name,
 };
 pub use forward::{DEFAULT_MAX_UPSTREAM_CONNECTIONS, Forwards, PEER_HEADER};
 pub use policy::{Policy, PolicyError};

@@ -11,7 +11,9 @@ use tokio_util::task::TaskTracker;
 use super::config::SetIdentityArgs;
 use super::identity;
 use crate::front::{self, HttpAddr, HttpListener};
-use crate::handlers::{ExecDirectory, Forwards, Handlers, Policy, PolicyError, Registry};
+use crate::handlers::{
+    ExecDirectory, Forwards, GroupLedger, Handlers, Policy, PolicyError, Registry,
+};
 use crate::link::{CertFiles, Reloadable, Role, TlsError, TlsIdentity};
 use crate::node::jobs::{JobStore, Jobs};
 use crate::node::{BackoffSettings, Metrics, MetricsError, Node, NodeSettings, ServerTarget};
@@ -77,10 +79,12 @@ pub enum SetIdentityError {
 }
 
 /// The node's handlers: `registry` first, then what `settings` configures
-/// (forwards, the handler directory), under its access policy, if any.
+/// (forwards, the handler directory, its running groups noted in `ledger`),
+/// under its access policy, if any.
 pub fn build_handlers(
     registry: Registry,
     settings: &NodeSettings,
+    ledger: Option<Arc<GroupLedger>>,
 ) -> Result<Handlers, LaunchError> {
     let mut handlers = Handlers::new(registry);
     // Forwards to local HTTP upstreams come next.
@@ -95,6 +99,10 @@ pub fn build_handlers(
         let directory = ExecDirectory::new(dir.clone(), settings.max_body_bytes)
             .map_err(LaunchError::Handlers)?
             .with_max_processes(settings.max_exec_processes);
+        let directory = match ledger {
+            Some(ledger) => directory.with_ledger(ledger),
+            None => directory,
+        };
         handlers = handlers.with_source(directory);
     }
     if let Some(path) = &settings.policy {
@@ -337,19 +345,28 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let metrics = Metrics::from_settings(settings.statsd.as_ref())?;
-    let handlers = build_handlers(handlers, &settings)?;
-    let jobs = match &settings.state_dir {
+    // The store first: its lock makes the state directory this node's
+    // alone before the ledger there kills what a crash left running.
+    let (jobs, ledger) = match &settings.state_dir {
         Some(dir) => {
             let store = JobStore::open(dir, settings.max_queued_jobs)?;
-            Some(Jobs::new(
+            let ledger = GroupLedger::open(dir).map_err(|error| {
+                LaunchError::Handlers(format!(
+                    "the handler groups noted in {}: {error}",
+                    dir.display()
+                ))
+            })?;
+            let jobs = Jobs::new(
                 store,
                 settings.max_body_bytes,
                 settings.job_retention,
                 metrics.clone(),
-            ))
+            );
+            (Some(jobs), Some(Arc::new(ledger)))
         }
-        None => None,
+        None => (None, None),
     };
+    let handlers = build_handlers(handlers, &settings, ledger)?;
     let node = Node::new(side, identity.name()?, handlers, settings, metrics);
     log_revocations(identity);
     node.enforce_revocations(identity.revocations().clone());

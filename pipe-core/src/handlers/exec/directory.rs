@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::executable::Executable;
+use super::ledger::GroupLedger;
 use crate::handlers::registry::Handler;
 use crate::handlers::sources::{HandlerSource, VERBS};
 use crate::wire::HandlerName;
@@ -24,6 +25,8 @@ pub struct ExecDirectory {
     max_output_bytes: usize,
     /// Places for programs running at once, shared by every handler here.
     processes: Arc<Semaphore>,
+    /// Where running groups are noted, if the node has a state directory.
+    ledger: Option<Arc<GroupLedger>>,
 }
 
 /// Default cap on executable handlers running at once on a node.
@@ -99,6 +102,7 @@ impl ExecDirectory {
             dir: absolute,
             max_output_bytes,
             processes: Arc::new(Semaphore::new(DEFAULT_MAX_EXEC_PROCESSES)),
+            ledger: None,
         })
     }
 
@@ -107,6 +111,13 @@ impl ExecDirectory {
     /// their deadline, then get 503.
     pub fn with_max_processes(mut self, max: usize) -> Self {
         self.processes = Arc::new(Semaphore::new(max));
+        self
+    }
+
+    /// Notes each running program's process group in `ledger`, so that
+    /// the node's next start kills what a crash left running.
+    pub fn with_ledger(mut self, ledger: Arc<GroupLedger>) -> Self {
+        self.ledger = Some(ledger);
         self
     }
 
@@ -174,6 +185,7 @@ impl HandlerSource for ExecDirectory {
                 dir: self.dir.clone(),
                 max_output_bytes: self.max_output_bytes,
                 processes: self.processes.clone(),
+                ledger: self.ledger.clone(),
             })),
             Err(NotRunnable::BadName | NotRunnable::Missing) => None,
             Err(why) => {

@@ -19,6 +19,7 @@ use tracing::debug;
 
 use super::exit::{describe, exit_code};
 use super::group::ProcessGroup;
+use super::ledger::GroupLedger;
 use super::output::typed;
 use super::process::{Process, Stop};
 use super::progress;
@@ -51,6 +52,8 @@ pub(super) struct Executable {
     pub(super) max_output_bytes: usize,
     /// Places for programs running at once on the node.
     pub(super) processes: Arc<Semaphore>,
+    /// Where running groups are noted, if the node has a state directory.
+    pub(super) ledger: Option<Arc<GroupLedger>>,
 }
 
 impl Handler for Executable {
@@ -139,7 +142,8 @@ impl Executable {
                 format!("{} exited before it could be watched", self.name),
             ));
         };
-        let group = ProcessGroup::new(pid);
+        let noted = self.ledger.as_ref().and_then(|ledger| ledger.note(pid));
+        let group = ProcessGroup::new(pid, noted);
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let Some(stdout) = stdout else {

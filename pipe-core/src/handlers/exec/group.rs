@@ -6,18 +6,28 @@ use std::process::Stdio;
 use tokio::process::Command;
 use tracing::warn;
 
+use super::ledger::Noted;
+use super::signal::{kill_group, kill_group_args};
+
 /// A handler's process group, killed (`SIGKILL`) when it is done with:
 /// explicitly, or when this is dropped (the request was cancelled, the
 /// node is stopping).
 pub(super) struct ProcessGroup {
     id: u32,
     killed: bool,
+    /// Its note in the node's ledger, if it has one: removed once it is
+    /// killed.
+    noted: Option<Noted>,
 }
 
 impl ProcessGroup {
-    /// The group led by process `id`, not killed yet.
-    pub(super) fn new(id: u32) -> Self {
-        Self { id, killed: false }
+    /// The group led by process `id`, not killed yet, and its note.
+    pub(super) fn new(id: u32, noted: Option<Noted>) -> Self {
+        Self {
+            id,
+            killed: false,
+            noted,
+        }
     }
 
     /// Kills what is left of the group and waits until the signal is sent.
@@ -38,19 +48,8 @@ impl ProcessGroup {
                 "cannot kill the handler's process group: {error}"
             );
         }
+        self.noted = None;
     }
-}
-
-/// `sh` arguments that send `SIGKILL` to process group `id`. (The group is
-/// signalled through `kill`, as the crate has no way to call `killpg`
-/// without `unsafe`.) A group that is already empty is not an error.
-fn kill_group_args(id: u32) -> [String; 4] {
-    [
-        "-c".to_owned(),
-        r#"kill -s KILL -- "-$1" 2>/dev/null; exit 0"#.to_owned(),
-        "kill-group".to_owned(),
-        id.to_string(),
-    ]
 }
 
 impl Drop for ProcessGroup {
@@ -59,15 +58,12 @@ impl Drop for ProcessGroup {
             return;
         }
         let id = self.id;
+        let noted = self.noted.take();
         // Synchronous (a drop cannot wait), off the async threads, and
         // reaped: a thread of its own, running for a few milliseconds.
         let kill = move || {
-            let _ = std::process::Command::new("/bin/sh")
-                .args(kill_group_args(id))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            kill_group(id);
+            drop(noted);
         };
         if let Err(error) = std::thread::Builder::new()
             .name("kill-handler-group".to_owned())

@@ -49,7 +49,10 @@
 //! (anything it started, such as `sleep 60 &`) is killed (`SIGKILL`) when the
 //! request's deadline passes, when the caller cancels, and as soon as the
 //! program itself exits (so a forgotten background job cannot hold the reply
-//! open). A process that leaves the group (`setsid`) escapes this. Output
+//! open). A node with a state directory notes each running group there,
+//! so that after the node itself is killed outright its next start kills
+//! the groups left running before it runs anything (`ledger`). A process
+//! that leaves the group (`setsid`) escapes all this. Output
 //! beyond the node's body limit (`max_body_bytes`) kills the group: a 251
 //! failure saying the output exceeded the limit, or, once streaming, a cut
 //! body.
@@ -70,7 +73,7 @@
 //! The code, one concept a file: `directory` (the directory, and which of
 //! its files may run), `executable` (starting one program for an event:
 //! argv, environment, stdin), `process` (watching it run: output, the
-//! deadline, streaming), `group` (killing its process group), `stderr` (the
+//! deadline, streaming), `group` (killing its process group), `signal` (the `SIGKILL` itself), `ledger` (the groups a crash left), `stderr` (the
 //! tail kept for the log), `progress` (descriptor 3), `exit` (what its end means) and `output` (the
 //! reply's type).
 
@@ -78,10 +81,13 @@ mod directory;
 mod executable;
 mod exit;
 mod group;
+mod ledger;
 mod output;
 mod process;
 mod progress;
+mod signal;
 mod stderr;
 
 pub use directory::{DEFAULT_MAX_EXEC_PROCESSES, ExecDirectory, is_handler_name};
 pub use executable::{HANDLER_PATH, STREAM_AFTER_BYTES};
+pub use ledger::GroupLedger;
