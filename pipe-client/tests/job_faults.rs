@@ -7,10 +7,10 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use restpipe_tests::files::path_arg;
+use restpipe_tests::files::{lines, path_arg};
 use restpipe_tests::process::free_ports;
 use restpipe_tests::{
     IssueRequest, NodeProcess, NodeSettings, Pki, Registry, Role, SERVER_NAME, eventually,
@@ -121,15 +121,6 @@ fn running(pid: &str) -> bool {
         stat.rsplit_once(')')
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
     })
-}
-
-/// The lines of `file` (none before it exists).
-fn lines(file: &Path) -> Vec<String> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

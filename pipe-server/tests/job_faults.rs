@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use restpipe_tests::files::path_arg;
+use restpipe_tests::files::{lines, path_arg};
 use restpipe_tests::process::{free_ports, run_within, stderr};
 use restpipe_tests::{
     InstalledServer, NodeOptions, NodeProcess, NodeSettings, Registry, Reply, Request, Response,
@@ -121,15 +121,6 @@ async fn receiver(
     )
     .await
     .unwrap()
-}
-
-/// The lines of `file` (none before it exists).
-fn lines(file: &Path) -> Vec<String> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,16 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The lines of `file`, such as a log of side effects; none before it
+/// exists.
+pub fn lines(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The bytes of `path`.
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
