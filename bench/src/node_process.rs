@@ -350,7 +350,8 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the pipe listener on {}", args.listen))?;
             let pipe = listener.local_addr()?;
-            let node = launch_server(listener, front, &identity, options(server_handlers()))?;
+            let node =
+                launch_server(listener, front, &identity, options(server_handlers())).await?;
             (node, pipe.to_string())
         }
         NodeSide::Client => {

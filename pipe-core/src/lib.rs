@@ -47,6 +47,7 @@ pub use link::{
     RevocationError, RevocationList, Role, TlsError, TlsIdentity, WAITING_PER_SLOT, establish,
     has_extended_key_usage, is_valid_node_name, node_name, peer_identity,
 };
+pub use node::cluster;
 pub use node::jobs;
 pub use node::{
     Backoff, BackoffSettings, ConnectError, ConnectionEvent, DEFAULT_CONNECT_TIMEOUT,

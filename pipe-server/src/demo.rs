@@ -82,7 +82,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ..NodeSettings::default()
         },
         shutdown.clone(),
-    )?;
+    )
+    .await?;
     let client = launch::start_client(
         ServerTarget {
             host: "127.0.0.1".to_owned(),

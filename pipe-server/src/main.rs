@@ -87,7 +87,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         Registry::with_examples(Side::Server),
         common.node,
         launch::shutdown_on_signals(),
-    )?;
+    )
+    .await?;
     node.reload_on_signal(common.cert_files, common.watch_certs);
     node.wait().await;
     Ok(())

@@ -15,6 +15,7 @@
 //! | [`wait`] | bounded polling: [`eventually`] |
 //! | [`files`] | what a command left on disk: listings, modes |
 //! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
+//! | [`nats`] | a real NATS server (or NATS cluster) with mutual TLS, for clusters of server nodes |
 //!
 //! A test reads like the README:
 //!
@@ -43,6 +44,7 @@
 pub mod files;
 pub mod http;
 pub mod installed;
+pub mod nats;
 pub mod nodes;
 pub mod pki;
 pub mod process;
@@ -53,6 +55,7 @@ pub use http::{
     ANSWER_LIMIT, HttpClient, Response, get, get_within, http_client, send, send_with, try_get,
 };
 pub use installed::InstalledServer;
+pub use nats::Nats;
 pub use nodes::{
     LOOPBACK, NodeOptions, Pipe, TestNode, connect_client, connect_client_with, example_server,
     example_server_at, fast_backoff, fast_settings, heartbeat_settings, launch_client,
@@ -66,6 +69,7 @@ pub use proxy::Proxy;
 pub use wait::eventually;
 
 pub use pipe_core::body::{self, INLINE_LIMIT};
+pub use pipe_core::cluster;
 pub use pipe_core::identity::{self, CertFiles};
 pub use pipe_core::launch::{self, LaunchError, RunningNode};
 pub use pipe_core::metrics::{self, Metrics, StatsdSettings};

@@ -113,7 +113,7 @@ pub async fn loopback_front() -> anyhow::Result<(HttpListener, SocketAddr)> {
 }
 
 /// Starts a server node on `pipe` and `front`.
-pub fn launch_server(
+pub async fn launch_server(
     pipe: tokio::net::TcpListener,
     front: HttpListener,
     identity: &TlsIdentity,
@@ -127,6 +127,7 @@ pub fn launch_server(
         options.settings,
         options.shutdown,
     )
+    .await
 }
 
 /// The server node at `server`, whose certificate must name `server_name`.
@@ -215,7 +216,7 @@ pub async fn try_start_server(
         .with_context(|| format!("binding the pipe listener on {pipe}"))?;
     let pipe_addr = pipe.local_addr()?;
     let (front, http) = loopback_front().await?;
-    let running = launch_server(pipe, front, identity, options)?;
+    let running = launch_server(pipe, front, identity, options).await?;
     Ok(TestNode {
         running,
         http,

@@ -289,6 +289,7 @@ async fn the_original_curl_examples_work_through_nginx_both_ways() {
         &pki.server(),
         NodeOptions::new(Registry::with_examples(Side::Server), fast_settings()),
     )
+    .await
     .unwrap();
     let client: RunningNode = launch_client(
         pipe_addr,

@@ -19,6 +19,7 @@ use super::jobs;
 use super::response::{ResponseBody, error_response, full};
 use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
 use crate::link::RequestError;
+use crate::node::cluster::{Cluster, ForwardError};
 use crate::node::metrics::{SEND_TICK, SEND_TIMING};
 use crate::node::{Lookup, Node, SERVER_KEY};
 use crate::wire::body::{BodyError, BodySink, BodyStream, INLINE_LIMIT};
@@ -269,6 +270,11 @@ async fn send(
 ) -> Response<ResponseBody> {
     let settings = node.settings();
     let wait = settings.peer_wait.min(timeout);
+    if let Some(cluster) = node.cluster()
+        && node.peers().get(key).is_none()
+    {
+        return forward(node, cluster, key, event, deadline, wait).await;
+    }
     let peer = match node.peers().wait_for(key, wait).await {
         Lookup::Connected(peer) => peer,
         Lookup::Unknown if node.side() == Side::Server => {
@@ -302,6 +308,37 @@ async fn send(
                 RequestError::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                 RequestError::GoingAway { .. } => (StatusCode::SERVICE_UNAVAILABLE, "going_away"),
                 RequestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            };
+            node.metrics().send_failed(kind);
+            error_response(status, error)
+        }
+    }
+}
+
+/// Sends the request to client `key`, which this node does not hold, through
+/// the cluster: to whichever node holds it, waiting up to `wait` for one to.
+async fn forward(
+    node: &Node,
+    cluster: &Cluster,
+    key: &str,
+    event: Event,
+    deadline: Instant,
+    wait: Duration,
+) -> Response<ResponseBody> {
+    node.metrics().incr(SEND_TICK);
+    let sent = Instant::now();
+    let wait_until = (sent + wait).min(deadline);
+    match cluster.forward(key, event, deadline, wait_until).await {
+        Ok(reply) => {
+            node.metrics().timing(SEND_TIMING, sent.elapsed());
+            reply_response(reply)
+        }
+        Err(error) => {
+            let (status, kind) = match error {
+                ForwardError::NotHeld(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_connected"),
+                ForwardError::Backplane(_) => (StatusCode::SERVICE_UNAVAILABLE, "backplane"),
+                ForwardError::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                ForwardError::Broken { .. } => (StatusCode::BAD_GATEWAY, "disconnected"),
             };
             node.metrics().send_failed(kind);
             error_response(status, error)

@@ -21,7 +21,7 @@ use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::piped::respond_piped;
 use super::response::{ResponseBody, json_response};
-use super::status::{health, status};
+use super::status::{health, peers, status};
 use crate::node::Node;
 
 /// Who made a local request, for logs: the connection's peer, or the first
@@ -107,7 +107,8 @@ async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Respo
     let path = request.uri().path();
     match path {
         "/_pipe/health" => return json_response(StatusCode::OK, &health(node)),
-        "/_pipe/status" => return json_response(StatusCode::OK, &status(node)),
+        "/_pipe/status" => return json_response(StatusCode::OK, &status(node).await),
+        "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
         path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
             return jobs::respond(node, request).await;
         }

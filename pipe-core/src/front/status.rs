@@ -48,7 +48,45 @@ fn jobs_status(store: &JobStore) -> serde_json::Value {
     }
 }
 
-pub(super) fn status(node: &Node) -> serde_json::Value {
+/// `GET /_pipe/peers`: every peer this node can reach, and which node
+/// holds it: the whole cluster's clients on a node of a cluster.
+pub(super) async fn peers(node: &Node) -> serde_json::Value {
+    let Some(cluster) = node.cluster() else {
+        let peers: Vec<_> = node
+            .peers()
+            .list()
+            .iter()
+            .map(|(key, handle)| {
+                json!({
+                    "name": key,
+                    "node": node.name(),
+                    "connected_since": rfc3339(handle.connected_at()),
+                })
+            })
+            .collect();
+        return json!({ "peers": peers });
+    };
+    match cluster.peers().await {
+        Ok(peers) => {
+            let peers: Vec<_> = peers
+                .into_iter()
+                .map(|peer| {
+                    let since = SystemTime::UNIX_EPOCH
+                        + std::time::Duration::from_millis(peer.connected_since_ms);
+                    json!({
+                        "name": peer.name,
+                        "node": peer.node,
+                        "connected_since": rfc3339(since),
+                    })
+                })
+                .collect();
+            json!({ "peers": peers })
+        }
+        Err(error) => json!({ "peers": [], "error": error }),
+    }
+}
+
+pub(super) async fn status(node: &Node) -> serde_json::Value {
     let peers = node.peers().list();
     let (mut outbound, mut inbound) = (0, 0);
     let peers_json: Vec<_> = peers
@@ -84,6 +122,11 @@ pub(super) fn status(node: &Node) -> serde_json::Value {
     });
     if let Some(jobs) = node.jobs() {
         status["jobs"] = jobs_status(jobs.store());
+    }
+    if let Some(cluster) = node.cluster() {
+        let mut cluster_status = cluster.status();
+        cluster_status["clients"] = self::peers(node).await["peers"].clone();
+        status["cluster"] = cluster_status;
     }
     if node.side() == Side::Client {
         let link = node.link();

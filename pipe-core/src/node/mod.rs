@@ -6,6 +6,7 @@
 mod admission;
 mod backoff;
 mod client;
+pub mod cluster;
 mod directory;
 mod events;
 mod inbound;

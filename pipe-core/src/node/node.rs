@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::Cluster;
 use super::directory::{LocalPeers, PeerDirectory};
 use super::events::EventSink;
 use super::inbound::NodeInbound;
@@ -105,6 +106,9 @@ pub struct NodeSettings {
     pub max_queued_jobs: u64,
     /// How long ended jobs (and their results) are kept.
     pub job_retention: Duration,
+    /// Server only: the cluster to join, if any (several server nodes on
+    /// a NATS backplane).
+    pub cluster: Option<super::cluster::ClusterSettings>,
 }
 
 /// Default time a job's delivery is attempted.
@@ -138,6 +142,7 @@ impl Default for NodeSettings {
             job_expiry: DEFAULT_JOB_EXPIRY,
             max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
             job_retention: DEFAULT_JOB_EXPIRY,
+            cluster: None,
         }
     }
 }
@@ -175,6 +180,8 @@ pub struct Node {
     metrics: Metrics,
     /// Asynchronous jobs, when the node has a state directory.
     jobs: Arc<OnceLock<Arc<Jobs>>>,
+    /// The cluster, when the node is one of several server nodes.
+    cluster: OnceLock<Arc<Cluster>>,
     pub(super) revocation_watch: RevocationWatch,
 }
 
@@ -215,6 +222,7 @@ impl Node {
             stopping: CancellationToken::new(),
             metrics,
             jobs,
+            cluster: OnceLock::new(),
             revocation_watch,
         })
     }
@@ -276,6 +284,16 @@ impl Node {
     /// The node's asynchronous jobs, if it keeps any.
     pub fn jobs(&self) -> Option<&Arc<Jobs>> {
         self.jobs.get()
+    }
+
+    /// The cluster this node is part of, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Makes the node part of `cluster` (once; later calls are ignored).
+    pub fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Gives the node its jobs (once; later calls are ignored).

@@ -173,12 +173,17 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
         }
     };
     let session = node.peers().hold(&name, handle.clone());
+    // Reachable from every node of the cluster while held here.
+    let held = node
+        .cluster()
+        .map(|cluster| cluster.hold(&name, handle.clone()));
     if let Some(jobs) = node.jobs() {
         jobs.wake(); // the client's queue goes out now
     }
     node.revocation_watch
         .closed_or_revoked(&handle, certificate.as_ref())
         .await;
+    drop(held);
     drop(session);
     drop(place);
 }

@@ -15,6 +15,7 @@ use crate::handlers::{
     ExecDirectory, Forwards, GroupLedger, Handlers, Policy, PolicyError, Registry,
 };
 use crate::link::{CertFiles, Reloadable, Role, TlsError, TlsIdentity};
+use crate::node::cluster::Cluster;
 use crate::node::jobs::{JobStore, Jobs};
 use crate::node::{BackoffSettings, Metrics, MetricsError, Node, NodeSettings, ServerTarget};
 use crate::wire::Side;
@@ -45,6 +46,9 @@ pub enum LaunchError {
     /// durability it was configured with.
     #[error(transparent)]
     Jobs(#[from] crate::node::jobs::StoreError),
+    /// The cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] crate::node::cluster::ClusterError),
 }
 
 /// Why a reload of the identity files was refused (the current identity
@@ -281,8 +285,10 @@ impl RunningNode {
     }
 }
 
-/// Starts a server node: client nodes connect to `pipe`, local apps to `http`.
-pub fn start_server(
+/// Starts a server node: client nodes connect to `pipe`, local apps to
+/// `http`. With `settings.cluster`, it joins its cluster first (the NATS
+/// connection itself comes up in the background).
+pub async fn start_server(
     pipe: TcpListener,
     http: HttpListener,
     identity: &TlsIdentity,
@@ -292,6 +298,10 @@ pub fn start_server(
 ) -> Result<RunningNode, LaunchError> {
     let tls = Arc::new(Reloadable::new(identity.server_config()?));
     let pipe_side = tls.clone();
+    let cluster = match &settings.cluster {
+        Some(cluster) => Some(Cluster::join(cluster.clone()).await?),
+        None => None,
+    };
     start(
         Side::Server,
         http,
@@ -300,7 +310,13 @@ pub fn start_server(
         settings,
         shutdown,
         NodeTls::Server(tls),
-        move |node, shutdown| crate::node::run_server(pipe, pipe_side, node, shutdown),
+        move |node, shutdown| {
+            if let Some(cluster) = cluster {
+                node.attach_cluster(cluster.clone());
+                tokio::spawn(cluster.run(node.peers().clone(), shutdown.clone()));
+            }
+            crate::node::run_server(pipe, pipe_side, node, shutdown)
+        },
     )
 }
 

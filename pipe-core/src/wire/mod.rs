@@ -24,7 +24,7 @@ pub use limits::{
     LimitError, MAX_ARG_BYTES, MAX_ARGS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_JOB_ID, MAX_PEER_TEXT,
     printable,
 };
-pub(crate) use limits::{check_event, check_reply};
+pub(crate) use limits::{check_counts, check_event, check_reply};
 pub(crate) use message::cause_chain;
 pub use message::{
     Event, HandlerError, HandlerName, JSON, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED,

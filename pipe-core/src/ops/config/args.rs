@@ -197,6 +197,29 @@ pub struct ServerArgs {
     /// with a reason and retry with backoff.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Join a cluster of server nodes whose backplane is this NATS
+    /// deployment, `nats://HOST:PORT` or `tls://HOST:PORT` (repeatable, or
+    /// a comma-separated list): every node then reaches every client.
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster: Vec<String>,
+    /// The cluster's name: its NATS subjects live under `rp.<NAME>.`
+    /// (default `restpipe`).
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// This node's id in the cluster, unique among its nodes (default: the
+    /// host name).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// CA of the NATS servers' certificates (PEM), for mutual TLS to NATS.
+    #[arg(long, value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
+    /// This node's certificate (PEM) presented to NATS.
+    #[arg(long, value_name = "FILE")]
+    pub nats_cert: Option<PathBuf>,
+    /// The key (PEM) of `--nats-cert`.
+    #[arg(long, value_name = "FILE")]
+    pub nats_key: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
     #[allow(missing_docs)]

@@ -149,6 +149,7 @@ fn server() -> ServerOwn {
             DEFAULT_PIPE_PORT,
         ))),
         max_connections: Some(Parsed(NodeSettings::default().max_connections)),
+        ..ServerOwn::default()
     }
 }
 

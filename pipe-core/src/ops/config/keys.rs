@@ -234,6 +234,18 @@ raw_config! {
         },
         /// Most client connections at once.
         max_connections: usize => Env::Named("RP_MAX_CONNECTIONS"),
+        /// NATS servers of the cluster's backplane.
+        cluster: Pieces => Env::Named("RP_CLUSTER"),
+        /// The cluster's name (its subjects' namespace).
+        cluster_name: String => Env::Named("RP_CLUSTER_NAME"),
+        /// This node's id in the cluster.
+        node_id: String => Env::Named("RP_NODE_ID"),
+        /// The NATS servers' CA.
+        nats_ca: PathBuf => Env::Named("RP_NATS_CA"),
+        /// This node's certificate for NATS.
+        nats_cert: PathBuf => Env::Named("RP_NATS_CERT"),
+        /// Its key.
+        nats_key: PathBuf => Env::Named("RP_NATS_KEY"),
     }
     client {
         /// The server node to dial.

@@ -31,6 +31,7 @@
 //! `--help` from the same table and defaults.
 
 mod args;
+mod cluster;
 mod defaults;
 mod error;
 mod help;

@@ -48,6 +48,7 @@ pub(super) fn server(
     let listen = defaulted!(own.listen)?;
     let mut common = self::common(&mut common, Side::Server, origins)?;
     common.node.max_connections = defaulted!(own.max_connections)?;
+    common.node.cluster = super::cluster::settings(&mut own, origins)?;
     Ok(ServerConfig { listen, common })
 }
 
@@ -225,21 +226,11 @@ fn forwards(
     pieces: Option<Pieces>,
     origins: &Provenance<'_>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    let Some(Pieces(pieces)) = pieces else {
-        return Ok(Vec::new());
-    };
-    let forwards: Vec<&str> = if origins.is_flag("forwards") {
-        pieces.iter().map(String::as_str).collect()
-    } else {
-        pieces
-            .iter()
-            .flat_map(|piece| piece.split(','))
-            .filter(|forward| !forward.trim().is_empty())
-            .collect()
-    };
-    forwards
-        .into_iter()
-        .map(parse_forward)
+    pieces
+        .map(|pieces| pieces.items(origins.is_flag("forwards")))
+        .unwrap_or_default()
+        .iter()
+        .map(|forward| parse_forward(forward))
         .collect::<Result<_, _>>()
         .map_err(|message| ConfigError::bad_value(origins.source_name("forwards"), message))
 }

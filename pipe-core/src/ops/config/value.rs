@@ -316,6 +316,24 @@ impl Setting for HostPort {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Pieces(pub(super) Vec<String>);
 
+impl Pieces {
+    /// The items of a list key: each flag (`from_flags`) is one; an
+    /// environment or file value is a comma-separated list (a file's list
+    /// items too).
+    pub(super) fn items(self, from_flags: bool) -> Vec<String> {
+        if from_flags {
+            return self.0;
+        }
+        self.0
+            .iter()
+            .flat_map(|piece| piece.split(','))
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl Setting for Pieces {
     fn parse_text(text: &str) -> Result<Self, String> {
         Ok(Pieces(vec![text.to_owned()]))

@@ -1,0 +1,307 @@
+//! Forwarding a request for a client that another node holds: one NATS
+//! request to the client's subject (the holder's queue group answers), then
+//! an exchange of the pipe's own frames between our inbox and the holder's:
+//! the body in `Chunk`s under `Window` credit each way, `Cancel` when our
+//! caller gives up or the deadline passes. "No responders" means no node
+//! holds the client.
+
+use futures_util::StreamExt as _;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
+use tracing::debug;
+
+/// How often a request for a client nobody holds asks again, while it may
+/// wait for the client to connect.
+const RETRY_NOT_HELD: std::time::Duration = std::time::Duration::from_millis(100);
+
+use super::stream::{self, Credit, Grant, Incoming, decode, encode, window};
+use super::{Cluster, ORIGIN_HEADER};
+use crate::wire::body::BodyStream;
+use crate::wire::proto::{self, frame::Body};
+use crate::wire::{Event, ReceivedReply, Reply, event_frame};
+
+/// Why a forwarded request got no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// No node of the cluster holds the client.
+    #[error("client {0:?} is not connected to any node of the cluster")]
+    NotHeld(String),
+    /// The backplane is down or refused the request.
+    #[error("the cluster backplane is unavailable: {0}")]
+    Backplane(String),
+    /// The deadline passed.
+    #[error("no reply from the node holding {0:?} within the deadline")]
+    TimedOut(String),
+    /// The holder broke the exchange.
+    #[error("the node holding {client:?} broke the exchange: {why}")]
+    Broken {
+        /// The client.
+        client: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+impl Cluster {
+    /// Sends `event` to client `name`, held by another node, and waits
+    /// until `deadline` for its reply (whose body may still be streaming
+    /// when it is returned). While no node holds the client, asks again
+    /// until `wait_until`.
+    pub async fn forward(
+        &self,
+        name: &str,
+        event: Event,
+        deadline: Instant,
+        wait_until: Instant,
+    ) -> Result<Reply, ForwardError> {
+        // Rides out a reconnect of the backplane as of the client.
+        while !self.is_connected() {
+            if Instant::now() + RETRY_NOT_HELD >= wait_until {
+                return Err(ForwardError::Backplane(
+                    "this node is not connected to the cluster's NATS".to_owned(),
+                ));
+            }
+            tokio::time::sleep(RETRY_NOT_HELD).await;
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let (mut frame, stream) = event_frame(0, event, timeout);
+        let upload = stream::stream_if_large(
+            &mut frame.body,
+            &mut frame.body_follows,
+            &mut frame.body_length,
+            stream,
+        );
+        let payload = encode(Body::Event(frame));
+        let (first, replies) = loop {
+            let (first, replies) = self.ask(name, payload.clone(), deadline).await?;
+            if first.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
+                break (first, replies);
+            }
+            // Nobody holds it (yet): it may be reconnecting, to any node.
+            if Instant::now() + RETRY_NOT_HELD >= wait_until {
+                return Err(ForwardError::NotHeld(name.to_owned()));
+            }
+            tokio::time::sleep(RETRY_NOT_HELD).await;
+        };
+        let broken = |why: &str| ForwardError::Broken {
+            client: name.to_owned(),
+            why: why.to_owned(),
+        };
+        let holder = first
+            .reply
+            .clone()
+            .ok_or_else(|| broken("no inbox given"))?;
+        let exchange = Exchange {
+            nats: self.nats.clone(),
+            holder: holder.to_string(),
+            client: name.to_owned(),
+            credit: std::sync::Arc::new(Credit::default()),
+        };
+        exchange.admit(&first.payload).map_err(|why| broken(&why))?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tokio::spawn(exchange.run(replies, upload, reply_tx, deadline));
+        match timeout_at(deadline, reply_rx).await {
+            Err(_) => Err(ForwardError::TimedOut(name.to_owned())),
+            Ok(Err(_)) => Err(broken("the exchange ended without a reply")),
+            Ok(Ok(reply)) => reply,
+        }
+    }
+}
+
+impl Cluster {
+    /// Publishes a request for `name` and waits for the first answer: the
+    /// holder's, or NATS's "no responders".
+    async fn ask(
+        &self,
+        name: &str,
+        payload: bytes::Bytes,
+        deadline: Instant,
+    ) -> Result<(async_nats::Message, async_nats::Subscriber), ForwardError> {
+        let backplane = |error: &dyn std::fmt::Display| ForwardError::Backplane(error.to_string());
+        let inbox = self.nats.new_inbox();
+        let mut replies = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| backplane(&e))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ORIGIN_HEADER, self.node_id());
+        self.nats
+            .publish_with_reply_and_headers(self.subjects.client(name), inbox, headers, payload)
+            .await
+            .map_err(|e| backplane(&e))?;
+        match timeout_at(deadline, replies.next()).await {
+            Err(_) => Err(ForwardError::TimedOut(name.to_owned())),
+            Ok(None) => Err(backplane(&"the reply subscription ended")),
+            Ok(Some(first)) => Ok((first, replies)),
+        }
+    }
+}
+
+/// One forwarded request's exchange with its holder, after its first answer.
+struct Exchange {
+    nats: async_nats::Client,
+    /// The holder's inbox for this request.
+    holder: String,
+    client: String,
+    /// What the holder lets us send of the request body.
+    credit: std::sync::Arc<Credit>,
+}
+
+/// Where the exchange is.
+enum Stage {
+    /// Waiting for the reply, to hand it to the caller.
+    Waiting(oneshot::Sender<Result<Reply, ForwardError>>),
+    /// The reply's body is arriving.
+    Streaming(Incoming, mpsc::UnboundedReceiver<Grant>),
+    /// The reply is handed over whole.
+    Done,
+}
+
+impl Exchange {
+    /// Takes the holder's first message: the credit for the request body.
+    fn admit(&self, payload: &[u8]) -> Result<(), String> {
+        match decode(payload)? {
+            Body::Window(window) if !window.of_reply => {
+                self.credit.apply(&window);
+                Ok(())
+            }
+            _ => Err("its first message was not a window".to_owned()),
+        }
+    }
+
+    /// Sends the request body (if any), takes the reply and its body, and
+    /// cancels if the caller goes away or the deadline passes first.
+    async fn run(
+        self,
+        mut replies: async_nats::Subscriber,
+        upload: Option<BodyStream>,
+        reply_tx: oneshot::Sender<Result<Reply, ForwardError>>,
+        deadline: Instant,
+    ) {
+        let uploading = upload.map(|body| {
+            let (nats, to, credit) = (self.nats.clone(), self.holder.clone(), self.credit.clone());
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                stream::send_body(&nats, &to, false, body, &credit).await
+            }))
+        });
+        let mut stage = Stage::Waiting(reply_tx);
+        let outcome = loop {
+            let event = tokio::select! {
+                message = replies.next() => Step::Message(message),
+                step = local(&mut stage) => match step {
+                    Some(step) => step,
+                    None => break Err("the caller went away"),
+                },
+                () = tokio::time::sleep_until(deadline) => break Err("the deadline passed"),
+            };
+            match self.step(event, &mut stage).await {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(why) => break Err(why),
+            }
+        };
+        drop(uploading);
+        if let Err(why) = outcome {
+            debug!(client = %self.client, "forwarded request ends: {why}");
+            let cancel = encode(Body::Cancel(proto::Cancel {
+                request_id: 0,
+                reason: why.to_owned(),
+            }));
+            let _ = stream::publish(&self.nats, &self.holder, cancel).await;
+            match stage {
+                Stage::Waiting(reply_tx) => {
+                    let _ = reply_tx.send(Err(ForwardError::Broken {
+                        client: self.client.clone(),
+                        why: why.to_owned(),
+                    }));
+                }
+                Stage::Streaming(mut incoming, _) => incoming.abort(why),
+                Stage::Done => {}
+            }
+        }
+    }
+
+    /// Handles one thing that happened; `Ok(true)` once the exchange is
+    /// over.
+    async fn step(&self, event: Step, stage: &mut Stage) -> Result<bool, &'static str> {
+        match event {
+            Step::Grant(Some(grant)) => {
+                if let (Grant::Bytes(bytes), Stage::Streaming(incoming, _)) = (grant, &mut *stage) {
+                    incoming.granted(bytes);
+                }
+                let _ = stream::publish(&self.nats, &self.holder, window(true, grant)).await;
+                Ok(matches!(grant, Grant::Stop))
+            }
+            Step::Grant(None) => Ok(false),
+            Step::Message(None) => Err("the backplane subscription ended"),
+            Step::Message(Some(message)) => {
+                let Ok(body) = decode(&message.payload) else {
+                    return Err("the holder sent an undecodable frame");
+                };
+                Ok(self.frame(body, stage))
+            }
+        }
+    }
+
+    /// Takes one frame from the holder; `true` once the exchange is over.
+    fn frame(&self, body: Body, stage: &mut Stage) -> bool {
+        match body {
+            Body::Window(window) if !window.of_reply => {
+                self.credit.apply(&window);
+                false
+            }
+            Body::Reply(reply) => {
+                let received = ReceivedReply::from(reply);
+                let mut reply = received.reply;
+                let streaming = received.body_follows.then(|| {
+                    let (incoming, body, grants) = Incoming::new(received.body_length);
+                    reply.stream = Some(body);
+                    (incoming, grants)
+                });
+                let previous = match streaming {
+                    Some((incoming, grants)) => {
+                        std::mem::replace(stage, Stage::Streaming(incoming, grants))
+                    }
+                    None => return finish(stage, reply),
+                };
+                if let Stage::Waiting(reply_tx) = previous {
+                    let _ = reply_tx.send(Ok(reply));
+                }
+                false
+            }
+            Body::Chunk(chunk) if chunk.of_reply => match stage {
+                Stage::Streaming(incoming, _) => incoming.chunk(chunk),
+                Stage::Waiting(_) | Stage::Done => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// What happened next in an exchange.
+enum Step {
+    Message(Option<async_nats::Message>),
+    Grant(Option<Grant>),
+}
+
+/// Hands the caller a reply without a body to follow: the exchange is over.
+fn finish(stage: &mut Stage, reply: Reply) -> bool {
+    if let Stage::Waiting(reply_tx) = std::mem::replace(stage, Stage::Done) {
+        let _ = reply_tx.send(Ok(reply));
+    }
+    true
+}
+
+/// The next thing on our side: a grant of the reply body's reader once it
+/// streams; `None` when the caller stops waiting for the reply.
+async fn local(stage: &mut Stage) -> Option<Step> {
+    match stage {
+        Stage::Waiting(reply_tx) => {
+            reply_tx.closed().await;
+            None
+        }
+        Stage::Streaming(_, grants) => Some(Step::Grant(grants.recv().await)),
+        Stage::Done => std::future::pending().await,
+    }
+}

@@ -1,0 +1,305 @@
+//! Serving the clients this node holds to the rest of the cluster: a
+//! subscription per held client, in the `holders` queue group of its
+//! subject, for as long as the connection is held. Each forwarded request
+//! is sent over the local connection as if a local caller had made it, so
+//! the client's own policy applies as for any request of this node; the
+//! requesting node's id travels in the `Rp-Origin` header and is logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{debug, warn};
+
+use super::stream::{self, Credit, Grant, Incoming, WINDOW_BYTES, decode, encode, window};
+use super::subjects::HOLDERS;
+use super::{Cluster, ORIGIN_HEADER};
+use crate::link::{PeerHandle, RequestError};
+use crate::wire::proto::{self, frame::Body};
+use crate::wire::{
+    JSON, RETURN_HANDLER_FAILED, ReceivedEvent, Reply, check_event, printable, reply_frame,
+};
+
+/// Forwarded requests a node serves at once; past it, 503.
+pub const MAX_FORWARDED_IN: usize = 4096;
+/// Time given past a forwarded request's own deadline before its exchange
+/// is dropped (the reply may still be on its way).
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
+/// A client held by this node, reachable from the cluster while this lives.
+#[derive(Debug)]
+pub struct Held {
+    _stop: DropGuard,
+}
+
+impl Cluster {
+    /// Makes client `name`, connected here through `handle`, reachable from
+    /// every node of the cluster until the returned value is dropped, and
+    /// tells the other nodes that this node holds it now (an older holder
+    /// lets its connection go).
+    pub fn hold(self: &Arc<Self>, name: &str, handle: PeerHandle) -> Held {
+        let stop = CancellationToken::new();
+        tokio::spawn(
+            self.clone()
+                .serve_held(name.to_owned(), handle, stop.clone()),
+        );
+        Held {
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// Answers forwarded requests for `name` until `stop` or the
+    /// connection closes.
+    async fn serve_held(
+        self: Arc<Self>,
+        name: String,
+        handle: PeerHandle,
+        stop: CancellationToken,
+    ) {
+        let subject = self.subjects.client(&name);
+        let mut requests = match self.nats.queue_subscribe(subject, HOLDERS.to_owned()).await {
+            Ok(requests) => requests,
+            Err(error) => {
+                warn!(client = %name, "cannot offer the client to the cluster: {error}");
+                return;
+            }
+        };
+        self.announce(&name, &handle).await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = handle.closed() => break,
+                message = requests.next() => match message {
+                    Some(message) => {
+                        tokio::spawn(self.clone().serve_one(handle.clone(), message));
+                    }
+                    None => break,
+                },
+            }
+        }
+        let _ = requests.unsubscribe().await;
+    }
+
+    /// Serves one forwarded request over `handle`.
+    async fn serve_one(self: Arc<Self>, handle: PeerHandle, message: async_nats::Message) {
+        let Some(reply_to) = message.reply.as_ref().map(ToString::to_string) else {
+            return;
+        };
+        let origin = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(ORIGIN_HEADER))
+            .map(|origin| printable(origin.as_str()))
+            .unwrap_or_default();
+        let Ok(place) = self.forwards_in.clone().try_acquire_owned() else {
+            let busy = format!(
+                "node {} is serving {MAX_FORWARDED_IN} forwarded requests already",
+                self.node_id()
+            );
+            self.refuse(&reply_to, 503, &busy).await;
+            return;
+        };
+        let frame = match decode(&message.payload) {
+            Ok(Body::Event(frame)) => frame,
+            Ok(_) => {
+                return self
+                    .refuse(&reply_to, 400, "a forwarded request must be an event")
+                    .await;
+            }
+            Err(why) => return self.refuse(&reply_to, 400, &why).await,
+        };
+        if let Err(error) = check_event(&frame) {
+            return self.refuse(&reply_to, 400, &error.to_string()).await;
+        }
+        debug!(client = handle.name(), %origin, "forwarded request");
+        let received = ReceivedEvent::from(frame);
+        let served = Served {
+            cluster: self.clone(),
+            handle,
+            reply_to,
+            _place: place,
+        };
+        served.run(received).await;
+    }
+
+    /// Answers a request that will not be served with `status` and `why`.
+    async fn refuse(&self, reply_to: &str, status: u16, why: &str) {
+        let inbox = self.nats.new_inbox();
+        // The first message grants nothing; the reply follows at once.
+        let first = window(false, Grant::Bytes(0));
+        let _ = self
+            .nats
+            .publish_with_reply(reply_to.to_owned(), inbox, first)
+            .await;
+        let (reply, _) = reply_frame(0, failure(status, why));
+        let _ = stream::publish(&self.nats, reply_to, encode(Body::Reply(reply))).await;
+    }
+}
+
+/// A forwarded request being served.
+struct Served {
+    cluster: Arc<Cluster>,
+    handle: PeerHandle,
+    /// The requesting node's inbox for this request.
+    reply_to: String,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Served {
+    /// Sends the event over the local connection, feeding its body from
+    /// the requester and streaming the reply's back, until done, cancelled
+    /// or past the deadline.
+    async fn run(self, received: ReceivedEvent) {
+        let nats = &self.cluster.nats;
+        let inbox = nats.new_inbox();
+        let Ok(mut from_origin) = nats.subscribe(inbox.clone()).await else {
+            return;
+        };
+        let mut event = received.event;
+        let (mut incoming, mut grants) = match received.body_follows {
+            true => {
+                let (incoming, body, grants) = Incoming::new(received.body_length);
+                event.stream = Some(body);
+                (Some(incoming), Some(grants))
+            }
+            false => (None, None),
+        };
+        let first = window(
+            false,
+            Grant::Bytes(if incoming.is_some() { WINDOW_BYTES } else { 0 }),
+        );
+        if nats
+            .publish_with_reply(self.reply_to.clone(), inbox, first)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let deadline = Instant::now() + received.timeout + DEADLINE_MARGIN;
+        let credit = Arc::new(Credit::default());
+        credit.apply(&proto::Window {
+            of_reply: true,
+            bytes: WINDOW_BYTES,
+            ..Default::default()
+        });
+        let request = self.handle.request(event, received.timeout);
+        tokio::pin!(request);
+        let mut replied = false;
+        let mut sending: Option<AbortOnDropHandle<Result<(), String>>> = None;
+        loop {
+            tokio::select! {
+                reply = &mut request, if !replied => {
+                    replied = true;
+                    let reply = reply.unwrap_or_else(|error| failed(&error));
+                    match self.reply(reply, &credit).await {
+                        Some(task) => sending = Some(task),
+                        None => break,
+                    }
+                }
+                _ = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => break,
+                message = from_origin.next() => {
+                    let Some(message) = message else { break };
+                    if self.heard(&message.payload, incoming.as_mut(), &credit) {
+                        break;
+                    }
+                }
+                grant = next(&mut grants) => {
+                    if let Some(incoming) = incoming.as_mut()
+                        && let Grant::Bytes(bytes) = grant
+                    {
+                        incoming.granted(bytes);
+                    }
+                    let _ = stream::publish(nats, &self.reply_to, window(false, grant)).await;
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if let Some(incoming) = incoming.as_mut() {
+            incoming.abort("the forwarded request ended");
+        }
+    }
+
+    /// Sends `reply` to the requester; its body, if it streams, goes on in
+    /// the returned task.
+    async fn reply(
+        &self,
+        reply: Reply,
+        credit: &Arc<Credit>,
+    ) -> Option<AbortOnDropHandle<Result<(), String>>> {
+        let (mut frame, body) = reply_frame(0, reply);
+        let body = stream::stream_if_large(
+            &mut frame.body,
+            &mut frame.body_follows,
+            &mut frame.body_length,
+            body,
+        );
+        let nats = self.cluster.nats.clone();
+        stream::publish(&nats, &self.reply_to, encode(Body::Reply(frame)))
+            .await
+            .ok()?;
+        let body = body?;
+        let (to, credit) = (self.reply_to.clone(), credit.clone());
+        Some(AbortOnDropHandle::new(tokio::spawn(async move {
+            stream::send_body(&nats, &to, true, body, &credit).await
+        })))
+    }
+
+    /// Takes one message from the requester; `true` when it cancelled.
+    fn heard(&self, payload: &[u8], incoming: Option<&mut Incoming>, credit: &Credit) -> bool {
+        match decode(payload) {
+            Ok(Body::Chunk(chunk)) if !chunk.of_reply => {
+                if let Some(incoming) = incoming {
+                    incoming.chunk(chunk);
+                }
+                false
+            }
+            Ok(Body::Window(window)) if window.of_reply => {
+                credit.apply(&window);
+                false
+            }
+            Ok(Body::Cancel(cancel)) => {
+                debug!(client = self.handle.name(), reason = %printable(&cancel.reason), "forwarded request cancelled");
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The next grant of the request body's reader, if one streams.
+async fn next(grants: &mut Option<mpsc::UnboundedReceiver<Grant>>) -> Grant {
+    match grants {
+        Some(receiver) => match receiver.recv().await {
+            Some(grant) => grant,
+            None => {
+                *grants = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The reply for a request the local connection could not carry, as the
+/// front answers a local caller.
+fn failed(error: &RequestError) -> Reply {
+    let status = match error {
+        RequestError::Disconnected { .. } => 502,
+        RequestError::TimedOut { .. } => 504,
+        RequestError::GoingAway { .. } => 503,
+        RequestError::TooLarge { .. } => 413,
+    };
+    failure(status, &error.to_string())
+}
+
+/// A failure reply: `status`, and the front's error body.
+fn failure(status: u16, why: &str) -> Reply {
+    Reply::bytes(JSON, json!({ "error": why }).to_string())
+        .with_return_code(RETURN_HANDLER_FAILED)
+        .with_http_status(status)
+}

@@ -1,0 +1,256 @@
+//! Bodies across the backplane: the pipe's own `Chunk` frames, each one
+//! NATS message of at most [`CHUNK_BYTES`], sent only within the `Window`
+//! credit the receiver grants as its reader takes them, so neither node
+//! holds more than a window of a body, however large, and no message comes
+//! near NATS's `max_payload` (1 MiB by default).
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use prost::Message as _;
+use tokio::sync::{Notify, mpsc};
+
+use crate::wire::body::{self, BodyError, BodySink, BodyStream};
+use crate::wire::proto::{self, frame::Body};
+
+/// Largest piece of a body in one message.
+pub(super) const CHUNK_BYTES: usize = 128 * 1024;
+/// Bytes of a body a receiver lets its sender put in flight.
+pub(super) const WINDOW_BYTES: u64 = 1024 * 1024;
+/// Bodies up to this size travel inside their `Event` or `Reply` message;
+/// larger ones stream.
+pub(super) const INLINE_BYTES: usize = 256 * 1024;
+
+/// One frame as a message's payload.
+pub(super) fn encode(body: Body) -> Bytes {
+    proto::Frame { body: Some(body) }.encode_to_vec().into()
+}
+
+/// The frame in a message's payload, checked as the pipe checks a peer's.
+pub(super) fn decode(payload: &[u8]) -> Result<Body, String> {
+    crate::wire::check_counts(payload).map_err(|error| error.to_string())?;
+    proto::Frame::decode(payload)
+        .map_err(|error| format!("undecodable frame: {error}"))?
+        .body
+        .ok_or_else(|| "an empty frame".to_owned())
+}
+
+/// An inline body too large for one message, made a stream; `body_follows`
+/// and `body_length` say so.
+pub(super) fn stream_if_large(
+    body: &mut Bytes,
+    body_follows: &mut bool,
+    body_length: &mut Option<u64>,
+    stream: Option<BodyStream>,
+) -> Option<BodyStream> {
+    if body.len() <= INLINE_BYTES {
+        return stream;
+    }
+    let whole = std::mem::take(body);
+    *body_follows = true;
+    *body_length = Some(whole.len() as u64);
+    Some(BodyStream::from_bytes(whole))
+}
+
+/// Bytes the far side lets us send, granted in `Window` frames.
+#[derive(Debug, Default)]
+pub(super) struct Credit {
+    state: Mutex<CreditState>,
+    more: Notify,
+}
+
+#[derive(Debug, Default)]
+struct CreditState {
+    bytes: u64,
+    stopped: bool,
+}
+
+/// The far side stopped wanting the body.
+#[derive(Debug)]
+pub(super) struct Stopped;
+
+impl Credit {
+    /// Adds `window`'s credit, or stops, as it says.
+    pub(super) fn apply(&self, window: &proto::Window) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if window.stop {
+                state.stopped = true;
+            }
+            // Never more than a few windows: a confused peer cannot make
+            // us send without bound.
+            state.bytes = state
+                .bytes
+                .saturating_add(window.bytes)
+                .min(4 * WINDOW_BYTES);
+        }
+        self.more.notify_waiters();
+    }
+
+    /// Waits for `bytes` of credit and takes it.
+    async fn take(&self, bytes: u64) -> Result<(), Stopped> {
+        loop {
+            let more = self.more.notified();
+            tokio::pin!(more);
+            more.as_mut().enable();
+            {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if state.stopped {
+                    return Err(Stopped);
+                }
+                if state.bytes >= bytes {
+                    state.bytes -= bytes;
+                    return Ok(());
+                }
+            }
+            more.await;
+        }
+    }
+}
+
+/// Sends `stream` to `to` as `Chunk` frames of `request_id`, each within
+/// `credit`; the last one says how it ended. `Err` if NATS refused a
+/// message or the far side stopped wanting it.
+pub(super) async fn send_body(
+    nats: &async_nats::Client,
+    to: &str,
+    of_reply: bool,
+    mut stream: BodyStream,
+    credit: &Credit,
+) -> Result<(), String> {
+    let chunk = |data: Bytes, last: bool, error: String| {
+        encode(Body::Chunk(proto::Chunk {
+            request_id: 0,
+            of_reply,
+            data,
+            last,
+            error,
+        }))
+    };
+    loop {
+        let (data, last, error) = match stream.chunk().await {
+            None => (Bytes::new(), true, String::new()),
+            Some(Err(error)) => (Bytes::new(), true, error.to_string()),
+            Some(Ok(mut data)) => {
+                while data.len() > CHUNK_BYTES {
+                    let piece = data.split_to(CHUNK_BYTES);
+                    credit
+                        .take(piece.len() as u64)
+                        .await
+                        .map_err(|_| "stopped by the reader")?;
+                    publish(nats, to, chunk(piece, false, String::new())).await?;
+                }
+                credit
+                    .take(data.len() as u64)
+                    .await
+                    .map_err(|_| "stopped by the reader")?;
+                (data, false, String::new())
+            }
+        };
+        publish(nats, to, chunk(data, last, error)).await?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Publishes `payload` to `to`.
+pub(super) async fn publish(
+    nats: &async_nats::Client,
+    to: &str,
+    payload: Bytes,
+) -> Result<(), String> {
+    nats.publish(to.to_owned(), payload)
+        .await
+        .map_err(|error| format!("the backplane refused a message: {error}"))
+}
+
+/// What the reader of a received body tells its sender.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Grant {
+    /// It took this many bytes: they may be sent again.
+    Bytes(u64),
+    /// It went away: stop sending.
+    Stop,
+}
+
+/// A body arriving in `Chunk` frames, fed to a local reader.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    sink: Option<BodySink>,
+    /// Bytes the sender may send in all: what was granted so far.
+    allowed: u64,
+    received: u64,
+}
+
+impl Incoming {
+    /// A body of `length` (if known), its stream for the local reader, and
+    /// the grants to pass on to the sender as the reader takes it.
+    pub(super) fn new(length: Option<u64>) -> (Self, BodyStream, mpsc::UnboundedReceiver<Grant>) {
+        let (sink, mut stream) = body::unbounded_channel(length);
+        let (grants, granted) = mpsc::unbounded_channel();
+        let consumed = grants.clone();
+        stream.set_on_consumed(Box::new(move |bytes| {
+            let _ = consumed.send(Grant::Bytes(bytes as u64));
+        }));
+        stream.set_on_abandoned(Box::new(move || {
+            let _ = grants.send(Grant::Stop);
+        }));
+        let incoming = Self {
+            sink: Some(sink),
+            allowed: WINDOW_BYTES,
+            received: 0,
+        };
+        (incoming, stream, granted)
+    }
+
+    /// Counts `bytes` more granted to the sender.
+    pub(super) fn granted(&mut self, bytes: u64) {
+        self.allowed = self.allowed.saturating_add(bytes);
+    }
+
+    /// Takes one chunk; `true` once the body has ended (whole or not).
+    pub(super) fn chunk(&mut self, chunk: proto::Chunk) -> bool {
+        let Some(sink) = self.sink.as_ref() else {
+            return true;
+        };
+        self.received += chunk.data.len() as u64;
+        if self.received > self.allowed {
+            self.abort("the sender went past its window");
+            return true;
+        }
+        if !chunk.data.is_empty() && sink.push(chunk.data).is_err() {
+            self.sink = None; // the reader is gone; it said so
+            return true;
+        }
+        if chunk.last {
+            match chunk.error.is_empty() {
+                true => self.sink = None,
+                false => self.abort(&chunk.error),
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Ends the body with an error (the sender vanished, the deadline).
+    pub(super) fn abort(&mut self, why: &str) {
+        if let Some(sink) = self.sink.take() {
+            sink.abort(BodyError::Aborted(why.to_owned()));
+        }
+    }
+}
+
+/// A `Window` frame granting `grant` for a body (`of_reply`).
+pub(super) fn window(of_reply: bool, grant: Grant) -> Bytes {
+    let (bytes, stop) = match grant {
+        Grant::Bytes(bytes) => (bytes, false),
+        Grant::Stop => (0, true),
+    };
+    encode(Body::Window(proto::Window {
+        request_id: 0,
+        of_reply,
+        bytes,
+        stop,
+    }))
+}

@@ -1,0 +1,100 @@
+//! One holder per client name, cluster-wide. A node that takes a client's
+//! connection announces it (`rp.<c>.held.<name>`); a node holding an older
+//! connection of that name lets it go with `GoAway` (Replaced), as a single
+//! node does when the same client connects twice. The newer connection is
+//! the one that connected later (ties go to the greater node id).
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Cluster;
+use crate::link::PeerHandle;
+use crate::node::PeerDirectory;
+use crate::wire::proto::go_away;
+
+/// "Node `node` holds client `name` since `since_ms`."
+#[derive(Debug, Serialize, Deserialize)]
+struct Announcement {
+    name: String,
+    node: String,
+    since_ms: u64,
+}
+
+/// When `handle` connected, in milliseconds since the epoch.
+pub(super) fn since_ms(handle: &PeerHandle) -> u64 {
+    handle
+        .connected_at()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+impl Cluster {
+    /// Tells the other nodes that this node holds `name` through `handle`.
+    pub(super) async fn announce(&self, name: &str, handle: &PeerHandle) {
+        let announcement = Announcement {
+            name: name.to_owned(),
+            node: self.node_id().to_owned(),
+            since_ms: since_ms(handle),
+        };
+        let payload = serde_json::to_vec(&announcement).unwrap_or_default();
+        if let Err(error) = self
+            .nats
+            .publish(self.subjects.held(name), payload.into())
+            .await
+        {
+            warn!(client = %name, "cannot announce the client to the cluster: {error}");
+        }
+    }
+
+    /// Lets go of the connections in `peers` that a newer connection on
+    /// another node replaced, until `stop`.
+    pub(super) async fn watch_takeovers(
+        self: Arc<Self>,
+        peers: Arc<dyn PeerDirectory>,
+        stop: CancellationToken,
+    ) {
+        let mut announcements = match self.nats.subscribe(self.subjects.all_held()).await {
+            Ok(announcements) => announcements,
+            Err(error) => {
+                warn!("cannot watch the cluster's holders: {error}");
+                return;
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => break,
+                message = announcements.next() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            let Ok(announcement) = serde_json::from_slice::<Announcement>(&message.payload) else {
+                continue;
+            };
+            if announcement.node == self.node_id() {
+                continue;
+            }
+            let Some(local) = peers.get(&announcement.name) else {
+                continue;
+            };
+            let ours = (since_ms(&local), self.node_id());
+            if ours < (announcement.since_ms, announcement.node.as_str()) {
+                info!(client = %announcement.name, node = %announcement.node, "the client connected to another node: letting this connection go");
+                local.close(
+                    go_away::Reason::Replaced,
+                    format!(
+                        "a newer connection with the same identity reached node {}",
+                        announcement.node
+                    ),
+                );
+            }
+        }
+    }
+}

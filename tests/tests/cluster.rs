@@ -1,0 +1,271 @@
+//! Several server nodes on a real NATS backplane (`nats-server`, mutual
+//! TLS): any node reaches any client, bodies stream across in both
+//! directions, the newest connection of a name wins across nodes, and a
+//! lost backplane is a clear 503 that heals by itself.
+
+use std::hash::Hasher as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use restpipe_tests::nodes::start_server_with;
+use restpipe_tests::{
+    HandlerError, Nats, NodeSettings, Pki, Registry, Reply, Request, Side, TestNode,
+    connect_client, eventually, fast_settings, get, get_within, init_logging, send,
+};
+use serde_json::json;
+
+/// Limit for anything that should take a moment.
+const SOON: Duration = Duration::from_secs(10);
+
+/// A server node of the cluster on `nats`, known as `node_id`.
+async fn cluster_node(pki: &Pki, nats: &Nats, urls: Vec<String>, node_id: &str) -> TestNode {
+    let settings = NodeSettings {
+        cluster: Some(pipe_core_cluster(nats, urls, node_id)),
+        ..fast_settings()
+    };
+    start_server_with(
+        pki.server(),
+        Registry::with_examples(Side::Server),
+        settings,
+    )
+    .await
+}
+
+fn pipe_core_cluster(
+    nats: &Nats,
+    urls: Vec<String>,
+    node_id: &str,
+) -> restpipe_tests::cluster::ClusterSettings {
+    restpipe_tests::cluster::ClusterSettings {
+        urls,
+        name: "test".to_owned(),
+        node_id: node_id.to_owned(),
+        tls: Some(nats.tls()),
+    }
+}
+
+/// Waits until `node` lists `count` clients of the cluster.
+async fn until_listed(node: &TestNode, count: usize) -> serde_json::Value {
+    let started = tokio::time::Instant::now();
+    loop {
+        let peers = get_within(&node.url("/_pipe/peers"), SOON).await.json();
+        if peers["peers"].as_array().map_or(0, Vec::len) == count {
+            return peers;
+        }
+        assert!(started.elapsed() < SOON, "{peers}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client's handlers: `post_sink` reads a streamed upload and answers
+/// its size and hash; `get_source` streams `size` bytes back.
+fn client_handlers() -> Registry {
+    let mut handlers = Registry::with_examples(Side::Client);
+    handlers.register_streaming("post_sink", |mut request: Request| async move {
+        let mut stream = request
+            .stream
+            .take()
+            .expect("a streaming handler gets a stream");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut size = 0u64;
+        while let Some(piece) = stream.chunk().await {
+            let piece = piece.map_err(|e| HandlerError::new("BodyError", e.to_string()))?;
+            size += piece.len() as u64;
+            hasher.write(&piece);
+        }
+        Ok(Reply::json(
+            &json!({ "size": size, "hash": hasher.finish().to_string() }),
+        ))
+    });
+    handlers.register("get_source", |request: Request| async move {
+        let size: usize = request
+            .args
+            .first()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        Ok(Reply::bytes("application/octet-stream", pattern(size)))
+    });
+    handlers
+}
+
+/// `size` bytes of a pattern that a shifted or dropped piece would break.
+fn pattern(size: usize) -> Bytes {
+    (0..size)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn hash(data: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(data);
+    hasher.finish().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reaches_every_client_with_bodies_both_ways() {
+    init_logging();
+    let pki = Pki::new();
+    let nats = Nats::start(&pki, 1).await;
+    let s1 = cluster_node(&pki, &nats, nats.urls(), "s1").await;
+    let s2 = cluster_node(&pki, &nats, nats.urls(), "s2").await;
+    let _c1 = connect_client(&pki, &s1, "c1", client_handlers()).await;
+    let _c2 = connect_client(&pki, &s2, "c2", client_handlers()).await;
+
+    // Each node reaches the other's client, and its own.
+    for (node, client, via) in [(&s2, "c1", "s2"), (&s1, "c2", "s1"), (&s1, "c1", "s1")] {
+        let time = get(&node.url(&format!("/client/{client}/time"))).await;
+        assert_eq!(time.status, 200, "{client} via {via}: {time:?}");
+        assert!(time.json()["time_from_client"].is_number(), "{time:?}");
+    }
+
+    // Bodies far larger than one NATS message, both ways.
+    let upload = pattern(5 * 1024 * 1024 + 17);
+    let sunk = send("POST", &s2.url("/client/c1/sink"), &[], upload.clone()).await;
+    assert_eq!(sunk.status, 200, "{sunk:?}");
+    assert_eq!(sunk.json()["size"], upload.len(), "{sunk:?}");
+    assert_eq!(sunk.json()["hash"], hash(&upload), "{sunk:?}");
+    let size = 3 * 1024 * 1024 + 5;
+    let source = get(&s1.url(&format!("/client/c2/source//{size}"))).await;
+    assert_eq!(source.status, 200, "{source:?}");
+    assert_eq!(source.body.len(), size);
+    assert_eq!(hash(&source.body), hash(&pattern(size)));
+
+    // A client connected nowhere: 503, saying so.
+    let nobody = get(&s1.url("/client/nobody/time")).await;
+    assert_eq!(nobody.status, 503, "{nobody:?}");
+    assert!(
+        nobody.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not connected to any node"),
+        "{nobody:?}"
+    );
+
+    // Every node lists every client of the cluster, with its holder.
+    let listed = until_listed(&s1, 2).await;
+    assert_eq!(listed["peers"][0]["name"], "c1", "{listed}");
+    assert_eq!(listed["peers"][0]["node"], "s1", "{listed}");
+    assert_eq!(listed["peers"][1]["name"], "c2", "{listed}");
+    assert_eq!(listed["peers"][1]["node"], "s2", "{listed}");
+    let status = get(&s2.url("/_pipe/status")).await.json();
+    assert_eq!(status["cluster"]["node_id"], "s2", "{status}");
+    assert_eq!(status["cluster"]["backplane"], "connected", "{status}");
+    assert_eq!(
+        status["cluster"]["clients"].as_array().unwrap().len(),
+        2,
+        "{status}"
+    );
+    let started = tokio::time::Instant::now();
+    loop {
+        let status = get(&s1.url("/_pipe/status")).await.json();
+        let nodes: Vec<&str> = status["cluster"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|node| node["node"].as_str().unwrap())
+            .collect();
+        if nodes == ["s1", "s2"] {
+            break;
+        }
+        assert!(started.elapsed() < SOON, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connecting_to_another_node_replaces_its_older_connection() {
+    init_logging();
+    let pki = Pki::new();
+    let nats = Nats::start(&pki, 1).await;
+    let s1 = cluster_node(&pki, &nats, nats.urls(), "s1").await;
+    let s2 = cluster_node(&pki, &nats, nats.urls(), "s2").await;
+    let _old = connect_client(&pki, &s1, "c1", client_handlers()).await;
+    until_listed(&s2, 1).await;
+
+    let _new = connect_client(&pki, &s2, "c1", client_handlers()).await;
+    // The older connection, on the other node, is let go.
+    eventually(SOON, "s1 lets its connection of c1 go", || {
+        !s1.has_peer("c1")
+    })
+    .await;
+    let listed = until_listed(&s1, 1).await;
+    assert_eq!(listed["peers"][0]["node"], "s2", "{listed}");
+    let time = get(&s1.url("/client/c1/time")).await;
+    assert_eq!(time.status, 200, "{time:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_backplane_a_node_serves_its_own_clients_and_heals_by_itself() {
+    init_logging();
+    let pki = Pki::new();
+    let mut nats = Nats::start(&pki, 1).await;
+    let s1 = cluster_node(&pki, &nats, nats.urls(), "s1").await;
+    let s2 = cluster_node(&pki, &nats, nats.urls(), "s2").await;
+    let _c1 = connect_client(&pki, &s1, "c1", client_handlers()).await;
+    assert_eq!(get(&s2.url("/client/c1/time")).await.status, 200);
+
+    nats.kill(0).await;
+    // Its own client still answers; another node's is a quick, clear 503.
+    assert_eq!(get(&s1.url("/client/c1/time")).await.status, 200);
+    eventually(SOON, "s2 sees the backplane gone", || {
+        !s2.running.node().cluster().unwrap().is_connected()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let cut = get_within(&s2.url("/client/c1/time"), SOON).await;
+    assert_eq!(cut.status, 503, "{cut:?}");
+    assert!(
+        cut.json()["error"].as_str().unwrap().contains("backplane"),
+        "{cut:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    nats.restart(0).await;
+    let started = tokio::time::Instant::now();
+    loop {
+        let healed = get_within(&s2.url("/client/c1/time"), SOON).await;
+        if healed.status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{healed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_member_nats_cluster_losing_one_member_hangs_nothing() {
+    init_logging();
+    let pki = Pki::new();
+    let mut nats = Nats::start(&pki, 3).await;
+    // Each node knows one NATS member (it learns the others from it); s1's
+    // is the one that dies.
+    let s1 = cluster_node(&pki, &nats, vec![nats.url(1)], "s1").await;
+    let s2 = cluster_node(&pki, &nats, vec![nats.url(2)], "s2").await;
+    let _c1 = connect_client(&pki, &s1, "c1", client_handlers()).await;
+    let _c2 = connect_client(&pki, &s2, "c2", client_handlers()).await;
+    assert_eq!(get(&s2.url("/client/c1/time")).await.status, 200);
+    assert_eq!(get(&s1.url("/client/c2/time")).await.status, 200);
+
+    nats.kill(1).await;
+    eventually(SOON, "s1 notices", || {
+        !s1.running.node().cluster().unwrap().is_connected()
+    })
+    .await;
+    // Every request gets an answer in bounded time, and the nodes, moved to
+    // the members left, reach each other's clients again.
+    let started = tokio::time::Instant::now();
+    loop {
+        let a = get_within(&s2.url("/client/c1/time"), SOON).await;
+        let b = get_within(&s1.url("/client/c2/time"), SOON).await;
+        if a.status == 200 && b.status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{a:?} {b:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
