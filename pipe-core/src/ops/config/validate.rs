@@ -77,6 +77,7 @@ pub(super) fn client(
             host,
             port,
             server_name: optional!(own.server_name),
+            others: Vec::new(),
         },
         backoff,
         common: self::common(&mut common, Side::Client, origins)?,
