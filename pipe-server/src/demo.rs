@@ -86,9 +86,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let client = launch::start_client(
         ServerTarget {
-            host: "127.0.0.1".to_owned(),
-            port: pipe_addr.port(),
             server_name: Some("localhost".to_owned()),
+            ..ServerTarget::single("127.0.0.1", pipe_addr.port())
         },
         HttpListener::bind(&args.client_http)
             .await

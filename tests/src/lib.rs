@@ -59,9 +59,10 @@ pub use nats::Nats;
 pub use nodes::{
     LOOPBACK, NodeOptions, Pipe, TestNode, connect_client, connect_client_with, example_server,
     example_server_at, fast_backoff, fast_settings, heartbeat_settings, launch_client,
-    launch_server, loopback_front, server_start_error, server_target, spawn_frontless_client,
-    start_client, start_server, start_server_with, try_start_client, try_start_server,
-    wait_for_client, wait_for_server,
+    launch_client_to, launch_server, loopback_front, server_start_error, server_target,
+    servers_target, spawn_frontless_client, start_client, start_client_to, start_server,
+    start_server_with, try_start_client, try_start_client_to, try_start_server, wait_for_client,
+    wait_for_server,
 };
 pub use pki::{Pki, SERVER_NAME, named_files, server_request};
 pub use process::NodeProcess;
@@ -78,8 +79,8 @@ pub use pipe_core::{
     BackoffSettings, CertificateId, ConnectionSettings, DEFAULT_PING_INTERVAL,
     FRAME_OVERHEAD_BYTES, HandlerError, Handlers, HttpAddr, HttpListener,
     MAX_HANDSHAKES_PER_SOURCE, Node, NodeSettings, Registry, Reloadable, Reply, Request,
-    RevocationList, SERVER_KEY, ServerTarget, Side, SocketOptions, TlsIdentity, WAITING_PER_SLOT,
-    peer_identity,
+    RevocationList, SERVER_KEY, ServerAddress, ServerTarget, Side, SocketOptions, TlsIdentity,
+    WAITING_PER_SLOT, peer_identity,
 };
 
 /// The wire protocol, for tests that play a peer speaking it raw.

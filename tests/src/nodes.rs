@@ -23,7 +23,7 @@ use crate::pki::{Pki, SERVER_NAME};
 use crate::wait::{POLL, eventually};
 use crate::{
     BackoffSettings, Handlers, HttpAddr, HttpListener, LaunchError, Metrics, Node, NodeSettings,
-    Registry, RunningNode, ServerTarget, Side, TlsIdentity, launch,
+    Registry, RunningNode, ServerAddress, ServerTarget, Side, TlsIdentity, launch,
 };
 
 /// `127.0.0.1:0`: a port on loopback the system picks.
@@ -132,10 +132,24 @@ pub async fn launch_server(
 
 /// The server node at `server`, whose certificate must name `server_name`.
 pub fn server_target(server: SocketAddr, server_name: &str) -> ServerTarget {
-    ServerTarget {
+    servers_target(&[server], server_name)
+}
+
+/// The server nodes at `servers` (one at least), in that order, whose
+/// certificates must name `server_name`.
+pub fn servers_target(servers: &[SocketAddr], server_name: &str) -> ServerTarget {
+    let address = |server: &SocketAddr| ServerAddress {
         host: server.ip().to_string(),
         port: server.port(),
+    };
+    let (first, others) = servers
+        .split_first()
+        .expect("a client node needs a server to dial");
+    ServerTarget {
+        host: first.ip().to_string(),
+        port: first.port(),
         server_name: Some(server_name.to_owned()),
+        others: others.iter().map(address).collect(),
     }
 }
 
@@ -147,8 +161,19 @@ pub fn launch_client(
     identity: &TlsIdentity,
     options: NodeOptions,
 ) -> Result<RunningNode, LaunchError> {
+    launch_client_to(&[server], front, identity, options)
+}
+
+/// Starts a client node on `front` that keeps a connection to one of the
+/// server nodes at `servers`, failing over between them.
+pub fn launch_client_to(
+    servers: &[SocketAddr],
+    front: HttpListener,
+    identity: &TlsIdentity,
+    options: NodeOptions,
+) -> Result<RunningNode, LaunchError> {
     launch::start_client(
-        server_target(server, &options.server_name),
+        servers_target(servers, &options.server_name),
         front,
         identity,
         options.handlers,
@@ -230,9 +255,19 @@ pub async fn try_start_client(
     identity: &TlsIdentity,
     options: NodeOptions,
 ) -> anyhow::Result<TestNode> {
+    try_start_client_to(&[server], identity, options).await
+}
+
+/// A client node dialling one of `servers`, its front on a free loopback
+/// port.
+pub async fn try_start_client_to(
+    servers: &[SocketAddr],
+    identity: &TlsIdentity,
+    options: NodeOptions,
+) -> anyhow::Result<TestNode> {
     crate::init_logging();
     let (front, http) = loopback_front().await?;
-    let running = launch_client(server, front, identity, options)?;
+    let running = launch_client_to(servers, front, identity, options)?;
     Ok(TestNode {
         running,
         http,
@@ -299,6 +334,18 @@ pub async fn start_client(
     settings: NodeSettings,
 ) -> TestNode {
     try_start_client(server, &identity, NodeOptions::new(handlers, settings))
+        .await
+        .unwrap_or_else(|e| panic!("starting a client node: {e:#}"))
+}
+
+/// A client node with `identity` and `options` that knows the server nodes
+/// at `servers` (it does not wait for a connection).
+pub async fn start_client_to(
+    identity: TlsIdentity,
+    servers: &[SocketAddr],
+    options: NodeOptions,
+) -> TestNode {
+    try_start_client_to(servers, &identity, options)
         .await
         .unwrap_or_else(|e| panic!("starting a client node: {e:#}"))
 }

@@ -626,3 +626,127 @@ fn the_local_front_limits_have_defaults_and_are_settings() {
     assert_eq!(set.max_http_connections, 64);
     assert_eq!(set.http_write_stall, Duration::from_millis(2500));
 }
+
+/// The servers of a client node's configuration, `HOST:PORT`, in order.
+fn servers(config: &ClientConfig) -> Vec<String> {
+    config
+        .target
+        .servers()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn several_servers_from_a_repeated_flag_a_comma_list_or_a_file_list() {
+    let both = ["a.example.com:1234", "b.example.com:4321"];
+    let flags = client(
+        &[
+            "--server",
+            both[0],
+            "--server",
+            both[1],
+            "--server-name",
+            "rp",
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(servers(&flags), both);
+    assert_eq!(
+        (flags.target.host.as_str(), flags.target.port),
+        ("a.example.com", 1234),
+        "the first is the one a single server would be"
+    );
+    assert_eq!(
+        flags.target.server_name.as_deref(),
+        Some("rp"),
+        "one name for all"
+    );
+    let comma_flag = client(&["--server", "a.example.com:1234,b.example.com:4321"], &[]);
+    assert_eq!(servers(&comma_flag.unwrap()), both);
+
+    // The original's host variable takes a comma-separated list, each with
+    // its own port or the port variable's.
+    let env = client(
+        &[],
+        &[(
+            "RP_CLIENT_TARGET_HOSTNAME",
+            "a.example.com:1234,b.example.com:4321",
+        )],
+    )
+    .unwrap();
+    assert_eq!(servers(&env), both);
+    let env = client(
+        &[],
+        &[
+            (
+                "RP_CLIENT_TARGET_HOSTNAME",
+                "a.example.com, b.example.com,::1",
+            ),
+            ("RP_CLIENT_TARGET_PORT", "4444"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        servers(&env),
+        ["a.example.com:4444", "b.example.com:4444", "[::1]:4444"]
+    );
+
+    let file = fixture("client-servers.toml");
+    let from_file = client(&["--config", &file], &[]).unwrap();
+    assert_eq!(servers(&from_file), both);
+    assert_eq!(
+        from_file.target.server_name.as_deref(),
+        Some("rpserver.example.com")
+    );
+    // The port variable alone sets the port of every server of the file...
+    let ported = client(&["--config", &file], &[("RP_CLIENT_TARGET_PORT", "5555")]).unwrap();
+    assert_eq!(
+        servers(&ported),
+        ["a.example.com:5555", "b.example.com:5555"]
+    );
+    // ...and a higher layer replaces the whole list.
+    let replaced = client(
+        &["--config", &file, "--server", "c.example.com:1"],
+        &[("RP_CLIENT_TARGET_HOSTNAME", "d.example.com")],
+    )
+    .unwrap();
+    assert_eq!(servers(&replaced), ["c.example.com:1"]);
+    let replaced = client(
+        &["--config", &file],
+        &[("RP_CLIENT_TARGET_HOSTNAME", "d.example.com")],
+    )
+    .unwrap();
+    assert_eq!(
+        servers(&replaced),
+        ["d.example.com:1234"],
+        "a host without a port takes the file's first port"
+    );
+
+    // A server named twice is dialled as one.
+    let twice = client(
+        &["--server", "a:1", "--server", "b:2", "--server", "a:1"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(servers(&twice), ["a:1", "b:2"]);
+}
+
+#[test]
+fn a_bad_server_in_a_list_says_which_and_where() {
+    let error = Node::Client.error(&["--server", "a:1", "--server", "b"], &[]);
+    assert!(error.starts_with("--server"), "{error}");
+    assert!(error.contains("\"b\" must be HOST:PORT"), "{error}");
+    let error = Node::Client.error(&[], &[("RP_CLIENT_TARGET_HOSTNAME", "a:1,b:port")]);
+    assert!(
+        error.starts_with("RP_CLIENT_TARGET_HOSTNAME=\"a:1,b:port\""),
+        "{error}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("client.toml");
+    std::fs::write(&empty, "server = []\n").unwrap();
+    let error = Node::Client.error(&["--config", empty.to_str().unwrap()], &[]);
+    assert!(error.contains("client.toml: server"), "{error}");
+    assert!(error.contains("names no server"), "{error}");
+}

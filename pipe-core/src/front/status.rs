@@ -132,8 +132,12 @@ pub(super) async fn status(node: &Node) -> serde_json::Value {
         let link = node.link();
         status["link"] = json!({
             "connected": !peers.is_empty(),
+            "server": link.server,
+            "server_address": link.server_address.map(|address| address.to_string()),
+            "servers": link.servers,
             "reconnect_attempts": link.reconnect_attempts,
             "last_error": link.last_error,
+            "last_error_server": link.last_error_server,
             "last_error_at": link.last_error_at.map(rfc3339),
         });
     }

@@ -26,12 +26,14 @@ pub enum ConnectionEvent {
     ConnectSuccess {
         /// The server's identity.
         peer: String,
+        /// The server connected to, `HOST:PORT` as configured.
+        target: String,
         /// Failed attempts before this success.
         attempts: u64,
     },
     /// Client node: a connection attempt failed.
     ConnectFail {
-        /// Where it tried to connect.
+        /// The server it tried, `HOST:PORT` as configured.
         target: String,
         /// Failed attempts so far, this one included.
         attempts: u64,
@@ -82,8 +84,13 @@ impl ConnectionEvent {
     pub fn environment(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![("RP_EVENT", self.name().to_owned())];
         match self {
-            Self::ConnectSuccess { peer, attempts } => {
+            Self::ConnectSuccess {
+                peer,
+                target,
+                attempts,
+            } => {
                 env.push(("RP_PEER", peer.clone()));
+                env.push(("RP_TARGET", target.clone()));
                 env.push(("RP_ATTEMPTS", attempts.to_string()));
             }
             Self::ConnectFail {

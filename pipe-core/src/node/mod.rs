@@ -1,6 +1,7 @@
 //! A running node: its shared state ([`Node`]), the peer directory (the
 //! one seam for "which connection serves peer X"), the server's accept loop
-//! and the client's reconnect actor, backoff, connection events, metrics,
+//! and the client's reconnect actor with the servers it fails over
+//! between, backoff, connection events, metrics,
 //! and closing connections whose peer's certificate was revoked. Builds on the link and handler layers.
 
 mod admission;
@@ -16,12 +17,13 @@ pub mod metrics;
 mod node;
 mod revocation;
 mod server;
+mod servers;
 
 pub use admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE};
 pub use backoff::{
     Backoff, BackoffSettings, DEFAULT_MAX_DELAY, DEFAULT_MIN_DELAY, DEFAULT_STABLE_AFTER,
 };
-pub use client::{ConnectError, DEFAULT_CONNECT_TIMEOUT, ServerTarget, run as run_client};
+pub use client::{ConnectError, DEFAULT_CONNECT_TIMEOUT, run as run_client};
 pub use directory::{LocalPeers, Lookup, LookupFuture, PeerDirectory, SERVER_KEY, Session};
 pub use events::{ConnectionEvent, EventSink};
 pub use metrics::{Metrics, MetricsError, StatsdSettings};
@@ -32,3 +34,4 @@ pub use node::{
     NodeSettings,
 };
 pub use server::run as run_server;
+pub use servers::{ServerAddress, ServerTarget};

@@ -1,6 +1,7 @@
 //! What a running node knows: who it is, its handlers, its peers, its limits.
 //! Shared (behind an `Arc`) by the local HTTP front and the pipe tasks.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -151,10 +152,18 @@ impl Default for NodeSettings {
 /// `/_pipe/status`.
 #[derive(Debug, Clone, Default)]
 pub struct LinkState {
+    /// The server nodes configured, `HOST:PORT`, in the order configured.
+    pub servers: Vec<String>,
+    /// The server connected to, as configured, while connected.
+    pub server: Option<String>,
+    /// The address of the server connected to, while connected.
+    pub server_address: Option<SocketAddr>,
     /// Failed connection attempts since the last success.
     pub reconnect_attempts: u64,
     /// The last connection error, with its cause chain.
     pub last_error: Option<String>,
+    /// The server (as configured) the last error was about.
+    pub last_error_server: Option<String>,
     /// When the last connection attempt failed or the connection ended.
     pub last_error_at: Option<SystemTime>,
     /// We were replaced by a newer connection with our identity: stand by

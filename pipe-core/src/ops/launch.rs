@@ -320,7 +320,8 @@ pub async fn start_server(
     )
 }
 
-/// Starts a client node that keeps a connection to `target`.
+/// Starts a client node that keeps a connection to one of `target`'s
+/// servers.
 pub fn start_client(
     target: ServerTarget,
     http: HttpListener,

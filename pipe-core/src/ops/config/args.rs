@@ -230,10 +230,14 @@ pub struct ServerArgs {
 #[derive(Debug, Clone, Default, clap::Args, Serialize)]
 #[command(mut_args = help::notes(Some(Side::Client), &common_flags()))]
 pub struct ClientArgs {
-    /// The server node, HOST:PORT.
+    /// A server node, HOST:PORT. Repeat the flag (or separate with commas)
+    /// for several: the client starts at a random one and, when an attempt
+    /// fails or the connection is lost, moves on to the next.
     #[arg(long, value_name = "HOST:PORT")]
-    pub server: Option<String>,
-    /// Name the server's certificate must carry, when it differs from HOST.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server: Vec<String>,
+    /// Name every server's certificate must carry, when it differs from
+    /// HOST.
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
     /// First reconnect delay envelope, in seconds; each delay is drawn

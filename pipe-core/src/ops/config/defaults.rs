@@ -157,10 +157,10 @@ fn server() -> ServerOwn {
 fn client() -> ClientOwn {
     let backoff = BackoffSettings::default();
     ClientOwn {
-        server: Some(Parsed(HostPort {
+        server: Some(Parsed(vec![HostPort {
             host: DEFAULT_TARGET_HOST.to_owned(),
             port: DEFAULT_PIPE_PORT,
-        })),
+        }])),
         reconnect_min: Some(Parsed(backoff.min_delay)),
         reconnect_max: Some(Parsed(backoff.max_delay)),
         reconnect_stable_after: Some(Parsed(backoff.stable_after)),

@@ -25,7 +25,8 @@ pub(super) enum Env {
     /// Like `Named`, but an empty value is a value (statsd's "off").
     KeepsEmpty(&'static str),
     /// The original's split address: a host (or interface) variable and a
-    /// port variable, each a list of names tried in order. See `legacy`.
+    /// port variable, each a list of names tried in order. See `legacy`
+    /// (the client's host variable may list several servers).
     Split {
         /// Names of the host part.
         host: &'static [&'static str],
@@ -248,8 +249,8 @@ raw_config! {
         nats_key: PathBuf => Env::Named("RP_NATS_KEY"),
     }
     client {
-        /// The server node to dial.
-        server: HostPort => Env::Split {
+        /// The server nodes to dial (one at least).
+        server: Vec<HostPort> => Env::Split {
             host: &["RP_CLIENT_TARGET_HOSTNAME"],
             port: &["RP_CLIENT_TARGET_PORT"],
         },

@@ -6,14 +6,22 @@
 //! A part that is set replaces that part of the address from the file (or
 //! the default), and the result is the environment's value for the key, so
 //! a flag still wins over it.
+//!
+//! A client node may know several servers, so its host variable may list
+//! them, comma-separated, each a host or a `HOST:PORT` with a port of its
+//! own (`a.example.com,b.example.com` or `a.example.com:1234,b:4321`). A host
+//! without a port takes the port variable's, or else the first port of the
+//! file (or the default); the port variable alone sets the port of every
+//! server of the file.
 
 use std::net::{IpAddr, SocketAddr};
 
 use super::Lookup;
+use super::defaults::DEFAULT_PIPE_PORT;
 use super::error::ConfigError;
 use super::keys::{Env, keys};
 use super::layer::{Layer, Provenance};
-use super::parse::parse_parsed;
+use super::parse::{parse_hosts, parse_parsed};
 use super::value::{HostPort, Parsed, Setting};
 use crate::wire::Side;
 
@@ -49,14 +57,38 @@ pub(super) fn address(
             let port = part(port, parse_parsed::<u16>)?.unwrap_or(below.port());
             SocketAddr::new(ip, port).to_text()
         }
-        Side::Client => {
-            let Parsed(below) = below.extract_key::<Parsed<HostPort>>(key)?;
-            let host = part(host, |host| Ok(host.to_owned()))?.unwrap_or(below.host);
-            let port = part(port, parse_parsed::<u16>)?.unwrap_or(below.port);
-            HostPort { host, port }.to_text()
-        }
+        Side::Client => client_servers(host, port, below, key)?.to_text(),
     };
     Ok(Some(Layer::variable(key, &names.join(" and "), text)))
+}
+
+/// A client node's servers from the host and port variables, and `below`
+/// (the file and the defaults) for what they leave out.
+fn client_servers(
+    host: Option<(&str, String)>,
+    port: Option<(&str, String)>,
+    below: &Provenance<'_>,
+    key: &str,
+) -> Result<Vec<HostPort>, ConfigError> {
+    let Parsed(below) = below.extract_key::<Parsed<Vec<HostPort>>>(key)?;
+    let port = part(port, parse_parsed::<u16>)?;
+    let fallback = port
+        .or(below.first().map(|server| server.port))
+        .unwrap_or(DEFAULT_PIPE_PORT);
+    let servers = match part(host, |hosts| parse_hosts(hosts, fallback))? {
+        Some(hosts) => hosts
+            .into_iter()
+            .map(|(host, port)| HostPort { host, port })
+            .collect(),
+        None => below
+            .into_iter()
+            .map(|server| HostPort {
+                port: port.unwrap_or(server.port),
+                ..server
+            })
+            .collect(),
+    };
+    Ok(servers)
 }
 
 /// The first of `names` that is set; an empty value counts as unset.

@@ -127,7 +127,7 @@ pub struct ServerConfig {
 /// A client node's whole configuration.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The server to dial.
+    /// The server nodes to dial, and the name their certificates carry.
     pub target: ServerTarget,
     /// Reconnect backoff.
     pub backoff: BackoffSettings,

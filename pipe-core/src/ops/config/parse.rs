@@ -33,6 +33,50 @@ pub fn parse_host_port(value: &str) -> Result<(String, u16), String> {
     Ok((host.to_owned(), port))
 }
 
+/// Splits a comma-separated list of servers, each `HOST:PORT` (or
+/// `[v6]:PORT`); empty items are skipped, but one server at least is named.
+pub(super) fn parse_host_ports(value: &str) -> Result<Vec<(String, u16)>, String> {
+    let servers = value
+        .split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .map(parse_host_port)
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(format!("{value:?} names no server (HOST:PORT)"));
+    }
+    Ok(servers)
+}
+
+/// Splits the original's host variable, which may now list several
+/// servers, comma-separated: each a host, which takes `port`, or a
+/// `HOST:PORT` (`[v6]:PORT`) with a port of its own. An item with two colons
+/// or more and no brackets is an IPv6 address without a port.
+pub(super) fn parse_hosts(value: &str, port: u16) -> Result<Vec<(String, u16)>, String> {
+    let servers = value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let has_port = if item.starts_with('[') {
+                item.contains("]:")
+            } else {
+                item.matches(':').count() == 1
+            };
+            if has_port {
+                parse_host_port(item)
+            } else {
+                let host = item.trim_start_matches('[').trim_end_matches(']');
+                Ok((host.to_owned(), port))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(format!("{value:?} names no server"));
+    }
+    Ok(servers)
+}
+
 /// Parses anything with a `FromStr`, quoting the text in the message.
 pub(super) fn parse_parsed<T: std::str::FromStr>(value: &str) -> Result<T, String>
 where
@@ -123,5 +167,30 @@ mod tests {
         assert_eq!(parse_host_port("[::1]:99"), Ok(("::1".into(), 99)));
         assert!(parse_host_port("host").is_err());
         assert!(parse_host_port(":1").is_err());
+    }
+
+    #[test]
+    fn server_lists() {
+        let server = |host: &str, port| (host.to_owned(), port);
+        assert_eq!(
+            parse_host_ports("a:1, [::1]:2,,b:3"),
+            Ok(vec![server("a", 1), server("::1", 2), server("b", 3)])
+        );
+        assert!(parse_host_ports("a:1,b").unwrap_err().contains("\"b\""));
+        assert!(parse_host_ports(" , ").is_err());
+        // The original's host variable: hosts take the port given, unless
+        // they carry their own.
+        assert_eq!(
+            parse_hosts("a,b:2,::1,[::2],[::3]:4", 9),
+            Ok(vec![
+                server("a", 9),
+                server("b", 2),
+                server("::1", 9),
+                server("::2", 9),
+                server("::3", 4)
+            ])
+        );
+        assert!(parse_hosts("a:port", 9).is_err());
+        assert!(parse_hosts(",", 9).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! Each value was parsed when figment extracted it; what is left here are
 //! the rules that span keys (a frame that holds an inline body, a dead-peer
 //! timeout longer than the heartbeat, a backoff range), statsd's "empty
-//! means off", and how forwards are split.
+//! means off", how forwards are split, and a client's servers each once.
 
 use super::error::ConfigError;
 use super::keys::{ClientOwn, RawCommon, ServerOwn};
@@ -15,9 +15,9 @@ use crate::link::CertFiles;
 use crate::link::ConnectionSettings;
 use crate::link::Role;
 use crate::node::BackoffSettings;
-use crate::node::ServerTarget;
 use crate::node::StatsdSettings;
 use crate::node::{FRAME_OVERHEAD_BYTES, NodeSettings};
+use crate::node::{ServerAddress, ServerTarget};
 use crate::wire::Side;
 use crate::wire::body::INLINE_LIMIT;
 
@@ -58,7 +58,7 @@ pub(super) fn client(
     mut own: ClientOwn,
     origins: &Provenance<'_>,
 ) -> Result<ClientConfig, ConfigError> {
-    let HostPort { host, port } = defaulted!(own.server)?;
+    let target = target(defaulted!(own.server)?, optional!(own.server_name), origins)?;
     let backoff = BackoffSettings {
         min_delay: defaulted!(own.reconnect_min)?,
         max_delay: defaulted!(own.reconnect_max)?,
@@ -74,13 +74,37 @@ pub(super) fn client(
         ));
     }
     Ok(ClientConfig {
-        target: ServerTarget {
-            host,
-            port,
-            server_name: optional!(own.server_name),
-        },
+        target,
         backoff,
         common: self::common(&mut common, Side::Client, origins)?,
+    })
+}
+
+/// The servers a client node dials, each once, in the order given.
+fn target(
+    servers: Vec<HostPort>,
+    server_name: Option<String>,
+    origins: &Provenance<'_>,
+) -> Result<ServerTarget, ConfigError> {
+    let mut unique: Vec<ServerAddress> = Vec::new();
+    for HostPort { host, port } in servers {
+        let server = ServerAddress { host, port };
+        if !unique.contains(&server) {
+            unique.push(server);
+        }
+    }
+    let mut servers = unique.into_iter();
+    let Some(ServerAddress { host, port }) = servers.next() else {
+        return Err(ConfigError::bad_value(
+            origins.source_name("server"),
+            "names no server",
+        ));
+    };
+    Ok(ServerTarget {
+        host,
+        port,
+        server_name,
+        others: servers.collect(),
     })
 }
 

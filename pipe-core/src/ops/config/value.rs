@@ -16,8 +16,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::parse::{
-    parse_bool, parse_file_name, parse_host_port, parse_ip_list, parse_log_format, parse_mode,
-    parse_parsed, parse_positive, parse_profile, parse_seconds,
+    parse_bool, parse_file_name, parse_host_port, parse_host_ports, parse_ip_list,
+    parse_log_format, parse_mode, parse_parsed, parse_positive, parse_profile, parse_seconds,
 };
 use super::{LogFormat, Profile};
 use crate::front::{HttpAddr, HttpAddrError};
@@ -311,6 +311,23 @@ impl Setting for HostPort {
     }
 }
 
+/// The server nodes to dial, comma-separated (a file may give a list, and
+/// `--server` be repeated): one at least.
+impl Setting for Vec<HostPort> {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        let servers = parse_host_ports(text)?;
+        Ok(servers
+            .into_iter()
+            .map(|(host, port)| HostPort { host, port })
+            .collect())
+    }
+
+    fn to_text(&self) -> String {
+        let servers: Vec<String> = self.iter().map(HostPort::to_text).collect();
+        servers.join(",")
+    }
+}
+
 /// A list kept as its pieces: which pieces are further split on commas
 /// depends on the layer, so validation decides (see `validate::forwards`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,5 +381,34 @@ mod tests {
             port: 1234,
         };
         assert_eq!(HostPort::parse_text(&v6.to_text()), Ok(v6));
+    }
+
+    #[test]
+    fn servers_read_alike_from_a_string_a_list_and_repeated_flags() {
+        let expected = Ok(vec![
+            HostPort {
+                host: "a".to_owned(),
+                port: 1,
+            },
+            HostPort {
+                host: "b".to_owned(),
+                port: 2,
+            },
+        ]);
+        assert_eq!(Vec::<HostPort>::parse_text("a:1,b:2"), expected);
+        let items = vec!["a:1".to_owned(), "b:2".to_owned()];
+        assert_eq!(Vec::<HostPort>::parse_items(items), expected);
+        assert!(Vec::<HostPort>::parse_items(Vec::new()).is_err());
+        let with_v6 = vec![
+            HostPort {
+                host: "::1".to_owned(),
+                port: 3,
+            },
+            HostPort {
+                host: "c".to_owned(),
+                port: 4,
+            },
+        ];
+        assert_eq!(Vec::<HostPort>::parse_text(&with_v6.to_text()), Ok(with_v6));
     }
 }
