@@ -750,3 +750,84 @@ fn a_bad_server_in_a_list_says_which_and_where() {
     assert!(error.contains("client.toml: server"), "{error}");
     assert!(error.contains("names no server"), "{error}");
 }
+
+#[test]
+fn a_cluster_comes_from_repeated_flags_a_comma_list_or_a_file_list() {
+    // No cluster unless asked for.
+    assert_eq!(server(&[], &[]).unwrap().common.node.cluster, None);
+
+    let tls = [
+        "--nats-ca",
+        "/etc/nats/ca.pem",
+        "--nats-cert",
+        "/etc/nats/s1.crt",
+        "--nats-key",
+        "/etc/nats/s1.key",
+    ];
+    let mut flags = vec!["--cluster", "tls://n1:4222", "--cluster", "tls://n2:4222"];
+    flags.extend(["--node-id", "s1", "--cluster-name", "eu"]);
+    flags.extend(tls);
+    let cluster = server(&flags, &[]).unwrap().common.node.cluster.unwrap();
+    assert_eq!(cluster.urls, ["tls://n1:4222", "tls://n2:4222"]);
+    assert_eq!(
+        (cluster.name.as_str(), cluster.node_id.as_str()),
+        ("eu", "s1")
+    );
+    let files = cluster.tls.unwrap();
+    assert_eq!(files.ca, Path::new("/etc/nats/ca.pem"));
+    assert_eq!(files.key, Path::new("/etc/nats/s1.key"));
+
+    let env = [
+        ("RP_CLUSTER", "nats://n1:4222, nats://n2:4222"),
+        ("RP_NODE_ID", "s2"),
+    ];
+    let cluster = server(&[], &env).unwrap().common.node.cluster.unwrap();
+    assert_eq!(cluster.urls, ["nats://n1:4222", "nats://n2:4222"]);
+    assert_eq!(
+        (cluster.name.as_str(), cluster.node_id.as_str()),
+        ("restpipe", "s2")
+    );
+    assert_eq!(cluster.tls, None);
+
+    let file = fixture("server-cluster.toml");
+    let cluster = server(&["--config", &file], &[])
+        .unwrap()
+        .common
+        .node
+        .cluster
+        .unwrap();
+    assert_eq!(
+        cluster.urls,
+        ["tls://n1:4222", "tls://n2:4222", "tls://n3:4222"]
+    );
+    assert_eq!(cluster.node_id, "s3");
+    assert!(cluster.tls.is_some());
+}
+
+#[test]
+fn cluster_settings_that_cannot_work_are_refused_with_the_reason() {
+    let half_tls = server(
+        &["--cluster", "nats://n1:4222", "--nats-ca", "/ca.pem"],
+        &[],
+    );
+    let message = half_tls.unwrap_err().to_string();
+    assert!(
+        message.contains("--nats-ca, --nats-cert and --nats-key"),
+        "{message}"
+    );
+
+    let tls_without_files = server(&["--cluster", "tls://n1:4222"], &[]);
+    let message = tls_without_files.unwrap_err().to_string();
+    assert!(message.contains("tls://n1:4222"), "{message}");
+
+    let bad_id = server(&["--cluster", "nats://n1:4222", "--node-id", "s.1"], &[]);
+    let message = bad_id.unwrap_err().to_string();
+    assert!(message.contains("\"s.1\""), "{message}");
+
+    let bad_name = server(
+        &[],
+        &[("RP_CLUSTER", "nats://n1:4222"), ("RP_CLUSTER_NAME", "a>b")],
+    );
+    let message = bad_name.unwrap_err().to_string();
+    assert!(message.contains("RP_CLUSTER_NAME"), "{message}");
+}
