@@ -26,7 +26,7 @@ const DEAD_AFTER: Duration = Duration::from_millis(800);
 /// every start if the test fails.
 pub struct InstalledServer {
     binary: PathBuf,
-    pki: Pki,
+    pki: std::sync::Arc<Pki>,
     pipe: SocketAddr,
     http: SocketAddr,
     args: Vec<String>,
@@ -39,9 +39,18 @@ impl InstalledServer {
     /// Installs a server identity from a new CA for the `pipe-server` at
     /// `binary`, and picks its two ports.
     pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self::with_pki(binary, std::sync::Arc::new(Pki::new()))
+    }
+
+    /// Another installation of the same `pipe-server` beside `other`, with
+    /// a server identity from the same CA: a second node of a cluster.
+    pub fn beside(other: &Self) -> Self {
+        Self::with_pki(other.binary.clone(), other.pki.clone())
+    }
+
+    fn with_pki(binary: impl Into<PathBuf>, pki: std::sync::Arc<Pki>) -> Self {
         crate::init_logging();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let pki = Pki::new();
         let issued = pki.issue(server_request());
         pki.install(&dir.path().join("certs"), Role::Server, &issued)
             .unwrap_or_else(|e| panic!("installing the server identity: {e:#}"));

@@ -88,7 +88,7 @@ impl Cluster {
             nats,
             subjects: Subjects::new(&settings.name),
             settings,
-            members: Members::default(),
+            members: Arc::new(Members::default()),
             forwards_in: Arc::new(tokio::sync::Semaphore::new(super::MAX_FORWARDED_IN)),
         }))
     }

@@ -13,9 +13,12 @@ use tracing::debug;
 /// How often a request for a client nobody holds asks again, while it may
 /// wait for the client to connect.
 const RETRY_NOT_HELD: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often a forwarded request checks that its holder's node is alive.
+const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+use super::members::Members;
 use super::stream::{self, Credit, Grant, Incoming, decode, encode, window};
-use super::{Cluster, ORIGIN_HEADER};
+use super::{Cluster, HOLDER_HEADER, ORIGIN_HEADER};
 use crate::wire::body::BodyStream;
 use crate::wire::proto::{self, frame::Body};
 use crate::wire::{Event, ReceivedReply, Reply, event_frame};
@@ -91,9 +94,16 @@ impl Cluster {
             .reply
             .clone()
             .ok_or_else(|| broken("no inbox given"))?;
+        let holder_node = first
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(HOLDER_HEADER))
+            .map(|node| node.as_str().to_owned());
         let exchange = Exchange {
             nats: self.nats.clone(),
             holder: holder.to_string(),
+            holder_node,
+            members: self.members.clone(),
             client: name.to_owned(),
             credit: std::sync::Arc::new(Credit::default()),
         };
@@ -143,6 +153,9 @@ struct Exchange {
     nats: async_nats::Client,
     /// The holder's inbox for this request.
     holder: String,
+    /// The node holding the client, whose heartbeats must go on.
+    holder_node: Option<String>,
+    members: std::sync::Arc<Members>,
     client: String,
     /// What the holder lets us send of the request body.
     credit: std::sync::Arc<Credit>,
@@ -186,6 +199,7 @@ impl Exchange {
             }))
         });
         let mut stage = Stage::Waiting(reply_tx);
+        let mut liveness = tokio::time::interval(LIVENESS_CHECK);
         let outcome = loop {
             let event = tokio::select! {
                 message = replies.next() => Step::Message(message),
@@ -194,6 +208,14 @@ impl Exchange {
                     None => break Err("the caller went away"),
                 },
                 () = tokio::time::sleep_until(deadline) => break Err("the deadline passed"),
+                _ = liveness.tick() => {
+                    if let Some(node) = &self.holder_node
+                        && !self.members.is_live(node)
+                    {
+                        break Err("the node holding the client went away");
+                    }
+                    continue;
+                }
             };
             match self.step(event, &mut stage).await {
                 Ok(true) => break Ok(()),

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::stream::{self, Credit, Grant, Incoming, WINDOW_BYTES, decode, encode, window};
 use super::subjects::HOLDERS;
-use super::{Cluster, ORIGIN_HEADER};
+use super::{Cluster, HOLDER_HEADER, ORIGIN_HEADER};
 use crate::link::{PeerHandle, RequestError};
 use crate::wire::proto::{self, frame::Body};
 use crate::wire::{
@@ -173,11 +173,12 @@ impl Served {
             false,
             Grant::Bytes(if incoming.is_some() { WINDOW_BYTES } else { 0 }),
         );
-        if nats
-            .publish_with_reply(self.reply_to.clone(), inbox, first)
-            .await
-            .is_err()
-        {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(HOLDER_HEADER, self.cluster.node_id());
+        let sent = nats
+            .publish_with_reply_and_headers(self.reply_to.clone(), inbox, headers, first)
+            .await;
+        if sent.is_err() {
             return;
         }
         let deadline = Instant::now() + received.timeout + DEADLINE_MARGIN;

@@ -90,6 +90,13 @@ impl Members {
         seen.insert(heartbeat.node, seen_at).is_none()
     }
 
+    /// Whether `node` was heard from within [`GONE_AFTER`].
+    pub(super) fn is_live(&self, node: &str) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(node)
+            .is_some_and(|seen| seen.at.elapsed() < GONE_AFTER)
+    }
+
     /// The live nodes, sorted by id.
     pub(super) fn nodes(&self) -> Vec<NodeSeen> {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());

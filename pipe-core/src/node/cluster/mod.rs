@@ -43,6 +43,9 @@ pub const DEFAULT_CLUSTER_NAME: &str = "restpipe";
 /// A NATS header on forwarded requests: the node that took the request
 /// from its caller.
 pub const ORIGIN_HEADER: &str = "Rp-Origin";
+/// A NATS header on a holder's first answer: the node holding the client,
+/// whose heartbeats the requester watches while it waits.
+pub const HOLDER_HEADER: &str = "Rp-Holder";
 
 /// How a server node joins its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +79,7 @@ pub struct Cluster {
     nats: async_nats::Client,
     subjects: Subjects,
     settings: ClusterSettings,
-    members: Members,
+    members: Arc<Members>,
     /// Places for forwarded requests served at once.
     forwards_in: Arc<tokio::sync::Semaphore>,
 }
