@@ -269,3 +269,44 @@ async fn on_a_three_member_nats_cluster_losing_one_member_hangs_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_on_one_node_reaches_its_client_on_another() {
+    init_logging();
+    let pki = Pki::new();
+    let nats = Nats::start(&pki, 1).await;
+    let state = tempfile::tempdir().unwrap();
+    let settings = NodeSettings {
+        cluster: Some(pipe_core_cluster(&nats, nats.urls(), "s1")),
+        state_dir: Some(state.path().to_owned()),
+        ..fast_settings()
+    };
+    let s1 = start_server_with(
+        pki.server(),
+        Registry::with_examples(Side::Server),
+        settings,
+    )
+    .await;
+    let s2 = cluster_node(&pki, &nats, nats.urls(), "s2").await;
+
+    // Accepted on s1 for a client that is connected nowhere yet.
+    let accepted = send(
+        "GET",
+        &s1.url("/client/c1/source//300000"),
+        &[("Prefer", "respond-async")],
+        "",
+    )
+    .await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let at = accepted.headers["location"].to_str().unwrap().to_owned();
+    let queued = get(&s1.url(&format!("{at}/status"))).await.json();
+    assert_eq!(queued["state"], "queued", "{queued}");
+
+    // The client connects to s2: s1 hears of it and sends the job there.
+    let _c1 = connect_client(&pki, &s2, "c1", client_handlers()).await;
+    let done = get_within(&s1.url(&format!("{at}?wait=10")), SOON).await;
+    assert_eq!(done.status, 200, "{done:?}");
+    assert_eq!(done.headers["x-pipe-job-state"], "succeeded", "{done:?}");
+    assert_eq!(done.body.len(), 300_000);
+    assert_eq!(hash(&done.body), hash(&pattern(300_000)));
+}

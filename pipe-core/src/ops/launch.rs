@@ -313,6 +313,9 @@ pub async fn start_server(
         move |node, shutdown| {
             if let Some(cluster) = cluster {
                 node.attach_cluster(cluster.clone());
+                if let Some(jobs) = node.jobs() {
+                    jobs.attach_cluster(cluster.clone());
+                }
                 tokio::spawn(cluster.run(node.peers().clone(), shutdown.clone()));
             }
             crate::node::run_server(pipe, pipe_side, node, shutdown)

@@ -89,6 +89,8 @@ impl Cluster {
             subjects: Subjects::new(&settings.name),
             settings,
             members: Arc::new(Members::default()),
+            holders: dashmap::DashMap::new(),
+            announced: tokio::sync::Notify::new(),
             forwards_in: Arc::new(tokio::sync::Semaphore::new(super::MAX_FORWARDED_IN)),
         }))
     }

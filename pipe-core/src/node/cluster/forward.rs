@@ -21,7 +21,7 @@ use super::stream::{self, Credit, Grant, Incoming, decode, encode, window};
 use super::{Cluster, HOLDER_HEADER, ORIGIN_HEADER};
 use crate::wire::body::BodyStream;
 use crate::wire::proto::{self, frame::Body};
-use crate::wire::{Event, ReceivedReply, Reply, event_frame};
+use crate::wire::{Event, JobProgress, JobTag, ReceivedReply, Reply, event_frame};
 
 /// Why a forwarded request got no reply.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,40 @@ impl Cluster {
         deadline: Instant,
         wait_until: Instant,
     ) -> Result<Reply, ForwardError> {
+        self.forward_tagged(name, event, deadline, wait_until, None)
+            .await
+    }
+
+    /// [`Cluster::forward`] for a durable job: the event carries `tag`, so
+    /// the client runs it once however often it arrives (through whichever
+    /// node), and the run's progress comes back to `progress`. No waiting
+    /// for a holder: a job nobody holds stays in its queue.
+    pub async fn forward_job(
+        &self,
+        name: &str,
+        event: Event,
+        deadline: Instant,
+        tag: JobTag,
+        progress: JobProgress,
+    ) -> Result<Reply, ForwardError> {
+        let now = Instant::now();
+        let result = self
+            .forward_tagged(name, event, deadline, now, Some((tag, progress)))
+            .await;
+        if let Err(ForwardError::NotHeld(_)) = &result {
+            self.holders.remove(name);
+        }
+        result
+    }
+
+    async fn forward_tagged(
+        &self,
+        name: &str,
+        event: Event,
+        deadline: Instant,
+        wait_until: Instant,
+        job: Option<(JobTag, JobProgress)>,
+    ) -> Result<Reply, ForwardError> {
         // Rides out a reconnect of the backplane as of the client.
         while !self.is_connected() {
             if Instant::now() + RETRY_NOT_HELD >= wait_until {
@@ -68,6 +102,11 @@ impl Cluster {
         }
         let timeout = deadline.saturating_duration_since(Instant::now());
         let (mut frame, stream) = event_frame(0, event, timeout);
+        let progress = job.map(|(tag, progress)| {
+            frame.job_id = tag.id;
+            frame.redelivery = tag.redelivery;
+            progress
+        });
         let upload = stream::stream_if_large(
             &mut frame.body,
             &mut frame.body_follows,
@@ -106,6 +145,7 @@ impl Cluster {
             members: self.members.clone(),
             client: name.to_owned(),
             credit: std::sync::Arc::new(Credit::default()),
+            progress,
         };
         exchange.admit(&first.payload).map_err(|why| broken(&why))?;
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -159,6 +199,8 @@ struct Exchange {
     client: String,
     /// What the holder lets us send of the request body.
     credit: std::sync::Arc<Credit>,
+    /// Where a durable job's progress goes.
+    progress: Option<JobProgress>,
 }
 
 /// Where the exchange is.
@@ -289,6 +331,12 @@ impl Exchange {
                 };
                 if let Stage::Waiting(reply_tx) = previous {
                     let _ = reply_tx.send(Ok(reply));
+                }
+                false
+            }
+            Body::Progress(progress) => {
+                if let Some(reporter) = &self.progress {
+                    reporter.report(u8::try_from(progress.percent.min(100)).unwrap_or(100));
                 }
                 false
             }

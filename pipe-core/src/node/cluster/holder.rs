@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use futures_util::future::Either;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
@@ -22,7 +23,8 @@ use super::{Cluster, HOLDER_HEADER, ORIGIN_HEADER};
 use crate::link::{PeerHandle, RequestError};
 use crate::wire::proto::{self, frame::Body};
 use crate::wire::{
-    JSON, RETURN_HANDLER_FAILED, ReceivedEvent, Reply, check_event, printable, reply_frame,
+    Event, JSON, JobProgress, JobTag, RETURN_HANDLER_FAILED, ReceivedEvent, Reply, check_event,
+    printable, reply_frame,
 };
 
 /// Forwarded requests a node serves at once; past it, 503.
@@ -169,16 +171,7 @@ impl Served {
             }
             false => (None, None),
         };
-        let first = window(
-            false,
-            Grant::Bytes(if incoming.is_some() { WINDOW_BYTES } else { 0 }),
-        );
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(HOLDER_HEADER, self.cluster.node_id());
-        let sent = nats
-            .publish_with_reply_and_headers(self.reply_to.clone(), inbox, headers, first)
-            .await;
-        if sent.is_err() {
+        if !self.accept(inbox, incoming.is_some()).await {
             return;
         }
         let deadline = Instant::now() + received.timeout + DEADLINE_MARGIN;
@@ -188,7 +181,8 @@ impl Served {
             bytes: WINDOW_BYTES,
             ..Default::default()
         });
-        let request = self.handle.request(event, received.timeout);
+        let (progress, mut watch) = JobProgress::channel();
+        let request = self.request(event, received.timeout, received.job, progress);
         tokio::pin!(request);
         let mut replied = false;
         let mut sending: Option<AbortOnDropHandle<Result<(), String>>> = None;
@@ -217,11 +211,48 @@ impl Served {
                     }
                     let _ = stream::publish(nats, &self.reply_to, window(false, grant)).await;
                 }
+                Ok(()) = watch.changed() => {
+                    let percent = u32::from(*watch.borrow_and_update());
+                    let progress = encode(Body::Progress(proto::Progress { request_id: 0, percent }));
+                    let _ = stream::publish(nats, &self.reply_to, progress).await;
+                }
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
         if let Some(incoming) = incoming.as_mut() {
             incoming.abort("the forwarded request ended");
+        }
+    }
+
+    /// Tells the requester that the request is taken, which node took it,
+    /// where to send the rest, and how much of its body it may send now;
+    /// `false` if that could not be sent.
+    async fn accept(&self, inbox: String, body_follows: bool) -> bool {
+        let first = window(
+            false,
+            Grant::Bytes(if body_follows { WINDOW_BYTES } else { 0 }),
+        );
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(HOLDER_HEADER, self.cluster.node_id());
+        self.cluster
+            .nats
+            .publish_with_reply_and_headers(self.reply_to.clone(), inbox, headers, first)
+            .await
+            .is_ok()
+    }
+
+    /// The request over the local connection: a durable job's when the
+    /// event carries a job's tag (its progress reported to `progress`).
+    fn request(
+        &self,
+        event: Event,
+        timeout: Duration,
+        job: Option<JobTag>,
+        progress: JobProgress,
+    ) -> impl Future<Output = Result<Reply, RequestError>> + '_ {
+        match job {
+            Some(tag) => Either::Left(self.handle.request_job(event, timeout, tag, progress)),
+            None => Either::Right(self.handle.request(event, timeout)),
         }
     }
 

@@ -125,7 +125,8 @@ impl Cluster {
             self.clone().heartbeat(peers.clone(), stop.clone()),
             self.clone().hear_nodes(peers.clone(), stop.clone()),
             self.clone().answer_listings(peers.clone(), stop.clone()),
-            self.clone().watch_takeovers(peers, stop),
+            self.clone().watch_takeovers(peers, stop.clone()),
+            self.clone().learn_holders(stop),
         );
     }
 

@@ -80,6 +80,11 @@ pub struct Cluster {
     subjects: Subjects,
     settings: ClusterSettings,
     members: Arc<Members>,
+    /// Clients other nodes announced they hold (name → node): where a
+    /// queued job may go. Forgotten when a job finds nobody holding one.
+    holders: dashmap::DashMap<String, String>,
+    /// Woken when another node announces a client.
+    announced: tokio::sync::Notify,
     /// Places for forwarded requests served at once.
     forwards_in: Arc<tokio::sync::Semaphore>,
 }
@@ -101,6 +106,17 @@ impl Cluster {
             self.nats.connection_state(),
             async_nats::connection::State::Connected
         )
+    }
+
+    /// Whether another node said it holds client `name` (and no job found
+    /// otherwise since).
+    pub fn held_elsewhere(&self, name: &str) -> bool {
+        self.holders.contains_key(name)
+    }
+
+    /// Resolves when another node next announces that it holds a client.
+    pub fn announced(&self) -> tokio::sync::futures::Notified<'_> {
+        self.announced.notified()
     }
 
     /// What `/_pipe/status` shows of the cluster.

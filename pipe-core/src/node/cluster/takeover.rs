@@ -17,6 +17,13 @@ use crate::link::PeerHandle;
 use crate::node::PeerDirectory;
 use crate::wire::proto::go_away;
 
+/// Clients of other nodes remembered as held there, at most: past it a
+/// queued job for one that is not remembered waits for the periodic look
+/// instead of going at once.
+const MAX_HOLDERS_KNOWN: usize = 100_000;
+/// How often the clients of the other nodes are listed afresh.
+const RELEARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// "Node `node` holds client `name` since `since_ms`."
 #[derive(Debug, Serialize, Deserialize)]
 struct Announcement {
@@ -53,6 +60,33 @@ impl Cluster {
         }
     }
 
+    /// Learns which clients the other nodes hold from a listing, soon after
+    /// joining and then every [`RELEARN_EVERY`]: announcements made before
+    /// this node joined (or while its backplane was down) are not heard.
+    pub(super) async fn learn_holders(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(RELEARN_EVERY);
+        // The first listing waits for the first heartbeats.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(super::HEARTBEAT) => {}
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let Ok(listed) = self.peers().await else {
+                continue;
+            };
+            for peer in listed {
+                if peer.node != self.node_id() && self.holders.len() < MAX_HOLDERS_KNOWN {
+                    self.holders.insert(peer.name, peer.node);
+                }
+            }
+            self.announced.notify_waiters();
+        }
+    }
+
     /// Lets go of the connections in `peers` that a newer connection on
     /// another node replaced, until `stop`.
     pub(super) async fn watch_takeovers(
@@ -79,8 +113,16 @@ impl Cluster {
                 continue;
             };
             if announcement.node == self.node_id() {
+                self.holders.remove(&announcement.name);
                 continue;
             }
+            if self.holders.len() < MAX_HOLDERS_KNOWN
+                || self.holders.contains_key(&announcement.name)
+            {
+                self.holders
+                    .insert(announcement.name.clone(), announcement.node.clone());
+            }
+            self.announced.notify_waiters();
             let Some(local) = peers.get(&announcement.name) else {
                 continue;
             };

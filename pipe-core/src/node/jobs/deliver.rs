@@ -16,8 +16,10 @@ use tracing::{debug, warn};
 
 use super::record::{JobRecord, JobResult, JobState};
 use super::result_files::{KeepError, Kept};
+use super::route::{Route, Sent};
 use super::store::{JobStore, Refused};
-use crate::link::{PeerHandle, RequestError};
+use crate::link::PeerHandle;
+use crate::node::cluster::Cluster;
 use crate::node::directory::PeerDirectory;
 use crate::node::metrics::{self, Metrics};
 use crate::wire::body::{BodyStream, INLINE_LIMIT};
@@ -51,6 +53,8 @@ pub struct Jobs {
     pub(super) metrics: Metrics,
     /// Told whenever one of the node's jobs ends.
     ended: Notify,
+    /// The cluster, on a node of one: queues go to clients held elsewhere.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
 impl Jobs {
@@ -71,6 +75,7 @@ impl Jobs {
             receiving: DashMap::new(),
             metrics,
             ended: Notify::new(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -124,28 +129,7 @@ impl Jobs {
             let purge_every = PURGE_EVERY.min(self.retention / 4);
             if purged_at.elapsed() >= purge_every {
                 purged_at = tokio::time::Instant::now();
-                let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64);
-                let purged = match self.store.purge(cutoff).await {
-                    Ok(ended) => self
-                        .store
-                        .purge_received(cutoff)
-                        .await
-                        .map(|kept| ended + kept),
-                    Err(error) => Err(error),
-                };
-                let purged = match purged {
-                    Ok(purged) => self
-                        .store
-                        .remove_orphan_results()
-                        .await
-                        .map(|files| purged + files as u64),
-                    Err(error) => Err(error),
-                };
-                match purged {
-                    Ok(0) => {}
-                    Ok(purged) => debug!(purged, "jobs past their retention forgotten"),
-                    Err(error) => warn!("cannot purge ended jobs: {error}"),
-                }
+                self.purge().await;
             }
             busy.retain(|_, task| !task.is_finished());
             match self.store.queues() {
@@ -158,8 +142,8 @@ impl Jobs {
                         if busy.contains_key(&peer) {
                             continue;
                         }
-                        let handle = peers.get(&peer).filter(PeerHandle::is_accepting);
-                        if handle.is_none() {
+                        let route = self.route(peers.as_ref(), &peer);
+                        if route.is_none() {
                             // Not connected: only expiries to look for, and
                             // not on every wake (each accepted job wakes us).
                             let now = tokio::time::Instant::now();
@@ -172,15 +156,22 @@ impl Jobs {
                             expiry_checked.insert(peer.clone(), now);
                         }
                         let jobs = self.clone();
-                        let task = tokio::spawn(jobs.deliver(peer.clone(), handle));
+                        let task = tokio::spawn(jobs.deliver(peer.clone(), route));
                         busy.insert(peer, task);
                     }
                 }
                 Err(error) => warn!("cannot read the job queues: {error}"),
             }
+            let announced = async {
+                match self.cluster.get() {
+                    Some(cluster) => cluster.announced().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = self.wake.notified() => {}
+                () = announced => {}
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
             }
         }
@@ -190,9 +181,36 @@ impl Jobs {
         hooks.abort();
     }
 
+    /// Forgets ended jobs, kept results and result files past their
+    /// retention.
+    async fn purge(&self) {
+        let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64);
+        let purged = match self.store.purge(cutoff).await {
+            Ok(ended) => self
+                .store
+                .purge_received(cutoff)
+                .await
+                .map(|kept| ended + kept),
+            Err(error) => Err(error),
+        };
+        let purged = match purged {
+            Ok(purged) => self
+                .store
+                .remove_orphan_results()
+                .await
+                .map(|files| purged + files as u64),
+            Err(error) => Err(error),
+        };
+        match purged {
+            Ok(0) => {}
+            Ok(purged) => debug!(purged, "jobs past their retention forgotten"),
+            Err(error) => warn!("cannot purge ended jobs: {error}"),
+        }
+    }
+
     /// Works through `peer`'s queue: expires what is due, and, when the
     /// peer is connected, delivers the rest in order.
-    async fn deliver(self: Arc<Self>, peer: String, handle: Option<PeerHandle>) {
+    async fn deliver(self: Arc<Self>, peer: String, route: Option<Route>) {
         loop {
             let queue = match self.store.queue(&peer, BATCH) {
                 Ok(queue) => queue,
@@ -217,10 +235,10 @@ impl Jobs {
                     due.push(job);
                 }
             }
-            let Some(handle) = handle.as_ref().filter(|handle| handle.is_accepting()) else {
+            let Some(route) = route.as_ref().filter(|route| route.is_accepting()) else {
                 return;
             };
-            if due.is_empty() || !self.deliver_batch(handle, due).await {
+            if due.is_empty() || !self.deliver_batch(route, due).await {
                 return;
             }
         }
@@ -232,7 +250,7 @@ impl Jobs {
     /// never sent is never taken for interrupted. Results are kept while
     /// the next job goes (each job is still sent after the one before it
     /// was answered).
-    async fn deliver_batch(self: &Arc<Self>, handle: &PeerHandle, jobs: Vec<JobRecord>) -> bool {
+    async fn deliver_batch(self: &Arc<Self>, route: &Route, jobs: Vec<JobRecord>) -> bool {
         let ids = jobs
             .iter()
             .filter(|job| !job.at_most_once)
@@ -268,7 +286,7 @@ impl Jobs {
                     None => continue,
                 }
             };
-            match self.deliver_one(handle, job).await {
+            match self.deliver_one(route, job).await {
                 Delivery::Done(Some(keep)) => {
                     keeping.spawn(keep);
                 }
@@ -288,7 +306,7 @@ impl Jobs {
     }
 
     /// Delivers one job and keeps its outcome.
-    async fn deliver_one(self: &Arc<Self>, handle: &PeerHandle, job: JobRecord) -> Delivery {
+    async fn deliver_one(self: &Arc<Self>, route: &Route, job: JobRecord) -> Delivery {
         self.metrics.incr(metrics::JOBS_DELIVERY_TICK);
         let body = match self.store.request_body(&job.id) {
             Ok(body) => body,
@@ -308,7 +326,7 @@ impl Jobs {
         self.in_flight.insert(job.id.clone(), stop.clone());
         debug!(job = %job.id, peer = %job.peer, attempt = job.attempts + 1, "delivering a job");
         let (progress, mut watch) = JobProgress::channel();
-        let request = handle.request_job(event, timeout, tag, progress);
+        let request = route.send(event, timeout, tag, progress);
         tokio::pin!(request);
         let outcome = loop {
             tokio::select! {
@@ -323,25 +341,38 @@ impl Jobs {
         self.in_flight.remove(&job.id);
         match outcome {
             None => Delivery::Done(None), // cancelled: already ended
-            Some(Ok(reply)) => {
+            Some(Sent::Reply(reply)) => {
                 let jobs = self.clone();
                 Delivery::Done(Some(Box::pin(async move {
-                    jobs.keep_result(&job.id, reply).await;
+                    jobs.keep_result(&job.id, *reply).await;
                 })))
             }
-            Some(Err(RequestError::Disconnected { .. } | RequestError::GoingAway { .. })) => {
+            Some(Sent::PeerGone) => {
                 let _ = self.store.advance(&job.id, JobState::Queued, |_| {}).await;
                 Delivery::PeerGone
             }
-            Some(Err(error @ RequestError::TimedOut { .. })) => {
-                self.fail(&job.id, 504, &error.to_string()).await;
-                Delivery::Done(None)
-            }
-            Some(Err(error @ RequestError::TooLarge { .. })) => {
-                self.fail(&job.id, 413, &error.to_string()).await;
+            Some(Sent::Failed(status, reason)) => {
+                self.fail(&job.id, status, &reason).await;
                 Delivery::Done(None)
             }
         }
+    }
+
+    /// The way to `peer` for its jobs: its connection here, else the node
+    /// of the cluster that announced it holds it.
+    fn route(&self, peers: &dyn PeerDirectory, peer: &str) -> Option<Route> {
+        if let Some(handle) = peers.get(peer).filter(PeerHandle::is_accepting) {
+            return Some(Route::Local(handle));
+        }
+        let cluster = self.cluster.get()?;
+        cluster
+            .held_elsewhere(peer)
+            .then(|| Route::Cluster(cluster.clone(), peer.to_owned()))
+    }
+
+    /// Delivers through `cluster` too: to clients other nodes hold.
+    pub fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// The peer's handler runs the job and got `percent` of the way.

@@ -11,6 +11,7 @@ mod receive;
 mod received;
 mod record;
 mod result_files;
+mod route;
 mod store;
 
 #[cfg(test)]
