@@ -16,6 +16,7 @@
 //! | [`files`] | what a command left on disk: listings, modes |
 //! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
 //! | [`nats`] | a real NATS server (or NATS cluster) with mutual TLS, for clusters of server nodes |
+//! | [`netns`] | hosts of their own on one machine: network namespaces on a bridge |
 //!
 //! A test reads like the README:
 //!
@@ -45,6 +46,7 @@ pub mod files;
 pub mod http;
 pub mod installed;
 pub mod nats;
+pub mod netns;
 pub mod nodes;
 pub mod pki;
 pub mod process;

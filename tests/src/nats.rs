@@ -3,10 +3,11 @@
 //! routed into one NATS cluster. Each member can be killed (`SIGKILL`) and
 //! started again on the same ports; its log is printed if the test fails.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::netns::Hosts;
 use crate::pki::server_request;
 use crate::process::{NodeProcess, free_ports};
 use crate::{IssueRequest, Pki, Role, try_get};
@@ -29,6 +30,8 @@ pub struct Nats {
 
 /// One `nats-server` process and its ports.
 struct Member {
+    /// The words before the program (to run it on another host), if any.
+    prefix: Vec<String>,
     client: SocketAddr,
     route: SocketAddr,
     monitor: SocketAddr,
@@ -58,21 +61,51 @@ impl Nats {
     /// client certificates from `pki`'s CA, started and healthy (and,
     /// for a cluster, routed to each other).
     pub async fn start(pki: &Pki, size: usize) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let tls = write_tls(pki, dir.path());
-        let mut members: Vec<Member> = (0..size)
-            .map(|index| {
+        let members = (0..size)
+            .map(|_| {
                 let (client, route) = free_ports().expect("free ports");
                 let (monitor, _) = free_ports().expect("free ports");
-                Member {
-                    client,
-                    route,
-                    monitor,
-                    config: dir.path().join(format!("nats-{index}.conf")),
-                    log: dir.path().join(format!("nats-{index}.log")),
-                    starts: 0,
-                    process: None,
-                }
+                (Vec::new(), client, route, monitor)
+            })
+            .collect();
+        Self::launch(pki, members, None).await
+    }
+
+    /// One member on host `index` of `hosts`, at its address: a NATS
+    /// server of its own on the network. Its ports are NATS's usual ones
+    /// (nothing else listens in that namespace).
+    pub async fn start_on_host(pki: &Pki, hosts: &Hosts, index: usize) -> Self {
+        let ip = IpAddr::V4(hosts.addr(index));
+        let member = (
+            hosts.exec_prefix(index),
+            SocketAddr::new(ip, 4222),
+            SocketAddr::new(ip, 6222),
+            SocketAddr::new(ip, 8222),
+        );
+        Self::launch(pki, vec![member], Some(ip)).await
+    }
+
+    /// Starts members (prefix, client, route and monitor addresses), their
+    /// certificate valid for `ip` too.
+    async fn launch(
+        pki: &Pki,
+        specs: Vec<(Vec<String>, SocketAddr, SocketAddr, SocketAddr)>,
+        ip: Option<IpAddr>,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let tls = write_tls(pki, dir.path(), ip);
+        let mut members: Vec<Member> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, (prefix, client, route, monitor))| Member {
+                prefix,
+                client,
+                route,
+                monitor,
+                config: dir.path().join(format!("nats-{index}.conf")),
+                log: dir.path().join(format!("nats-{index}.log")),
+                starts: 0,
+                process: None,
             })
             .collect();
         let routes: Vec<SocketAddr> = members.iter().map(|member| member.route).collect();
@@ -80,16 +113,11 @@ impl Nats {
             let config = config(index, member, &routes, &tls, dir.path());
             std::fs::write(&member.config, config).expect("writing a NATS config");
         }
-        let mut nats = Self {
-            dir,
-            members: Vec::new(),
-            tls,
-        };
         for member in &mut members {
             member.start();
         }
-        nats.members = members;
-        for index in 0..size {
+        let nats = Self { dir, members, tls };
+        for index in 0..nats.members.len() {
             nats.wait_ready(index).await;
         }
         nats
@@ -168,7 +196,14 @@ impl Nats {
 impl Member {
     fn start(&mut self) {
         self.starts += 1;
-        let mut command = std::process::Command::new(nats_server_binary());
+        let mut command = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(nats_server_binary());
+                command
+            }
+            None => std::process::Command::new(nats_server_binary()),
+        };
         command.arg("-c").arg(&self.config);
         let log = self.log.with_extension(format!("{}.log", self.starts));
         self.process = Some(NodeProcess::spawn(command, &log).expect("starting nats-server"));
@@ -193,15 +228,17 @@ impl Drop for Nats {
     }
 }
 
-/// Writes the CA, the NATS servers' certificate (for 127.0.0.1 and
-/// `localhost`) and a client certificate for the nodes.
-fn write_tls(pki: &Pki, dir: &Path) -> NatsTls {
+/// Writes the CA, the NATS servers' certificate (for 127.0.0.1,
+/// `localhost` and `ip`) and a client certificate for the nodes.
+fn write_tls(pki: &Pki, dir: &Path, ip: Option<IpAddr>) -> NatsTls {
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("writing a NATS TLS file");
         path
     };
-    let server = pki.issue(server_request());
+    let mut request = server_request();
+    request.ips.extend(ip);
+    let server = pki.issue(request);
     let node = pki.issue(IssueRequest::new("restpipe-node", Role::Client));
     write("nats-server.crt", &server.cert_pem);
     write("nats-server.key", &server.key_pem);
