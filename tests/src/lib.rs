@@ -13,6 +13,7 @@
 //! | [`installed`] | a real `pipe-server` process in its own cert dir, restarted in place |
 //! | [`http`] | requests to a node's local front, and their [`Response`] |
 //! | [`wait`] | bounded polling: [`eventually`] |
+//! | [`bulk`] | a 256 MiB body in pieces, its hash, handlers that take and make it, peak memory |
 //! | [`files`] | what a command left on disk: listings, modes |
 //! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
 //! | [`nats`] | a real NATS server (or NATS cluster) with mutual TLS, for clusters of server nodes |
@@ -42,6 +43,7 @@
 //! re-exported here, and the kit's own modules take them from here too: when
 //! pipe-core moves them, these lines follow, and nothing else.
 
+pub mod bulk;
 pub mod files;
 pub mod http;
 pub mod installed;

@@ -13,100 +13,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, BodyStream as HttpBodyStream, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, BodyStream as HttpBodyStream};
+use restpipe_tests::bulk::{SIZE, bulk_handlers, expected_hash, peak_rss, pieces, post_streamed};
 use restpipe_tests::{
-    HandlerError, NodeSettings, Pipe, Pki, Registry, Reply, Request, Side, body,
-    connect_client_with, eventually, fast_settings, get, http_client, send_with, start_server,
+    NodeSettings, Pipe, Pki, Registry, Side, connect_client_with, eventually, fast_settings, get,
+    http_client, send_with, start_server,
 };
-use serde_json::json;
 
-const SIZE: u64 = 256 * 1024 * 1024;
-const PIECE: usize = 256 * 1024;
 const CLIENT: &str = "bulk-client";
-
-/// Piece `i` of a deterministic body (every byte depends on its offset).
-fn piece(i: u64) -> Bytes {
-    let mut data = vec![0u8; PIECE];
-    for (j, byte) in data.iter_mut().enumerate() {
-        let offset = i * PIECE as u64 + j as u64;
-        *byte = (offset.wrapping_mul(2_654_435_761) >> 13) as u8;
-    }
-    Bytes::from(data)
-}
-
-fn pieces() -> u64 {
-    SIZE / PIECE as u64
-}
-
-fn expected_hash() -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for i in 0..pieces() {
-        hasher.write(&piece(i));
-    }
-    hasher.finish()
-}
-
-/// This process's peak resident memory, in bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
-/// POSTs pieces `range` to `url` as a streamed body of unknown length
-/// (chunked).
-async fn post_streamed(url: &str, range: std::ops::Range<u64>) -> http::Response<Incoming> {
-    let upload = futures_util::stream::iter(range)
-        .map(|i| Ok::<_, std::convert::Infallible>(Frame::data(piece(i))));
-    let request = http::Request::post(url)
-        .body(StreamBody::new(upload))
-        .unwrap();
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http()
-        .request(request)
-        .await
-        .unwrap()
-}
-
-fn bulk_handlers() -> Registry {
-    let mut handlers = Registry::with_examples(Side::Server);
-    // Reads the upload as it arrives and answers its size and hash.
-    handlers.register_streaming("post_sink", |mut request: Request| async move {
-        let mut stream = request
-            .stream
-            .take()
-            .expect("streaming handlers get a stream");
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        let mut size = 0u64;
-        while let Some(piece) = stream.chunk().await {
-            let piece = piece.map_err(|e| HandlerError::new("BodyError", e.to_string()))?;
-            size += piece.len() as u64;
-            hasher.write(&piece);
-        }
-        Ok(Reply::json(
-            &json!({ "size": size, "hash": hasher.finish().to_string() }),
-        ))
-    });
-    // Produces the body as the caller reads it.
-    handlers.register("get_source", |_request: Request| async move {
-        let (sink, stream) = body::channel(Some(SIZE));
-        tokio::spawn(async move {
-            for i in 0..pieces() {
-                if sink.send(piece(i)).await.is_err() {
-                    return; // the reader went away
-                }
-            }
-        });
-        Ok(Reply::stream("application/octet-stream", stream))
-    });
-    handlers
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_fifty_six_mebibytes_each_way_in_bounded_memory() {
@@ -115,7 +29,7 @@ async fn two_hundred_fifty_six_mebibytes_each_way_in_bounded_memory() {
         max_body_bytes: 1 << 30,
         ..fast_settings()
     };
-    let server = start_server(&pki, bulk_handlers(), settings.clone()).await;
+    let server = start_server(&pki, bulk_handlers(Side::Server), settings.clone()).await;
     let client = connect_client_with(&pki, &server, CLIENT, Registry::new(), settings).await;
     let expected = tokio::task::spawn_blocking(expected_hash).await.unwrap();
     let before = peak_rss();
@@ -199,8 +113,13 @@ async fn two_hundred_fifty_six_mebibytes_each_way_in_bounded_memory() {
 
 #[tokio::test]
 async fn an_abandoned_download_frees_the_far_side_at_once() {
-    let Pipe { server, client, .. } =
-        Pipe::start(bulk_handlers(), fast_settings(), CLIENT, Registry::new()).await;
+    let Pipe { server, client, .. } = Pipe::start(
+        bulk_handlers(Side::Server),
+        fast_settings(),
+        CLIENT,
+        Registry::new(),
+    )
+    .await;
     let response = http_client()
         .get(
             server
@@ -235,7 +154,7 @@ async fn an_upload_of_unknown_length_past_the_limit_is_413() {
         max_body_bytes: 1 << 20,
         ..fast_settings()
     };
-    let server = start_server(&pki, bulk_handlers(), fast_settings()).await;
+    let server = start_server(&pki, bulk_handlers(Side::Server), fast_settings()).await;
     let client = connect_client_with(&pki, &server, CLIENT, Registry::new(), limited).await;
     let response = post_streamed(&client.url("/server/sink"), 0..8).await;
     assert_eq!(response.status(), 413);
