@@ -44,13 +44,12 @@ pub fn expected_hash() -> u64 {
 
 /// This process's peak resident memory, in bytes.
 pub fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/self/status")
         * 1024
 }
 
@@ -61,12 +60,12 @@ pub async fn post_streamed(url: &str, range: std::ops::Range<u64>) -> http::Resp
         .map(|i| Ok::<_, std::convert::Infallible>(Frame::data(piece(i))));
     let request = http::Request::post(url)
         .body(StreamBody::new(upload))
-        .unwrap();
+        .expect("a request");
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http()
         .request(request)
         .await
-        .unwrap()
+        .expect("a response to the upload")
 }
 
 /// Handlers on `side`: `post_sink` answers an upload's size and hash,
