@@ -114,12 +114,14 @@ fn wildcard(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` is always a wildcard, even against a `*` in the text: taken
+        // as a literal there, it would leave nothing to backtrack to.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -147,6 +149,17 @@ mod tests {
         assert!(!wildcard("a*b*c", "axxbyy"));
         assert!(wildcard("", ""));
         assert!(!wildcard("", "x"));
+    }
+
+    #[test]
+    fn a_star_in_the_pattern_is_a_wildcard_even_against_a_star_in_the_name() {
+        // Found by the policy_differential fuzz target: the star matched
+        // the name's `*` as a literal, and the match failed with no star to
+        // backtrack to.
+        assert!(wildcard("*b", "*ab"));
+        assert!(wildcard("get_*_x", "get_*_y_x"));
+        assert!(wildcard("**x", "*x*x"));
+        assert!(!wildcard("*a", "*b"));
     }
 
     #[test]
