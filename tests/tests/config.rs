@@ -764,11 +764,19 @@ fn a_cluster_comes_from_repeated_flags_a_comma_list_or_a_file_list() {
         "--nats-key",
         "/etc/nats/s1.key",
     ];
-    let mut flags = vec!["--cluster", "tls://n1:4222", "--cluster", "tls://n2:4222"];
+    let mut flags = vec![
+        "--cluster",
+        "tls://n1:4222,tls://n3:4222",
+        "--cluster",
+        "tls://n2:4222",
+    ];
     flags.extend(["--node-id", "s1", "--cluster-name", "eu"]);
     flags.extend(tls);
     let cluster = server(&flags, &[]).unwrap().common.node.cluster.unwrap();
-    assert_eq!(cluster.urls, ["tls://n1:4222", "tls://n2:4222"]);
+    assert_eq!(
+        cluster.urls,
+        ["tls://n1:4222", "tls://n3:4222", "tls://n2:4222"]
+    );
     assert_eq!(
         (cluster.name.as_str(), cluster.node_id.as_str()),
         ("eu", "s1")

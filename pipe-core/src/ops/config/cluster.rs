@@ -18,7 +18,9 @@ pub(super) fn settings(
     let urls = own
         .cluster
         .take()
-        .map(|Parsed(urls)| urls.items(origins.is_flag("cluster")))
+        // Split on commas whatever the layer: `--cluster a,b` is two
+        // servers, as `RP_CLUSTER=a,b` is (a URL holds no comma).
+        .map(|Parsed(urls)| urls.items(false))
         .unwrap_or_default();
     let take = |key: &mut Option<Parsed<PathBuf>>| key.take().map(|Parsed(path)| path);
     let files = (
