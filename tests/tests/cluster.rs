@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use restpipe_tests::nodes::start_server_with;
 use restpipe_tests::{
-    HandlerError, Nats, NodeSettings, Pki, Registry, Reply, Request, Side, TestNode,
-    connect_client, eventually, fast_settings, get, get_within, init_logging, send,
+    HandlerError, Nats, NodeSettings, Pki, Registry, Reply, Request, Side, StatsdSettings,
+    TestNode, connect_client, eventually, fast_settings, get, get_within, init_logging, send,
 };
 use serde_json::json;
 
@@ -19,8 +19,20 @@ const SOON: Duration = Duration::from_secs(10);
 
 /// A server node of the cluster on `nats`, known as `node_id`.
 async fn cluster_node(pki: &Pki, nats: &Nats, urls: Vec<String>, node_id: &str) -> TestNode {
+    cluster_node_with(pki, nats, urls, node_id, None).await
+}
+
+/// [`cluster_node`] sending its metrics to `statsd`.
+async fn cluster_node_with(
+    pki: &Pki,
+    nats: &Nats,
+    urls: Vec<String>,
+    node_id: &str,
+    statsd: Option<StatsdSettings>,
+) -> TestNode {
     let settings = NodeSettings {
         cluster: Some(pipe_core_cluster(nats, urls, node_id)),
+        statsd,
         ..fast_settings()
     };
     start_server_with(
@@ -200,8 +212,14 @@ async fn without_the_backplane_a_node_serves_its_own_clients_and_heals_by_itself
     init_logging();
     let pki = Pki::new();
     let mut nats = Nats::start(&pki, 1).await;
+    let statsd = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let metrics = StatsdSettings {
+        host: "127.0.0.1".to_owned(),
+        port: statsd.local_addr().unwrap().port(),
+        prefix: "rp".to_owned(),
+    };
     let s1 = cluster_node(&pki, &nats, nats.urls(), "s1").await;
-    let s2 = cluster_node(&pki, &nats, nats.urls(), "s2").await;
+    let s2 = cluster_node_with(&pki, &nats, nats.urls(), "s2", Some(metrics)).await;
     let _c1 = connect_client(&pki, &s1, "c1", client_handlers()).await;
     assert_eq!(get(&s2.url("/client/c1/time")).await.status, 200);
 
@@ -224,6 +242,20 @@ async fn without_the_backplane_a_node_serves_its_own_clients_and_heals_by_itself
         "{:?}",
         started.elapsed()
     );
+
+    // s2 counted the forward that went and the one the backplane refused.
+    let mut seen = String::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !(seen.contains("rp.cluster.forward.tick:1|c")
+        && seen.contains("rp.message.send.error.backplane.tick:1|c"))
+    {
+        let received = tokio::time::timeout(SOON, statsd.recv(&mut buf)).await;
+        let n = received
+            .unwrap_or_else(|_| panic!("metrics so far: {seen}"))
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
 
     nats.restart(0).await;
     let started = tokio::time::Instant::now();

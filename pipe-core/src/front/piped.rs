@@ -20,7 +20,7 @@ use super::response::{ResponseBody, error_response, full};
 use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
 use crate::link::RequestError;
 use crate::node::cluster::{Cluster, ForwardError};
-use crate::node::metrics::{SEND_TICK, SEND_TIMING};
+use crate::node::metrics::{CLUSTER_FORWARD_TICK, CLUSTER_FORWARD_TIMING, SEND_TICK, SEND_TIMING};
 use crate::node::{Lookup, Node, SERVER_KEY};
 use crate::wire::body::{BodyError, BodySink, BodyStream, INLINE_LIMIT};
 use crate::wire::{
@@ -326,11 +326,14 @@ async fn forward(
     wait: Duration,
 ) -> Response<ResponseBody> {
     node.metrics().incr(SEND_TICK);
+    node.metrics().incr(CLUSTER_FORWARD_TICK);
     let sent = Instant::now();
     let wait_until = (sent + wait).min(deadline);
     match cluster.forward(key, event, deadline, wait_until).await {
         Ok(reply) => {
             node.metrics().timing(SEND_TIMING, sent.elapsed());
+            node.metrics()
+                .timing(CLUSTER_FORWARD_TIMING, sent.elapsed());
             reply_response(reply)
         }
         Err(error) => {

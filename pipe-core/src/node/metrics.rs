@@ -142,6 +142,10 @@ pub const JOBS_NOTIFY_SENT_TICK: &str = "jobs.notify.sent.tick";
 pub const JOBS_NOTIFY_FAILED_TICK: &str = "jobs.notify.failed.tick";
 /// A notify hook's last allowed call failed: no more are made.
 pub const JOBS_NOTIFY_GAVE_UP_TICK: &str = "jobs.notify.gave_up.tick";
+/// A request for a client another node holds, sent through the cluster.
+pub const CLUSTER_FORWARD_TICK: &str = "cluster.forward.tick";
+/// From forwarding a request to its reply (those that got one).
+pub const CLUSTER_FORWARD_TIMING: &str = "cluster.forward.timing";
 
 /// Metrics waiting for the sender thread; past this they are dropped, so a
 /// stalled statsd costs memory no larger than this many short strings.

@@ -254,3 +254,98 @@ pub(super) fn window(of_reply: bool, grant: Grant) -> Bytes {
         stop,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(data: &'static [u8], last: bool, error: &str) -> proto::Chunk {
+        proto::Chunk {
+            request_id: 0,
+            of_reply: true,
+            data: Bytes::from_static(data),
+            last,
+            error: error.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_received_body_reaches_its_reader_and_grants_what_it_took() {
+        let (mut incoming, mut body, mut grants) = Incoming::new(Some(6));
+        assert!(!incoming.chunk(chunk(b"abc", false, "")));
+        assert!(incoming.chunk(chunk(b"def", true, "")));
+        assert_eq!(body.chunk().await.unwrap().unwrap(), "abc");
+        assert!(matches!(grants.recv().await, Some(Grant::Bytes(3))));
+        assert_eq!(body.chunk().await.unwrap().unwrap(), "def");
+        assert!(body.chunk().await.is_none(), "the body ends whole");
+    }
+
+    #[tokio::test]
+    async fn a_sender_past_its_window_or_failing_cuts_the_body_with_the_reason() {
+        let (mut incoming, mut body, _grants) = Incoming::new(None);
+        incoming.allowed = 2;
+        assert!(incoming.chunk(chunk(b"abc", false, "")));
+        let error = body.chunk().await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("past its window"), "{error}");
+
+        let (mut incoming, mut body, _grants) = Incoming::new(None);
+        assert!(incoming.chunk(chunk(b"", true, "the handler failed")));
+        let error = body.chunk().await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("the handler failed"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_goes_away_says_stop() {
+        let (mut incoming, body, mut grants) = Incoming::new(None);
+        assert!(!incoming.chunk(chunk(b"abc", false, "")));
+        drop(body);
+        assert!(matches!(grants.recv().await, Some(Grant::Stop)));
+        assert!(
+            incoming.chunk(chunk(b"more", false, "")),
+            "nothing more is taken"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credit_is_waited_for_taken_capped_and_stopped() {
+        let credit = std::sync::Arc::new(Credit::default());
+        let grant = |bytes, stop| proto::Window {
+            request_id: 0,
+            of_reply: false,
+            bytes,
+            stop,
+        };
+        let waiting = tokio::spawn({
+            let credit = credit.clone();
+            async move { credit.take(10).await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no credit yet");
+        credit.apply(&grant(10, false));
+        assert!(waiting.await.unwrap());
+        // A confused peer cannot grant without bound.
+        credit.apply(&grant(u64::MAX, false));
+        assert!(credit.take(4 * WINDOW_BYTES).await.is_ok());
+        let starved = tokio::time::timeout(std::time::Duration::from_secs(1), credit.take(1)).await;
+        assert!(starved.is_err(), "capped at four windows");
+        credit.apply(&grant(0, true));
+        assert!(credit.take(1).await.is_err(), "stopped");
+    }
+
+    #[test]
+    fn large_inline_bodies_become_streams_and_frames_decode_checked() {
+        let mut body = Bytes::from(vec![7u8; INLINE_BYTES + 1]);
+        let (mut follows, mut length) = (false, None);
+        let stream = stream_if_large(&mut body, &mut follows, &mut length, None);
+        assert!(stream.is_some() && follows && body.is_empty());
+        assert_eq!(length, Some(INLINE_BYTES as u64 + 1));
+        let mut small = Bytes::from_static(b"small");
+        let (mut follows, mut length) = (false, None);
+        assert!(stream_if_large(&mut small, &mut follows, &mut length, None).is_none());
+        assert!(!follows && small.len() == 5);
+
+        assert!(decode(&encode(Body::Ping(proto::Ping { nonce: 1 }))).is_ok());
+        assert!(decode(b"\xff\xff\xff").is_err());
+        assert!(decode(&[]).is_err(), "an empty frame is refused");
+    }
+}
