@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use restpipe_tests::nodes::start_client_to;
 use restpipe_tests::{
-    InstalledServer, Nats, NodeOptions, NodeProcess, Registry, Reply, Request, Side, get_within,
-    send,
+    InstalledServer, Nats, NodeOptions, NodeProcess, Registry, Reply, Request, SERVER_KEY, Side,
+    eventually, get_within, send, try_get,
 };
 
 const CLIENT: &str = "branch";
@@ -107,4 +107,45 @@ async fn a_killed_holder_fails_its_requests_soon_and_its_client_moves_to_another
     assert_ne!(now_held_by, held_by);
     let time = get_within(&nodes[2].0.url(&format!("/client/{CLIENT}/time")), SOON).await;
     assert_eq!(time.status, 200, "{time:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_requesting_node_died_is_dropped_at_its_client() {
+    let first = InstalledServer::new(env!("CARGO_BIN_EXE_pipe-server"));
+    let nats = Nats::start(first.pki(), 1).await;
+    let mut nodes = three_nodes(&nats, first).await;
+    let mut handlers = Registry::with_examples(Side::Client);
+    handlers.register("get_slow", |_request: Request| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(Reply::bytes("text/plain", "late"))
+    });
+    let identity = nodes[0].0.pki().client(CLIENT);
+    let options = NodeOptions {
+        handlers,
+        ..NodeOptions::default()
+    };
+    let client = start_client_to(identity, &[nodes[0].0.pipe_addr()], options).await;
+    holder(&nodes[2].0, None).await;
+
+    // s3 forwards a slow request to the client through s1, then dies.
+    let slow_url = nodes[2].0.url(&format!("/client/{CLIENT}/slow"));
+    // (Its caller sees the connection cut when s3 dies.)
+    let _waiting = tokio::spawn(async move { try_get(&slow_url, Duration::from_secs(40)).await });
+    let link = client.running.node().peers().get(SERVER_KEY).unwrap();
+    eventually(SOON, "the slow handler runs", || link.in_flight_in() == 1).await;
+    let status = nodes[2].1.kill().await.unwrap();
+    assert!(!status.success(), "{status}");
+
+    // s1 notices s3 is gone and drops the request, which stops the handler
+    // long before its deadline.
+    let started = tokio::time::Instant::now();
+    eventually(SOON, "the slow handler is stopped", || {
+        link.in_flight_in() == 0
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
 }

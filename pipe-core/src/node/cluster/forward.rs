@@ -252,7 +252,7 @@ impl Exchange {
                 () = tokio::time::sleep_until(deadline) => break Err("the deadline passed"),
                 _ = liveness.tick() => {
                     if let Some(node) = &self.holder_node
-                        && !self.members.is_live(node)
+                        && self.members.is_gone(node)
                     {
                         break Err("the node holding the client went away");
                     }

@@ -32,6 +32,8 @@ pub const MAX_FORWARDED_IN: usize = 4096;
 /// Time given past a forwarded request's own deadline before its exchange
 /// is dropped (the reply may still be on its way).
 const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+/// How often a forwarded request checks that its requester is alive.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 /// A client held by this node, reachable from the cluster while this lives.
 #[derive(Debug)]
@@ -124,6 +126,7 @@ impl Cluster {
             cluster: self.clone(),
             handle,
             reply_to,
+            origin,
             _place: place,
         };
         served.run(received).await;
@@ -149,6 +152,8 @@ struct Served {
     handle: PeerHandle,
     /// The requesting node's inbox for this request.
     reply_to: String,
+    /// The requesting node, whose heartbeats must go on.
+    origin: String,
     _place: OwnedSemaphorePermit,
 }
 
@@ -186,6 +191,7 @@ impl Served {
         tokio::pin!(request);
         let mut replied = false;
         let mut sending: Option<AbortOnDropHandle<Result<(), String>>> = None;
+        let mut liveness = tokio::time::interval(LIVENESS_CHECK);
         loop {
             tokio::select! {
                 reply = &mut request, if !replied => {
@@ -217,6 +223,7 @@ impl Served {
                     let _ = stream::publish(nats, &self.reply_to, progress).await;
                 }
                 () = tokio::time::sleep_until(deadline) => break,
+                _ = liveness.tick() => if !self.origin_lives() { break },
             }
         }
         if let Some(incoming) = incoming.as_mut() {
@@ -254,6 +261,17 @@ impl Served {
             Some(tag) => Either::Left(self.handle.request_job(event, timeout, tag, progress)),
             None => Either::Right(self.handle.request(event, timeout)),
         }
+    }
+
+    /// Whether the requesting node is still heard from: a request whose
+    /// requester died is dropped (which cancels it on the local
+    /// connection) instead of running to its deadline.
+    fn origin_lives(&self) -> bool {
+        let lives = !self.cluster.members.is_gone(&self.origin);
+        if !lives {
+            debug!(client = self.handle.name(), origin = %self.origin, "the requesting node went away: dropping its request");
+        }
+        lives
     }
 
     /// Sends `reply` to the requester; its body, if it streams, goes on in

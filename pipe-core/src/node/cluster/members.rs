@@ -22,6 +22,8 @@ use crate::node::PeerDirectory;
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A node unheard this long is gone.
 pub const GONE_AFTER: Duration = Duration::from_secs(6);
+/// How long a gone node is remembered.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// How long a listing waits for every node's answer.
 const ASK_WITHIN: Duration = Duration::from_secs(1);
 /// Clients in one page of an answer (a page stays far below NATS's
@@ -82,7 +84,9 @@ impl Members {
     fn saw(&self, heartbeat: Heartbeat) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        seen.retain(|_, node| now.duration_since(node.at) < GONE_AFTER);
+        // Gone nodes are remembered a while (so their requests can be told
+        // gone), then forgotten.
+        seen.retain(|_, node| now.duration_since(node.at) < FORGET_AFTER);
         let seen_at = Seen {
             at: now,
             clients: heartbeat.clients,
@@ -90,11 +94,13 @@ impl Members {
         seen.insert(heartbeat.node, seen_at).is_none()
     }
 
-    /// Whether `node` was heard from within [`GONE_AFTER`].
-    pub(super) fn is_live(&self, node: &str) -> bool {
+    /// Whether `node` was heard from, but not within [`GONE_AFTER`]: it is
+    /// gone. A node never heard of is not taken for gone (its first
+    /// heartbeat may still be on its way).
+    pub(super) fn is_gone(&self, node: &str) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.get(node)
-            .is_some_and(|seen| seen.at.elapsed() < GONE_AFTER)
+            .is_some_and(|seen| seen.at.elapsed() >= GONE_AFTER)
     }
 
     /// The live nodes, sorted by id.
