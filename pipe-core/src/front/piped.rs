@@ -340,6 +340,7 @@ async fn forward(
             let (status, kind) = match error {
                 ForwardError::NotHeld(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_connected"),
                 ForwardError::Backplane(_) => (StatusCode::SERVICE_UNAVAILABLE, "backplane"),
+                ForwardError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
                 ForwardError::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                 ForwardError::Broken { .. } => (StatusCode::BAD_GATEWAY, "disconnected"),
             };

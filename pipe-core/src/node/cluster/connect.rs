@@ -92,6 +92,7 @@ impl Cluster {
             holders: dashmap::DashMap::new(),
             announced: tokio::sync::Notify::new(),
             forwards_in: Arc::new(tokio::sync::Semaphore::new(super::MAX_FORWARDED_IN)),
+            body_memory: crate::wire::MemoryBudget::node(super::FORWARDED_BODY_MEMORY),
         }))
     }
 }

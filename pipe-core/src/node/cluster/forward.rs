@@ -13,6 +13,10 @@ use tracing::debug;
 /// How often a request for a client nobody holds asks again, while it may
 /// wait for the client to connect.
 const RETRY_NOT_HELD: std::time::Duration = std::time::Duration::from_millis(100);
+/// Why a reply whose body would stream is refused: no window left in the
+/// node's budget for forwarded bodies.
+const OVER_BUDGET: &str =
+    "this node holds all the forwarded bodies it may (its budget for them is spent)";
 /// How often a forwarded request checks that its holder's node is alive.
 const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -35,6 +39,9 @@ pub enum ForwardError {
     /// The deadline passed.
     #[error("no reply from the node holding {0:?} within the deadline")]
     TimedOut(String),
+    /// This node holds all the forwarded bodies it may.
+    #[error("this node is busy: {0}")]
+    Busy(String),
     /// The holder broke the exchange.
     #[error("the node holding {client:?} broke the exchange: {why}")]
     Broken {
@@ -143,6 +150,7 @@ impl Cluster {
             holder: holder.to_string(),
             holder_node,
             members: self.members.clone(),
+            body_memory: self.body_memory.clone(),
             client: name.to_owned(),
             credit: std::sync::Arc::new(Credit::default()),
             progress,
@@ -196,6 +204,8 @@ struct Exchange {
     /// The node holding the client, whose heartbeats must go on.
     holder_node: Option<String>,
     members: std::sync::Arc<Members>,
+    /// The node's budget for forwarded bodies.
+    body_memory: std::sync::Arc<crate::wire::MemoryBudget>,
     client: String,
     /// What the holder lets us send of the request body.
     credit: std::sync::Arc<Credit>,
@@ -275,10 +285,14 @@ impl Exchange {
             let _ = stream::publish(&self.nats, &self.holder, cancel).await;
             match stage {
                 Stage::Waiting(reply_tx) => {
-                    let _ = reply_tx.send(Err(ForwardError::Broken {
-                        client: self.client.clone(),
-                        why: why.to_owned(),
-                    }));
+                    let error = match why {
+                        OVER_BUDGET => ForwardError::Busy(why.to_owned()),
+                        _ => ForwardError::Broken {
+                            client: self.client.clone(),
+                            why: why.to_owned(),
+                        },
+                    };
+                    let _ = reply_tx.send(Err(error));
                 }
                 Stage::Streaming(mut incoming, _) => incoming.abort(why),
                 Stage::Done => {}
@@ -303,14 +317,15 @@ impl Exchange {
                 let Ok(body) = decode(&message.payload) else {
                     return Err("the holder sent an undecodable frame");
                 };
-                Ok(self.frame(body, stage))
+                self.frame(body, stage)
             }
         }
     }
 
-    /// Takes one frame from the holder; `true` once the exchange is over.
-    fn frame(&self, body: Body, stage: &mut Stage) -> bool {
-        match body {
+    /// Takes one frame from the holder; `Ok(true)` once the exchange is
+    /// over, `Err` if it must end.
+    fn frame(&self, body: Body, stage: &mut Stage) -> Result<bool, &'static str> {
+        let over = match body {
             Body::Window(window) if !window.of_reply => {
                 self.credit.apply(&window);
                 false
@@ -318,17 +333,16 @@ impl Exchange {
             Body::Reply(reply) => {
                 let received = ReceivedReply::from(reply);
                 let mut reply = received.reply;
-                let streaming = received.body_follows.then(|| {
-                    let (incoming, body, grants) = Incoming::new(received.body_length);
-                    reply.stream = Some(body);
-                    (incoming, grants)
-                });
-                let previous = match streaming {
-                    Some((incoming, grants)) => {
-                        std::mem::replace(stage, Stage::Streaming(incoming, grants))
-                    }
-                    None => return finish(stage, reply),
+                if !received.body_follows {
+                    return Ok(finish(stage, reply));
+                }
+                let Ok((incoming, body, grants)) =
+                    Incoming::new(received.body_length, &self.body_memory)
+                else {
+                    return Err(OVER_BUDGET);
                 };
+                reply.stream = Some(body);
+                let previous = std::mem::replace(stage, Stage::Streaming(incoming, grants));
                 if let Stage::Waiting(reply_tx) = previous {
                     let _ = reply_tx.send(Ok(reply));
                 }
@@ -345,7 +359,8 @@ impl Exchange {
                 Stage::Waiting(_) | Stage::Done => false,
             },
             _ => false,
-        }
+        };
+        Ok(over)
     }
 }
 

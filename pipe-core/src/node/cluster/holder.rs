@@ -169,11 +169,19 @@ impl Served {
         };
         let mut event = received.event;
         let (mut incoming, mut grants) = match received.body_follows {
-            true => {
-                let (incoming, body, grants) = Incoming::new(received.body_length);
-                event.stream = Some(body);
-                (Some(incoming), Some(grants))
-            }
+            true => match Incoming::new(received.body_length, &self.cluster.body_memory) {
+                Ok((incoming, body, grants)) => {
+                    event.stream = Some(body);
+                    (Some(incoming), Some(grants))
+                }
+                Err(over) => {
+                    let why = format!(
+                        "node {} holds all the forwarded bodies it may: {over}",
+                        self.cluster.node_id()
+                    );
+                    return self.cluster.refuse(&self.reply_to, 503, &why).await;
+                }
+            },
             false => (None, None),
         };
         if !self.accept(inbox, incoming.is_some()).await {

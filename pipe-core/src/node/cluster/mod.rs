@@ -33,6 +33,7 @@ pub use connect::ClusterError;
 pub use forward::ForwardError;
 pub use holder::{Held, MAX_FORWARDED_IN};
 pub use members::{ClusterPeer, GONE_AFTER, HEARTBEAT, NodeSeen};
+pub use stream::FORWARDED_BODY_MEMORY;
 pub use subjects::is_cluster_name;
 
 use members::Members;
@@ -87,6 +88,8 @@ pub struct Cluster {
     announced: tokio::sync::Notify,
     /// Places for forwarded requests served at once.
     forwards_in: Arc<tokio::sync::Semaphore>,
+    /// What forwarded bodies may hold of memory, both ways together.
+    body_memory: Arc<crate::wire::MemoryBudget>,
 }
 
 impl Cluster {

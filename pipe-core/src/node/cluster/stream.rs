@@ -4,7 +4,7 @@
 //! holds more than a window of a body, however large, and no message comes
 //! near NATS's `max_payload` (1 MiB by default).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -12,7 +12,12 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::wire::body::{self, BodyError, BodySink, BodyStream};
 use crate::wire::proto::{self, frame::Body};
+use crate::wire::{Held, MemoryBudget, OverBudget};
 
+/// Bytes of forwarded bodies a node holds at once, both directions
+/// together: a window each, so this many windows stream at once (256);
+/// past it a forwarded request with a streamed body gets 503.
+pub const FORWARDED_BODY_MEMORY: usize = 256 * 1024 * 1024;
 /// Largest piece of a body in one message.
 pub(super) const CHUNK_BYTES: usize = 128 * 1024;
 /// Bytes of a body a receiver lets its sender put in flight.
@@ -174,9 +179,12 @@ pub(super) enum Grant {
     Stop,
 }
 
-/// A body arriving in `Chunk` frames, fed to a local reader.
+/// A body arriving in `Chunk` frames, fed to a local reader. It holds a
+/// window of the node's budget for forwarded bodies while it lives: what
+/// its sender may put in flight unread.
 #[derive(Debug)]
 pub(super) struct Incoming {
+    _held: Held,
     sink: Option<BodySink>,
     /// Bytes the sender may send in all: what was granted so far.
     allowed: u64,
@@ -185,8 +193,13 @@ pub(super) struct Incoming {
 
 impl Incoming {
     /// A body of `length` (if known), its stream for the local reader, and
-    /// the grants to pass on to the sender as the reader takes it.
-    pub(super) fn new(length: Option<u64>) -> (Self, BodyStream, mpsc::UnboundedReceiver<Grant>) {
+    /// the grants to pass on to the sender as the reader takes it; `Err`
+    /// if `budget` has no window left.
+    pub(super) fn new(
+        length: Option<u64>,
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<(Self, BodyStream, mpsc::UnboundedReceiver<Grant>), OverBudget> {
+        let held = budget.hold(WINDOW_BYTES as usize)?;
         let (sink, mut stream) = body::unbounded_channel(length);
         let (grants, granted) = mpsc::unbounded_channel();
         let consumed = grants.clone();
@@ -197,11 +210,12 @@ impl Incoming {
             let _ = grants.send(Grant::Stop);
         }));
         let incoming = Self {
+            _held: held,
             sink: Some(sink),
             allowed: WINDOW_BYTES,
             received: 0,
         };
-        (incoming, stream, granted)
+        Ok((incoming, stream, granted))
     }
 
     /// Counts `bytes` more granted to the sender.
@@ -259,6 +273,10 @@ pub(super) fn window(of_reply: bool, grant: Grant) -> Bytes {
 mod tests {
     use super::*;
 
+    fn budget() -> Arc<MemoryBudget> {
+        MemoryBudget::node(FORWARDED_BODY_MEMORY)
+    }
+
     fn chunk(data: &'static [u8], last: bool, error: &str) -> proto::Chunk {
         proto::Chunk {
             request_id: 0,
@@ -271,7 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_received_body_reaches_its_reader_and_grants_what_it_took() {
-        let (mut incoming, mut body, mut grants) = Incoming::new(Some(6));
+        let (mut incoming, mut body, mut grants) = Incoming::new(Some(6), &budget()).unwrap();
         assert!(!incoming.chunk(chunk(b"abc", false, "")));
         assert!(incoming.chunk(chunk(b"def", true, "")));
         assert_eq!(body.chunk().await.unwrap().unwrap(), "abc");
@@ -282,13 +300,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_past_its_window_or_failing_cuts_the_body_with_the_reason() {
-        let (mut incoming, mut body, _grants) = Incoming::new(None);
+        let (mut incoming, mut body, _grants) = Incoming::new(None, &budget()).unwrap();
         incoming.allowed = 2;
         assert!(incoming.chunk(chunk(b"abc", false, "")));
         let error = body.chunk().await.unwrap().unwrap_err();
         assert!(error.to_string().contains("past its window"), "{error}");
 
-        let (mut incoming, mut body, _grants) = Incoming::new(None);
+        let (mut incoming, mut body, _grants) = Incoming::new(None, &budget()).unwrap();
         assert!(incoming.chunk(chunk(b"", true, "the handler failed")));
         let error = body.chunk().await.unwrap().unwrap_err();
         assert!(error.to_string().contains("the handler failed"), "{error}");
@@ -296,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_goes_away_says_stop() {
-        let (mut incoming, body, mut grants) = Incoming::new(None);
+        let (mut incoming, body, mut grants) = Incoming::new(None, &budget()).unwrap();
         assert!(!incoming.chunk(chunk(b"abc", false, "")));
         drop(body);
         assert!(matches!(grants.recv().await, Some(Grant::Stop)));
@@ -304,6 +322,21 @@ mod tests {
             incoming.chunk(chunk(b"more", false, "")),
             "nothing more is taken"
         );
+    }
+
+    #[test]
+    fn each_body_holds_a_window_of_the_budget_while_it_lives() {
+        let budget = MemoryBudget::node(2 * WINDOW_BYTES as usize);
+        let first = Incoming::new(None, &budget).unwrap();
+        let second = Incoming::new(None, &budget).unwrap();
+        assert!(Incoming::new(None, &budget).is_err(), "no third window");
+        drop(first);
+        assert!(
+            Incoming::new(None, &budget).is_ok(),
+            "a window freed is taken again"
+        );
+        drop(second);
+        assert_eq!(budget.used(), 0);
     }
 
     #[tokio::test(start_paused = true)]
