@@ -92,7 +92,7 @@ async fn measure(
     let sampler = PeerSampler::start(server.http);
     let dialled = Instant::now();
     let identities = &setup.clients[..count];
-    let fleet = Fleet::start(setup.runtime.handle(), identities, pipe, &metrics);
+    let fleet = Fleet::start(setup.runtime.handle(), identities, &[pipe], &metrics);
     let all_in = sampler.wait_for(count, dialled, plan.connect_bound).await;
     let Some(all_in) = all_in else {
         report.add(

@@ -1,6 +1,6 @@
 //! Many client nodes in one process: each a real `pipe_core::node::Node`
 //! with its own identity, kept connected by pipe-core's own reconnect loop
-//! (the test kit's `spawn_frontless_client` over `pipe_core::client::run`,
+//! (the test kit's `spawn_frontless_client_to` over `pipe_core::client::run`,
 //! with the default backoff), but without the local HTTP front a full
 //! client node would add, which the server never sees.
 //!
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use restpipe_tests::{
     BackoffSettings, CertFiles, Metrics, Node, NodeOptions, NodeSettings, Registry, Role,
-    SERVER_NAME, Side, spawn_frontless_client,
+    SERVER_NAME, Side, spawn_frontless_client_to,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -65,7 +65,7 @@ impl FleetSetup {
 /// Longest wait for the fleet's tasks to end once told to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Client nodes connected (or connecting) to one server.
+/// Client nodes connected (or connecting) to a server (or to one of several).
 pub struct Fleet {
     nodes: Vec<Arc<Node>>,
     shutdown: CancellationToken,
@@ -73,13 +73,15 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts one client node per identity on `runtime`, all dialling
-    /// `server` at once (the storm a server restart also causes). All report
-    /// to `metrics` (one shared sink, so counting costs one socket).
+    /// Starts one client node per identity on `runtime`, all dialling at
+    /// once (the storm a server restart also causes), each knowing every
+    /// server of `servers` (one at least; a client shuffles them, so a
+    /// fleet spreads over several). All report to `metrics` (one shared
+    /// sink, so counting costs one socket).
     pub fn start(
         runtime: &tokio::runtime::Handle,
         identities: &[ClientIdentity],
-        server: SocketAddr,
+        servers: &[SocketAddr],
         metrics: &Metrics,
     ) -> Self {
         let shutdown = CancellationToken::new();
@@ -95,10 +97,10 @@ impl Fleet {
                     backoff: BackoffSettings::default(),
                     shutdown: shutdown.clone(),
                 };
-                spawn_frontless_client(
+                spawn_frontless_client_to(
                     runtime,
                     &tasks,
-                    server,
+                    servers,
                     identity.name.clone(),
                     identity.tls.clone(),
                     metrics,
@@ -114,7 +116,7 @@ impl Fleet {
         }
     }
 
-    /// How many of the fleet's nodes are connected to the server now.
+    /// How many of the fleet's nodes are connected to a server now.
     pub fn connected(&self) -> usize {
         self.nodes
             .iter()

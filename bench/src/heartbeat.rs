@@ -54,7 +54,7 @@ async fn measure(plan: &Plan, setup: &FleetSetup, report: &mut Report) -> anyhow
     let fleet = Fleet::start(
         setup.runtime.handle(),
         &setup.clients,
-        pipe,
+        &[pipe],
         &Metrics::disabled(),
     );
     let all_in = sampler.wait_for(count, dialled, plan.connect_bound).await;

@@ -8,7 +8,7 @@
 //! thousands takes seconds, so it runs on every core, is measured, and is
 //! done once per run for the largest count any scenario needs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,14 @@ impl Identities {
         &self.pki
     }
 
+    /// Writes the CA's certificate and key into the temporary directory,
+    /// for child processes that issue client identities of their own
+    /// (see [`crate::fleet_process`]); returns their paths (certificate,
+    /// key).
+    pub fn write_authority(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.pki.write_authority(&self.dir.path().join("ca"))
+    }
+
     /// The temporary directory (identity files, node logs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -114,8 +122,9 @@ pub fn client_name(index: usize) -> String {
     format!("bench-client-{index:05}")
 }
 
-/// Issues client identities for `indices`, split over `threads` threads.
-fn issue_in_parallel(
+/// Issues client identities for `indices` (named by [`client_name`]),
+/// split over `threads` threads.
+pub fn issue_in_parallel(
     pki: &Pki,
     indices: std::ops::Range<usize>,
     threads: usize,

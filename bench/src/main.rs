@@ -9,6 +9,7 @@
 //! `/proc/<pid>` shows their cost alone.
 
 mod fleet;
+mod fleet_process;
 mod identities;
 mod loadgen;
 mod node_process;
@@ -18,6 +19,7 @@ mod procfs;
 mod report;
 mod statsd;
 
+mod cluster;
 mod connections;
 mod heartbeat;
 mod jobs;
@@ -35,8 +37,8 @@ use crate::plan::Plan;
 use crate::report::Report;
 
 /// restpipe's benchmark: throughput and latency, connections held,
-/// large bodies, heartbeat cost and asynchronous jobs, each beside its
-/// baseline.
+/// large bodies, heartbeat cost, a cluster of server nodes and asynchronous
+/// jobs, each beside its baseline.
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Cli {
@@ -67,21 +69,28 @@ enum Command {
     Large,
     /// CPU of a server node holding idle clients (heartbeats only).
     Heartbeat,
+    /// Three server nodes on NATS: requests forwarded to another node
+    /// against direct ones, memory per client, one node killed.
+    Cluster,
     /// Asynchronous jobs: accepted durably, a backlog delivered, a large
     /// queue's memory, the round trip against the synchronous request.
     Jobs,
     /// A node for the benchmark to measure from outside (internal).
     #[command(hide = true)]
-    NodeForBench(node_process::NodeArgs),
+    NodeForBench(Box<node_process::NodeArgs>),
+    /// Simulated clients in a process of their own (internal).
+    #[command(hide = true)]
+    FleetForBench(fleet_process::FleetArgs),
 }
 
 /// Every scenario, in the order `all` runs them: quick ones first, so a
 /// broken pipe shows up before the long ones.
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario::Throughput,
     Scenario::Large,
     Scenario::Connections,
     Scenario::Heartbeat,
+    Scenario::Cluster,
     Scenario::Jobs,
 ];
 
@@ -91,6 +100,7 @@ enum Scenario {
     Connections,
     Large,
     Heartbeat,
+    Cluster,
     Jobs,
 }
 
@@ -101,6 +111,7 @@ impl Scenario {
             Self::Connections => "connections",
             Self::Large => "large",
             Self::Heartbeat => "heartbeat",
+            Self::Cluster => "cluster",
             Self::Jobs => "jobs",
         }
     }
@@ -116,6 +127,7 @@ impl Scenario {
             Self::Connections => connections::run(plan, identities, report),
             Self::Large => large::run(plan, identities, report),
             Self::Heartbeat => heartbeat::run(plan, identities, report),
+            Self::Cluster => cluster::run(plan, identities, report),
             Self::Jobs => jobs::run(plan, identities, report),
         }
     }
@@ -124,12 +136,14 @@ impl Scenario {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let scenarios: Vec<Scenario> = match cli.command {
-        Command::NodeForBench(args) => return node_process::serve(args),
+        Command::NodeForBench(args) => return node_process::serve(*args),
+        Command::FleetForBench(args) => return fleet_process::serve(args),
         Command::All => SCENARIOS.to_vec(),
         Command::Throughput => vec![Scenario::Throughput],
         Command::Connections => vec![Scenario::Connections],
         Command::Large => vec![Scenario::Large],
         Command::Heartbeat => vec![Scenario::Heartbeat],
+        Command::Cluster => vec![Scenario::Cluster],
         Command::Jobs => vec![Scenario::Jobs],
     };
     init_logging("error");

@@ -5,6 +5,9 @@
 //! figures (memory, peak memory, CPU) are the node's alone. The test kit's
 //! [`restpipe_tests::NodeProcess`] runs it.
 //!
+//! A server node given `--cluster` and the NATS TLS files joins that
+//! cluster, as `pipe-server serve --cluster` does.
+//!
 //! The child prints one `ready pipe=ADDR http=ADDR` line once it listens,
 //! and stops when its standard input closes (the benchmark ended or died),
 //! on SIGTERM, when it is killed, or after a bounded lifetime.
@@ -15,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use restpipe_tests::cluster::{ClusterSettings, NatsTls};
 use restpipe_tests::{
     BackoffSettings, CertFiles, HandlerError, NodeOptions, NodeSettings, Registry, Reply, Request,
     Side, TlsIdentity, body, launch_client, launch_server, loopback_front,
@@ -79,6 +83,48 @@ pub struct NodeArgs {
     /// Jobs one peer's queue holds (`max_queued_jobs`).
     #[arg(long, default_value_t = pipe_core::DEFAULT_MAX_QUEUED_JOBS)]
     max_queued_jobs: u64,
+    /// Server: join a cluster on these NATS servers (`--cluster` of the
+    /// shipped binaries); the `--nats-*` files are then required.
+    #[arg(long = "cluster", value_name = "URL")]
+    cluster_urls: Vec<String>,
+    /// The cluster's name.
+    #[arg(long, default_value = pipe_core::cluster::DEFAULT_CLUSTER_NAME)]
+    cluster_name: String,
+    /// This node's id in the cluster.
+    #[arg(long, default_value = "s1")]
+    node_id: String,
+    /// The NATS servers' CA (PEM).
+    #[arg(long)]
+    nats_ca: Option<PathBuf>,
+    /// The certificate this node presents to NATS (PEM).
+    #[arg(long)]
+    nats_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    nats_key: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// The cluster to join, if `--cluster` was given.
+    fn cluster(&self) -> anyhow::Result<Option<ClusterSettings>> {
+        if self.cluster_urls.is_empty() {
+            return Ok(None);
+        }
+        let file = |path: &Option<PathBuf>, flag: &str| {
+            path.clone()
+                .with_context(|| format!("--cluster needs {flag}"))
+        };
+        Ok(Some(ClusterSettings {
+            urls: self.cluster_urls.clone(),
+            name: self.cluster_name.clone(),
+            node_id: self.node_id.clone(),
+            tls: Some(NatsTls {
+                ca: file(&self.nats_ca, "--nats-ca")?,
+                cert: file(&self.nats_cert, "--nats-cert")?,
+                key: file(&self.nats_key, "--nats-key")?,
+            }),
+        }))
+    }
 }
 
 /// Where a child should run its node.
@@ -114,7 +160,7 @@ impl NodeProcess {
         placement: Placement,
         log: &Path,
     ) -> anyhow::Result<Self> {
-        Self::start_with(files, placement, None, log).await
+        Self::start_with(files, placement, Extras::default(), log).await
     }
 
     /// [`Self::start`] with a job store in `state_dir` (`--state-dir`),
@@ -130,13 +176,37 @@ impl NodeProcess {
             state_dir,
             max_queued_jobs,
         };
-        Self::start_with(files, placement, Some(jobs), log).await
+        let extras = Extras {
+            jobs: Some(jobs),
+            cluster: None,
+        };
+        Self::start_with(files, placement, extras, log).await
+    }
+
+    /// Starts a server node whose pipe listens on `listen` (port 0: any)
+    /// and that joins the cluster `cluster` describes (its NATS TLS files
+    /// are required); returns it and its pipe address.
+    pub async fn start_in_cluster(
+        files: &CertFiles,
+        listen: SocketAddr,
+        cluster: &ClusterSettings,
+        log: &Path,
+    ) -> anyhow::Result<(Self, SocketAddr)> {
+        let extras = Extras {
+            jobs: None,
+            cluster: Some(cluster),
+        };
+        let server = Self::start_with(files, Placement::Server { listen }, extras, log).await?;
+        let pipe = server
+            .pipe
+            .context("the server node reported no pipe address")?;
+        Ok((server, pipe))
     }
 
     async fn start_with(
         files: &CertFiles,
         placement: Placement,
-        jobs: Option<JobsArgs<'_>>,
+        extras: Extras<'_>,
         log: &Path,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the benchmark binary")?;
@@ -157,12 +227,15 @@ impl NodeProcess {
             .arg(&files.key)
             .arg("--ca")
             .arg(&files.ca);
-        if let Some(jobs) = jobs {
+        if let Some(jobs) = extras.jobs {
             command
                 .arg("--state-dir")
                 .arg(jobs.state_dir)
                 .arg("--max-queued-jobs")
                 .arg(jobs.max_queued_jobs.to_string());
+        }
+        if let Some(cluster) = extras.cluster {
+            add_cluster_args(&mut command, cluster)?;
         }
         match placement {
             Placement::Server { listen } => {
@@ -213,6 +286,11 @@ impl NodeProcess {
         procfs::reset_peak(self.process.pid())
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// CPU time the node has used.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
         procfs::cpu_time(self.process.pid())
@@ -233,11 +311,46 @@ impl NodeProcess {
     }
 }
 
+/// What a child runs besides a plain node.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extras<'a> {
+    /// A job store.
+    jobs: Option<JobsArgs<'a>>,
+    /// A cluster to join.
+    cluster: Option<&'a ClusterSettings>,
+}
+
 /// The job store a child keeps.
 #[derive(Debug, Clone, Copy)]
 struct JobsArgs<'a> {
     state_dir: &'a Path,
     max_queued_jobs: u64,
+}
+
+/// `--cluster URL…`, its name, the node's id and NATS TLS files.
+fn add_cluster_args(
+    command: &mut std::process::Command,
+    cluster: &ClusterSettings,
+) -> anyhow::Result<()> {
+    let tls = cluster
+        .tls
+        .as_ref()
+        .context("the benchmark's cluster nodes use mutual TLS to NATS")?;
+    for url in &cluster.urls {
+        command.arg("--cluster").arg(url);
+    }
+    command
+        .arg("--cluster-name")
+        .arg(&cluster.name)
+        .arg("--node-id")
+        .arg(&cluster.node_id)
+        .arg("--nats-ca")
+        .arg(&tls.ca)
+        .arg("--nats-cert")
+        .arg(&tls.cert)
+        .arg("--nats-key")
+        .arg(&tls.key);
+    Ok(())
 }
 
 /// `(pipe, http)` from `ready pipe=ADDR http=ADDR` (`pipe=-` on clients).
@@ -324,6 +437,7 @@ pub fn serve(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
+    let cluster = args.cluster()?;
     let identity = TlsIdentity::load(&CertFiles {
         key: args.key,
         cert: args.cert,
@@ -334,6 +448,7 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let (front, http_addr) = loopback_front().await?;
     let settings = NodeSettings {
+        cluster,
         state_dir: args.state_dir,
         max_queued_jobs: args.max_queued_jobs,
         ..NodeSettings::default()

@@ -42,6 +42,9 @@ pub struct Plan {
     /// Page writes of each kind, each with its `fdatasync`, timed as the
     /// jobs' baseline.
     pub disk_samples: usize,
+    /// Clients spread over the cluster scenario's three server nodes (held
+    /// by child processes, so not limited by this process's open files).
+    pub cluster_clients: usize,
 }
 
 impl Plan {
@@ -68,6 +71,7 @@ impl Plan {
                 jobs_queued: 4_000,
                 jobs_bound: Duration::from_secs(10),
                 disk_samples: 50,
+                cluster_clients: 150,
             }
         } else {
             Self {
@@ -86,6 +90,7 @@ impl Plan {
                 jobs_queued: 1_000_000,
                 jobs_bound: Duration::from_secs(600),
                 disk_samples: 500,
+                cluster_clients: 30_000,
             }
         };
         let largest_fitting = open_files.saturating_sub(SPARE_FILES) as usize;

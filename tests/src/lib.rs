@@ -64,9 +64,9 @@ pub use nodes::{
     LOOPBACK, NodeOptions, Pipe, TestNode, connect_client, connect_client_with, example_server,
     example_server_at, fast_backoff, fast_settings, heartbeat_settings, launch_client,
     launch_client_to, launch_server, loopback_front, server_start_error, server_target,
-    servers_target, spawn_frontless_client, start_client, start_client_to, start_server,
-    start_server_with, try_start_client, try_start_client_to, try_start_server, wait_for_client,
-    wait_for_server,
+    servers_target, spawn_frontless_client, spawn_frontless_client_to, start_client,
+    start_client_to, start_server, start_server_with, try_start_client, try_start_client_to,
+    try_start_server, wait_for_client, wait_for_server,
 };
 pub use pki::{Pki, SERVER_NAME, named_files, server_request};
 pub use process::NodeProcess;

@@ -43,17 +43,22 @@ struct Member {
 
 /// The `nats-server` binary: Debian's, or one on `PATH`.
 pub fn nats_server_binary() -> PathBuf {
+    installed_nats_server().unwrap_or_else(|| {
+        panic!("nats-server is not installed (Debian: apt-get install nats-server; .ci/run installs it)")
+    })
+}
+
+/// The `nats-server` binary if there is one (Debian's, or one on `PATH`):
+/// the benchmark skips its cluster scenario without it instead of failing.
+pub fn installed_nats_server() -> Option<PathBuf> {
     if Path::new(DEBIAN_BINARY).exists() {
-        return PathBuf::from(DEBIAN_BINARY);
+        return Some(PathBuf::from(DEBIAN_BINARY));
     }
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .map(|dir| dir.join("nats-server"))
         .find(|candidate| candidate.exists())
-        .unwrap_or_else(|| {
-            panic!("nats-server is not installed (Debian: apt-get install nats-server; .ci/run installs it)")
-        })
 }
 
 impl Nats {
@@ -133,6 +138,18 @@ impl Nats {
     /// The client URL of member `index`.
     pub fn url(&self, index: usize) -> String {
         format!("tls://{}", self.members[index].client)
+    }
+
+    /// The address of member `index`'s HTTP monitoring endpoint
+    /// (`/varz`, `/subsz`, `/connz`): its messages, subscriptions, memory.
+    pub fn monitor(&self, index: usize) -> SocketAddr {
+        self.members[index].monitor
+    }
+
+    /// The process id of member `index`, while it runs: whose memory and
+    /// CPU the benchmark reads from `/proc`.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.members[index].process.as_ref().map(NodeProcess::pid)
     }
 
     /// The files a server node needs for mutual TLS to these servers.

@@ -197,6 +197,21 @@ pub fn spawn_frontless_client(
     metrics: &Metrics,
     options: NodeOptions,
 ) -> Arc<Node> {
+    spawn_frontless_client_to(runtime, tasks, &[server], name, tls, metrics, options)
+}
+
+/// [`spawn_frontless_client`] for a client that knows the server nodes at
+/// `servers` (one at least) and fails over between them, as a client of a
+/// cluster does.
+pub fn spawn_frontless_client_to(
+    runtime: &tokio::runtime::Handle,
+    tasks: &TaskTracker,
+    servers: &[SocketAddr],
+    name: String,
+    tls: Arc<rustls::ClientConfig>,
+    metrics: &Metrics,
+    options: NodeOptions,
+) -> Arc<Node> {
     let node = Node::new(
         Side::Client,
         name,
@@ -206,7 +221,7 @@ pub fn spawn_frontless_client(
     );
     tasks.spawn_on(
         pipe_core::run_client(
-            server_target(server, &options.server_name),
+            servers_target(servers, &options.server_name),
             Arc::new(Reloadable::new(tls)),
             node.clone(),
             options.backoff,

@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -43,6 +43,23 @@ impl Pki {
             ca: CertificateAuthority::generate("restpipe test CA")
                 .unwrap_or_else(|e| panic!("generating a CA in memory: {e}")),
         }
+    }
+
+    /// The CA written into `cert` and `key` by [`Pki::write_authority`]:
+    /// another process issuing identities of the same CA.
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let ca = CertificateAuthority::load(cert, key)
+            .with_context(|| format!("loading the CA from {}", cert.display()))?;
+        Ok(Self { ca })
+    }
+
+    /// Writes the CA's certificate and key (`ca.crt.pem`, `ca.key.pem`,
+    /// the key mode `0600`) into `dir`; returns their paths (certificate,
+    /// key).
+    pub fn write_authority(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.ca
+            .write(dir)
+            .with_context(|| format!("writing the CA into {}", dir.display()))
     }
 
     /// The CA certificate (PEM): what peers of its identities trust.

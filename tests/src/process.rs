@@ -262,6 +262,19 @@ impl NodeProcess {
         }
     }
 
+    /// Writes `line` and a line break to its standard input (a child that
+    /// waits for a word before it starts, as the benchmark's fleets do).
+    pub async fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .with_context(|| format!("the standard input of {} is closed", self.program))?;
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        Ok(())
+    }
+
     /// Sends it `signal` (`HUP`, `STOP`, `CONT`, `TERM`...) with kill(1).
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
