@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::exit::{describe, exit_code};
 use super::group::ProcessGroup;
-use super::ledger::GroupLedger;
+use super::ledger::{GroupLedger, RUN_ID_VAR};
 use super::output::typed;
 use super::process::{Process, Stop};
 use super::progress;
@@ -115,6 +115,12 @@ impl Executable {
         place: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Process, HandlerError> {
         let mut command = self.command(&request, remaining)?;
+        // Noted before it starts: a node killed at any moment leaves no
+        // run unnoted.
+        let noted = self.ledger.as_ref().and_then(|ledger| ledger.note());
+        if let Some(noted) = &noted {
+            command.env(RUN_ID_VAR, noted.id());
+        }
         let progress = progress::attach(&mut command, &request.progress).map_err(|error| {
             HandlerError::new(
                 "SpawnError",
@@ -142,7 +148,6 @@ impl Executable {
                 format!("{} exited before it could be watched", self.name),
             ));
         };
-        let noted = self.ledger.as_ref().and_then(|ledger| ledger.note(pid));
         let group = ProcessGroup::new(pid, noted);
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());

@@ -1,18 +1,20 @@
 //! Handlers that outlive their node. A program runs in a process group of
 //! its own, which a node killed outright (`SIGKILL`, a crash, the OOM
 //! killer) cannot take down with it. So, where the node has a state
-//! directory, each running group is noted there (`handler-groups/<id>`,
-//! holding its leader's start time) and the note removed once the group is
-//! killed. A node that starts finds the notes its last life left, kills
-//! the groups that still run, and waits until they are gone, all before it
-//! runs anything: a durable job delivered again after the crash never
-//! overlaps the run the crash interrupted.
+//! directory, each run gets a random run id before it starts: a note
+//! `handler-groups/<id>` is written, and the program (and whatever it
+//! starts, which inherits its environment) carries `RP_RUN_ID=<id>`. The
+//! note goes once the run's group is killed. A node that starts finds the
+//! notes its last life left, kills the process groups of every process
+//! still carrying one of those ids, and waits until they are gone, all
+//! before it runs anything: a durable job delivered again after the crash
+//! never overlaps the run the crash interrupted.
 //!
-//! A note names a process group by number, and numbers are reused: a group
-//! is killed only if its leader still runs with the start time noted, or,
-//! the leader gone, only members that started after it are left (a group's
-//! number is never reused while any member lives).
+//! The note is written before the program starts, so a node killed at any
+//! moment leaves no run unnoted; and a random id, unlike a process number,
+//! is never reused, so nothing else is ever killed.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,29 +26,22 @@ use super::signal::kill_group;
 
 /// The state directory's subdirectory of notes.
 const DIR: &str = "handler-groups";
+/// The variable that carries a run's id.
+pub(super) const RUN_ID_VAR: &str = "RP_RUN_ID";
 /// How long a start waits for the groups it killed to be gone.
 const GONE_WITHIN: Duration = Duration::from_secs(5);
 
-/// The notes of one node's running handler groups.
+/// The notes of one node's running handlers.
 #[derive(Debug)]
 pub struct GroupLedger {
     dir: PathBuf,
 }
 
-/// One process as `/proc/<pid>/stat` tells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Proc {
-    pid: u32,
-    group: u32,
-    /// Clock ticks after boot.
-    started: u64,
-}
-
 impl GroupLedger {
-    /// The ledger under `state_dir`, after killing every group a previous
-    /// life of the node left running there. The caller holds the state
-    /// directory (its store's lock), so no other node's groups are noted
-    /// here.
+    /// The ledger under `state_dir`, after killing every handler a
+    /// previous life of the node left running there. The caller holds the
+    /// state directory (its store's lock), so no other node's runs are
+    /// noted here.
     pub fn open(state_dir: &Path) -> io::Result<Self> {
         let dir = state_dir.join(DIR);
         fs::create_dir_all(&dir)?;
@@ -55,77 +50,76 @@ impl GroupLedger {
         Ok(ledger)
     }
 
-    /// Notes the group led by `leader` (just started) as running; the note
-    /// goes when the returned value is dropped. `None` (with a warning) if
-    /// it cannot be noted: the handler still runs, only a crash would leave
-    /// it behind.
-    pub(super) fn note(&self, leader: u32) -> Option<Noted> {
-        let path = self.dir.join(leader.to_string());
-        let noted = read_proc(leader)
-            .ok_or_else(|| io::Error::other("its /proc entry is gone"))
-            .and_then(|proc| fs::write(&path, format!("{}\n", proc.started)));
-        match noted {
-            Ok(()) => Some(Noted { path }),
+    /// Notes a run about to start; the note goes when the returned value
+    /// is dropped. `None` (with a warning) if it cannot be noted: the
+    /// handler still runs, only a crash would leave it behind.
+    pub(super) fn note(&self) -> Option<Noted> {
+        let id = format!("{:032x}", rand::random::<u128>());
+        let path = self.dir.join(&id);
+        match fs::write(&path, "") {
+            Ok(()) => Some(Noted { path, id }),
             Err(error) => {
-                warn!(group = leader, dir = %self.dir.display(), "cannot note a handler's process group: {error}");
+                warn!(dir = %self.dir.display(), "cannot note a handler's run: {error}");
                 None
             }
         }
     }
 
-    /// Kills the groups noted here that still run, waits (bounded) until
-    /// they are gone, and removes every note.
+    /// Kills the process groups of every process carrying a run id noted
+    /// here, waits (bounded) until they are gone, and removes the notes.
     fn sweep(&self) -> io::Result<()> {
-        let mut killed = Vec::new();
+        let mut ids = HashSet::new();
+        let mut notes = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let noted = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .and_then(|name| name.parse::<u32>().ok())
-                .zip(
-                    fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok()),
+            if let Some(id) = path.file_name().and_then(|name| name.to_str()) {
+                ids.insert(format!("{RUN_ID_VAR}={id}"));
+            }
+            notes.push(path);
+        }
+        if !ids.is_empty() {
+            let groups = carrying(&ids);
+            for &group in &groups {
+                warn!(
+                    group,
+                    "a handler outlived the node's last run: killing its process group"
                 );
-            if let Some((group, started)) = noted {
-                let members = members(group);
-                if survives(group, started, &members) {
-                    warn!(
-                        group,
-                        "a handler's process group outlived the node's last run: killing it"
-                    );
-                    kill_group(group);
-                    killed.push(group);
+                kill_group(group);
+            }
+            let deadline = std::time::Instant::now() + GONE_WITHIN;
+            while !carrying(&ids).is_empty() {
+                if std::time::Instant::now() > deadline {
+                    warn!(?groups, "handler groups killed at start are not gone yet");
+                    break;
                 }
+                std::thread::sleep(Duration::from_millis(10));
             }
+            if !groups.is_empty() {
+                info!(
+                    groups = groups.len(),
+                    "killed the handlers the node's last run left"
+                );
+            }
+        }
+        for path in notes {
             fs::remove_file(&path)?;
-        }
-        let deadline = std::time::Instant::now() + GONE_WITHIN;
-        while killed
-            .iter()
-            .any(|&group| members(group).iter().any(|p| !zombie(p.pid)))
-        {
-            if std::time::Instant::now() > deadline {
-                warn!(groups = ?killed, "handler groups killed at start are not gone yet");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !killed.is_empty() {
-            info!(
-                groups = killed.len(),
-                "killed the handler groups the node's last run left"
-            );
         }
         Ok(())
     }
 }
 
-/// A running group's note, removed when this is dropped.
+/// A run's note, removed when this is dropped.
 #[derive(Debug)]
 pub(super) struct Noted {
     path: PathBuf,
+    id: String,
+}
+
+impl Noted {
+    /// The run's id, for its `RP_RUN_ID`.
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 impl Drop for Noted {
@@ -133,61 +127,48 @@ impl Drop for Noted {
         if let Err(error) = fs::remove_file(&self.path)
             && error.kind() != io::ErrorKind::NotFound
         {
-            warn!(path = %self.path.display(), "cannot remove a handler group's note: {error}");
+            warn!(path = %self.path.display(), "cannot remove a handler run's note: {error}");
         }
     }
 }
 
-/// Whether group `group`, whose leader started at `started`, still runs:
-/// the same leader, or, the leader gone, only members younger than it.
-fn survives(group: u32, started: u64, members: &[Proc]) -> bool {
-    match members.iter().find(|p| p.pid == group) {
-        Some(leader) => leader.started == started,
-        None => !members.is_empty() && members.iter().all(|p| p.started >= started),
-    }
-}
-
-/// The processes now in group `group`.
-fn members(group: u32) -> Vec<Proc> {
+/// The process groups of the live processes (not zombies) whose
+/// environment holds one of `vars` (`NAME=value`).
+fn carrying(vars: &HashSet<String>) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
+    let mut groups: Vec<u32> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(read_proc)
-        .filter(|p| p.group == group)
-        .collect()
-}
-
-/// Process `pid`'s group and start time, if it exists.
-fn read_proc(pid: u32) -> Option<Proc> {
-    parse_stat(pid, &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// Parses a `/proc/<pid>/stat` line. The command name (field 2) is in
-/// parentheses and may hold anything, spaces and `)` included, so the
-/// fields are counted from its last `)`: the group is field 5, the start
-/// time field 22.
-fn parse_stat(pid: u32, stat: &str) -> Option<Proc> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(Proc {
-        pid,
-        group: fields.get(2)?.parse().ok()?,
-        started: fields.get(19)?.parse().ok()?,
-    })
-}
-
-/// Whether `pid` has exited and waits only to be reaped (or is gone).
-fn zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.split_whitespace().next().map(|state| state == "Z")
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|&byte| byte == 0)
+                    .any(|var| std::str::from_utf8(var).is_ok_and(|var| vars.contains(var)))
+            })
         })
-        .unwrap_or(true)
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (state, group) = parse_stat(&stat)?;
+            (state != "Z").then_some(group)
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// A `/proc/<pid>/stat` line's state (field 3) and process group (field
+/// 5). The command name (field 2) is in parentheses and may hold
+/// anything, spaces and `)` included, so the fields are counted from its
+/// last `)`.
+fn parse_stat(stat: &str) -> Option<(&str, u32)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    Some((state, group))
 }
 
 #[cfg(test)]
@@ -196,92 +177,56 @@ mod tests {
 
     use super::*;
 
-    /// `sleep 30` in a process group of its own, as a handler runs.
-    fn handler() -> std::process::Child {
-        std::process::Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap()
+    /// `sleep 30` in a process group of its own, as a handler runs, with
+    /// the run id of `noted`, if any.
+    fn handler(noted: Option<&Noted>) -> std::process::Child {
+        let mut command = std::process::Command::new("sleep");
+        command.arg("30").process_group(0);
+        if let Some(noted) = noted {
+            command.env(RUN_ID_VAR, noted.id());
+        }
+        command.spawn().unwrap()
     }
 
     #[test]
-    fn a_group_the_last_life_left_running_is_killed_at_the_next_start() {
+    fn a_run_the_last_life_left_is_killed_at_the_next_start_and_nothing_else() {
         let state = tempfile::tempdir().unwrap();
         let ledger = GroupLedger::open(state.path()).unwrap();
-        let mut left = handler();
-        let mut finished = handler();
+        let left_note = ledger.note().unwrap();
+        let mut left = handler(Some(&left_note));
         // The node dies with `left` running: its note stays.
-        std::mem::forget(ledger.note(left.id()).unwrap());
-        // `finished` was killed and its note removed, as a run that ended.
-        drop(ledger.note(finished.id()).unwrap());
+        std::mem::forget(left_note);
+        // A run that ended: its note is gone, so its id is not sought.
+        let ended_note = ledger.note().unwrap();
+        let mut ended = handler(Some(&ended_note));
+        drop(ended_note);
+        // A program that never was a run of this node.
+        let mut stranger = handler(None);
         assert_eq!(fs::read_dir(state.path().join(DIR)).unwrap().count(), 1);
 
         let _again = GroupLedger::open(state.path()).unwrap();
         let status = left.wait().unwrap();
         assert_eq!(status.signal(), Some(9), "{status}");
         assert!(
-            finished.try_wait().unwrap().is_none(),
-            "an unnoted group is left alone"
+            ended.try_wait().unwrap().is_none(),
+            "an unnoted run is left alone"
         );
-        assert_eq!(fs::read_dir(state.path().join(DIR)).unwrap().count(), 0);
-        finished.kill().unwrap();
-        finished.wait().unwrap();
-    }
-
-    #[test]
-    fn a_reused_number_is_not_killed() {
-        let state = tempfile::tempdir().unwrap();
-        let ledger = GroupLedger::open(state.path()).unwrap();
-        let mut other = handler();
-        let started = read_proc(other.id()).unwrap().started;
-        // A note naming `other`'s number from before it started: the noted
-        // group has gone and its number now leads another.
-        fs::write(
-            ledger.dir.join(other.id().to_string()),
-            format!("{}\n", started + 1),
-        )
-        .unwrap();
-        // And a note of a group that is gone, and a stray file.
-        fs::write(ledger.dir.join("4194304"), "1\n").unwrap();
-        fs::write(ledger.dir.join("junk"), "x").unwrap();
-
-        let _again = GroupLedger::open(state.path()).unwrap();
         assert!(
-            other.try_wait().unwrap().is_none(),
-            "another group survives"
+            stranger.try_wait().unwrap().is_none(),
+            "a stranger is left alone"
         );
         assert_eq!(fs::read_dir(state.path().join(DIR)).unwrap().count(), 0);
-        other.kill().unwrap();
-        other.wait().unwrap();
+        for mut child in [ended, stranger] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 
     #[test]
     fn stat_lines_with_odd_command_names_parse() {
         let line = "42 (a) b (c)) S 1 40 40 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 777 1 2";
-        assert_eq!(
-            parse_stat(42, line),
-            Some(Proc {
-                pid: 42,
-                group: 40,
-                started: 777
-            })
-        );
-        assert_eq!(parse_stat(42, "42 (x S 1"), None);
-        assert_eq!(parse_stat(42, "42 (x) S 1 2"), None);
-    }
-
-    #[test]
-    fn a_group_whose_leader_is_gone_survives_only_through_younger_members() {
-        let member = |pid, started| Proc {
-            pid,
-            group: 10,
-            started,
-        };
-        assert!(survives(10, 5, &[member(10, 5)]));
-        assert!(!survives(10, 5, &[member(10, 6)]));
-        assert!(survives(10, 5, &[member(11, 7)]));
-        assert!(!survives(10, 5, &[member(11, 4)]));
-        assert!(!survives(10, 5, &[]));
+        assert_eq!(parse_stat(line), Some(("S", 40)));
+        assert_eq!(parse_stat("42 (x S 1"), None);
+        assert_eq!(parse_stat("42 (x) S 1"), None);
     }
 }

@@ -19,7 +19,7 @@
 //!   `?`), `RP_DEADLINE` (unix time in seconds, fractional),
 //!   `RP_TIMEOUT_MS` (milliseconds left when it started), `RP_ARGS_COUNT`
 //!   and `RP_REDELIVERY` (`1` when the event is a durable job whose earlier
-//!   run on this node was interrupted, else `0`), and `RP_PROGRESS_FD=3`.
+//!   run on this node was interrupted, else `0`), `RP_PROGRESS_FD=3`, and, on a node with a state directory, `RP_RUN_ID` (the run's id, see Limits).
 //! - **file descriptor 3** takes progress reports: a durable job's program
 //!   writes lines `0` to `100` (`echo 40 >&3`) and the job's caller sees the
 //!   latest in its state. Writing to it is always safe; outside a job it is
@@ -49,9 +49,11 @@
 //! (anything it started, such as `sleep 60 &`) is killed (`SIGKILL`) when the
 //! request's deadline passes, when the caller cancels, and as soon as the
 //! program itself exits (so a forgotten background job cannot hold the reply
-//! open). A node with a state directory notes each running group there,
-//! so that after the node itself is killed outright its next start kills
-//! the groups left running before it runs anything (`ledger`). A process
+//! open). A node with a state directory notes each run there before it
+//! starts, under a random id the program carries as `RP_RUN_ID`, so that
+//! after the node itself is killed outright its next start kills the
+//! process groups still carrying a noted id before it runs anything
+//! (`ledger`). A process
 //! that leaves the group (`setsid`) escapes all this. Output
 //! beyond the node's body limit (`max_body_bytes`) kills the group: a 251
 //! failure saying the output exceeded the limit, or, once streaming, a cut
