@@ -56,6 +56,17 @@ async fn holder(node: &InstalledServer, not: Option<&str>) -> String {
     }
 }
 
+/// The client's handlers: the examples, and `get_slow`, which answers
+/// after a minute.
+fn slow_handlers() -> Registry {
+    let mut handlers = Registry::with_examples(Side::Client);
+    handlers.register("get_slow", |_request: Request| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(Reply::bytes("text/plain", "late"))
+    });
+    handlers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holder_fails_its_requests_soon_and_its_client_moves_to_another_node() {
     let first = InstalledServer::new(env!("CARGO_BIN_EXE_pipe-server"));
@@ -63,11 +74,7 @@ async fn a_killed_holder_fails_its_requests_soon_and_its_client_moves_to_another
     let mut nodes = three_nodes(&nats, first).await;
 
     // The client knows s1 and s2; s3 only forwards to it.
-    let mut handlers = Registry::with_examples(Side::Client);
-    handlers.register("get_slow", |_request: Request| async move {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Ok(Reply::bytes("text/plain", "late"))
-    });
+    let handlers = slow_handlers();
     let servers = [nodes[0].0.pipe_addr(), nodes[1].0.pipe_addr()];
     let identity = nodes[0].0.pki().client(CLIENT);
     let options = NodeOptions {
@@ -114,11 +121,7 @@ async fn a_request_whose_requesting_node_died_is_dropped_at_its_client() {
     let first = InstalledServer::new(env!("CARGO_BIN_EXE_pipe-server"));
     let nats = Nats::start(first.pki(), 1).await;
     let mut nodes = three_nodes(&nats, first).await;
-    let mut handlers = Registry::with_examples(Side::Client);
-    handlers.register("get_slow", |_request: Request| async move {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Ok(Reply::bytes("text/plain", "late"))
-    });
+    let handlers = slow_handlers();
     let identity = nodes[0].0.pki().client(CLIENT);
     let options = NodeOptions {
         handlers,
