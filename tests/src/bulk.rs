@@ -68,27 +68,30 @@ pub async fn post_streamed(url: &str, range: std::ops::Range<u64>) -> http::Resp
         .expect("a response to the upload")
 }
 
+/// A streaming handler that reads the upload as it arrives and answers its
+/// size and hash.
+pub async fn sink(mut request: Request) -> Result<Reply, HandlerError> {
+    let mut stream = request
+        .stream
+        .take()
+        .expect("streaming handlers get a stream");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut size = 0u64;
+    while let Some(piece) = stream.chunk().await {
+        let piece = piece.map_err(|e| HandlerError::new("BodyError", e.to_string()))?;
+        size += piece.len() as u64;
+        hasher.write(&piece);
+    }
+    Ok(Reply::json(
+        &json!({ "size": size, "hash": hasher.finish().to_string() }),
+    ))
+}
+
 /// Handlers on `side`: `post_sink` answers an upload's size and hash,
 /// `get_source` produces the whole body as it is read.
 pub fn bulk_handlers(side: Side) -> Registry {
     let mut handlers = Registry::with_examples(side);
-    // Reads the upload as it arrives and answers its size and hash.
-    handlers.register_streaming("post_sink", |mut request: Request| async move {
-        let mut stream = request
-            .stream
-            .take()
-            .expect("streaming handlers get a stream");
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        let mut size = 0u64;
-        while let Some(piece) = stream.chunk().await {
-            let piece = piece.map_err(|e| HandlerError::new("BodyError", e.to_string()))?;
-            size += piece.len() as u64;
-            hasher.write(&piece);
-        }
-        Ok(Reply::json(
-            &json!({ "size": size, "hash": hasher.finish().to_string() }),
-        ))
-    });
+    handlers.register_streaming("post_sink", sink);
     // Produces the body as the caller reads it.
     handlers.register("get_source", |_request: Request| async move {
         let (sink, stream) = body::channel(Some(SIZE));

@@ -9,10 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use restpipe_tests::nodes::start_server_with;
 use restpipe_tests::{
-    HandlerError, Nats, NodeSettings, Pki, Registry, Reply, Request, Side, StatsdSettings,
-    TestNode, connect_client, eventually, fast_settings, get, get_within, init_logging, send,
+    Nats, NodeSettings, Pki, Registry, Reply, Request, Side, StatsdSettings, TestNode,
+    connect_client, eventually, fast_settings, get, get_within, init_logging, send,
 };
-use serde_json::json;
 
 /// Limit for anything that should take a moment.
 const SOON: Duration = Duration::from_secs(10);
@@ -73,22 +72,7 @@ async fn until_listed(node: &TestNode, count: usize) -> serde_json::Value {
 /// its size and hash; `get_source` streams `size` bytes back.
 fn client_handlers() -> Registry {
     let mut handlers = Registry::with_examples(Side::Client);
-    handlers.register_streaming("post_sink", |mut request: Request| async move {
-        let mut stream = request
-            .stream
-            .take()
-            .expect("a streaming handler gets a stream");
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        let mut size = 0u64;
-        while let Some(piece) = stream.chunk().await {
-            let piece = piece.map_err(|e| HandlerError::new("BodyError", e.to_string()))?;
-            size += piece.len() as u64;
-            hasher.write(&piece);
-        }
-        Ok(Reply::json(
-            &json!({ "size": size, "hash": hasher.finish().to_string() }),
-        ))
-    });
+    handlers.register_streaming("post_sink", restpipe_tests::bulk::sink);
     handlers.register("get_source", |request: Request| async move {
         let size: usize = request
             .args
