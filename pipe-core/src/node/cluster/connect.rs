@@ -83,9 +83,13 @@ impl Cluster {
             .connect(addrs)
             .await
             .map_err(|error| ClusterError::Connect(error.to_string()))?;
+        let mailboxes = super::mailbox::Mailboxes::start(&nats)
+            .await
+            .map_err(ClusterError::Connect)?;
         info!(cluster = %settings.name, node = %settings.node_id, servers = ?settings.urls, "joining the cluster");
         Ok(Arc::new(Self {
             nats,
+            mailboxes,
             subjects: Subjects::new(&settings.name),
             settings,
             members: Arc::new(Members::default()),

@@ -1,11 +1,12 @@
 //! Forwarding a request for a client that another node holds: one NATS
-//! request to the client's subject (the holder's queue group answers), then
-//! an exchange of the pipe's own frames between our inbox and the holder's:
+//! request to the client's subject (the holder's queue group answers). A
+//! quick reply without a body is the whole answer; otherwise the holder's
+//! first message opens an exchange of the pipe's own frames between our
+//! mailbox and the holder's:
 //! the body in `Chunk`s under `Window` credit each way, `Cancel` when our
 //! caller gives up or the deadline passes. "No responders" means no node
 //! holds the client.
 
-use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tracing::debug;
@@ -20,6 +21,7 @@ const OVER_BUDGET: &str =
 /// How often a forwarded request checks that its holder's node is alive.
 const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+use super::mailbox::Mailbox;
 use super::members::Members;
 use super::stream::{self, Credit, Grant, Incoming, decode, encode, window};
 use super::{Cluster, HOLDER_HEADER, ORIGIN_HEADER};
@@ -121,10 +123,10 @@ impl Cluster {
             stream,
         );
         let payload = encode(Body::Event(frame));
-        let (first, replies) = loop {
-            let (first, replies) = self.ask(name, payload.clone(), deadline).await?;
+        let (first, mailbox) = loop {
+            let (first, mailbox) = self.ask(name, payload.clone(), deadline).await?;
             if first.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
-                break (first, replies);
+                break (first, mailbox);
             }
             // Nobody holds it (yet): it may be reconnecting, to any node.
             if Instant::now() + RETRY_NOT_HELD >= wait_until {
@@ -136,28 +138,21 @@ impl Cluster {
             client: name.to_owned(),
             why: why.to_owned(),
         };
-        let holder = first
-            .reply
-            .clone()
-            .ok_or_else(|| broken("no inbox given"))?;
-        let holder_node = first
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(HOLDER_HEADER))
-            .map(|node| node.as_str().to_owned());
-        let exchange = Exchange {
-            nats: self.nats.clone(),
-            holder: holder.to_string(),
-            holder_node,
-            members: self.members.clone(),
-            body_memory: self.body_memory.clone(),
-            client: name.to_owned(),
-            credit: std::sync::Arc::new(Credit::default()),
-            progress,
-        };
-        exchange.admit(&first.payload).map_err(|why| broken(&why))?;
+        // A quick reply without a body comes first and alone: the exchange
+        // is over. Anything else is an exchange with the holder.
+        let opening = decode(&first.payload).map_err(|why| broken(&why))?;
+        match opening {
+            Body::Reply(reply) if !reply.body_follows => {
+                return Ok(ReceivedReply::from(reply).reply);
+            }
+            Body::Reply(_) | Body::Window(_) => {}
+            _ => return Err(broken("its first message was neither a window nor a reply")),
+        }
+        let exchange = self
+            .exchange(name, &first, progress)
+            .ok_or_else(|| broken("no mailbox given"))?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        tokio::spawn(exchange.run(replies, upload, reply_tx, deadline));
+        tokio::spawn(exchange.run(opening, mailbox, upload, reply_tx, deadline));
         match timeout_at(deadline, reply_rx).await {
             Err(_) => Err(ForwardError::TimedOut(name.to_owned())),
             Ok(Err(_)) => Err(broken("the exchange ended without a reply")),
@@ -167,6 +162,31 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// The exchange with the holder of `name` that `first` opened; `None`
+    /// if it gave no mailbox to send to.
+    fn exchange(
+        &self,
+        name: &str,
+        first: &async_nats::Message,
+        progress: Option<JobProgress>,
+    ) -> Option<Exchange> {
+        let holder_node = first
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(HOLDER_HEADER))
+            .map(|node| node.as_str().to_owned());
+        Some(Exchange {
+            nats: self.nats.clone(),
+            holder: first.reply.as_ref()?.to_string(),
+            holder_node,
+            members: self.members.clone(),
+            body_memory: self.body_memory.clone(),
+            client: name.to_owned(),
+            credit: std::sync::Arc::new(Credit::default()),
+            progress,
+        })
+    }
+
     /// Publishes a request for `name` and waits for the first answer: the
     /// holder's, or NATS's "no responders".
     async fn ask(
@@ -174,24 +194,24 @@ impl Cluster {
         name: &str,
         payload: bytes::Bytes,
         deadline: Instant,
-    ) -> Result<(async_nats::Message, async_nats::Subscriber), ForwardError> {
+    ) -> Result<(async_nats::Message, Mailbox), ForwardError> {
         let backplane = |error: &dyn std::fmt::Display| ForwardError::Backplane(error.to_string());
-        let inbox = self.nats.new_inbox();
-        let mut replies = self
-            .nats
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| backplane(&e))?;
+        let mut mailbox = self.mailboxes.open();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(ORIGIN_HEADER, self.node_id());
         self.nats
-            .publish_with_reply_and_headers(self.subjects.client(name), inbox, headers, payload)
+            .publish_with_reply_and_headers(
+                self.subjects.client(name),
+                mailbox.address().to_owned(),
+                headers,
+                payload,
+            )
             .await
             .map_err(|e| backplane(&e))?;
-        match timeout_at(deadline, replies.next()).await {
+        match timeout_at(deadline, mailbox.next()).await {
             Err(_) => Err(ForwardError::TimedOut(name.to_owned())),
-            Ok(None) => Err(backplane(&"the reply subscription ended")),
-            Ok(Some(first)) => Ok((first, replies)),
+            Ok(None) => Err(backplane(&"the node's inbox closed")),
+            Ok(Some(first)) => Ok((first, mailbox)),
         }
     }
 }
@@ -224,22 +244,12 @@ enum Stage {
 }
 
 impl Exchange {
-    /// Takes the holder's first message: the credit for the request body.
-    fn admit(&self, payload: &[u8]) -> Result<(), String> {
-        match decode(payload)? {
-            Body::Window(window) if !window.of_reply => {
-                self.credit.apply(&window);
-                Ok(())
-            }
-            _ => Err("its first message was not a window".to_owned()),
-        }
-    }
-
     /// Sends the request body (if any), takes the reply and its body, and
     /// cancels if the caller goes away or the deadline passes first.
     async fn run(
         self,
-        mut replies: async_nats::Subscriber,
+        opening: Body,
+        mut replies: Mailbox,
         upload: Option<BodyStream>,
         reply_tx: oneshot::Sender<Result<Reply, ForwardError>>,
         deadline: Instant,
@@ -252,7 +262,15 @@ impl Exchange {
         });
         let mut stage = Stage::Waiting(reply_tx);
         let mut liveness = tokio::time::interval(LIVENESS_CHECK);
+        let mut opening = Some(opening);
         let outcome = loop {
+            if let Some(opening) = opening.take() {
+                match self.frame(opening, &mut stage) {
+                    Ok(true) => break Ok(()),
+                    Ok(false) => continue,
+                    Err(why) => break Err(why),
+                }
+            }
             let event = tokio::select! {
                 message = replies.next() => Step::Message(message),
                 step = local(&mut stage) => match step {
@@ -312,7 +330,9 @@ impl Exchange {
                 Ok(matches!(grant, Grant::Stop))
             }
             Step::Grant(None) => Ok(false),
-            Step::Message(None) => Err("the backplane subscription ended"),
+            Step::Message(None) => {
+                Err("its mailbox closed (the node's inbox ended, or it fell behind)")
+            }
             Step::Message(Some(message)) => {
                 let Ok(body) = decode(&message.payload) else {
                     return Err("the holder sent an undecodable frame");

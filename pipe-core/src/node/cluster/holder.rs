@@ -6,6 +6,7 @@
 //! requesting node's id travels in the `Rp-Origin` header and is logged.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -17,6 +18,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
 
+use super::mailbox::Mailbox;
 use super::stream::{self, Credit, Grant, Incoming, WINDOW_BYTES, decode, encode, window};
 use super::subjects::HOLDERS;
 use super::{Cluster, HOLDER_HEADER, ORIGIN_HEADER};
@@ -32,6 +34,11 @@ pub const MAX_FORWARDED_IN: usize = 4096;
 /// Time given past a forwarded request's own deadline before its exchange
 /// is dropped (the reply may still be on its way).
 const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+/// How long a forwarded request without a body may take before its
+/// exchange is opened (the requester learns the holder's node and mailbox,
+/// so it can watch the node and cancel); a quicker reply is the whole
+/// answer, one message.
+const OPEN_AFTER: Duration = Duration::from_millis(20);
 /// How often a forwarded request checks that its requester is alive.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
@@ -127,20 +134,15 @@ impl Cluster {
             handle,
             reply_to,
             origin,
+            opened: AtomicBool::new(false),
             _place: place,
         };
         served.run(received).await;
     }
 
-    /// Answers a request that will not be served with `status` and `why`.
+    /// Answers a request that will not be served with `status` and `why`:
+    /// a reply without a body, the whole answer.
     async fn refuse(&self, reply_to: &str, status: u16, why: &str) {
-        let inbox = self.nats.new_inbox();
-        // The first message grants nothing; the reply follows at once.
-        let first = window(false, Grant::Bytes(0));
-        let _ = self
-            .nats
-            .publish_with_reply(reply_to.to_owned(), inbox, first)
-            .await;
         let (reply, _) = reply_frame(0, failure(status, why));
         let _ = stream::publish(&self.nats, reply_to, encode(Body::Reply(reply))).await;
     }
@@ -154,6 +156,8 @@ struct Served {
     reply_to: String,
     /// The requesting node, whose heartbeats must go on.
     origin: String,
+    /// Whether the requester was told where this exchange's mailbox is.
+    opened: AtomicBool,
     _place: OwnedSemaphorePermit,
 }
 
@@ -163,30 +167,20 @@ impl Served {
     /// or past the deadline.
     async fn run(self, received: ReceivedEvent) {
         let nats = &self.cluster.nats;
-        let inbox = nats.new_inbox();
-        let Ok(mut from_origin) = nats.subscribe(inbox.clone()).await else {
+        let mut mailbox = self.cluster.mailboxes.open();
+        let mut event = received.event;
+        let Some((mut incoming, mut grants)) = self
+            .body(&mut event, received.body_follows, received.body_length)
+            .await
+        else {
             return;
         };
-        let mut event = received.event;
-        let (mut incoming, mut grants) = match received.body_follows {
-            true => match Incoming::new(received.body_length, &self.cluster.body_memory) {
-                Ok((incoming, body, grants)) => {
-                    event.stream = Some(body);
-                    (Some(incoming), Some(grants))
-                }
-                Err(over) => {
-                    let why = format!(
-                        "node {} holds all the forwarded bodies it may: {over}",
-                        self.cluster.node_id()
-                    );
-                    return self.cluster.refuse(&self.reply_to, 503, &why).await;
-                }
-            },
-            false => (None, None),
-        };
-        if !self.accept(inbox, incoming.is_some()).await {
+        // A body to receive needs its first window at once; without one,
+        // the exchange opens only for a reply that takes a while.
+        if incoming.is_some() && !self.open(&mailbox, WINDOW_BYTES).await {
             return;
         }
+        let open_by = Instant::now() + OPEN_AFTER;
         let deadline = Instant::now() + received.timeout + DEADLINE_MARGIN;
         let credit = Arc::new(Credit::default());
         credit.apply(&proto::Window {
@@ -205,13 +199,13 @@ impl Served {
                 reply = &mut request, if !replied => {
                     replied = true;
                     let reply = reply.unwrap_or_else(|error| failed(&error));
-                    match self.reply(reply, &credit).await {
+                    match self.reply(reply, &credit, &mailbox).await {
                         Some(task) => sending = Some(task),
                         None => break,
                     }
                 }
                 _ = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => break,
-                message = from_origin.next() => {
+                message = mailbox.next() => {
                     let Some(message) = message else { break };
                     if self.heard(&message.payload, incoming.as_mut(), &credit) {
                         break;
@@ -225,9 +219,13 @@ impl Served {
                     }
                     let _ = stream::publish(nats, &self.reply_to, window(false, grant)).await;
                 }
+                () = tokio::time::sleep_until(open_by), if !self.is_open() => {
+                    if !self.open(&mailbox, 0).await { break }
+                }
                 Ok(()) = watch.changed() => {
                     let percent = u32::from(*watch.borrow_and_update());
                     let progress = encode(Body::Progress(proto::Progress { request_id: 0, percent }));
+                    if !self.open(&mailbox, 0).await { break }
                     let _ = stream::publish(nats, &self.reply_to, progress).await;
                 }
                 () = tokio::time::sleep_until(deadline) => break,
@@ -239,19 +237,64 @@ impl Served {
         }
     }
 
-    /// Tells the requester that the request is taken, which node took it,
-    /// where to send the rest, and how much of its body it may send now;
-    /// `false` if that could not be sent.
-    async fn accept(&self, inbox: String, body_follows: bool) -> bool {
-        let first = window(
-            false,
-            Grant::Bytes(if body_follows { WINDOW_BYTES } else { 0 }),
-        );
+    /// The request body, if one follows: a stream for `event`, fed from the
+    /// requester within the node's budget for forwarded bodies. `None` if
+    /// the budget is spent (the requester was told so).
+    async fn body(
+        &self,
+        event: &mut Event,
+        follows: bool,
+        length: Option<u64>,
+    ) -> Option<(Option<Incoming>, Option<mpsc::UnboundedReceiver<Grant>>)> {
+        if !follows {
+            return Some((None, None));
+        }
+        match Incoming::new(length, &self.cluster.body_memory) {
+            Ok((incoming, body, grants)) => {
+                event.stream = Some(body);
+                Some((Some(incoming), Some(grants)))
+            }
+            Err(over) => {
+                let why = format!(
+                    "node {} holds all the forwarded bodies it may: {over}",
+                    self.cluster.node_id()
+                );
+                self.cluster.refuse(&self.reply_to, 503, &why).await;
+                None
+            }
+        }
+    }
+
+    /// Whether the requester was told where this exchange's mailbox is.
+    fn is_open(&self) -> bool {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// Opens the exchange, unless it is open: tells the requester which
+    /// node took the request, where to send the rest (`mailbox`), and how
+    /// much of its body it may send now (`grant`); `false` if that could
+    /// not be sent.
+    async fn open(&self, mailbox: &Mailbox, grant: u64) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let first = window(false, Grant::Bytes(grant));
+        self.opening(mailbox, first).await
+    }
+
+    /// Sends `payload` as the exchange's first message, opening it.
+    async fn opening(&self, mailbox: &Mailbox, payload: bytes::Bytes) -> bool {
+        self.opened.store(true, Ordering::Relaxed);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(HOLDER_HEADER, self.cluster.node_id());
         self.cluster
             .nats
-            .publish_with_reply_and_headers(self.reply_to.clone(), inbox, headers, first)
+            .publish_with_reply_and_headers(
+                self.reply_to.clone(),
+                mailbox.address().to_owned(),
+                headers,
+                payload,
+            )
             .await
             .is_ok()
     }
@@ -288,6 +331,7 @@ impl Served {
         &self,
         reply: Reply,
         credit: &Arc<Credit>,
+        mailbox: &Mailbox,
     ) -> Option<AbortOnDropHandle<Result<(), String>>> {
         let (mut frame, body) = reply_frame(0, reply);
         let body = stream::stream_if_large(
@@ -297,9 +341,11 @@ impl Served {
             body,
         );
         let nats = self.cluster.nats.clone();
-        stream::publish(&nats, &self.reply_to, encode(Body::Reply(frame)))
-            .await
-            .ok()?;
+        let payload = encode(Body::Reply(frame));
+        match self.is_open() {
+            true => stream::publish(&nats, &self.reply_to, payload).await.ok()?,
+            false => self.opening(mailbox, payload).await.then_some(())?,
+        }
         let body = body?;
         let (to, credit) = (self.reply_to.clone(), credit.clone());
         Some(AbortOnDropHandle::new(tokio::spawn(async move {

@@ -9,6 +9,8 @@
 //!   other nodes over the local connection.
 //! - `forward`: sending a request for a client held elsewhere, and getting
 //!   its reply (both bodies streamed).
+//! - `mailbox`: the node's one inbox subscription, handing each exchange
+//!   its messages.
 //! - `stream`: bodies across the backplane, in the pipe's `Chunk` frames
 //!   under `Window` credit.
 //! - `takeover`: one holder per client name, cluster-wide: the newest
@@ -21,6 +23,7 @@
 mod connect;
 mod forward;
 mod holder;
+mod mailbox;
 mod members;
 mod stream;
 mod subjects;
@@ -78,6 +81,8 @@ pub struct NatsTls {
 #[derive(Debug)]
 pub struct Cluster {
     nats: async_nats::Client,
+    /// Where the messages of forwarded exchanges arrive, both ways.
+    mailboxes: Arc<mailbox::Mailboxes>,
     subjects: Subjects,
     settings: ClusterSettings,
     members: Arc<Members>,
