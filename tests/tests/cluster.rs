@@ -326,3 +326,61 @@ async fn a_job_queued_on_one_node_reaches_its_client_on_another() {
     assert_eq!(done.body.len(), 300_000);
     assert_eq!(hash(&done.body), hash(&pattern(300_000)));
 }
+
+/// A client handler `get_hang` that says when it starts and counts its
+/// ends; it answers only after an hour.
+fn hanging(
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+    ended: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Registry {
+    struct Ends(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Ends {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let mut handlers = Registry::with_examples(Side::Client);
+    handlers.register("get_hang", move |_request: Request| {
+        let (started, ends) = (started.clone(), Ends(ended.clone()));
+        async move {
+            let _ends = ends;
+            let _ = started.send(());
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Reply::bytes("", ""))
+        }
+    });
+    handlers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_hanging_up_on_a_forwarded_request_stops_its_handler() {
+    use tokio::io::AsyncWriteExt as _;
+    init_logging();
+    let pki = Pki::new();
+    let nats = Nats::start(&pki, 1).await;
+    let s1 = cluster_node(&pki, &nats, nats.urls(), "s1").await;
+    let s2 = cluster_node(&pki, &nats, nats.urls(), "s2").await;
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _c1 = connect_client(&pki, &s1, "c1", hanging(started, ended.clone())).await;
+    until_listed(&s2, 1).await;
+
+    // The caller of s2 hangs up the moment the handler runs: before the
+    // holder has said where its exchange is (it says so only for a
+    // request slower than a moment), and then once more after.
+    for (hung_up, after) in [(1, Duration::ZERO), (2, Duration::ZERO), (3, SOON / 20)] {
+        let mut caller = tokio::net::TcpStream::connect(s2.http).await.unwrap();
+        let request = "GET /client/c1/hang HTTP/1.1\r\nHost: x\r\nX-Pipe-Timeout: 300\r\n\r\n";
+        caller.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::timeout(SOON, starts.recv())
+            .await
+            .expect("the handler starts")
+            .unwrap();
+        tokio::time::sleep(after).await;
+        drop(caller);
+        eventually(SOON, "the handler is stopped after its caller left", || {
+            ended.load(std::sync::atomic::Ordering::SeqCst) == hung_up
+        })
+        .await;
+    }
+}

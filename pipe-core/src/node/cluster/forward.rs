@@ -196,7 +196,7 @@ impl Cluster {
         deadline: Instant,
     ) -> Result<(async_nats::Message, Mailbox), ForwardError> {
         let backplane = |error: &dyn std::fmt::Display| ForwardError::Backplane(error.to_string());
-        let mut mailbox = self.mailboxes.open();
+        let mailbox = self.mailboxes.open();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(ORIGIN_HEADER, self.node_id());
         self.nats
@@ -208,12 +208,60 @@ impl Cluster {
             )
             .await
             .map_err(|e| backplane(&e))?;
-        match timeout_at(deadline, mailbox.next()).await {
-            Err(_) => Err(ForwardError::TimedOut(name.to_owned())),
-            Ok(None) => Err(backplane(&"the node's inbox closed")),
-            Ok(Some(first)) => Ok((first, mailbox)),
+        let mut waiting = Unanswered {
+            nats: self.nats.clone(),
+            mailbox: Some(mailbox),
+            deadline,
+        };
+        let first = match waiting.mailbox.as_mut() {
+            Some(mailbox) => timeout_at(deadline, mailbox.next()).await,
+            None => Ok(None),
+        };
+        let mailbox = waiting.mailbox.take();
+        match (first, mailbox) {
+            (Err(_), _) => Err(ForwardError::TimedOut(name.to_owned())),
+            (Ok(Some(first)), Some(mailbox)) => Ok((first, mailbox)),
+            (Ok(_), _) => Err(backplane(&"the node's inbox closed")),
         }
     }
+}
+
+/// A request sent whose first answer is still awaited. Dropped while
+/// waiting (its caller went away), it waits on in the background, until
+/// the deadline, for the holder to open the exchange, and cancels it: a
+/// handler whose caller left does not run on to its end.
+struct Unanswered {
+    nats: async_nats::Client,
+    mailbox: Option<Mailbox>,
+    deadline: Instant,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(mut mailbox) = self.mailbox.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (nats, deadline) = (self.nats.clone(), self.deadline);
+        runtime.spawn(async move {
+            let Ok(Some(first)) = timeout_at(deadline, mailbox.next()).await else {
+                return;
+            };
+            if let Some(holder) = first.reply {
+                let _ = stream::publish(&nats, &holder, cancel("the caller went away")).await;
+            }
+        });
+    }
+}
+
+/// A `Cancel` frame saying `why`.
+fn cancel(why: &str) -> bytes::Bytes {
+    encode(Body::Cancel(proto::Cancel {
+        request_id: 0,
+        reason: why.to_owned(),
+    }))
 }
 
 /// One forwarded request's exchange with its holder, after its first answer.
@@ -296,11 +344,7 @@ impl Exchange {
         drop(uploading);
         if let Err(why) = outcome {
             debug!(client = %self.client, "forwarded request ends: {why}");
-            let cancel = encode(Body::Cancel(proto::Cancel {
-                request_id: 0,
-                reason: why.to_owned(),
-            }));
-            let _ = stream::publish(&self.nats, &self.holder, cancel).await;
+            let _ = stream::publish(&self.nats, &self.holder, cancel(why)).await;
             match stage {
                 Stage::Waiting(reply_tx) => {
                     let error = match why {
