@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use restpipe_tests::{LOOPBACK, Role};
 use tokio::time::Instant;
 
+use super::nats_rr;
 use super::{
     ANSWER_TIMEOUT, NatsCounts, SCENARIO, cluster_settings, server_files, start_nats, stop_nats,
 };
@@ -79,6 +80,7 @@ pub(super) async fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let nodes = start(identities).await?;
+    let responder = nats_rr::Responder::start(&nodes.nats).await?;
     let path = format!("/client/{CLIENT_NAME}/time");
     let measured = async {
         for front in [nodes.holder.http, nodes.entry.http] {
@@ -97,11 +99,20 @@ pub(super) async fn run(
             };
             let direct = costed(&nodes, &load(nodes.holder.http)).await?;
             let forwarded = costed(&nodes, &load(nodes.entry.http)).await?;
+            let alone = alone(&nodes, concurrency, plan).await?;
             add_rows(report, plan, concurrency, &forwarded, &direct);
+            add_nats_row(
+                report,
+                concurrency,
+                &alone,
+                &forwarded.outcome,
+                &direct.outcome,
+            );
         }
         anyhow::Ok(())
     }
     .await;
+    drop(responder);
     nodes.stop().await?;
     measured
 }
@@ -306,4 +317,66 @@ fn add_rows(
                 .target("0", forwarded.failed == 0 && forwarded.ok > 0),
         );
     }
+}
+
+/// NATS request/reply alone: its outcome, and the CPU per request of the
+/// benchmark's process (requester and responder) and of NATS.
+struct Alone {
+    outcome: Outcome,
+    ends: Duration,
+    nats: Duration,
+}
+
+async fn alone(nodes: &Nodes, concurrency: usize, plan: &Plan) -> anyhow::Result<Alone> {
+    let nats_pid = nodes.nats.pid(0).context("nats-server is not running")?;
+    let cpu = || -> anyhow::Result<(Duration, Duration)> {
+        Ok((
+            procfs::cpu_time(procfs::own_pid())?,
+            procfs::cpu_time(nats_pid)?,
+        ))
+    };
+    let before = cpu()?;
+    let outcome = nats_rr::load(&nodes.nats, concurrency, plan.warmup, plan.load).await?;
+    let after = cpu()?;
+    let completed = u32::try_from(outcome.completed.max(1)).unwrap_or(u32::MAX);
+    Ok(Alone {
+        ends: after.0.saturating_sub(before.0) / completed,
+        nats: after.1.saturating_sub(before.1) / completed,
+        outcome,
+    })
+}
+
+/// NATS request/reply alone at `concurrency`, beside what forwarding adds
+/// to a direct request: the least it could add is one such round trip.
+fn add_nats_row(
+    report: &mut Report,
+    concurrency: usize,
+    costed: &Alone,
+    forwarded: &Outcome,
+    direct: &Outcome,
+) {
+    let alone = &costed.outcome;
+    let added = forwarded.quantile(0.5).saturating_sub(direct.quantile(0.5));
+    let failed = match alone.failed {
+        0 => String::new(),
+        n => format!(
+            "; {n} failed (first: {})",
+            alone.first_failure.as_deref().unwrap_or("?")
+        ),
+    };
+    report.add(
+        Row::new(
+            SCENARIO,
+            format!("NATS request/reply alone (async-nats, same server and TLS), concurrency {concurrency}"),
+            format!(
+                "{} req/s, p50 {}, p99 {}; CPU per request: requester and responder {}, NATS {}{failed}",
+                thousands(alone.rate()),
+                latency(alone.quantile(0.5)),
+                latency(alone.quantile(0.99)),
+                latency(costed.ends),
+                latency(costed.nats)
+            ),
+        )
+        .baseline(format!("forwarding adds {} to the direct p50", latency(added))),
+    );
 }

@@ -6,6 +6,8 @@
 //! - [`forwarded`]: `GET /client/<name>/time` on a node that forwards it
 //!   over NATS to the node holding the client, beside the same request on
 //!   the holder itself, at each concurrency of the plan.
+//!   Beside them, NATS request/reply alone on the same server ([`nats_rr`]):
+//!   the round trip a forward adds at the least.
 //! - [`spread`]: clients that know all three nodes spread over them: each
 //!   node's memory per client held, beside a node outside any cluster;
 //!   NATS's subscriptions, memory and traffic; a listing of every client.
@@ -19,6 +21,7 @@
 
 mod failover;
 mod forwarded;
+mod nats_rr;
 mod spread;
 mod sweep;
 
@@ -77,7 +80,7 @@ pub fn run(plan: &Plan, identities: &Identities, report: &mut Report) -> anyhow:
 /// How the scenario measures, under the table.
 fn note(plan: &Plan) -> String {
     format!(
-        "Cluster: every server node runs in a child process (`node-for-bench --cluster`, default settings), all on one `nats-server` {nats} (the Debian package) with mutual TLS on loopback, which runs as a child process too. Forwarded requests: two server nodes and one client node (a child process, connected to the second); the same load generator as the throughput scenario ({load} s after {warmup} s of warm-up at each concurrency) sends `GET /client/<name>/time` to the holding node (direct, the baseline) and to the other node (forwarded over NATS request/reply), one after the other; CPU per request is each process's `utime + stime` over the load (warm-up included) divided by the requests answered. Spread: {clients} simulated clients (as in the connections scenario real client nodes without a front, default backoff, all from 127.0.0.1, but in child processes of up to {per_process} each, `fleet-for-bench`, since one process may hold at most 20,000 open files here), each given the three nodes' addresses, all dialling at once; each node's memory is `VmRSS` after 2 s of rest before and after, divided by the clients it holds; the baseline is a node outside any cluster holding a third of them, in the same run. After one node is killed (SIGKILL), the reconnect is done when the other two nodes' `/_pipe/health` counts add up to every client (sampled every 100 ms); then each of the killed node's clients is asked for `/client/<name>/time` through each of the two other nodes (one holds it, the other forwards the request; {sweep} requests at a time, each made again until 200).",
+        "Cluster: every server node runs in a child process (`node-for-bench --cluster`, default settings), all on one `nats-server` {nats} (the Debian package) with mutual TLS on loopback, which runs as a child process too. Forwarded requests: two server nodes and one client node (a child process, connected to the second); the same load generator as the throughput scenario ({load} s after {warmup} s of warm-up at each concurrency) sends `GET /client/<name>/time` to the holding node (direct, the baseline) and to the other node (forwarded over NATS request/reply), one after the other, then NATS request/reply alone at the same concurrency (a responder on a thread of its own and `concurrency` requesters sharing one connection, both on async-nats, on the same `nats-server` with the same mutual TLS, a reply as long as the pipe's): the round trip a forward adds at the least; CPU per request is each process's `utime + stime` over the load (warm-up included) divided by the requests answered. Spread: {clients} simulated clients (as in the connections scenario real client nodes without a front, default backoff, all from 127.0.0.1, but in child processes of up to {per_process} each, `fleet-for-bench`, since one process may hold at most 20,000 open files here), each given the three nodes' addresses, all dialling at once; each node's memory is `VmRSS` after 2 s of rest before and after, divided by the clients it holds; the baseline is a node outside any cluster holding a third of them, in the same run. After one node is killed (SIGKILL), the reconnect is done when the other two nodes' `/_pipe/health` counts add up to every client (sampled every 100 ms); then each of the killed node's clients is asked for `/client/<name>/time` through each of the two other nodes (one holds it, the other forwards the request; {sweep} requests at a time, each made again until 200).",
         nats = nats_version().unwrap_or_default(),
         load = plan.load.as_secs_f64(),
         warmup = plan.warmup.as_secs_f64(),
