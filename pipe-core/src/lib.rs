@@ -30,8 +30,9 @@ mod ops;
 mod wire;
 
 pub use front::{
-    HttpAddr, HttpAddrError, HttpListener, RETURN_CODE_HEADER, ResponseBody, SocketOptions,
-    TIMEOUT_HEADER, log_listening, router, serve as serve_http,
+    ApiToken, ApiTokens, HttpAddr, HttpAddrError, HttpListener, NewToken, RETURN_CODE_HEADER,
+    ResponseBody, SocketOptions, TIMEOUT_HEADER, TOKEN_PREFIX, TokenError, log_listening, router,
+    serve as serve_http,
 };
 pub use handlers::{
     DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, ExecDirectory, Forwards,

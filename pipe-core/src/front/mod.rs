@@ -4,7 +4,7 @@
 //! (`listener`); on shutdown it stops accepting and lets requests in
 //! progress finish within a bounded grace period (`server`). A cap on open
 //! connections and a write-stall limit bound what callers can hold
-//! (`limits`).
+//! (`limits`). API tokens (`tokens`) say which local callers may use it.
 
 mod jobs;
 mod limits;
@@ -14,6 +14,7 @@ mod response;
 pub mod router;
 mod server;
 mod status;
+mod tokens;
 
 pub use listener::{HttpAddr, HttpAddrError, HttpListener, SocketOptions, log_listening};
 #[cfg(feature = "fuzzing")]
@@ -21,3 +22,4 @@ pub(crate) use piped::{MAX_TIMEOUT, parse_timeout};
 pub use piped::{RETURN_CODE_HEADER, TIMEOUT_HEADER};
 pub use response::ResponseBody;
 pub use server::serve;
+pub use tokens::{ApiToken, ApiTokens, NewToken, TOKEN_PREFIX, TokenError};
