@@ -31,8 +31,8 @@ mod wire;
 
 pub use front::{
     ApiToken, ApiTokens, HttpAddr, HttpAddrError, HttpListener, NewToken, RETURN_CODE_HEADER,
-    ResponseBody, SocketOptions, TIMEOUT_HEADER, TOKEN_PREFIX, TokenError, log_listening, router,
-    serve as serve_http,
+    ResponseBody, SocketOptions, TIMEOUT_HEADER, TOKEN_PREFIX, TokenError, TokenGate,
+    log_listening, router, serve as serve_http,
 };
 pub use handlers::{
     DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, ExecDirectory, Forwards,
