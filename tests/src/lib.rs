@@ -83,7 +83,7 @@ pub use pipe_core::launch::{self, LaunchError, RunningNode};
 pub use pipe_core::metrics::{self, Metrics, StatsdSettings};
 pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role, record_issued};
 pub use pipe_core::{
-    BackoffSettings, CertificateId, ConnectionSettings, DEFAULT_PING_INTERVAL,
+    ApiTokens, BackoffSettings, CertificateId, ConnectionSettings, DEFAULT_PING_INTERVAL,
     FRAME_OVERHEAD_BYTES, HandlerError, Handlers, HttpAddr, HttpListener,
     MAX_HANDSHAKES_PER_SOURCE, NewToken, Node, NodeSettings, Registry, Reloadable, Reply, Request,
     RevocationList, SERVER_KEY, ServerAddress, ServerTarget, Side, SocketOptions, TlsIdentity,
