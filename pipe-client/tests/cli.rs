@@ -144,3 +144,33 @@ fn serve_fails_fast_and_clearly_on_bad_input() {
         }
     }
 }
+
+#[test]
+fn token_new_makes_a_handlers_only_token_for_a_client_nodes_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("tokens.toml");
+    let made = run(&[
+        "token",
+        "new",
+        "app",
+        "--handlers",
+        "get_time,get_cat",
+        "--append",
+        path_arg(&file),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let secret = stdout(&made).trim().to_owned();
+    assert!(secret.starts_with("rpt_"), "{secret}");
+    let tokens = restpipe_tests::ApiTokens::load(&file, restpipe_tests::Side::Client).unwrap();
+    let app = tokens.find(&secret).unwrap();
+    assert_eq!(app.refusal("get_cat", "server"), None);
+    assert!(app.refusal("post_cat", "server").is_some());
+
+    let refused = run(&["token", "new", "web", "--handlers", "*", "--clients", "*"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("a client node pipes only to its server"),
+        "{}",
+        stderr(&refused)
+    );
+}

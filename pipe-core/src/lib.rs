@@ -30,8 +30,9 @@ mod ops;
 mod wire;
 
 pub use front::{
-    HttpAddr, HttpAddrError, HttpListener, RETURN_CODE_HEADER, ResponseBody, SocketOptions,
-    TIMEOUT_HEADER, log_listening, router, serve as serve_http,
+    ApiToken, ApiTokens, HttpAddr, HttpAddrError, HttpListener, NewToken, RETURN_CODE_HEADER,
+    ResponseBody, SocketOptions, TIMEOUT_HEADER, TOKEN_PREFIX, TokenError, TokenGate,
+    log_listening, router, serve as serve_http,
 };
 pub use handlers::{
     DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, ExecDirectory, Forwards,
@@ -60,7 +61,7 @@ pub use node::{
     metrics, run_client, run_server,
 };
 pub use ops::launch::{ReloadError, SetIdentityError};
-pub use ops::{config, identity, jobs_cli, launch, logging, pki};
+pub use ops::{config, identity, jobs_cli, launch, logging, pki, tokens_cli};
 pub use wire::{
     BudgetScope, DEFAULT_MAX_BODY_MEMORY, DEFAULT_MAX_BODY_MEMORY_PER_PEER,
     DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, Held, JSON,

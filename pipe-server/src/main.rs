@@ -37,11 +37,20 @@ enum Command {
     /// The node's durable jobs (list, show, cancel, purge), through its
     /// local HTTP front.
     Jobs(pipe_core::jobs_cli::JobsArgs),
+    /// Local API tokens: makes one for the node's token file
+    /// (--api-tokens), printing its secret once.
+    Token(pipe_core::tokens_cli::TokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token(args) => {
+            let answer = pipe_core::tokens_cli::run(Side::Server, args)?;
+            println!("{}", answer.stdout);
+            eprintln!("{}", answer.stderr);
+            Ok(())
+        }
         Command::SetIdentity(args) => {
             println!("{}", launch::set_identity(Side::Server, &args)?);
             Ok(())

@@ -13,6 +13,7 @@
 //! | [`installed`] | a real `pipe-server` process in its own cert dir, restarted in place |
 //! | [`http`] | requests to a node's local front, and their [`Response`] |
 //! | [`wait`] | bounded polling: [`eventually`] |
+//! | [`tokens`] | local API token files, written and changed as an operator does |
 //! | [`bulk`] | a 256 MiB body in pieces, its hash, handlers that take and make it, peak memory |
 //! | [`files`] | what a command left on disk: listings, modes |
 //! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
@@ -53,6 +54,7 @@ pub mod nodes;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod tokens;
 pub mod wait;
 
 pub use http::{
@@ -71,6 +73,7 @@ pub use nodes::{
 pub use pki::{Pki, SERVER_NAME, named_files, server_request};
 pub use process::NodeProcess;
 pub use proxy::Proxy;
+pub use tokens::{TokenFile, bearer, get_with_token};
 pub use wait::eventually;
 
 pub use pipe_core::body::{self, INLINE_LIMIT};
@@ -80,9 +83,9 @@ pub use pipe_core::launch::{self, LaunchError, RunningNode};
 pub use pipe_core::metrics::{self, Metrics, StatsdSettings};
 pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Role, record_issued};
 pub use pipe_core::{
-    BackoffSettings, CertificateId, ConnectionSettings, DEFAULT_PING_INTERVAL,
+    ApiTokens, BackoffSettings, CertificateId, ConnectionSettings, DEFAULT_PING_INTERVAL,
     FRAME_OVERHEAD_BYTES, HandlerError, Handlers, HttpAddr, HttpListener,
-    MAX_HANDSHAKES_PER_SOURCE, Node, NodeSettings, Registry, Reloadable, Reply, Request,
+    MAX_HANDSHAKES_PER_SOURCE, NewToken, Node, NodeSettings, Registry, Reloadable, Reply, Request,
     RevocationList, SERVER_KEY, ServerAddress, ServerTarget, Side, SocketOptions, TlsIdentity,
     WAITING_PER_SLOT, peer_identity,
 };

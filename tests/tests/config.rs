@@ -220,6 +220,26 @@ fn flag_beats_environment_beats_file_beats_default() {
     let client_env = client(&[], &env).unwrap().common.cert_files.crl;
     assert_eq!(client_env, Some(PathBuf::from("/env/ca.crl.pem")));
 
+    // And for the API token file.
+    let tokens = |config: ServerConfig| config.common.node.api_tokens;
+    let env = [("RP_API_TOKENS", "/env/tokens.toml")];
+    let flag = server(
+        &["--config", &file, "--api-tokens", "/flag/tokens.toml"],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(tokens(flag), Some(PathBuf::from("/flag/tokens.toml")));
+    let from_env = server(&["--config", &file], &env).unwrap();
+    assert_eq!(tokens(from_env), Some(PathBuf::from("/env/tokens.toml")));
+    let from_file = server(&["--config", &file], &[]).unwrap();
+    assert_eq!(
+        tokens(from_file),
+        Some(PathBuf::from("/etc/restpipe/api-tokens.toml"))
+    );
+    assert_eq!(tokens(server(&[], &[]).unwrap()), None);
+    let client_env = client(&[], &env).unwrap().common.node.api_tokens;
+    assert_eq!(client_env, Some(PathBuf::from("/env/tokens.toml")));
+
     // The same for the listen address, which the original split in two.
     let flag = server(
         &["--config", &file, "--listen", "127.0.0.2:7"],

@@ -6,6 +6,8 @@
 //! The site files are used as shipped, except for the listen port and the
 //! socket paths, which point into a temporary directory (nothing outside it
 //! is touched). Names resolve to 127.0.0.1 through curl's `--resolve`.
+//! The server node takes API tokens (`--api-tokens`), so its requests
+//! carry one through nginx, and a request without one gets the node's 401.
 //! When nginx is not installed the test says so; under CI it fails instead,
 //! since `.ci/run` installs nginx.
 
@@ -16,8 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use restpipe_tests::{
-    BackoffSettings, HttpAddr, HttpListener, NodeOptions, Pki, Registry, RunningNode, Side,
-    SocketOptions, eventually, fast_settings, init_logging, launch_client, launch_server,
+    BackoffSettings, HttpAddr, HttpListener, NodeOptions, NodeSettings, Pki, Registry, RunningNode,
+    Side, SocketOptions, TokenFile, bearer, eventually, fast_settings, init_logging, launch_client,
+    launch_server,
 };
 
 const CLIENT: &str = "branch-office-7";
@@ -154,6 +157,10 @@ fn the_shipped_sites_listen_on_loopback_only() {
             text.contains("#listen 192.0.2.10:80;") && text.contains("#deny all;"),
             "{name} documents how to admit a trusted network"
         );
+        assert!(
+            text.contains("proxy_set_header Authorization $http_authorization;"),
+            "{name} passes callers' API tokens through, and says so"
+        );
     }
     // The checker itself refuses what the sites used to ship.
     for open in ["80", "*:80", "0.0.0.0:80", "[::]:80", "192.0.2.10:80"] {
@@ -222,6 +229,13 @@ fn curl(host: &str, port: u16, path: &str) -> (u16, String, String) {
     curl_from("127.0.0.1", "127.0.0.1", host, port, path)
 }
 
+/// curl through nginx with `secret` as the API token (`-H "Authorization:
+/// Bearer ..."`), as an app on a node with `--api-tokens` calls it.
+fn curl_as(host: &str, port: u16, path: &str, secret: &str) -> (u16, String, String) {
+    let header = format!("Authorization: {}", bearer(secret));
+    curl_with("127.0.0.1", "127.0.0.1", host, port, path, &["-H", &header])
+}
+
 /// curl from the local address `source` to nginx at `address`.
 fn curl_from(
     source: &str,
@@ -230,7 +244,20 @@ fn curl_from(
     port: u16,
     path: &str,
 ) -> (u16, String, String) {
+    curl_with(source, address, host, port, path, &[])
+}
+
+/// [`curl_from`] with `extra` arguments (headers).
+fn curl_with(
+    source: &str,
+    address: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+    extra: &[&str],
+) -> (u16, String, String) {
     let output = Command::new("curl")
+        .args(extra)
         .args([
             "-sS",
             "--max-time",
@@ -283,11 +310,17 @@ async fn the_original_curl_examples_work_through_nginx_both_ways() {
     let pki = Pki::new();
     let pipe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let pipe_addr = pipe.local_addr().unwrap();
+    let mut tokens = TokenFile::new(dir.path().join("tokens.toml"), Side::Server);
+    let secret = tokens.add("app", &["get_*"], &["branch-office-*"]);
+    let settings = NodeSettings {
+        api_tokens: Some(tokens.path().to_owned()),
+        ..fast_settings()
+    };
     let server: RunningNode = launch_server(
         pipe,
         dev_node_front(&dir.path().join("rpserver.sock")).await,
         &pki.server(),
-        NodeOptions::new(Registry::with_examples(Side::Server), fast_settings()),
+        NodeOptions::new(Registry::with_examples(Side::Server), settings),
     )
     .await
     .unwrap();
@@ -317,19 +350,36 @@ async fn the_original_curl_examples_work_through_nginx_both_ways() {
         [
             curl("rpclient.local", port, "/server/time"),
             curl("rpclient.local", port, "/server/cat//hello%20/world"),
-            curl("rpserver.local", port, &format!("/client/{CLIENT}/time")),
-            curl(
+            curl_as(
+                "rpserver.local",
+                port,
+                &format!("/client/{CLIENT}/time"),
+                &secret,
+            ),
+            curl_as(
                 "rpserver.local",
                 port,
                 &format!("/client/{CLIENT}/cat//hello%20/world"),
+                &secret,
             ),
             curl("rpserver.local", port, "/favicon.ico"),
             curl("rpclient.local", port, "/_pipe/health"),
+            curl("rpserver.local", port, &format!("/client/{CLIENT}/time")),
+            curl("rpserver.local", port, "/_pipe/health"),
         ]
     })
     .await
     .unwrap();
-    let [time_s, cat_s, time_c, cat_c, favicon, health] = results;
+    let [
+        time_s,
+        cat_s,
+        time_c,
+        cat_c,
+        favicon,
+        health,
+        anonymous,
+        server_health,
+    ] = results;
 
     assert_eq!(time_s.0, 200, "{time_s:?}");
     assert!(
@@ -357,6 +407,17 @@ async fn the_original_curl_examples_work_through_nginx_both_ways() {
         "rpclient.local reaches the client node: {}",
         health.2
     );
+    // The server node's tokens: without one its 401 and challenge come back
+    // through nginx; its health stays open.
+    assert_eq!(anonymous.0, 401, "{anonymous:?}");
+    assert!(
+        anonymous
+            .1
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer realm=\"restpipe\""),
+        "{anonymous:?}"
+    );
+    assert_eq!(server_health.0, 200, "{server_health:?}");
 
     // Each node's unix socket is the dev profile's: world-connectable.
     use std::os::unix::fs::PermissionsExt;

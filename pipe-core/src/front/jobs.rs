@@ -10,9 +10,11 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use super::access::{forbidden, refuse_out_of_scope};
 use super::response::{
     RETURN_CODE_HEADER, ResponseBody, error_response, file_body, full, json_response,
 };
+use super::tokens::ApiToken;
 use crate::node::Node;
 use crate::node::jobs::{JobRecord, JobRequest, JobResult, JobState, NewJob, Refused, Submitted};
 use crate::node::metrics;
@@ -189,8 +191,15 @@ pub(super) async fn submit(
     response
 }
 
-/// Answers a request under `/_pipe/jobs`.
-pub(super) async fn respond(node: &Node, request: Request<Incoming>) -> Response<ResponseBody> {
+/// Answers a request under `/_pipe/jobs`. With an API `token`, a job is
+/// seen and cancelled only within the token's scope, as the piped request
+/// that made it would be, and purging takes a token that covers everything.
+pub(super) async fn respond(
+    node: &Node,
+    request: Request<Incoming>,
+    token: Option<&ApiToken>,
+    caller: &str,
+) -> Response<ResponseBody> {
     let Some(jobs) = node.jobs() else {
         return error_response(
             StatusCode::NOT_FOUND,
@@ -204,13 +213,22 @@ pub(super) async fn respond(node: &Node, request: Request<Incoming>) -> Response
     let store = jobs.store();
     if rest.is_empty() || rest == "/" {
         return match method {
-            Method::GET => list(node, query),
+            Method::GET => list(node, query, token),
             _ => method_not_allowed("GET"),
         };
     }
     if rest == "/purge" {
         return match method {
-            Method::POST => purge(node, query).await,
+            Method::POST => match token.filter(|token| !token.is_unrestricted()) {
+                Some(token) => forbidden(
+                    &format!(
+                        "API token {:?} may not purge jobs: that takes a token for every handler and client (\"*\")",
+                        token.name()
+                    ),
+                    caller,
+                ),
+                None => purge(node, query).await,
+            },
             _ => method_not_allowed("POST"),
         };
     }
@@ -221,6 +239,17 @@ pub(super) async fn respond(node: &Node, request: Request<Incoming>) -> Response
     };
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return error_response(StatusCode::NOT_FOUND, format!("no job {id:?}"));
+    }
+    if token.is_some() {
+        match store.get(id) {
+            Ok(Some(job)) => {
+                if let Some(refused) = refuse_out_of_scope(token, &job.handler, &job.peer, caller) {
+                    return refused;
+                }
+            }
+            Ok(None) => return error_response(StatusCode::NOT_FOUND, format!("no job {id:?}")),
+            Err(error) => return store_error(&error),
+        }
     }
     match (method, status_only) {
         (Method::GET, true) => match store.get(id) {
@@ -388,8 +417,9 @@ fn answer(node: &Node, job: &JobRecord) -> Response<ResponseBody> {
     }
 }
 
-/// `GET /_pipe/jobs?state=&peer=&limit=&after=`: newest first.
-fn list(node: &Node, query: &str) -> Response<ResponseBody> {
+/// `GET /_pipe/jobs?state=&peer=&limit=&after=`: newest first; with an API
+/// `token`, only the jobs in its scope.
+fn list(node: &Node, query: &str, token: Option<&ApiToken>) -> Response<ResponseBody> {
     let Some(jobs) = node.jobs() else {
         return error_response(StatusCode::NOT_FOUND, "this node keeps no jobs");
     };
@@ -411,15 +441,41 @@ fn list(node: &Node, query: &str) -> Response<ResponseBody> {
     };
     let peer = query_value(query, "peer");
     let after = query_value(query, "after");
-    match jobs
-        .store()
-        .list(state, peer.as_deref(), after.as_deref(), limit)
-    {
+    match list_visible(jobs.store(), (state, peer.as_deref()), after, limit, token) {
         Ok(found) => {
             let page: Vec<serde_json::Value> = found.iter().map(JobRecord::status_json).collect();
             json_response(StatusCode::OK, &serde_json::json!({ "jobs": page }))
         }
         Err(error) => store_error(&error),
+    }
+}
+
+/// Up to `limit` jobs after `after` matching `filter` (state, peer), newest
+/// first, leaving out those outside `token`'s scope: pages are read until
+/// `limit` are found or the store has no more.
+fn list_visible(
+    store: &crate::node::jobs::JobStore,
+    (state, peer): (Option<JobState>, Option<&str>),
+    mut after: Option<String>,
+    limit: usize,
+    token: Option<&ApiToken>,
+) -> Result<Vec<JobRecord>, crate::node::jobs::StoreError> {
+    let Some(token) = token else {
+        return store.list(state, peer, after.as_deref(), limit);
+    };
+    let mut visible = Vec::new();
+    loop {
+        let page = store.list(state, peer, after.as_deref(), limit)?;
+        let last_page = page.len() < limit;
+        after = page.last().map(|job| job.id.clone());
+        visible.extend(
+            page.into_iter()
+                .filter(|job| token.refusal(&job.handler, &job.peer).is_none()),
+        );
+        if last_page || visible.len() >= limit {
+            visible.truncate(limit);
+            return Ok(visible);
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 //! (`listener`); on shutdown it stops accepting and lets requests in
 //! progress finish within a bounded grace period (`server`). A cap on open
 //! connections and a write-stall limit bound what callers can hold
-//! (`limits`).
+//! (`limits`). With API tokens (`tokens`), only callers with a token get
+//! in, and only as far as its scope (`access`).
 
+mod access;
 mod jobs;
 mod limits;
 mod listener;
@@ -14,10 +16,13 @@ mod response;
 pub mod router;
 mod server;
 mod status;
+mod tokens;
 
+pub use access::TokenGate;
 pub use listener::{HttpAddr, HttpAddrError, HttpListener, SocketOptions, log_listening};
 #[cfg(feature = "fuzzing")]
 pub(crate) use piped::{MAX_TIMEOUT, parse_timeout};
 pub use piped::{RETURN_CODE_HEADER, TIMEOUT_HEADER};
 pub use response::ResponseBody;
 pub use server::serve;
+pub use tokens::{ApiToken, ApiTokens, NewToken, TOKEN_PREFIX, TokenError};

@@ -15,9 +15,11 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::access::refuse_out_of_scope;
 use super::jobs;
 use super::response::{ResponseBody, error_response, full};
 use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
+use super::tokens::ApiToken;
 use crate::link::RequestError;
 use crate::node::cluster::{Cluster, ForwardError};
 use crate::node::metrics::{CLUSTER_FORWARD_TICK, CLUSTER_FORWARD_TIMING, SEND_TICK, SEND_TIMING};
@@ -34,11 +36,13 @@ pub const TIMEOUT_HEADER: &str = "x-pipe-timeout";
 /// Longest deadline a caller may ask for: a day; longer is a mistake.
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// Answers a request for a piped path (or explains why it is not one).
+/// Answers a request for a piped path (or explains why it is not one),
+/// within the scope of the caller's API `token`, if the front has tokens.
 pub(super) async fn respond_piped(
     node: &Node,
     request: Request<Incoming>,
     caller: &str,
+    token: Option<&ApiToken>,
 ) -> Response<ResponseBody> {
     let path = request.uri().path();
     let route = match node.side() {
@@ -77,10 +81,14 @@ pub(super) async fn respond_piped(
     let mut piped = piped;
     let handler = HandlerName::new(verb.as_wire(), std::mem::take(&mut piped.noun));
     let name = handler.as_str().to_owned();
+    if let Some(refused) = refuse_out_of_scope(token, &name, &key, caller) {
+        return refused;
+    }
     let peer = key.clone();
     let response = pipe(node, request, key, piped, handler).await;
     debug!(
         caller,
+        token = token.map_or("-", ApiToken::name),
         %peer,
         verb = %verb.as_wire(),
         handler = %name,

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::access::TokenGate;
 use super::jobs::{self, JOBS_PATH};
 use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
@@ -44,10 +45,12 @@ fn caller_of(headers: &http::HeaderMap, peer: &Peer) -> String {
 /// Serves the local HTTP front until `shutdown`, then drains for at most
 /// `grace`. At most `max_http_connections` (of the node's settings) are
 /// open at once; each is cut off when its caller leaves a response unread
-/// for `http_write_stall`.
+/// for `http_write_stall`. With `tokens`, callers need an API token (see
+/// `access` for which paths need what).
 pub async fn serve(
     listener: HttpListener,
     node: Arc<Node>,
+    tokens: Option<Arc<TokenGate>>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -81,10 +84,15 @@ pub async fn serve(
         };
         let io = TokioIo::new(WriteStall::new(io.into_inner(), stall));
         let node = node.clone();
+        let tokens = tokens.clone();
         let service = service_fn(move |request| {
             let node = node.clone();
+            let tokens = tokens.clone();
             let caller = caller_of(request.headers(), &peer);
-            async move { Ok::<_, Infallible>(respond(&node, request, &caller).await) }
+            async move {
+                let response = respond(&node, tokens.as_deref(), request, &caller).await;
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = builder.serve_connection(io, service);
         let watched = graceful.watch(connection);
@@ -103,18 +111,39 @@ pub async fn serve(
     }
 }
 
-async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Response<ResponseBody> {
+async fn respond(
+    node: &Node,
+    tokens: Option<&TokenGate>,
+    request: Request<Incoming>,
+    caller: &str,
+) -> Response<ResponseBody> {
     let path = request.uri().path();
+    if path == "/_pipe/health" {
+        return json_response(StatusCode::OK, &health(node));
+    }
+    // Past health, a front with tokens lets in only a caller with one.
+    let token = match tokens.map(|gate| gate.admit(request.headers(), caller)) {
+        None => None,
+        Some(Ok(token)) => Some(token),
+        Some(Err(refused)) => {
+            node.metrics().http_response(refused.status().as_u16(), 0);
+            return *refused;
+        }
+    };
+    let token = token.as_deref();
     match path {
-        "/_pipe/health" => return json_response(StatusCode::OK, &health(node)),
-        "/_pipe/status" => return json_response(StatusCode::OK, &status(node).await),
+        "/_pipe/status" => {
+            let mut status = status(node).await;
+            status["api_tokens"] = tokens.is_some().into();
+            return json_response(StatusCode::OK, &status);
+        }
         "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
         path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
-            return jobs::respond(node, request).await;
+            return jobs::respond(node, request, token, caller).await;
         }
         _ => {}
     }
-    let response = respond_piped(node, request, caller).await;
+    let response = respond_piped(node, request, caller, token).await;
     let body_bytes = hyper::body::Body::size_hint(response.body()).lower();
     node.metrics()
         .http_response(response.status().as_u16(), body_bytes);

@@ -19,6 +19,7 @@ pub use exec::{
     is_handler_name,
 };
 pub use forward::{DEFAULT_MAX_UPSTREAM_CONNECTIONS, Forwards, PEER_HEADER};
+pub(crate) use policy::wildcard;
 pub use policy::{Policy, PolicyError};
 pub use registry::{Handler, HandlerFuture, HandlerResult, Registry, Request};
 pub use run::{Job, Outcome};

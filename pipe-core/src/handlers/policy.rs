@@ -107,8 +107,9 @@ impl Policy {
     }
 }
 
-/// Shell-style match: `*` any run, `?` any one character.
-fn wildcard(pattern: &str, text: &str) -> bool {
+/// Shell-style match: `*` any run, `?` any one character. The one matcher
+/// of rules naming peers and handlers, here and in the local API's tokens.
+pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     // Classic two-pointer match with backtracking to the last `*`.
     let (mut pi, mut ti) = (0, 0);

@@ -93,6 +93,9 @@ pub struct NodeSettings {
     pub statsd: Option<StatsdSettings>,
     /// Access policy file: which peers may call which handlers.
     pub policy: Option<std::path::PathBuf>,
+    /// API token file of the local front: which local callers may use it,
+    /// for which handlers and clients; `None`: anyone who reaches it.
+    pub api_tokens: Option<std::path::PathBuf>,
     /// Directory of executable handlers (`get_time`, `post_upload`...).
     pub handler_dir: Option<std::path::PathBuf>,
     /// Forwards of noun prefixes to local HTTP upstreams: (`files/`,
@@ -137,6 +140,7 @@ impl Default for NodeSettings {
             on_event: None,
             statsd: None,
             policy: None,
+            api_tokens: None,
             handler_dir: None,
             forwards: Vec::new(),
             state_dir: None,

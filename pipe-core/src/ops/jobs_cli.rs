@@ -1,6 +1,8 @@
 //! `pipe-server jobs` and `pipe-client jobs`: a node's durable jobs from the
 //! command line, through its local HTTP front (`/_pipe/jobs`), so they work
-//! on a running node without touching its store.
+//! on a running node without touching its store. A node with API tokens
+//! is sent the one in `RP_API_TOKEN` (an environment variable, not a flag,
+//! so the secret never shows in the process list).
 
 use std::time::Duration;
 
@@ -18,8 +20,10 @@ use crate::wire::Side;
 const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The environment variable holding the API token to send, if any.
+pub const TOKEN_VARIABLE: &str = "RP_API_TOKEN";
 
-/// Flags of `jobs`.
+/// Flags of `jobs`. A node with API tokens needs one: set `RP_API_TOKEN`.
 #[derive(Debug, clap::Args)]
 pub struct JobsArgs {
     /// The node's local HTTP front, `IP:PORT` or `unix:/path` (default:
@@ -134,7 +138,9 @@ pub async fn run(
         addr: addr.to_string(),
         detail,
     };
-    let (status, body) = tokio::time::timeout(CALL_TIMEOUT, call(&addr, method, &path))
+    let token = env(TOKEN_VARIABLE).filter(|token| !token.trim().is_empty());
+    let calling = call(&addr, method, &path, token.as_deref());
+    let (status, body) = tokio::time::timeout(CALL_TIMEOUT, calling)
         .await
         .map_err(|_| unreachable(format!("no answer within {CALL_TIMEOUT:?}")))?
         .map_err(unreachable)?;
@@ -158,8 +164,13 @@ fn path_part(id: &str) -> String {
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// One request to the front at `addr`.
-async fn call(addr: &HttpAddr, method: Method, path: &str) -> Result<(StatusCode, Bytes), String> {
+/// One request to the front at `addr`, with `token` as its bearer.
+async fn call(
+    addr: &HttpAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(StatusCode, Bytes), String> {
     let io: Box<dyn Io> = match addr {
         HttpAddr::Tcp(addr) => Box::new(
             tokio::net::TcpStream::connect(addr)
@@ -176,10 +187,14 @@ async fn call(addr: &HttpAddr, method: Method, path: &str) -> Result<(StatusCode
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header(header::HOST, "localhost")
+        .header(header::HOST, "localhost");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.trim()));
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let response = sender

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::SetIdentityArgs;
 use super::identity;
-use crate::front::{self, HttpAddr, HttpListener};
+use crate::front::{self, HttpAddr, HttpListener, TokenError, TokenGate};
 use crate::handlers::{
     ExecDirectory, Forwards, GroupLedger, Handlers, Policy, PolicyError, Registry,
 };
@@ -39,6 +39,9 @@ pub enum LaunchError {
     /// The access policy file is unusable.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The API token file is unusable.
+    #[error(transparent)]
+    ApiTokens(#[from] TokenError),
     /// A handler source (forward, handler directory) is misconfigured.
     #[error("handlers: {0}")]
     Handlers(String),
@@ -121,6 +124,7 @@ pub struct RunningNode {
     node: Arc<Node>,
     http_addr: HttpAddr,
     tls: NodeTls,
+    api_tokens: Option<Arc<TokenGate>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -211,11 +215,22 @@ impl RunningNode {
         }
     }
 
+    /// Reads the API token file again, if the node has one, and puts its
+    /// tokens in force; on error the tokens in force stay. Returns how many
+    /// tokens are in force (`None`: the node has no token file).
+    pub fn reload_api_tokens(&self) -> Result<Option<usize>, TokenError> {
+        self.api_tokens
+            .as_ref()
+            .map(|gate| gate.reload())
+            .transpose()
+    }
+
     /// Reloads the identity and revocation list from `files` on SIGHUP and,
-    /// with `watch`, when one of the files changes. Failures are logged; the
-    /// old identity and list stay.
+    /// with `watch`, when one of the files changes; and the API token file,
+    /// if any, on SIGHUP. Failures are logged; what was in force stays.
     pub fn reload_on_signal(&self, files: CertFiles, watch: bool) {
         let reloader = self.reloader();
+        let api_tokens = self.api_tokens.clone();
         let shutdown = self.shutdown.clone();
         // Both taken before this returns: a SIGHUP or a file changed from
         // now on is never missed.
@@ -250,6 +265,9 @@ impl RunningNode {
                         trigger = why,
                         "certificate reload refused, the current identity stays in use: {error:#}"
                     ),
+                }
+                if let Some(gate) = api_tokens.as_deref().filter(|_| why == "SIGHUP") {
+                    reload_api_tokens(gate);
                 }
             }
         });
@@ -387,6 +405,13 @@ where
         None => (None, None),
     };
     let handlers = build_handlers(handlers, &settings, ledger)?;
+    let api_tokens = match &settings.api_tokens {
+        Some(path) => Some(Arc::new(TokenGate::load(path, side)?)),
+        None => None,
+    };
+    if let Some(gate) = &api_tokens {
+        log_api_tokens(gate, "in force");
+    }
     let node = Node::new(side, identity.name()?, handlers, settings, metrics);
     log_revocations(identity);
     node.enforce_revocations(identity.revocations().clone());
@@ -398,12 +423,13 @@ where
         tasks.spawn(jobs.run(node.peers().clone(), shutdown.clone()));
     }
     tasks.spawn(pipe(node.clone(), shutdown.clone()));
-    spawn_http(&tasks, http, &node, &shutdown);
+    spawn_http(&tasks, http, &node, api_tokens.clone(), &shutdown);
     tasks.close();
     Ok(RunningNode {
         node,
         http_addr,
         tls,
+        api_tokens,
         shutdown,
         tasks,
     })
@@ -413,10 +439,12 @@ fn spawn_http(
     tasks: &TaskTracker,
     http: HttpListener,
     node: &Arc<Node>,
+    api_tokens: Option<Arc<TokenGate>>,
     shutdown: &CancellationToken,
 ) {
     let grace = node.settings().drain_grace;
-    tasks.spawn(front::serve(http, node.clone(), shutdown.clone(), grace));
+    let serving = front::serve(http, node.clone(), api_tokens, shutdown.clone(), grace);
+    tasks.spawn(serving);
     let peers = node.peers().clone();
     let in_flight = move || peers.in_flight();
     tasks.spawn(crate::node::metrics::report(
@@ -453,6 +481,33 @@ fn modified(files: &CertFiles) -> Vec<Option<std::time::SystemTime>> {
         .paths()
         .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
         .collect()
+}
+
+/// Says which API token file is in force (`event`: read at start, or
+/// reloaded), and how many tokens it holds.
+fn log_api_tokens(gate: &TokenGate, event: &str) {
+    let count = gate.tokens().len();
+    tracing::info!(
+        file = %gate.path().display(),
+        tokens = count,
+        "API tokens {event}: every local request but /_pipe/health needs one"
+    );
+    if count == 0 {
+        tracing::warn!(
+            file = %gate.path().display(),
+            "the API token file holds no token: every local request but /_pipe/health is refused"
+        );
+    }
+}
+
+/// Reads `gate`'s token file again (SIGHUP), logging what came of it.
+fn reload_api_tokens(gate: &TokenGate) {
+    match gate.reload() {
+        Ok(_) => log_api_tokens(gate, "reloaded"),
+        Err(error) => {
+            tracing::error!("API token reload refused, the tokens in force stay: {error:#}")
+        }
+    }
 }
 
 /// Says which revocation list is in force, if any.

@@ -8,3 +8,4 @@ pub mod jobs_cli;
 pub mod launch;
 pub mod logging;
 pub mod pki;
+pub mod tokens_cli;

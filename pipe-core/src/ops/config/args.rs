@@ -49,6 +49,12 @@ pub struct CommonArgs {
     /// given, everything it does not allow is refused with 403.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// API token file (TOML; `token new` makes entries): once given, every
+    /// local request but /_pipe/health needs `Authorization: Bearer
+    /// <token>` (401 without a valid one, 403 outside its handlers and
+    /// clients). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub api_tokens: Option<PathBuf>,
     /// Directory of the job store (asynchronous jobs, `Prefer:
     /// respond-async`); without one the node takes no jobs. Default in the
     /// prod profile: /var/lib/restpipe/state.

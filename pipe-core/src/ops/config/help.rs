@@ -174,6 +174,7 @@ mod tests {
                 "[env: RP_RECONNECT_MIN] [default: 0.5]",
             ),
             (&server, "policy", "[env: RP_POLICY]"),
+            (&client, "api_tokens", "[env: RP_API_TOKENS]"),
             (&client, "crl", "[env: RP_CRL]"),
             (
                 &server,

@@ -162,6 +162,8 @@ raw_config! {
         watch_certs: bool => Env::Named("RP_WATCH_CERTS"),
         /// The access policy file.
         policy: PathBuf => Env::Named("RP_POLICY"),
+        /// The local front's API token file.
+        api_tokens: PathBuf => Env::Named("RP_API_TOKENS"),
         /// Where the job store lives.
         state_dir: PathBuf => Env::Named("RP_STATE_DIR"),
         /// How long a job's delivery is attempted.

@@ -213,6 +213,7 @@ fn node_settings(
         on_event: optional!(raw.on_event),
         statsd: statsd(raw, origins)?,
         policy: optional!(raw.policy),
+        api_tokens: optional!(raw.api_tokens),
         state_dir: optional!(raw.state_dir),
         job_expiry: defaulted!(raw.job_expiry)?,
         job_retention: defaulted!(raw.job_retention)?,
