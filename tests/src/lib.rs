@@ -18,6 +18,7 @@
 //! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
 //! | [`nats`] | a real NATS server (or NATS cluster) with mutual TLS, for clusters of server nodes |
 //! | [`netns`] | hosts of their own on one machine: network namespaces on a bridge |
+//! | [`tinyproxy`] | a real HTTP proxy (tinyproxy) with its own configuration, for clients behind one |
 //!
 //! A test reads like the README:
 //!
@@ -53,6 +54,7 @@ pub mod nodes;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod tinyproxy;
 pub mod wait;
 
 pub use http::{
@@ -71,6 +73,7 @@ pub use nodes::{
 pub use pki::{Pki, SERVER_NAME, named_files, server_request};
 pub use process::NodeProcess;
 pub use proxy::Proxy;
+pub use tinyproxy::{ProxyOptions, Tinyproxy};
 pub use wait::eventually;
 
 pub use pipe_core::body::{self, INLINE_LIMIT};
@@ -82,9 +85,9 @@ pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Rol
 pub use pipe_core::{
     BackoffSettings, CertificateId, ConnectionSettings, DEFAULT_PING_INTERVAL,
     FRAME_OVERHEAD_BYTES, HandlerError, Handlers, HttpAddr, HttpListener,
-    MAX_HANDSHAKES_PER_SOURCE, Node, NodeSettings, Registry, Reloadable, Reply, Request,
-    RevocationList, SERVER_KEY, ServerAddress, ServerTarget, Side, SocketOptions, TlsIdentity,
-    WAITING_PER_SLOT, peer_identity,
+    MAX_HANDSHAKES_PER_SOURCE, Node, NodeSettings, Proxies, ProxyUrl, Registry, Reloadable, Reply,
+    Request, RevocationList, SERVER_KEY, ServerAddress, ServerTarget, Side, SocketOptions,
+    TlsIdentity, WAITING_PER_SLOT, peer_identity,
 };
 
 /// The wire protocol, for tests that play a peer speaking it raw.
