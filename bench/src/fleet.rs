@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use restpipe_tests::{
-    BackoffSettings, CertFiles, Metrics, Node, NodeOptions, NodeSettings, Registry, Role,
+    BackoffSettings, CertFiles, Metrics, Node, NodeOptions, NodeSettings, Proxies, Registry, Role,
     SERVER_NAME, Side, spawn_frontless_client_to,
 };
 use tokio_util::sync::CancellationToken;
@@ -95,6 +95,7 @@ impl Fleet {
                     settings: NodeSettings::default(),
                     server_name: SERVER_NAME.to_owned(),
                     backoff: BackoffSettings::default(),
+                    proxy: Proxies::direct(),
                     shutdown: shutdown.clone(),
                 };
                 spawn_frontless_client_to(

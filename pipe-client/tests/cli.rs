@@ -111,6 +111,10 @@ fn serve_help_lists_its_flags_and_the_original_environment() {
         "RP_CRL",
         "--profile",
         "RP_CLIENT_TARGET_HOSTNAME",
+        "--proxy",
+        "RP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
     ] {
         assert!(serve.contains(word), "serve --help lacks {word}: {serve}");
     }

@@ -19,6 +19,7 @@
 //! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
 //! | [`nats`] | a real NATS server (or NATS cluster) with mutual TLS, for clusters of server nodes |
 //! | [`netns`] | hosts of their own on one machine: network namespaces on a bridge |
+//! | [`tinyproxy`] | a real HTTP proxy (tinyproxy) with its own configuration, for clients behind one |
 //!
 //! A test reads like the README:
 //!
@@ -54,6 +55,7 @@ pub mod nodes;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod tinyproxy;
 pub mod tokens;
 pub mod wait;
 
@@ -73,6 +75,7 @@ pub use nodes::{
 pub use pki::{Pki, SERVER_NAME, named_files, server_request};
 pub use process::NodeProcess;
 pub use proxy::Proxy;
+pub use tinyproxy::{ProxyOptions, Tinyproxy};
 pub use tokens::{TokenFile, bearer, get_with_token};
 pub use wait::eventually;
 
@@ -85,9 +88,9 @@ pub use pipe_core::pki::{CertificateAuthority, IssueRequest, IssuedIdentity, Rol
 pub use pipe_core::{
     ApiTokens, BackoffSettings, CertificateId, ConnectionSettings, DEFAULT_PING_INTERVAL,
     FRAME_OVERHEAD_BYTES, HandlerError, Handlers, HttpAddr, HttpListener,
-    MAX_HANDSHAKES_PER_SOURCE, NewToken, Node, NodeSettings, Registry, Reloadable, Reply, Request,
-    RevocationList, SERVER_KEY, ServerAddress, ServerTarget, Side, SocketOptions, TlsIdentity,
-    WAITING_PER_SLOT, peer_identity,
+    MAX_HANDSHAKES_PER_SOURCE, NewToken, Node, NodeSettings, Proxies, ProxyUrl, Registry,
+    Reloadable, Reply, Request, RevocationList, SERVER_KEY, ServerAddress, ServerTarget, Side,
+    SocketOptions, TlsIdentity, WAITING_PER_SLOT, peer_identity,
 };
 
 /// The wire protocol, for tests that play a peer speaking it raw.

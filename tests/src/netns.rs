@@ -1,7 +1,14 @@
 //! Hosts of their own on one machine, for tests of what crosses a network:
 //! network namespaces (`ip netns`, from iproute2), each joined by a veth
 //! pair to a bridge, each with its own address on a /24 that the test
-//! process (on the bridge too) reaches directly. Needs `CAP_NET_ADMIN`:
+//! process (on the bridge too) reaches directly.
+//!
+//! A second network shares the bridge, the *outside* (`10.214.S.0/24`):
+//! the test process has an address there too ([`Hosts::outside_gateway`]),
+//! and a host joins it only when told ([`Hosts::reach_outside`]). No host
+//! has a route from one network to the other, so a host on the first alone
+//! reaches the outside only through a host on both: a proxy, say. Needs
+//! `CAP_NET_ADMIN`:
 //! [`Hosts::create`] says why it cannot where namespaces are not allowed,
 //! so a test can skip with that reason. Everything is removed on drop.
 
@@ -36,6 +43,13 @@ impl Hosts {
             "dev",
             &bridge,
         ])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", hosts.outside_gateway()),
+            "dev",
+            &bridge,
+        ])?;
         ip(&["link", "set", &bridge, "up"])?;
         for index in 0..count {
             hosts.add(index)?;
@@ -47,6 +61,34 @@ impl Hosts {
     /// The address of host `index`.
     pub fn addr(&self, index: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, 213, self.subnet, 10 + index as u8)
+    }
+
+    /// The test process's address on the outside network: what servers
+    /// there listen on.
+    pub fn outside_gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 214, self.subnet, 1)
+    }
+
+    /// The address host `index` has on the outside network, once it
+    /// [reaches it](Self::reach_outside).
+    pub fn outside_addr(&self, index: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 214, self.subnet, 10 + index as u8)
+    }
+
+    /// Gives host `index` a second address, on the outside network: a leg
+    /// on both networks.
+    pub fn reach_outside(&self, index: usize) -> Result<(), String> {
+        ip(&[
+            "netns",
+            "exec",
+            &self.namespace(index),
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", self.outside_addr(index)),
+            "dev",
+            &self.veth(index, 'b'),
+        ])
     }
 
     /// `program` to be run on host `index` (`ip netns exec`, which execs

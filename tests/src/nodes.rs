@@ -23,7 +23,7 @@ use crate::pki::{Pki, SERVER_NAME};
 use crate::wait::{POLL, eventually};
 use crate::{
     BackoffSettings, Handlers, HttpAddr, HttpListener, LaunchError, Metrics, Node, NodeSettings,
-    Registry, RunningNode, ServerAddress, ServerTarget, Side, TlsIdentity, launch,
+    Proxies, Registry, RunningNode, ServerAddress, ServerTarget, Side, TlsIdentity, launch,
 };
 
 /// `127.0.0.1:0`: a port on loopback the system picks.
@@ -43,6 +43,8 @@ pub struct NodeOptions {
     pub server_name: String,
     /// Client nodes: how fast it tries to reconnect.
     pub backoff: BackoffSettings,
+    /// Client nodes: the HTTP proxy to the servers, if any.
+    pub proxy: Proxies,
     /// Cancelled to stop the node.
     pub shutdown: CancellationToken,
 }
@@ -56,6 +58,7 @@ impl Default for NodeOptions {
             settings: fast_settings(),
             server_name: SERVER_NAME.to_owned(),
             backoff: fast_backoff(),
+            proxy: Proxies::direct(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -146,10 +149,9 @@ pub fn servers_target(servers: &[SocketAddr], server_name: &str) -> ServerTarget
         .split_first()
         .expect("a client node needs a server to dial");
     ServerTarget {
-        host: first.ip().to_string(),
-        port: first.port(),
         server_name: Some(server_name.to_owned()),
         others: others.iter().map(address).collect(),
+        ..ServerTarget::single(first.ip().to_string(), first.port())
     }
 }
 
@@ -172,8 +174,12 @@ pub fn launch_client_to(
     identity: &TlsIdentity,
     options: NodeOptions,
 ) -> Result<RunningNode, LaunchError> {
+    let target = ServerTarget {
+        proxy: options.proxy,
+        ..servers_target(servers, &options.server_name)
+    };
     launch::start_client(
-        servers_target(servers, &options.server_name),
+        target,
         front,
         identity,
         options.handlers,
@@ -221,7 +227,10 @@ pub fn spawn_frontless_client_to(
     );
     tasks.spawn_on(
         pipe_core::run_client(
-            servers_target(servers, &options.server_name),
+            ServerTarget {
+                proxy: options.proxy,
+                ..servers_target(servers, &options.server_name)
+            },
             Arc::new(Reloadable::new(tls)),
             node.clone(),
             options.backoff,

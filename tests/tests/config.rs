@@ -169,6 +169,15 @@ fn a_file_sets_every_option() {
         config.target.server_name.as_deref(),
         Some("rpserver.example.com")
     );
+    assert_eq!(
+        config
+            .target
+            .proxy
+            .for_server("rpserver.example.com", 4321)
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("http://proxy.example.com:3128")
+    );
     assert_eq!(config.backoff.min_delay, Duration::from_millis(250));
     assert_eq!(config.backoff.max_delay, Duration::from_secs(10));
     assert_eq!(config.backoff.stable_after, Duration::from_secs(60));
@@ -769,6 +778,47 @@ fn a_bad_server_in_a_list_says_which_and_where() {
     let error = Node::Client.error(&["--config", empty.to_str().unwrap()], &[]);
     assert!(error.contains("client.toml: server"), "{error}");
     assert!(error.contains("names no server"), "{error}");
+}
+
+#[test]
+fn a_proxy_in_a_file_with_a_password_is_never_quoted_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.toml");
+    std::fs::write(&file, "proxy = \"http://alice:s3cret@proxy.corp\"\n").unwrap();
+    let error = Node::Client.error(&["--config", file.to_str().unwrap()], &[]);
+    assert!(
+        error.contains(
+            "client.toml: proxy = \"http://***@proxy.corp\": the proxy URL names no port"
+        ),
+        "{error}"
+    );
+    assert!(
+        !error.contains("s3cret") && !error.contains("alice"),
+        "{error}"
+    );
+    // The file's proxy is below the flag, and `direct` is a choice too.
+    std::fs::write(&file, "proxy = \"http://proxy.corp:3128\"\n").unwrap();
+    let config = client(
+        &["--config", file.to_str().unwrap(), "--proxy", "direct"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.target.proxy.proxy(), None);
+    // The file's proxy is above the conventional variables.
+    let config = client(
+        &["--config", file.to_str().unwrap()],
+        &[("HTTPS_PROXY", "http://other:1")],
+    )
+    .unwrap();
+    assert_eq!(
+        config
+            .target
+            .proxy
+            .proxy()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("http://proxy.corp:3128")
+    );
 }
 
 #[test]

@@ -134,6 +134,7 @@ pub(super) async fn status(node: &Node) -> serde_json::Value {
             "connected": !peers.is_empty(),
             "server": link.server,
             "server_address": link.server_address.map(|address| address.to_string()),
+            "proxy": link.proxy,
             "servers": link.servers,
             "reconnect_attempts": link.reconnect_attempts,
             "last_error": link.last_error,

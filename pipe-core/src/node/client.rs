@@ -1,6 +1,7 @@
 //! The client node's pipe side: keeps one connection to a server node
 //! alive, reconnecting forever with backoff, failing over between the
-//! server nodes it knows (the order and the rounds: see `servers`).
+//! server nodes it knows (the order and the rounds: see `servers`),
+//! directly or through an HTTP proxy (`proxy`, `tunnel`).
 //!
 //! This is an actor: [`run`] owns the loop and returns only when `shutdown`
 //! is cancelled; the backoff sleep races that shutdown. Nothing a peer or a
@@ -22,7 +23,9 @@ use super::directory::{SERVER_KEY, drain};
 use super::events::ConnectionEvent;
 use super::metrics::{CONNECT_FAIL_TICK, CONNECT_NEW_TICK, CONNECT_REVOKED_TICK, RECONNECT_TIMING};
 use super::node::Node;
+use super::proxy::{Proxies, ProxyUrl};
 use super::servers::{Rotation, ServerAddress, ServerTarget, resolve};
+use super::tunnel::{self, ProxyError};
 use crate::link::{
     self, ALPN, CertificateId, HandshakeError, PeerHandle, PeerInfo, Reloadable, Role, TlsError,
 };
@@ -30,7 +33,7 @@ use crate::wire::Side;
 use crate::wire::proto::go_away;
 
 /// Default deadline for the TCP connect to a server (and for resolving its
-/// name).
+/// name), or for the tunnel to it through a proxy.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keeps a connection to one of `target`'s servers up until `shutdown`,
@@ -44,11 +47,15 @@ pub async fn run(
 ) {
     let servers = target.servers();
     node.update_link(|link| link.servers = servers.iter().map(ToString::to_string).collect());
+    if target.proxy.proxy().is_some() {
+        info!("HTTP proxy: {}", target.proxy.describe());
+    }
     let mut rotation = Rotation::shuffled(servers);
     let mut actor = Reconnect {
         node,
         tls,
         server_name: target.server_name,
+        proxies: target.proxy,
         backoff: Backoff::new(backoff),
         shutdown,
         lost_at: None,
@@ -73,6 +80,8 @@ struct Reconnect {
     tls: Arc<Reloadable<rustls::ClientConfig>>,
     /// The name every server's certificate must carry, if not its host.
     server_name: Option<String>,
+    /// Which servers are reached through an HTTP proxy.
+    proxies: Proxies,
     backoff: Backoff,
     shutdown: CancellationToken,
     /// When the last connection was lost, until the next one is up.
@@ -100,30 +109,30 @@ enum AfterFailure {
 
 impl Reconnect {
     /// One round: tries the servers of `rotation`'s round one after the
-    /// other (every address of each) until one connects, and serves that
-    /// connection until it ends.
+    /// other (every address of each, or each through its proxy) until one
+    /// connects, and serves that connection until it ends.
     async fn round(&mut self, rotation: &mut Rotation) -> Ended {
         while let Some(server) = rotation.next_in_round() {
-            let resolved = tokio::select! {
+            let routes = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ended::Shutdown,
-                resolved = resolve_within(&server) => resolved,
+                routes = routes_to(&server, &self.proxies) => routes,
             };
-            let addresses = match resolved {
-                Ok(addresses) => addresses,
+            let routes = match routes {
+                Ok(routes) => routes,
                 Err(error) => {
                     self.node.metrics().incr(CONNECT_NEW_TICK);
                     self.attempt_failed(&server, &error);
                     continue;
                 }
             };
-            for address in addresses {
+            for route in routes {
                 self.node.metrics().incr(CONNECT_NEW_TICK);
                 // The TLS config current now: a reload affects the next attempt.
                 let connector = TlsConnector::from(self.tls.current());
                 let name = self.server_name.as_deref().unwrap_or(&server.host);
                 let attempt = tokio::select! {
                     _ = self.shutdown.cancelled() => return Ended::Shutdown,
-                    attempt = connect(address, name, &connector, &self.node) => attempt,
+                    attempt = connect(&route, &server, name, &connector, &self.node) => attempt,
                 };
                 match attempt {
                     Ok(connected) => return self.stay_connected(&server, connected).await,
@@ -148,7 +157,16 @@ impl Reconnect {
             ConnectError::Handshake(HandshakeError::Refused { reason, .. }) => Some(*reason),
             _ => None,
         };
+        let proxy_refused_us =
+            matches!(error, ConnectError::Proxy { source, .. } if source.is_authentication());
         let after = match (refusal, revocation_in(error)) {
+            // The proxy refused our credentials: it would for any server,
+            // and trying often could lock the proxy account.
+            _ if proxy_refused_us => {
+                warn!(%server, "standing by: {chain}");
+                stretch(&mut self.backoff);
+                AfterFailure::StandBy
+            }
             // Another connection holds our identity: any server would say so.
             (Some(go_away::Reason::IdentityInUse), _) => {
                 info!(%server, "standing by: {chain}");
@@ -202,6 +220,7 @@ impl Reconnect {
         let Connected {
             handle,
             certificate,
+            proxy,
         } = connected;
         if let Some(lost_at) = self.lost_at.take() {
             self.node
@@ -209,7 +228,7 @@ impl Reconnect {
                 .timing(RECONNECT_TIMING, lost_at.elapsed());
         }
         let since = Instant::now();
-        self.announce(server, &handle);
+        self.announce(server, &handle, proxy);
         let node = &self.node;
         let session = node.peers().hold(SERVER_KEY, handle.clone());
         if let Some(jobs) = node.jobs() {
@@ -233,9 +252,9 @@ impl Reconnect {
         ended
     }
 
-    /// Notes the new connection to `server` in the status, the log and as
-    /// an event.
-    fn announce(&self, server: &ServerAddress, handle: &PeerHandle) {
+    /// Notes the new connection to `server` (through `proxy`, if shown) in
+    /// the status, the log and as an event.
+    fn announce(&self, server: &ServerAddress, handle: &PeerHandle, proxy: Option<String>) {
         let address = handle.peer().remote_addr;
         let mut attempts = 0;
         self.node.update_link(|link| {
@@ -244,8 +263,14 @@ impl Reconnect {
             link.standby = false;
             link.server = Some(server.to_string());
             link.server_address = address;
+            link.proxy = proxy.clone();
         });
-        info!(%server, peer = handle.name(), "connected to a server node");
+        match &proxy {
+            Some(proxy) => {
+                info!(%server, peer = handle.name(), %proxy, "connected to a server node through the HTTP proxy");
+            }
+            None => info!(%server, peer = handle.name(), "connected to a server node"),
+        }
         self.node.events().emit(ConnectionEvent::ConnectSuccess {
             peer: handle.name().to_owned(),
             target: server.to_string(),
@@ -262,6 +287,7 @@ impl Reconnect {
         self.node.update_link(|link| {
             link.server = None;
             link.server_address = None;
+            link.proxy = None;
             link.last_error = Some(reason.clone());
             link.last_error_server = Some(server.to_string());
             link.last_error_at = Some(SystemTime::now());
@@ -382,6 +408,14 @@ pub enum ConnectError {
     /// The `Hello` exchange failed or the server refused us.
     #[error("pipe handshake")]
     Handshake(#[source] HandshakeError),
+    /// No tunnel to the server through the HTTP proxy.
+    #[error("through HTTP proxy {proxy}")]
+    Proxy {
+        /// The proxy, its credentials hidden.
+        proxy: String,
+        /// Why.
+        source: ProxyError,
+    },
 }
 
 /// `error` and its causes on one line, `outer: inner: ...`.
@@ -412,22 +446,47 @@ async fn resolve_within(server: &ServerAddress) -> Result<Vec<SocketAddr>, Conne
     })
 }
 
-/// An established connection to the server, and the certificate it
-/// presented (checked against the revocation lists to come).
+/// One way to a server.
+enum Route {
+    /// TCP to this address of it.
+    Direct(SocketAddr),
+    /// A tunnel through this HTTP proxy, which resolves the server's name.
+    Proxy(ProxyUrl),
+}
+
+/// The ways to `server` now: through its proxy, if `proxies` has one for
+/// it (the name is the proxy's to resolve: a host behind a proxy often
+/// cannot), or each address its name resolves to.
+async fn routes_to(server: &ServerAddress, proxies: &Proxies) -> Result<Vec<Route>, ConnectError> {
+    if let Some(proxy) = proxies.for_server(&server.host, server.port) {
+        return Ok(vec![Route::Proxy(proxy.clone())]);
+    }
+    let addresses = resolve_within(server).await?;
+    Ok(addresses.into_iter().map(Route::Direct).collect())
+}
+
+/// An established connection to the server, the certificate it presented
+/// (checked against the revocation lists to come), and the proxy it goes
+/// through (credentials hidden), if any.
 struct Connected {
     handle: PeerHandle,
     certificate: Option<CertificateId>,
+    proxy: Option<String>,
 }
 
-/// One connection attempt to `address`: TCP, TLS (the certificate verified
-/// against `name`), `Hello`.
-async fn connect(
-    address: SocketAddr,
-    name: &str,
-    connector: &TlsConnector,
-    node: &Node,
-) -> Result<Connected, ConnectError> {
-    let settings = node.settings();
+/// A TCP stream to `server` by `route`, within the connect deadline.
+async fn open(route: &Route, server: &ServerAddress) -> Result<TcpStream, ConnectError> {
+    let address = match route {
+        Route::Direct(address) => *address,
+        Route::Proxy(proxy) => {
+            return tunnel::open(proxy, &server.host, server.port, DEFAULT_CONNECT_TIMEOUT)
+                .await
+                .map_err(|source| ConnectError::Proxy {
+                    proxy: proxy.to_string(),
+                    source,
+                });
+        }
+    };
     let tcp = tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|source| ConnectError::TcpTimedOut {
@@ -439,6 +498,21 @@ async fn connect(
             source,
         })?;
     let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// One connection attempt to `server` by `route`: TCP (or a tunnel), TLS
+/// (the certificate verified against `name`), `Hello`.
+async fn connect(
+    route: &Route,
+    server: &ServerAddress,
+    name: &str,
+    connector: &TlsConnector,
+    node: &Node,
+) -> Result<Connected, ConnectError> {
+    let settings = node.settings();
+    let tcp = open(route, server).await?;
+    // Through a proxy, the proxy's address: the one this socket knows.
     let remote = tcp.peer_addr().ok();
     let server_name =
         ServerName::try_from(name.to_owned()).map_err(|source| ConnectError::ServerName {
@@ -470,5 +544,9 @@ async fn connect(
     Ok(Connected {
         handle,
         certificate,
+        proxy: match route {
+            Route::Proxy(proxy) => Some(proxy.to_string()),
+            Route::Direct(_) => None,
+        },
     })
 }

@@ -1,7 +1,7 @@
 //! A running node: its shared state ([`Node`]), the peer directory (the
 //! one seam for "which connection serves peer X"), the server's accept loop
 //! and the client's reconnect actor with the servers it fails over
-//! between, backoff, connection events, metrics,
+//! between (directly or through an HTTP proxy), backoff, connection events, metrics,
 //! and closing connections whose peer's certificate was revoked. Builds on the link and handler layers.
 
 mod admission;
@@ -15,9 +15,11 @@ pub mod jobs;
 pub mod metrics;
 #[allow(clippy::module_inception)]
 mod node;
+mod proxy;
 mod revocation;
 mod server;
 mod servers;
+mod tunnel;
 
 pub use admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE};
 pub use backoff::{
@@ -33,5 +35,8 @@ pub use node::{
     DEFAULT_PEER_WAIT, DEFAULT_REQUEST_TIMEOUT, FRAME_OVERHEAD_BYTES, LinkState, Node,
     NodeSettings,
 };
+pub(crate) use proxy::hide_credentials;
+pub use proxy::{Proxies, ProxyUrl, ProxyUrlError};
 pub use server::run as run_server;
 pub use servers::{ServerAddress, ServerTarget};
+pub use tunnel::{MAX_ANSWER_HEAD, ProxyError, ProxyStatus};

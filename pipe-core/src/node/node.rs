@@ -162,6 +162,9 @@ pub struct LinkState {
     pub server: Option<String>,
     /// The address of the server connected to, while connected.
     pub server_address: Option<SocketAddr>,
+    /// The HTTP proxy the connection goes through (credentials hidden),
+    /// while connected through one.
+    pub proxy: Option<String>,
     /// Failed connection attempts since the last success.
     pub reconnect_attempts: u64,
     /// The last connection error, with its cause chain.

@@ -31,6 +31,8 @@ use std::net::SocketAddr;
 
 use rand::seq::SliceRandom as _;
 
+use super::proxy::Proxies;
+
 /// One server node to dial: `HOST:PORT` as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerAddress {
@@ -51,7 +53,7 @@ impl fmt::Display for ServerAddress {
 }
 
 /// Where the client node connects: one server node, or several to fail
-/// over between.
+/// over between, and whether through an HTTP proxy.
 ///
 /// The list cannot be empty, so it is written as its first server (`host`
 /// and `port`, which is all a one-server configuration has) and the
@@ -68,6 +70,9 @@ pub struct ServerTarget {
     pub server_name: Option<String>,
     /// The other server nodes configured, in order (`--server` repeated).
     pub others: Vec<ServerAddress>,
+    /// The HTTP proxy the servers are reached through, if any (`--proxy`,
+    /// `HTTPS_PROXY`; `NO_PROXY` exempts servers from it).
+    pub proxy: Proxies,
 }
 
 impl ServerTarget {
@@ -79,6 +84,7 @@ impl ServerTarget {
             port,
             server_name: None,
             others: Vec::new(),
+            proxy: Proxies::direct(),
         }
     }
 

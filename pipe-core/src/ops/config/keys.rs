@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::value::{FileName, HostPort, Mode, Parsed, Pieces};
+use super::value::{FileName, HostPort, Mode, Parsed, Pieces, ProxyChoice};
 use super::{LogFormat, Profile};
 use crate::front::HttpAddr;
 use crate::wire::Side;
@@ -258,6 +258,9 @@ raw_config! {
         },
         /// Name the server's certificate must carry.
         server_name: String => Env::Named("RP_CLIENT_TARGET_SERVER_NAME"),
+        /// The HTTP proxy to the servers, or `direct` (without it, the
+        /// conventional `HTTPS_PROXY` / `ALL_PROXY`: see `proxy`).
+        proxy: ProxyChoice => Env::Named("RP_PROXY"),
         /// First reconnect delay envelope.
         reconnect_min: Duration => Env::Named("RP_RECONNECT_MIN"),
         /// Largest reconnect delay envelope.

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ConfigError;
 use super::value::Text;
+use crate::node::hide_credentials;
 
 /// The flags layer's name in figment's metadata.
 pub(super) const FLAGS: &str = "command line";
@@ -158,14 +159,21 @@ impl<'a> Provenance<'a> {
     }
 
     /// Where the value of `key` came from, as an error message starts:
-    /// `--flag`, `NAME="value"`, `config file F: key = "value"`.
+    /// `--flag`, `NAME="value"`, `config file F: key = "value"`. A user
+    /// and password in a quoted URL, or in the proxy (with or without a
+    /// scheme), are hidden.
     pub(super) fn source_name(&self, key: &str) -> String {
         let quoted = self
             .figment
             .find_value(key)
             .ok()
             .and_then(|value| value.deserialize::<Text>().ok())
-            .map(|text| format!("{:?}", text.joined()));
+            .map(|text| text.joined())
+            .map(|text| match key == "proxy" || text.contains("://") {
+                true => hide_credentials(&text),
+                false => text,
+            })
+            .map(|text| format!("{text:?}"));
         let Some(metadata) = self.figment.find_metadata(key) else {
             return format!("{DEFAULTS} {key}");
         };
@@ -180,6 +188,20 @@ impl<'a> Provenance<'a> {
                 format!("config file {}: {key}", path.display())
             }
             (name, _, _) => format!("{name} {key}"),
+        }
+    }
+
+    /// Where the value of `key` came from, without the value: `--flag`,
+    /// `NAME`, `config file F`, or `built-in default`.
+    pub(super) fn origin(&self, key: &str) -> String {
+        let Some(metadata) = self.figment.find_metadata(key) else {
+            return DEFAULTS.to_owned();
+        };
+        match (metadata.name.as_ref(), metadata.source.as_ref()) {
+            (FLAGS, _) => self.flag(key),
+            (ENVIRONMENT, Some(Source::Custom(name))) => name.clone(),
+            (FILE, Some(Source::File(path))) => format!("config file {}", path.display()),
+            (name, _) => name.to_owned(),
         }
     }
 

@@ -17,7 +17,8 @@
 //!   (`legacy`);
 //! - `value`: how a value of any layer is parsed (`parse`);
 //! - `validate`: the one pass from the raw structs to [`ServerConfig`] and
-//!   [`ClientConfig`].
+//!   [`ClientConfig`] (with `cluster`, and `proxy`, which also reads the
+//!   conventional proxy variables).
 //!
 //! The environment is passed in as a lookup function, so resolution is a
 //! pure function of (flags, environment, file) and tests need not touch the
@@ -40,6 +41,7 @@ mod layer;
 mod layers;
 mod legacy;
 mod parse;
+mod proxy;
 mod validate;
 mod value;
 
@@ -52,7 +54,7 @@ use crate::node::NodeSettings;
 use crate::node::ServerTarget;
 use crate::wire::Side;
 
-pub use args::{ClientArgs, CommonArgs, ServerArgs, SetIdentityArgs};
+pub use args::{ClientArgs, CommonArgs, SecretArg, ServerArgs, SetIdentityArgs};
 pub use defaults::{
     DEFAULT_BIND_INTERFACE, DEFAULT_CERT_DIR, DEFAULT_PIPE_PORT, DEFAULT_STATSD_HOST,
     DEFAULT_STATSD_PORT, DEFAULT_TARGET_HOST, default_http,
@@ -161,7 +163,7 @@ impl ClientConfig {
             Layers::gather::<RawClient, _>(args, args.common.config.as_deref(), env, Side::Client)?;
         let origins = layers.provenance();
         let (common, own) = origins.extract::<RawClient>()?.split();
-        validate::client(common, own, &origins)
+        validate::client(common, own, &origins, env)
     }
 }
 

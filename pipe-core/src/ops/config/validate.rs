@@ -9,7 +9,7 @@ use super::keys::{ClientOwn, RawCommon, ServerOwn};
 use super::layer::Provenance;
 use super::parse::{parse_forward, parse_parsed};
 use super::value::{FileName, HostPort, Parsed, Pieces};
-use super::{ClientConfig, CommonConfig, Logging, Profile, ServerConfig};
+use super::{ClientConfig, CommonConfig, Logging, Lookup, Profile, ServerConfig};
 use crate::front::SocketOptions;
 use crate::link::CertFiles;
 use crate::link::ConnectionSettings;
@@ -52,13 +52,16 @@ pub(super) fn server(
     Ok(ServerConfig { listen, common })
 }
 
-/// A client node's configuration.
+/// A client node's configuration; `env` for the conventional proxy
+/// variables.
 pub(super) fn client(
     mut common: RawCommon,
     mut own: ClientOwn,
     origins: &Provenance<'_>,
+    env: Lookup<'_>,
 ) -> Result<ClientConfig, ConfigError> {
-    let target = target(defaulted!(own.server)?, optional!(own.server_name), origins)?;
+    let mut target = target(defaulted!(own.server)?, optional!(own.server_name), origins)?;
+    target.proxy = super::proxy::proxies(optional!(own.proxy), origins, env)?;
     let backoff = BackoffSettings {
         min_delay: defaulted!(own.reconnect_min)?,
         max_delay: defaulted!(own.reconnect_max)?,
@@ -101,10 +104,9 @@ fn target(
         ));
     };
     Ok(ServerTarget {
-        host,
-        port,
-        server_name,
         others: servers.collect(),
+        server_name,
+        ..ServerTarget::single(host, port)
     })
 }
 

@@ -21,6 +21,7 @@ use super::parse::{
 };
 use super::{LogFormat, Profile};
 use crate::front::{HttpAddr, HttpAddrError};
+use crate::node::ProxyUrl;
 
 /// What every option's value must be, in every layer.
 const EXPECTED: &str = "a string, number, boolean, or a list of those";
@@ -325,6 +326,39 @@ impl Setting for Vec<HostPort> {
     fn to_text(&self) -> String {
         let servers: Vec<String> = self.iter().map(HostPort::to_text).collect();
         servers.join(",")
+    }
+}
+
+/// The `proxy` key: an HTTP proxy to reach the servers through, or
+/// `direct`, which also ignores the conventional proxy variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ProxyChoice {
+    /// No proxy, whatever the environment says.
+    Direct,
+    /// This proxy.
+    Through(ProxyUrl),
+}
+
+/// The word for [`ProxyChoice::Direct`].
+pub(super) const DIRECT: &str = "direct";
+
+/// Parse errors never quote the URL (it may hold a password); neither do
+/// the error messages that name where it came from (see `layer`).
+impl Setting for ProxyChoice {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        if text.trim().eq_ignore_ascii_case(DIRECT) {
+            return Ok(Self::Direct);
+        }
+        text.parse()
+            .map(Self::Through)
+            .map_err(|error: crate::node::ProxyUrlError| error.to_string())
+    }
+
+    fn to_text(&self) -> String {
+        match self {
+            Self::Direct => DIRECT.to_owned(),
+            Self::Through(proxy) => proxy.expose().to_owned(),
+        }
     }
 }
 
