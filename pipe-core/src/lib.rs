@@ -30,8 +30,8 @@ mod ops;
 mod wire;
 
 pub use front::{
-    HttpAddr, HttpAddrError, HttpListener, RETURN_CODE_HEADER, ResponseBody, SocketOptions,
-    TIMEOUT_HEADER, log_listening, router, serve as serve_http,
+    HttpAddr, HttpAddrError, HttpListener, METRICS_PATH, RETURN_CODE_HEADER, ResponseBody,
+    SocketOptions, TIMEOUT_HEADER, log_listening, router, serve as serve_http, serve_metrics,
 };
 pub use handlers::{
     DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, ExecDirectory, Forwards,

@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::jobs::{self, JOBS_PATH};
 use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
+use super::metrics::{METRICS_PATH, metrics_response};
 use super::piped::respond_piped;
 use super::response::{ResponseBody, json_response};
 use super::status::{health, peers, status};
@@ -109,6 +110,7 @@ async fn respond(node: &Node, request: Request<Incoming>, caller: &str) -> Respo
         "/_pipe/health" => return json_response(StatusCode::OK, &health(node)),
         "/_pipe/status" => return json_response(StatusCode::OK, &status(node).await),
         "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
+        METRICS_PATH => return metrics_response(node),
         path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
             return jobs::respond(node, request).await;
         }
