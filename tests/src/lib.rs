@@ -18,6 +18,8 @@
 //! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
 //! | [`nats`] | a real NATS server (or NATS cluster) with mutual TLS, for clusters of server nodes |
 //! | [`netns`] | hosts of their own on one machine: network namespaces on a bridge |
+//! | [`statsd`] | a statsd server on a loopback UDP socket that keeps every line |
+//! | [`prometheus`] | a node's metrics scraped and parsed by the Prometheus project's own parser |
 //!
 //! A test reads like the README:
 //!
@@ -52,7 +54,9 @@ pub mod netns;
 pub mod nodes;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
+pub mod statsd;
 pub mod wait;
 
 pub use http::{
@@ -70,7 +74,9 @@ pub use nodes::{
 };
 pub use pki::{Pki, SERVER_NAME, named_files, server_request};
 pub use process::NodeProcess;
+pub use prometheus::{Scrape, scrape};
 pub use proxy::Proxy;
+pub use statsd::Statsd;
 pub use wait::eventually;
 
 pub use pipe_core::body::{self, INLINE_LIMIT};
