@@ -171,9 +171,16 @@ async fn measure(
     sampler.retarget(server.http);
     let back = sampler.wait_for(count, listening, plan.connect_bound).await;
     let now = Instant::now();
-    let attempts = collector.total(metrics::CONNECT_NEW_TICK, killed.into_std(), now.into_std());
-    let peak_attempts =
-        collector.peak_per_second(metrics::CONNECT_NEW_TICK, killed.into_std(), now.into_std());
+    let attempts = collector.total(
+        metrics::Counter::ConnectAttempt.statsd_name(),
+        killed.into_std(),
+        now.into_std(),
+    );
+    let peak_attempts = collector.peak_per_second(
+        metrics::Counter::ConnectAttempt.statsd_name(),
+        killed.into_std(),
+        now.into_std(),
+    );
     let value = match back {
         Some(back) => format!(
             "{:.2} s after the kill (server listening again after {} ms)",

@@ -81,6 +81,14 @@ async fn serve(config: ClientConfig) -> anyhow::Result<()> {
     let http = HttpListener::bind_with(&common.http, &common.socket)
         .await
         .with_context(|| format!("binding the local HTTP front on {}", common.http))?;
+    let metrics = match &common.metrics_listen {
+        Some(addr) => Some(
+            HttpListener::bind_with(addr, &common.socket)
+                .await
+                .with_context(|| format!("binding the metrics listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let node = launch::start_client(
         config.target,
         http,
@@ -90,6 +98,9 @@ async fn serve(config: ClientConfig) -> anyhow::Result<()> {
         config.backoff,
         launch::shutdown_on_signals(),
     )?;
+    if let Some(metrics) = metrics {
+        node.serve_metrics(metrics);
+    }
     node.reload_on_signal(common.cert_files, common.watch_certs);
     node.wait().await;
     Ok(())

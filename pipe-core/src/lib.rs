@@ -30,9 +30,9 @@ mod ops;
 mod wire;
 
 pub use front::{
-    ApiToken, ApiTokens, HttpAddr, HttpAddrError, HttpListener, NewToken, RETURN_CODE_HEADER,
-    ResponseBody, SocketOptions, TIMEOUT_HEADER, TOKEN_PREFIX, TokenError, TokenGate,
-    log_listening, router, serve as serve_http,
+    ApiToken, ApiTokens, HttpAddr, HttpAddrError, HttpListener, METRICS_PATH, NewToken,
+    RETURN_CODE_HEADER, ResponseBody, SocketOptions, TIMEOUT_HEADER, TOKEN_PREFIX, TokenError,
+    TokenGate, log_listening, router, serve as serve_http, serve_metrics,
 };
 pub use handlers::{
     DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, ExecDirectory, Forwards,

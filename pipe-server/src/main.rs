@@ -89,6 +89,14 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let http = HttpListener::bind_with(&common.http, &common.socket)
         .await
         .with_context(|| format!("binding the local HTTP front on {}", common.http))?;
+    let metrics = match &common.metrics_listen {
+        Some(addr) => Some(
+            HttpListener::bind_with(addr, &common.socket)
+                .await
+                .with_context(|| format!("binding the metrics listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let node = launch::start_server(
         pipe,
         http,
@@ -98,6 +106,9 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         launch::shutdown_on_signals(),
     )
     .await?;
+    if let Some(metrics) = metrics {
+        node.serve_metrics(metrics);
+    }
     node.reload_on_signal(common.cert_files, common.watch_certs);
     node.wait().await;
     Ok(())

@@ -20,6 +20,8 @@
 //! | [`nats`] | a real NATS server (or NATS cluster) with mutual TLS, for clusters of server nodes |
 //! | [`netns`] | hosts of their own on one machine: network namespaces on a bridge |
 //! | [`tinyproxy`] | a real HTTP proxy (tinyproxy) with its own configuration, for clients behind one |
+//! | [`statsd`] | a statsd server on a loopback UDP socket that keeps every line |
+//! | [`prometheus`] | a node's metrics scraped and parsed by the Prometheus project's own parser |
 //!
 //! A test reads like the README:
 //!
@@ -54,7 +56,9 @@ pub mod netns;
 pub mod nodes;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
+pub mod statsd;
 pub mod tinyproxy;
 pub mod tokens;
 pub mod wait;
@@ -74,7 +78,9 @@ pub use nodes::{
 };
 pub use pki::{Pki, SERVER_NAME, named_files, server_request};
 pub use process::NodeProcess;
+pub use prometheus::{Scrape, scrape};
 pub use proxy::Proxy;
+pub use statsd::Statsd;
 pub use tinyproxy::{ProxyOptions, Tinyproxy};
 pub use tokens::{TokenFile, bearer, get_with_token};
 pub use wait::eventually;

@@ -272,6 +272,55 @@ fn flag_beats_environment_beats_file_beats_default() {
 }
 
 #[test]
+fn the_metrics_listener_is_off_unless_a_layer_names_one() {
+    let file = fixture("server.toml");
+    let metrics = |config: ServerConfig| config.common.metrics_listen;
+    let env = [(
+        "RP_SERVER_METRICS_LISTEN",
+        "unix:/run/restpipe/metrics.sock",
+    )];
+    let flag = server(
+        &["--config", &file, "--metrics-listen", "127.0.0.1:9"],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(metrics(flag), Some(HttpAddr::Tcp(addr("127.0.0.1:9"))));
+    let from_env = server(&["--config", &file], &env).unwrap();
+    assert_eq!(
+        metrics(from_env),
+        Some(HttpAddr::Unix("/run/restpipe/metrics.sock".into()))
+    );
+    let from_file = server(&["--config", &file], &[]).unwrap();
+    assert_eq!(
+        metrics(from_file),
+        Some(HttpAddr::Tcp(addr("127.0.0.1:9465")))
+    );
+    assert_eq!(metrics(server(&[], &[]).unwrap()), None);
+    // Each node has its own variable, as for the front.
+    let client_env = [("RP_CLIENT_METRICS_LISTEN", "127.0.0.1:9466")];
+    assert_eq!(
+        client(&[], &client_env).unwrap().common.metrics_listen,
+        Some(HttpAddr::Tcp(addr("127.0.0.1:9466")))
+    );
+    assert_eq!(client(&[], &env).unwrap().common.metrics_listen, None);
+
+    // The front's own address serves the metrics already.
+    let error = Node::Server.error(
+        &[
+            "--http",
+            "127.0.0.1:8080",
+            "--metrics-listen",
+            "127.0.0.1:8080",
+        ],
+        &[],
+    );
+    assert!(
+        error.contains("--metrics-listen") && error.contains("serves /_pipe/metrics already"),
+        "{error}"
+    );
+}
+
+#[test]
 fn every_original_environment_name_works() {
     let config = server(
         &[],

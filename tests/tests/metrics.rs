@@ -4,139 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use restpipe_tests::{
-    NodeSettings, Pki, Proxy, Registry, Reply, Request, Side, StatsdSettings, TestNode,
+    NodeSettings, Pki, Proxy, Registry, Reply, Request, Side, Statsd, StatsdSettings, TestNode,
     connect_client_with, fast_settings, get, heartbeat_settings, http_client, send, send_with,
     server_start_error, start_client, start_server, wait_for_client, wait_for_server,
 };
 use tokio::net::UdpSocket;
 
 const CLIENT: &str = "metered";
-/// How long metrics may take to arrive; they normally take microseconds.
-const ARRIVAL: Duration = Duration::from_secs(10);
-
-/// A statsd server: every line of every datagram it receives, in order.
-struct Statsd {
-    port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Statsd {
-    async fn start() -> Self {
-        Self::listen(UdpSocket::bind("127.0.0.1:0").await.unwrap())
-    }
-
-    fn listen(socket: UdpSocket) -> Self {
-        let port = socket.local_addr().unwrap().port();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let received = lines.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = socket.recv(&mut buf).await {
-                let packet = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let mut lines = received.lock().unwrap();
-                // A packet may hold several metrics, one per line.
-                lines.extend(packet.lines().map(str::to_owned));
-            }
-        });
-        Self { port, lines, task }
-    }
-
-    /// Node settings that report here with the prefix `rp.test`.
-    fn settings(&self) -> NodeSettings {
-        NodeSettings {
-            statsd: Some(StatsdSettings {
-                host: "127.0.0.1".into(),
-                port: self.port,
-                prefix: "rp.test".into(),
-            }),
-            ..fast_settings()
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// How many times exactly `line` arrived.
-    fn count(&self, line: &str) -> usize {
-        self.lines().iter().filter(|l| *l == line).count()
-    }
-
-    /// Waits until each of `expected` arrived (at least once).
-    async fn wait_for(&self, expected: &[&str]) {
-        let deadline = Instant::now() + ARRIVAL;
-        loop {
-            let lines = self.lines();
-            let missing: Vec<_> = expected
-                .iter()
-                .filter(|want| !lines.iter().any(|line| line == *want))
-                .collect();
-            if missing.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "missing {missing:?}; received {lines:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Waits until `line` arrived `times` times.
-    async fn wait_for_times(&self, line: &str, times: usize) {
-        let deadline = Instant::now() + ARRIVAL;
-        while self.count(line) < times {
-            assert!(
-                Instant::now() < deadline,
-                "{line:?} not {times} times; received {:#?}",
-                self.lines()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// The values of every `rp.test.<name>:<ms>|ms` line, waiting for one.
-    async fn timings(&self, name: &str) -> Vec<u64> {
-        let prefix = format!("rp.test.{name}:");
-        let deadline = Instant::now() + ARRIVAL;
-        loop {
-            let values: Vec<u64> = self
-                .lines()
-                .iter()
-                .filter_map(|line| line.strip_prefix(&prefix)?.strip_suffix("|ms"))
-                .map(|ms| ms.parse().unwrap())
-                .collect();
-            if !values.is_empty() {
-                return values;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {name} timing; received {:#?}",
-                self.lines()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Lines that mention `fragment`.
-    fn matching(&self, fragment: &str) -> Vec<String> {
-        self.lines()
-            .into_iter()
-            .filter(|line| line.contains(fragment))
-            .collect()
-    }
-}
-
-impl Drop for Statsd {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// The examples plus a handler that outlives any short deadline.
 fn handlers(side: Side) -> Registry {

@@ -127,8 +127,8 @@ fn add_return_rows(
         ),
     );
     let (from, to) = (back.killed.into_std(), back.back_at.into_std());
-    let attempts = collector.total(metrics::CONNECT_NEW_TICK, from, to);
-    let peak = collector.peak_per_second(metrics::CONNECT_NEW_TICK, from, to);
+    let attempts = collector.total(metrics::Counter::ConnectAttempt.statsd_name(), from, to);
+    let peak = collector.peak_per_second(metrics::Counter::ConnectAttempt.statsd_name(), from, to);
     report.add(Row::new(
         SCENARIO,
         figure("connection attempts until then"),

@@ -89,8 +89,12 @@ impl Storm {
         Self {
             clients,
             took: done.map(|done| done - dialled),
-            attempts: collector.total(metrics::CONNECT_NEW_TICK, from, to),
-            peak: collector.peak_per_second(metrics::CONNECT_NEW_TICK, from, to),
+            attempts: collector.total(metrics::Counter::ConnectAttempt.statsd_name(), from, to),
+            peak: collector.peak_per_second(
+                metrics::Counter::ConnectAttempt.statsd_name(),
+                from,
+                to,
+            ),
         }
     }
 

@@ -17,7 +17,7 @@ use super::response::{
 use super::tokens::ApiToken;
 use crate::node::Node;
 use crate::node::jobs::{JobRecord, JobRequest, JobResult, JobState, NewJob, Refused, Submitted};
-use crate::node::metrics;
+use crate::node::metrics::Counter;
 use crate::wire::Event;
 
 /// Where jobs are.
@@ -165,12 +165,12 @@ pub(super) async fn submit(
     };
     let job = match jobs.store().submit(new).await {
         Ok(Submitted::Created(job)) => {
-            node.metrics().incr(metrics::JOBS_ACCEPTED_TICK);
+            node.metrics().incr(Counter::JobAccepted);
             job
         }
         Ok(Submitted::Existing(job)) => job,
         Ok(Submitted::QueueFull { queued }) => {
-            node.metrics().incr(metrics::JOBS_REFUSED_TICK);
+            node.metrics().incr(Counter::JobRefused);
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the job queue for {peer:?} is full ({queued} jobs); try again later"),

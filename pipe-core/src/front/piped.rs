@@ -22,7 +22,7 @@ use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
 use super::tokens::ApiToken;
 use crate::link::RequestError;
 use crate::node::cluster::{Cluster, ForwardError};
-use crate::node::metrics::{CLUSTER_FORWARD_TICK, CLUSTER_FORWARD_TIMING, SEND_TICK, SEND_TIMING};
+use crate::node::metrics::{Counter, Timing};
 use crate::node::{Lookup, Node, SERVER_KEY};
 use crate::wire::body::{BodyError, BodySink, BodyStream, INLINE_LIMIT};
 use crate::wire::{
@@ -303,11 +303,12 @@ async fn send(
         }
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
-    node.metrics().incr(SEND_TICK);
+    let handler = event.handler.as_str().to_owned();
+    node.metrics().incr(Counter::EventSent);
     let sent = Instant::now();
     match peer.request(event, remaining).await {
         Ok(reply) => {
-            node.metrics().timing(SEND_TIMING, sent.elapsed());
+            node.metrics().replied(&handler, sent.elapsed());
             reply_response(reply)
         }
         Err(error) => {
@@ -333,15 +334,16 @@ async fn forward(
     deadline: Instant,
     wait: Duration,
 ) -> Response<ResponseBody> {
-    node.metrics().incr(SEND_TICK);
-    node.metrics().incr(CLUSTER_FORWARD_TICK);
+    let handler = event.handler.as_str().to_owned();
+    node.metrics().incr(Counter::EventSent);
+    node.metrics().incr(Counter::ClusterForward);
     let sent = Instant::now();
     let wait_until = (sent + wait).min(deadline);
     match cluster.forward(key, event, deadline, wait_until).await {
         Ok(reply) => {
-            node.metrics().timing(SEND_TIMING, sent.elapsed());
+            node.metrics().replied(&handler, sent.elapsed());
             node.metrics()
-                .timing(CLUSTER_FORWARD_TIMING, sent.elapsed());
+                .timing(Timing::ClusterForward, sent.elapsed());
             reply_response(reply)
         }
         Err(error) => {

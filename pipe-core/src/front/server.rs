@@ -20,6 +20,7 @@ use super::access::TokenGate;
 use super::jobs::{self, JOBS_PATH};
 use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
+use super::metrics::{METRICS_PATH, metrics_response};
 use super::piped::respond_piped;
 use super::response::{ResponseBody, json_response};
 use super::status::{health, peers, status};
@@ -138,6 +139,7 @@ async fn respond(
             return json_response(StatusCode::OK, &status);
         }
         "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
+        METRICS_PATH => return metrics_response(node),
         path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
             return jobs::respond(node, request, token, caller).await;
         }

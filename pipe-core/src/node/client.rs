@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::backoff::{Backoff, BackoffSettings};
 use super::directory::{SERVER_KEY, drain};
 use super::events::ConnectionEvent;
-use super::metrics::{CONNECT_FAIL_TICK, CONNECT_NEW_TICK, CONNECT_REVOKED_TICK, RECONNECT_TIMING};
+use super::metrics::{Counter, Timing};
 use super::node::Node;
 use super::proxy::{Proxies, ProxyUrl};
 use super::servers::{Rotation, ServerAddress, ServerTarget, resolve};
@@ -120,13 +120,13 @@ impl Reconnect {
             let routes = match routes {
                 Ok(routes) => routes,
                 Err(error) => {
-                    self.node.metrics().incr(CONNECT_NEW_TICK);
+                    self.node.metrics().incr(Counter::ConnectAttempt);
                     self.attempt_failed(&server, &error);
                     continue;
                 }
             };
             for route in routes {
-                self.node.metrics().incr(CONNECT_NEW_TICK);
+                self.node.metrics().incr(Counter::ConnectAttempt);
                 // The TLS config current now: a reload affects the next attempt.
                 let connector = TlsConnector::from(self.tls.current());
                 let name = self.server_name.as_deref().unwrap_or(&server.host);
@@ -151,7 +151,7 @@ impl Reconnect {
     /// status, event), and stretches the backoff for refusals that retrying
     /// soon won't fix. Says whether to go on to the next server.
     fn attempt_failed(&mut self, server: &ServerAddress, error: &ConnectError) -> AfterFailure {
-        self.node.metrics().incr(CONNECT_FAIL_TICK);
+        self.node.metrics().incr(Counter::ConnectFailed);
         let chain = error_chain(error);
         let refusal = match error {
             ConnectError::Handshake(HandshakeError::Refused { reason, .. }) => Some(*reason),
@@ -187,7 +187,7 @@ impl Reconnect {
             }
             // This server's certificate is revoked; another's may not be.
             (_, Some(Revoked::Server)) => {
-                self.node.metrics().incr(CONNECT_REVOKED_TICK);
+                self.node.metrics().incr(Counter::PeerRevoked);
                 warn!(%server, "server refused: its certificate is on this node's revocation list: {chain}");
                 stretch(&mut self.backoff);
                 AfterFailure::NextServer
@@ -225,7 +225,7 @@ impl Reconnect {
         if let Some(lost_at) = self.lost_at.take() {
             self.node
                 .metrics()
-                .timing(RECONNECT_TIMING, lost_at.elapsed());
+                .timing(Timing::Reconnect, lost_at.elapsed());
         }
         let since = Instant::now();
         self.announce(server, &handle, proxy);

@@ -23,7 +23,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::info;
 
 use super::events::{ConnectionEvent, EventSink};
-use super::metrics::{CONNECT_BROKEN_TICK, CONNECT_CONNECTED_TICK, Metrics, PEERS_GAUGE};
+use super::metrics::{Counter, Gauge, Metrics};
 use crate::link::PeerHandle;
 use crate::wire::proto::go_away;
 
@@ -175,9 +175,9 @@ impl Inner {
             self.count.fetch_sub(1, Ordering::AcqRel);
         }
         self.changed.notify_waiters();
-        self.metrics.incr(CONNECT_BROKEN_TICK);
+        self.metrics.incr(Counter::ConnectionBroken);
         self.metrics
-            .gauge(PEERS_GAUGE, self.count.load(Ordering::Acquire) as u64);
+            .gauge(Gauge::Peers, self.count.load(Ordering::Acquire) as u64);
         self.events.emit(ConnectionEvent::ConnectionRemoved {
             peer: handle.name().to_owned(),
             connection_id: handle.connection_id(),
@@ -236,10 +236,10 @@ impl PeerDirectory for LocalPeers {
                 "a newer connection with the same identity replaced this one",
             );
         }
-        inner.metrics.incr(CONNECT_CONNECTED_TICK);
+        inner.metrics.incr(Counter::Connected);
         inner
             .metrics
-            .gauge(PEERS_GAUGE, inner.count.load(Ordering::Acquire) as u64);
+            .gauge(Gauge::Peers, inner.count.load(Ordering::Acquire) as u64);
         inner.events.emit(ConnectionEvent::ConnectionAdded {
             peer: handle.name().to_owned(),
             remote_addr: handle

@@ -13,7 +13,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::events::{ConnectionEvent, EventSink};
 use super::jobs::Jobs;
-use super::metrics::{self, Metrics};
+use super::metrics::{Counter, Metrics, Timing};
 use crate::handlers::{Handlers, Job, Outcome};
 use crate::link::{Delivery, Inbound, LinkNotice, PeerInfo, ReplyFuture};
 use crate::wire::{Event, Reply};
@@ -111,7 +111,7 @@ impl Inbound for NodeInbound {
                         metrics.handled(Some(&handler), started.elapsed());
                     }
                     Outcome::Missing => metrics.handled(None, started.elapsed()),
-                    Outcome::Denied => metrics.incr(metrics::DENIED_TICK),
+                    Outcome::Denied => metrics.incr(Counter::EventDenied),
                 }
                 reply
             })
@@ -128,7 +128,7 @@ impl Inbound for NodeInbound {
         let (reply, outcome) = *self.handlers.screen(&peer.name, &event.handler).err()?;
         match outcome {
             Outcome::Missing => self.metrics.handled(None, Duration::ZERO),
-            Outcome::Denied => self.metrics.incr(metrics::DENIED_TICK),
+            Outcome::Denied => self.metrics.incr(Counter::EventDenied),
             Outcome::Handled { .. } => {}
         }
         Some(reply)
@@ -136,9 +136,9 @@ impl Inbound for NodeInbound {
 
     fn notice(&self, peer: &PeerInfo, connection_id: u64, notice: LinkNotice) {
         match notice {
-            LinkNotice::EventReceived => self.metrics.incr(metrics::RECEIVE_TICK),
-            LinkNotice::Busy => self.metrics.incr(metrics::BUSY_TICK),
-            LinkNotice::Heartbeat(rtt) => self.metrics.timing(metrics::HEARTBEAT_TIMING, rtt),
+            LinkNotice::EventReceived => self.metrics.incr(Counter::EventReceived),
+            LinkNotice::Busy => self.metrics.incr(Counter::EventBusy),
+            LinkNotice::Heartbeat(rtt) => self.metrics.timing(Timing::Heartbeat, rtt),
             LinkNotice::Idle => self.events.emit(ConnectionEvent::Idle {
                 peer: peer.name.clone(),
                 connection_id,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::metrics::{CONNECT_REVOKED_TICK, Metrics};
+use super::metrics::{Counter, Metrics};
 use crate::link::{CertificateId, PeerHandle, RevocationList};
 use crate::wire::proto::go_away;
 
@@ -91,7 +91,7 @@ impl RevocationWatch {
             %serial,
             "closing the connection: the peer's certificate is revoked"
         );
-        self.metrics.incr(CONNECT_REVOKED_TICK);
+        self.metrics.incr(Counter::PeerRevoked);
         handle.close(
             go_away::Reason::Revoked,
             format!(

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::admission::{Admission, Handshake, Place};
 use super::directory::drain;
-use super::metrics::{CONNECT_NEW_TICK, CONNECT_REFUSED_TICK, CONNECT_REVOKED_TICK};
+use super::metrics::Counter;
 use super::node::Node;
 use crate::link::{self, ALPN, CertificateId, PeerHandle, PeerInfo, Reloadable, Role};
 use crate::wire::Side;
@@ -49,7 +49,7 @@ pub async fn run(
         };
         let Some(handshake) = admission.start_handshake(remote.ip()) else {
             // Closed at once: no task, no TLS for a peer past the bounds.
-            node.metrics().incr(CONNECT_REFUSED_TICK);
+            node.metrics().incr(Counter::ConnectionRefused);
             debug!(%remote, "connection closed: too many handshakes in progress (from this address or in all)");
             continue;
         };
@@ -132,7 +132,7 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
         handshake,
         admission,
     } = accepted;
-    node.metrics().incr(CONNECT_NEW_TICK);
+    node.metrics().incr(Counter::ConnectAttempt);
     let Some(stream) = accept_tls(acceptor, tcp, remote, &node).await else {
         return;
     };
@@ -202,7 +202,7 @@ async fn accept_tls(
         Ok(Err(error)) => {
             match revocation_in(&error) {
                 Some(Revoked::Client) => {
-                    node.metrics().incr(CONNECT_REVOKED_TICK);
+                    node.metrics().incr(Counter::PeerRevoked);
                     warn!(%remote, "client refused: its certificate is on this node's revocation list");
                 }
                 Some(Revoked::Ours) => warn!(

@@ -274,6 +274,18 @@ impl RunningNode {
         self.tasks.close();
     }
 
+    /// Serves the node's metrics alone on `listener` (`--metrics-listen`),
+    /// until the node stops.
+    pub fn serve_metrics(&self, listener: HttpListener) {
+        self.tasks.reopen();
+        self.tasks.spawn(front::serve_metrics(
+            listener,
+            self.node.clone(),
+            self.shutdown.clone(),
+        ));
+        self.tasks.close();
+    }
+
     /// Cancelling this token stops the node.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

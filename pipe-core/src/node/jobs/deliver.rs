@@ -21,7 +21,7 @@ use super::store::{JobStore, Refused};
 use crate::link::PeerHandle;
 use crate::node::cluster::Cluster;
 use crate::node::directory::PeerDirectory;
-use crate::node::metrics::{self, Metrics};
+use crate::node::metrics::{Counter, Gauge, Metrics, Timing};
 use crate::wire::body::{BodyStream, INLINE_LIMIT};
 use crate::wire::{Event, HandlerName, JobProgress, JobTag, RETURN_HANDLER_FAILED, Reply};
 
@@ -135,7 +135,7 @@ impl Jobs {
             match self.store.queues() {
                 Ok(queues) => {
                     let queued = queues.iter().map(|(_, queued)| queued).sum();
-                    self.metrics.gauge(metrics::JOBS_QUEUED, queued);
+                    self.metrics.gauge(Gauge::JobsQueued, queued);
                     commits.report(&self.store, &self.metrics);
                     expiry_checked.retain(|peer, _| queues.iter().any(|(queue, _)| queue == peer));
                     for (peer, _) in queues {
@@ -307,7 +307,7 @@ impl Jobs {
 
     /// Delivers one job and keeps its outcome.
     async fn deliver_one(self: &Arc<Self>, route: &Route, job: JobRecord) -> Delivery {
-        self.metrics.incr(metrics::JOBS_DELIVERY_TICK);
+        self.metrics.incr(Counter::JobDelivery);
         let body = match self.store.request_body(&job.id) {
             Ok(body) => body,
             Err(error) => {
@@ -463,7 +463,7 @@ impl Jobs {
     /// Counts a job that ended in `state`, and wakes those waiting for
     /// ends.
     fn ended(&self, state: JobState) {
-        self.metrics.incr(&format!("jobs.ended.{state}.tick"));
+        self.metrics.job_ended(state.as_str());
         self.ended.notify_waiters();
     }
 
@@ -487,7 +487,7 @@ impl CommitTimes {
         let (commits, micros) = (store.commits(), store.commit_micros());
         let new = commits.saturating_sub(self.commits);
         if let Some(mean) = micros.saturating_sub(self.micros).checked_div(new) {
-            metrics.timing(metrics::JOBS_COMMIT_TIMING, Duration::from_micros(mean));
+            metrics.timing(Timing::JobCommit, Duration::from_micros(mean));
         }
         (self.commits, self.micros) = (commits, micros);
     }

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use super::deliver::Jobs;
 use super::notifying::{Called, Notice};
 use super::store::now_ms;
-use crate::node::metrics;
+use crate::node::metrics::Counter;
 use crate::wire::cause_chain;
 
 /// Calls of one hook, the first included.
@@ -102,7 +102,7 @@ impl Jobs {
         let called = match post(client, &url, &job.id, body).await {
             Ok(()) => {
                 debug!(job = %job.id, %url, "notify hook called");
-                self.metrics.incr(metrics::JOBS_NOTIFY_SENT_TICK);
+                self.metrics.incr(Counter::NotifySent);
                 Called::Sent
             }
             Err(error) => {
@@ -113,8 +113,8 @@ impl Jobs {
                 });
                 warn!(job = %job.id, %url, attempt, "notify hook failed: {error}");
                 self.metrics.incr(match retry_at_ms {
-                    Some(_) => metrics::JOBS_NOTIFY_FAILED_TICK,
-                    None => metrics::JOBS_NOTIFY_GAVE_UP_TICK,
+                    Some(_) => Counter::NotifyFailed,
+                    None => Counter::NotifyGaveUp,
                 });
                 Called::Failed { error, retry_at_ms }
             }

@@ -173,15 +173,21 @@ pub struct CommonArgs {
     /// RP_NODE, RP_PEER, RP_REASON... in its environment.
     #[arg(long, value_name = "COMMAND")]
     pub on_event: Option<String>,
-    /// statsd host; empty disables metrics.
+    /// statsd host; empty turns statsd off (Prometheus keeps the metrics).
     #[arg(long, value_name = "HOST")]
     pub statsd_host: Option<String>,
-    /// statsd port; empty disables metrics.
+    /// statsd port; empty turns statsd off.
     #[arg(long, value_name = "PORT")]
     pub statsd_port: Option<String>,
     /// Prefix of every metric name.
     #[arg(long, value_name = "PREFIX")]
     pub statsd_prefix: Option<String>,
+    /// Also serve the Prometheus metrics (GET /metrics) on a listener of
+    /// their own, IP:PORT or unix:/path, which serves nothing else; the
+    /// local front always has them at /_pipe/metrics.
+    #[arg(long, value_name = "ADDR|unix:PATH")]
+    #[serde(serialize_with = "as_text")]
+    pub metrics_listen: Option<HttpAddr>,
     /// Permissions of a unix-socket front, octal.
     #[arg(long, value_name = "MODE")]
     pub socket_mode: Option<String>,

@@ -86,8 +86,8 @@ pub fn default_http(side: Side, profile: Option<Profile>) -> HttpAddr {
 
 /// The shared keys' defaults. Keys left `None` have none: the profile, the
 /// identity's file names (they follow the role), the revocation list, the
-/// policy, the API token file, handler directory, forwards, event command
-/// and socket group.
+/// policy, the API token file, handler directory, forwards, event command,
+/// socket group and metrics listener.
 fn common(side: Side, profile: Option<Profile>) -> RawCommon {
     let http = default_http(side, profile);
     let log_format = match profile {

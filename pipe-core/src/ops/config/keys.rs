@@ -216,12 +216,14 @@ raw_config! {
         drain_grace: Duration => Env::Named("RP_DRAIN_GRACE"),
         /// Command run on connection events.
         on_event: String => Env::Named("RP_ON_EVENT"),
-        /// statsd host; empty turns metrics off.
+        /// statsd host; empty turns statsd off.
         statsd_host: String => Env::KeepsEmpty("RP_STATSD_HOST"),
-        /// statsd port; empty turns metrics off.
+        /// statsd port; empty turns statsd off.
         statsd_port: String => Env::KeepsEmpty("RP_STATSD_PORT"),
         /// Prefix of every metric name.
         statsd_prefix: String => Env::KeepsEmpty("RP_STATSD_PREFIX"),
+        /// A listener of its own for the Prometheus metrics.
+        metrics_listen: HttpAddr => Env::PerSide("RP_SERVER_METRICS_LISTEN", "RP_CLIENT_METRICS_LISTEN"),
         /// Permissions of a unix-socket front.
         socket_mode: Mode => Env::Named("RP_SOCKET_MODE"),
         /// Group of a unix-socket front.

@@ -105,6 +105,8 @@ pub struct CommonConfig {
     pub http: HttpAddr,
     /// Permissions of a unix-socket front, and whose forwarded-for to trust.
     pub socket: SocketOptions,
+    /// A listener of its own for the Prometheus metrics, if any.
+    pub metrics_listen: Option<HttpAddr>,
     /// The identity files.
     pub cert_files: CertFiles,
     /// Reload the identity when its files change, not only on SIGHUP.

@@ -118,6 +118,13 @@ fn common(
 ) -> Result<CommonConfig, ConfigError> {
     let profile = optional!(raw.profile);
     let http = defaulted!(raw.http)?;
+    let metrics_listen = optional!(raw.metrics_listen);
+    if metrics_listen.as_ref() == Some(&http) {
+        return Err(ConfigError::bad_value(
+            origins.source_name("metrics_listen"),
+            format!("{http} is the local front's own address, which serves /_pipe/metrics already"),
+        ));
+    }
     let cert_files = cert_files(raw, side)?;
     let watch_certs = defaulted!(raw.watch_certs)?;
     let logging = Logging {
@@ -135,6 +142,7 @@ fn common(
     Ok(CommonConfig {
         http,
         socket,
+        metrics_listen,
         cert_files,
         watch_certs,
         profile,

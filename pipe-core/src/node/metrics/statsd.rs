@@ -1,0 +1,125 @@
+//! The statsd side of the metrics: a cadence client whose background thread
+//! sends each metric promptly as its own UDP datagram from a non-blocking
+//! socket, fed by a bounded queue. A full queue or an unreachable statsd
+//! loses metrics, never time: no call waits, and errors are swallowed
+//! (logged at debug, sparingly).
+
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cadence::{QueuingMetricSink, StatsdClient, UdpMetricSink};
+use tracing::{debug, info};
+
+/// Metrics waiting for the sender thread; past this they are dropped, so a
+/// stalled statsd costs memory no larger than this many short strings.
+const QUEUE_CAPACITY: usize = 64 * 1024;
+/// Only every this many-th failure to send is logged (at debug), so a dead
+/// statsd never floods the logs.
+const ERROR_LOG_EVERY: u64 = 1024;
+
+/// Where metrics go: a statsd server over UDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsdSettings {
+    /// statsd host name or address (the original's `RP_STATSD_HOST`).
+    pub host: String,
+    /// statsd UDP port (the original's `RP_STATSD_PORT`).
+    pub port: u16,
+    /// Prefix of every metric name, e.g. `restpipe.server`; empty for none.
+    pub prefix: String,
+}
+
+/// Why metrics could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The statsd host name did not resolve.
+    #[error("statsd host {host:?} (port {port}) does not resolve: {source}")]
+    Resolve {
+        /// The host as configured.
+        host: String,
+        /// The port as configured.
+        port: u16,
+        /// What the resolver said.
+        source: std::io::Error,
+    },
+    /// The statsd host name resolved to no address at all.
+    #[error("statsd host {host:?} resolves to no address")]
+    NoAddress {
+        /// The host as configured.
+        host: String,
+    },
+    /// The local UDP socket could not be opened.
+    #[error("could not open a UDP socket for statsd: {0}")]
+    Socket(#[source] std::io::Error),
+}
+
+/// A client sending to the statsd server of `settings`. The host is
+/// resolved once, here (its IPv4 address preferred): one that does not
+/// resolve is an error, so a typo stops the node at start instead of
+/// silently losing every metric.
+pub(super) fn client(settings: &StatsdSettings) -> Result<Arc<StatsdClient>, MetricsError> {
+    let addresses: Vec<SocketAddr> = (settings.host.as_str(), settings.port)
+        .to_socket_addrs()
+        .map_err(|source| MetricsError::Resolve {
+            host: settings.host.clone(),
+            port: settings.port,
+            source,
+        })?
+        .collect();
+    // IPv4 first, as the original did: `localhost` often resolves to
+    // `::1` first, while statsd daemons commonly listen on IPv4 only.
+    let target = addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or_else(|| addresses.first())
+        .copied()
+        .ok_or_else(|| MetricsError::NoAddress {
+            host: settings.host.clone(),
+        })?;
+    let local = match target {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let socket = UdpSocket::bind(local).map_err(MetricsError::Socket)?;
+    // A full socket buffer drops the datagram instead of stalling the
+    // sender thread (and the queue behind it).
+    socket.set_nonblocking(true).map_err(MetricsError::Socket)?;
+    // `target` is already an address: this resolves nothing.
+    let udp = UdpMetricSink::from(target, socket)
+        .map_err(|error| MetricsError::Socket(std::io::Error::other(error.to_string())))?;
+    let failures = Arc::new(AtomicU64::new(0));
+    let sink_failures = failures.clone();
+    let sink = QueuingMetricSink::builder()
+        .with_capacity(QUEUE_CAPACITY)
+        .with_error_handler(move |error| {
+            log_failure(&sink_failures, &error);
+        })
+        .build(udp);
+    let client = StatsdClient::builder(&settings.prefix, sink)
+        .with_error_handler(move |error| log_failure(&failures, &error))
+        .build();
+    info!(statsd = %target, prefix = %settings.prefix, "sending metrics");
+    Ok(Arc::new(client))
+}
+
+/// `name` with everything statsd could misread (`:`, `|`, `@`, newlines,
+/// spaces…) turned into `_`; borrowed when there is nothing to turn.
+pub(super) fn metric_safe(name: &str) -> Cow<'_, str> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if name.chars().all(safe) {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(
+        name.chars()
+            .map(|c| if safe(c) { c } else { '_' })
+            .collect(),
+    )
+}
+
+fn log_failure(failures: &AtomicU64, error: &dyn std::fmt::Display) {
+    let seen = failures.fetch_add(1, Ordering::Relaxed);
+    if seen.is_multiple_of(ERROR_LOG_EVERY) {
+        debug!(failures = seen + 1, "metric not sent: {error}");
+    }
+}
