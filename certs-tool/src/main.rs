@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::{ArgGroup, Parser, Subcommand};
+use clap::{ArgGroup, CommandFactory as _, Parser, Subcommand};
 use pipe_core::pki::{
     CA_CERT_FILE, CA_CRL_FILE, CA_KEY_FILE, CertificateAuthority, DEFAULT_CRL_VALID_DAYS,
     DEFAULT_VALID_DAYS, ISSUED_DIR, IssueRequest, IssuedCertificate, Role, record_issued,
@@ -103,10 +103,25 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = DEFAULT_CRL_VALID_DAYS)]
         days: u32,
     },
+    /// Prints shell completions for this binary (bash, zsh, fish, elvish,
+    /// powershell), e.g. `certs-tool completions bash >
+    /// /etc/bash_completion.d/certs-tool`.
+    Completions(pipe_core::docs_cli::CompletionsArgs),
+    /// Prints this binary's man page (roff), or writes a page for it and
+    /// each subcommand into --out DIR.
+    Man(pipe_core::docs_cli::ManArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Completions(args) => {
+            pipe_core::docs_cli::completions(Cli::command(), args.shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man(args) => {
+            pipe_core::docs_cli::man(Cli::command(), &args, &mut std::io::stdout())?;
+            Ok(())
+        }
         Command::InitCa { out, name, force } => init_ca(&out, &name, force),
         Command::Issue {
             out,

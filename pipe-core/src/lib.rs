@@ -62,7 +62,7 @@ pub use node::{
     run_client, run_server,
 };
 pub use ops::launch::{ReloadError, SetIdentityError};
-pub use ops::{config, identity, jobs_cli, launch, logging, pki, tokens_cli};
+pub use ops::{config, docs_cli, identity, jobs_cli, launch, logging, pki, tokens_cli};
 pub use wire::{
     BudgetScope, DEFAULT_MAX_BODY_MEMORY, DEFAULT_MAX_BODY_MEMORY_PER_PEER,
     DEFAULT_MAX_FRAME_BYTES, Event, FrameCodec, FrameError, HandlerError, HandlerName, Held, JSON,

@@ -15,6 +15,7 @@
 //! | [`wait`] | bounded polling: [`eventually`] |
 //! | [`tokens`] | local API token files, written and changed as an operator does |
 //! | [`bulk`] | a 256 MiB body in pieces, its hash, handlers that take and make it, peak memory |
+//! | [`docs`] | a binary's shell completions and man pages, checked by bash and groff |
 //! | [`files`] | what a command left on disk: listings, modes |
 //! | [`proxy`] | a loopback TCP proxy that can freeze or cut a link |
 //! | [`nats`] | a real NATS server (or NATS cluster) with mutual TLS, for clusters of server nodes |
@@ -48,6 +49,7 @@
 //! pipe-core moves them, these lines follow, and nothing else.
 
 pub mod bulk;
+pub mod docs;
 pub mod files;
 pub mod http;
 pub mod installed;

@@ -3,6 +3,7 @@
 //! and the small CA kit behind `certs-tool`. Sits on top of every other layer.
 
 pub mod config;
+pub mod docs_cli;
 pub mod identity;
 pub mod jobs_cli;
 pub mod launch;
