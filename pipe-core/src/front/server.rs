@@ -21,6 +21,7 @@ use super::jobs::{self, JOBS_PATH};
 use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::metrics::{METRICS_PATH, metrics_response};
+use super::page::{PAGE_PATHS, page_response};
 use super::piped::respond_piped;
 use super::response::{ResponseBody, json_response};
 use super::status::{health, peers, status};
@@ -140,6 +141,7 @@ async fn respond(
         }
         "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
         METRICS_PATH => return metrics_response(node),
+        path if PAGE_PATHS.contains(&path) => return page_response(),
         path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
             return jobs::respond(node, request, token, caller).await;
         }
