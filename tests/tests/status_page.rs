@@ -114,6 +114,25 @@ async fn the_page_shows_a_client_come_and_go_in_a_real_browser() {
     let empty = browser.texts("#peers .empty").await.expect("the peers box");
     assert_eq!(empty, ["no client connected"]);
 
+    // A request for the client that went away fails (503), and the page
+    // lists it, by its path only: the query stays out.
+    let failed = get(&server.url("/client/page-client-7/time?secret=kept-out")).await;
+    assert_eq!(failed.status, 503, "{failed:?}");
+    let errors = browser
+        .wait_for_texts(
+            PAGE_LIMIT,
+            "#errors li",
+            "the page shows the failed send",
+            |errors| {
+                errors
+                    .iter()
+                    .any(|e| e.contains("piped: GET /client/page-client-7/time"))
+            },
+        )
+        .await;
+    assert!(errors[0].contains("503"), "newest first: {errors:?}");
+    assert!(!errors.iter().any(|e| e.contains("kept-out")), "{errors:?}");
+
     // A node that stops answering is shown as unreachable.
     server.stop().await;
     let banner = browser
