@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use restpipe_tests::browser::{self, Browser};
 use restpipe_tests::{
-    Pki, Registry, Side, connect_client, fast_settings, get, init_logging, start_server,
+    NodeSettings, Pki, Registry, Side, connect_client, fast_settings, get, init_logging, send,
+    start_server,
 };
 
 /// How long the page may take to show a change: it refreshes every 2 s.
@@ -149,6 +150,52 @@ async fn the_page_shows_a_client_come_and_go_in_a_real_browser() {
         .await;
     eprintln!("banner: {banner:?}");
     browser.close().await;
+}
+
+#[tokio::test]
+async fn the_page_shows_jobs_by_state_and_queues() {
+    init_logging();
+    if !browser::installed() {
+        return;
+    }
+    let pki = Pki::new();
+    let state = tempfile::tempdir().expect("a state directory");
+    let settings = NodeSettings {
+        state_dir: Some(state.path().to_owned()),
+        ..fast_settings()
+    };
+    let server = start_server(&pki, Registry::new(), settings).await;
+    // A job for a client that has never connected waits in its queue.
+    let accepted = send(
+        "POST",
+        &server.url("/client/late-client/count"),
+        &[("prefer", "respond-async")],
+        "",
+    )
+    .await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+
+    let browser = Browser::start().await.expect("a headless Chromium session");
+    browser
+        .client()
+        .goto(&server.url("/_pipe/"))
+        .await
+        .expect("the status page loads");
+    let cells = browser
+        .wait_for_texts(PAGE_LIMIT, "#jobs td", "the page shows the jobs", |cells| {
+            cells.windows(2).any(|pair| pair == ["queued", "1"])
+        })
+        .await;
+    assert!(
+        cells.windows(2).any(|pair| pair == ["late-client", "1"]),
+        "the client's queue is shown: {cells:?}"
+    );
+    browser
+        .save_screenshot("status-page-jobs.png")
+        .await
+        .expect("a screenshot of the page with jobs");
+    browser.close().await;
+    server.stop().await;
 }
 
 /// Connects to a server node's pipe and speaks plain HTTP instead of TLS,
