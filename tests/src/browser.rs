@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
@@ -120,13 +120,20 @@ impl Browser {
         &self.client
     }
 
-    /// The text of every element `css` selects, in document order.
+    /// The text of every element `css` selects, in document order, as the
+    /// page shows it. Read in one script, all at once: a page that redraws
+    /// itself (the status page does, every 2 s) would leave element
+    /// references found one command earlier stale.
     pub async fn texts(&self, css: &str) -> anyhow::Result<Vec<String>> {
-        let mut texts = Vec::new();
-        for element in self.client.find_all(Locator::Css(css)).await? {
-            texts.push(element.text().await?);
-        }
-        Ok(texts)
+        let texts = self
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText);",
+                vec![json!(css)],
+            )
+            .await
+            .with_context(|| format!("reading {css} in the page"))?;
+        serde_json::from_value(texts).context("the texts of the page's elements")
     }
 
     /// Waits (bounded) until the texts of the elements `css` selects
@@ -144,7 +151,7 @@ impl Browser {
             let texts = self
                 .texts(css)
                 .await
-                .unwrap_or_else(|error| panic!("reading {css} in the page: {error}"));
+                .unwrap_or_else(|error| panic!("{error:#}"));
             if condition(&texts) {
                 return texts;
             }
