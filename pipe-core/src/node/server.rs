@@ -173,10 +173,11 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
     let handle = match established {
         Ok((handle, _hello)) => handle,
         Err(error) => {
-            refuse_client(
-                &node,
-                remote,
-                format_args!("pipe handshake with {name} failed: {error}"),
+            // The client's name stays a field of its own, for log filters.
+            warn!(%remote, client = %name, "pipe handshake failed: {error}");
+            node.recent_errors().record(
+                "handshake",
+                format_args!("{remote}: pipe handshake with {name} failed: {error}"),
             );
             return;
         }
