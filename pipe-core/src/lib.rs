@@ -56,10 +56,10 @@ pub use node::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DELAY, DEFAULT_MAX_QUEUED_JOBS,
     DEFAULT_MAX_RUNNING_HANDLERS, DEFAULT_MIN_DELAY, DEFAULT_PEER_WAIT, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_STABLE_AFTER, EventSink, FRAME_OVERHEAD_BYTES, LinkState, LocalPeers, Lookup,
-    LookupFuture, MAX_ANSWER_HEAD, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, Metrics,
-    MetricsError, Node, NodeSettings, PeerDirectory, Proxies, ProxyError, ProxyStatus, ProxyUrl,
-    ProxyUrlError, SERVER_KEY, ServerAddress, ServerTarget, Session, StatsdSettings, metrics,
-    run_client, run_server,
+    LookupFuture, MAX_ANSWER_HEAD, MAX_ERROR_CHARS, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE,
+    MAX_RECENT_ERRORS, Metrics, MetricsError, Node, NodeSettings, PeerDirectory, Proxies,
+    ProxyError, ProxyStatus, ProxyUrl, ProxyUrlError, RecentError, RecentErrors, SERVER_KEY,
+    ServerAddress, ServerTarget, Session, StatsdSettings, metrics, run_client, run_server,
 };
 pub use ops::launch::{ReloadError, SetIdentityError};
 pub use ops::{config, docs_cli, identity, jobs_cli, launch, logging, pki, tokens_cli};

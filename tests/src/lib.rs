@@ -23,6 +23,7 @@
 //! | [`tinyproxy`] | a real HTTP proxy (tinyproxy) with its own configuration, for clients behind one |
 //! | [`statsd`] | a statsd server on a loopback UDP socket that keeps every line |
 //! | [`prometheus`] | a node's metrics scraped and parsed by the Prometheus project's own parser |
+//! | [`browser`] | a real headless Chromium driven over WebDriver (chromedriver), for the status page |
 //!
 //! A test reads like the README:
 //!
@@ -48,6 +49,7 @@
 //! re-exported here, and the kit's own modules take them from here too: when
 //! pipe-core moves them, these lines follow, and nothing else.
 
+pub mod browser;
 pub mod bulk;
 pub mod docs;
 pub mod files;
@@ -65,6 +67,7 @@ pub mod tinyproxy;
 pub mod tokens;
 pub mod wait;
 
+pub use browser::Browser;
 pub use http::{
     ANSWER_LIMIT, HttpClient, Response, get, get_within, http_client, send, send_with, try_get,
 };

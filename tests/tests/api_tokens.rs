@@ -101,7 +101,7 @@ async fn a_server_front_lets_in_only_valid_tokens_and_each_within_its_scope() {
         (health.status, &health.json()["status"]),
         (200, &json!("ok"))
     );
-    for page in ["/_pipe/status", "/_pipe/peers"] {
+    for page in ["/_pipe/status", "/_pipe/peers", "/_pipe/", "/_pipe"] {
         assert_eq!(get(&server.url(page)).await.status, 401, "{page}");
         assert_eq!(get_with_token(&server.url(page), &web).await.status, 200);
     }

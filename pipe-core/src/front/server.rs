@@ -21,6 +21,7 @@ use super::jobs::{self, JOBS_PATH};
 use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::metrics::{METRICS_PATH, metrics_response};
+use super::page::{PAGE_PATHS, page_response};
 use super::piped::respond_piped;
 use super::response::{ResponseBody, json_response};
 use super::status::{health, peers, status};
@@ -140,16 +141,44 @@ async fn respond(
         }
         "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
         METRICS_PATH => return metrics_response(node),
+        path if PAGE_PATHS.contains(&path) => return page_response(),
         path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
             return jobs::respond(node, request, token, caller).await;
         }
         _ => {}
     }
+    // A cheap copy (shared bytes) for the recent errors: the request moves on.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let response = respond_piped(node, request, caller, token).await;
     let body_bytes = hyper::body::Body::size_hint(response.body()).lower();
     node.metrics()
         .http_response(response.status().as_u16(), body_bytes);
+    if let Some(failure) = send_failure(response.status()) {
+        // The path only: a query string may carry what is not for the page.
+        node.recent_errors().record(
+            "piped",
+            format_args!(
+                "{method} {} from {caller}: {} ({failure})",
+                uri.path(),
+                response.status()
+            ),
+        );
+    }
     response
+}
+
+/// What a status means when a piped request could not be sent or answered
+/// in time: the failures the status page lists. Others (4xx, a handler's
+/// own 500) are the caller's or the handler's business.
+fn send_failure(status: StatusCode) -> Option<&'static str> {
+    match status {
+        StatusCode::BAD_GATEWAY => Some("the connection to the peer dropped"),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            Some("no connection to the peer, or it is busy or going away")
+        }
+        StatusCode::GATEWAY_TIMEOUT => Some("the deadline passed"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,21 @@ pub(super) async fn peers(node: &Node) -> serde_json::Value {
     }
 }
 
+/// The node's recent errors, newest first.
+fn recent_errors(node: &Node) -> serde_json::Value {
+    node.recent_errors()
+        .list()
+        .into_iter()
+        .map(|error| {
+            json!({
+                "at": rfc3339(error.at),
+                "source": error.source,
+                "message": error.message,
+            })
+        })
+        .collect()
+}
+
 pub(super) async fn status(node: &Node) -> serde_json::Value {
     let peers = node.peers().list();
     let (mut outbound, mut inbound) = (0, 0);
@@ -120,6 +135,7 @@ pub(super) async fn status(node: &Node) -> serde_json::Value {
         "handlers": node.handlers().names(),
         "access_policy": node.handlers().policy().is_some(),
     });
+    status["recent_errors"] = recent_errors(node);
     if let Some(jobs) = node.jobs() {
         status["jobs"] = jobs_status(jobs.store());
     }

@@ -2,7 +2,7 @@
 //! one seam for "which connection serves peer X"), the server's accept loop
 //! and the client's reconnect actor with the servers it fails over
 //! between (directly or through an HTTP proxy), backoff, connection events, metrics,
-//! and closing connections whose peer's certificate was revoked. Builds on the link and handler layers.
+//! recent errors for people, and closing connections whose peer's certificate was revoked. Builds on the link and handler layers.
 
 mod admission;
 mod backoff;
@@ -16,6 +16,7 @@ pub mod metrics;
 #[allow(clippy::module_inception)]
 mod node;
 mod proxy;
+mod recent_errors;
 mod revocation;
 mod server;
 mod servers;
@@ -37,6 +38,7 @@ pub use node::{
 };
 pub(crate) use proxy::hide_credentials;
 pub use proxy::{Proxies, ProxyUrl, ProxyUrlError};
+pub use recent_errors::{MAX_ERROR_CHARS, MAX_RECENT_ERRORS, RecentError, RecentErrors};
 pub use server::run as run_server;
 pub use servers::{ServerAddress, ServerTarget};
 pub use tunnel::{MAX_ANSWER_HEAD, ProxyError, ProxyStatus};

@@ -13,6 +13,7 @@ use super::events::EventSink;
 use super::inbound::NodeInbound;
 use super::jobs::Jobs;
 use super::metrics::{Metrics, StatsdSettings};
+use super::recent_errors::RecentErrors;
 use super::revocation::RevocationWatch;
 use crate::handlers::{DEFAULT_MAX_EXEC_PROCESSES, DEFAULT_MAX_UPSTREAM_CONNECTIONS, Handlers};
 use crate::link::{ConnectionSettings, Endpoint, LocalHello, RevocationList};
@@ -199,6 +200,8 @@ pub struct Node {
     /// The cluster, when the node is one of several server nodes.
     cluster: OnceLock<Arc<Cluster>>,
     pub(super) revocation_watch: RevocationWatch,
+    /// The last few errors, for the status page.
+    recent_errors: RecentErrors,
 }
 
 impl Node {
@@ -240,7 +243,14 @@ impl Node {
             jobs,
             cluster: OnceLock::new(),
             revocation_watch,
+            recent_errors: RecentErrors::default(),
         })
+    }
+
+    /// The node's recent errors (refused handshakes, failed sends), newest
+    /// first, for `/_pipe/status` and the status page.
+    pub fn recent_errors(&self) -> &RecentErrors {
+        &self.recent_errors
     }
 
     /// Which end of the pipe this node is.

@@ -139,14 +139,19 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
     // rustls accepts a client that offers no ALPN at all; restpipe does not:
     // a peer that did not ask for restpipe/1 speaks something else.
     if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
-        warn!(%remote, "client refused: it did not negotiate ALPN {:?}", String::from_utf8_lossy(ALPN));
+        let alpn = String::from_utf8_lossy(ALPN);
+        refuse_client(
+            &node,
+            remote,
+            format_args!("client refused: it did not negotiate ALPN {alpn:?}"),
+        );
         return;
     }
     let certificates = stream.get_ref().1.peer_certificates();
     let name = match link::peer_identity(certificates, Role::Client) {
         Ok(name) => name,
         Err(error) => {
-            warn!(%remote, "client refused: {error}");
+            refuse_client(&node, remote, format_args!("client refused: {error}"));
             return;
         }
     };
@@ -168,7 +173,12 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
     let handle = match established {
         Ok((handle, _hello)) => handle,
         Err(error) => {
+            // The client's name stays a field of its own, for log filters.
             warn!(%remote, client = %name, "pipe handshake failed: {error}");
+            node.recent_errors().record(
+                "handshake",
+                format_args!("{remote}: pipe handshake with {name} failed: {error}"),
+            );
             return;
         }
     };
@@ -188,6 +198,14 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
     drop(place);
 }
 
+/// Logs a client refused (or a handshake failed) and keeps it among the
+/// node's recent errors, where the status page shows it.
+fn refuse_client(node: &Node, remote: SocketAddr, message: impl std::fmt::Display) {
+    warn!(%remote, "{message}");
+    node.recent_errors()
+        .record("handshake", format_args!("{remote}: {message}"));
+}
+
 /// The TLS handshake, within the node's deadline; `None` (logged, with
 /// the reason) if it failed.
 async fn accept_tls(
@@ -203,18 +221,27 @@ async fn accept_tls(
             match revocation_in(&error) {
                 Some(Revoked::Client) => {
                     node.metrics().incr(Counter::PeerRevoked);
-                    warn!(%remote, "client refused: its certificate is on this node's revocation list");
+                    refuse_client(
+                        node,
+                        remote,
+                        "client refused: its certificate is on this node's revocation list",
+                    );
                 }
-                Some(Revoked::Ours) => warn!(
-                    %remote,
-                    "a client refused this node's certificate as revoked (on the client's revocation list)"
+                Some(Revoked::Ours) => refuse_client(
+                    node,
+                    remote,
+                    "a client refused this node's certificate as revoked (on the client's revocation list)",
                 ),
-                None => warn!(%remote, "TLS handshake refused: {error}"),
+                None => refuse_client(node, remote, format_args!("TLS handshake refused: {error}")),
             }
             None
         }
         Err(_) => {
-            warn!(%remote, timeout = ?deadline, "TLS handshake timed out");
+            refuse_client(
+                node,
+                remote,
+                format_args!("TLS handshake timed out after {deadline:?}"),
+            );
             None
         }
     }
