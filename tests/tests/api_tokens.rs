@@ -101,9 +101,20 @@ async fn a_server_front_lets_in_only_valid_tokens_and_each_within_its_scope() {
         (health.status, &health.json()["status"]),
         (200, &json!("ok"))
     );
-    for page in ["/_pipe/status", "/_pipe/peers", "/_pipe/", "/_pipe"] {
+    for page in ["/_pipe/status", "/_pipe/peers", "/_pipe/metrics"] {
         assert_eq!(get(&server.url(page)).await.status, 401, "{page}");
         assert_eq!(get_with_token(&server.url(page), &web).await.status, 200);
+    }
+    // The status page opens without one (a browser sends none); the
+    // status it reads does not.
+    for page in ["/_pipe/", "/_pipe"] {
+        let html = get(&server.url(page)).await;
+        assert_eq!(html.status, 200, "{page}");
+        let text = String::from_utf8_lossy(&html.body);
+        assert!(
+            !text.contains("web-1") && !text.contains("db-1"),
+            "no data in the page itself"
+        );
     }
     let status = get_with_token(&server.url("/_pipe/status"), &web)
         .await

@@ -9,9 +9,10 @@
 //! - a piped request needs a token whose handlers cover the handler the
 //!   front derives (`GET /server/time` → `get_time`) and, on a server node,
 //!   whose clients cover the client name: otherwise 403;
-//! - `/_pipe/status`, `/_pipe/peers` and the node's other read-only pages
-//!   (its metrics and status page) take any valid token: they describe the
-//!   node, not a handler;
+//! - `/_pipe/status`, `/_pipe/peers` and `/_pipe/metrics` take any valid
+//!   token: they describe the node, not a handler; the status page
+//!   (`/_pipe/`) needs none: it is the same HTML on every node, and it reads
+//!   the status with the token it asks for;
 //! - a job follows the scope of the piped request that made it: reading or
 //!   cancelling it needs a token that covers its handler and peer (403
 //!   otherwise), a listing shows only the jobs the token covers, and

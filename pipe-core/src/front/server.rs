@@ -123,6 +123,12 @@ async fn respond(
     if path == "/_pipe/health" {
         return json_response(StatusCode::OK, &health(node));
     }
+    // The status page is the same HTML on every node and holds no data: a
+    // browser opening it sends no token, and what it shows comes from
+    // `/_pipe/status`, which needs one (the page asks for it).
+    if PAGE_PATHS.contains(&path) {
+        return page_response();
+    }
     // Past health, a front with tokens lets in only a caller with one.
     let token = match tokens.map(|gate| gate.admit(request.headers(), caller)) {
         None => None,
@@ -141,7 +147,6 @@ async fn respond(
         }
         "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
         METRICS_PATH => return metrics_response(node),
-        path if PAGE_PATHS.contains(&path) => return page_response(),
         path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
             return jobs::respond(node, request, token, caller).await;
         }
