@@ -253,3 +253,57 @@ async fn the_page_is_self_contained_and_locked_down() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn behind_api_tokens_the_page_asks_for_one_and_then_shows_the_node() {
+    use fantoccini::Locator;
+    init_logging();
+    if !browser::installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut tokens = restpipe_tests::TokenFile::new(dir.path().join("tokens.toml"), Side::Server);
+    let secret = tokens.add("ops", &["*"], &["*"]);
+    let settings = NodeSettings {
+        api_tokens: Some(tokens.path().to_owned()),
+        ..fast_settings()
+    };
+    let pki = Pki::new();
+    let server = start_server(&pki, Registry::with_examples(Side::Server), settings).await;
+    let _client = connect_client(&pki, &server, "token-client-3", Registry::new()).await;
+    let browser = Browser::start().await.expect("a headless Chromium session");
+    let page = browser.client();
+    page.goto(&server.url("/_pipe/"))
+        .await
+        .expect("the page opens without a token");
+
+    // The status answers 401: the page says so and asks for a token.
+    browser
+        .wait_for_texts(
+            PAGE_LIMIT,
+            "#token-form.shown label",
+            "the page asks for a token",
+            |labels| labels.iter().any(|label| label.contains("needs a token")),
+        )
+        .await;
+    let field = page
+        .find(Locator::Css("#token"))
+        .await
+        .expect("the token field");
+    field.send_keys(&secret).await.expect("typing the token");
+    page.find(Locator::Css("#token-form button"))
+        .await
+        .expect("the button")
+        .click()
+        .await
+        .expect("using the token");
+    browser
+        .wait_for_texts(
+            PAGE_LIMIT,
+            "#peers td.peer-name",
+            "with the token, the page shows the client",
+            |names| names.iter().any(|name| name == "token-client-3"),
+        )
+        .await;
+    browser.close().await;
+}
