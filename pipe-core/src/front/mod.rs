@@ -1,7 +1,8 @@
 //! The local HTTP front: where apps on a node's host make plain HTTP
 //! requests that the node pipes to its peer (`piped`), plus `/_pipe/health`
-//! and `/_pipe/status` (`status`) and the metrics for Prometheus
-//! (`metrics`, also on a listener of their own). It listens on TCP or a unix socket
+//! and `/_pipe/status` (`status`), the metrics for Prometheus
+//! (`metrics`, also on a listener of their own) and an OpenAPI description
+//! of it all (`openapi`). It listens on TCP or a unix socket
 //! (`listener`); on shutdown it stops accepting and lets requests in
 //! progress finish within a bounded grace period (`server`). A cap on open
 //! connections and a write-stall limit bound what callers can hold
@@ -13,6 +14,7 @@ mod jobs;
 mod limits;
 mod listener;
 mod metrics;
+mod openapi;
 mod piped;
 mod response;
 pub mod router;
@@ -23,6 +25,7 @@ mod tokens;
 pub use access::TokenGate;
 pub use listener::{HttpAddr, HttpAddrError, HttpListener, SocketOptions, log_listening};
 pub use metrics::{METRICS_PATH, serve_metrics};
+pub use openapi::OPENAPI_PATH;
 #[cfg(feature = "fuzzing")]
 pub(crate) use piped::{MAX_TIMEOUT, parse_timeout};
 pub use piped::{RETURN_CODE_HEADER, TIMEOUT_HEADER};

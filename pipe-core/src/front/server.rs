@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -21,9 +21,10 @@ use super::jobs::{self, JOBS_PATH};
 use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::metrics::{METRICS_PATH, metrics_response};
+use super::openapi::{OPENAPI_PATH, openapi_response};
 use super::piped::respond_piped;
-use super::response::{ResponseBody, json_response};
-use super::status::{health, peers, status};
+use super::response::{ResponseBody, json_response, method_not_allowed};
+use super::status::{HEALTH_PATH, PEERS_PATH, STATUS_PATH, health, peers, status};
 use crate::node::Node;
 
 /// Who made a local request, for logs: the connection's peer, or the first
@@ -112,6 +113,19 @@ pub async fn serve(
     }
 }
 
+/// The node's own paths that each answer one document: `GET` (or `HEAD`)
+/// only. The jobs under [`JOBS_PATH`] check their methods themselves.
+pub(super) const NODE_PATHS: &[&str] = &[
+    HEALTH_PATH,
+    OPENAPI_PATH,
+    STATUS_PATH,
+    PEERS_PATH,
+    METRICS_PATH,
+];
+
+/// Answers one local request. Health and the OpenAPI description come
+/// before the API-token check: a monitor must see the node is up without a
+/// token, and a description of the API is not a secret.
 async fn respond(
     node: &Node,
     tokens: Option<&TokenGate>,
@@ -119,10 +133,15 @@ async fn respond(
     caller: &str,
 ) -> Response<ResponseBody> {
     let path = request.uri().path();
-    if path == "/_pipe/health" {
-        return json_response(StatusCode::OK, &health(node));
+    if NODE_PATHS.contains(&path) && !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed("GET, HEAD");
     }
-    // Past health, a front with tokens lets in only a caller with one.
+    match path {
+        HEALTH_PATH => return json_response(StatusCode::OK, &health(node)),
+        OPENAPI_PATH => return openapi_response(node.side()),
+        _ => {}
+    }
+    // Past these, a front with tokens lets in only a caller with one.
     let token = match tokens.map(|gate| gate.admit(request.headers(), caller)) {
         None => None,
         Some(Ok(token)) => Some(token),
@@ -133,14 +152,17 @@ async fn respond(
     };
     let token = token.as_deref();
     match path {
-        "/_pipe/status" => {
+        STATUS_PATH => {
             let mut status = status(node).await;
             status["api_tokens"] = tokens.is_some().into();
             return json_response(StatusCode::OK, &status);
         }
-        "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
+        PEERS_PATH => return json_response(StatusCode::OK, &peers(node).await),
         METRICS_PATH => return metrics_response(node),
-        path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
+        path if path
+            .strip_prefix(JOBS_PATH)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) =>
+        {
             return jobs::respond(node, request, token, caller).await;
         }
         _ => {}
