@@ -22,6 +22,7 @@
 //! | [`tinyproxy`] | a real HTTP proxy (tinyproxy) with its own configuration, for clients behind one |
 //! | [`statsd`] | a statsd server on a loopback UDP socket that keeps every line |
 //! | [`prometheus`] | a node's metrics scraped and parsed by the Prometheus project's own parser |
+//! | [`schemathesis`] | schemathesis run against a live node's own OpenAPI description |
 //!
 //! A test reads like the README:
 //!
@@ -58,6 +59,7 @@ pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod schemathesis;
 pub mod statsd;
 pub mod tinyproxy;
 pub mod tokens;

@@ -25,7 +25,6 @@ mod tokens;
 pub use access::TokenGate;
 pub use listener::{HttpAddr, HttpAddrError, HttpListener, SocketOptions, log_listening};
 pub use metrics::{METRICS_PATH, serve_metrics};
-pub use openapi::OPENAPI_PATH;
 #[cfg(feature = "fuzzing")]
 pub(crate) use piped::{MAX_TIMEOUT, parse_timeout};
 pub use piped::{RETURN_CODE_HEADER, TIMEOUT_HEADER};

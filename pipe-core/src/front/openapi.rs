@@ -14,7 +14,7 @@ use super::router::{CLIENT_PREFIX, SERVER_PREFIX};
 use crate::wire::Side;
 
 /// Where the description is served.
-pub const OPENAPI_PATH: &str = "/_pipe/openapi.json";
+pub(super) const OPENAPI_PATH: &str = "/_pipe/openapi.json";
 
 /// The description, both sides' piped paths included.
 const DOCUMENT: &str = include_str!("openapi.json");
