@@ -52,8 +52,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::front::jobs::JOBS_PATH;
-    use crate::front::server::NODE_PATHS;
 
     const METHODS: [&str; 8] = [
         "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -152,50 +150,6 @@ mod tests {
         let piped = &document["paths"]["/server/{noun}"]["get"]["responses"];
         for status in ["400", "404", "408", "413", "500", "502", "503", "504"] {
             assert!(piped[status].is_object(), "GET /server/{{noun}}: {status}");
-        }
-    }
-
-    /// The paths `respond` (server.rs) routes by name, and where the
-    /// document describes each. A route added there without being listed
-    /// here fails `every_routed_path_is_described`.
-    const ROUTED: &[(&str, &str)] = &[
-        ("HEALTH_PATH", "/_pipe/health"),
-        ("OPENAPI_PATH", OPENAPI_PATH),
-        ("STATUS_PATH", "/_pipe/status"),
-        ("PEERS_PATH", "/_pipe/peers"),
-        ("METRICS_PATH", crate::front::METRICS_PATH),
-        ("JOBS_PATH", JOBS_PATH),
-    ];
-
-    #[test]
-    fn every_routed_path_is_described() {
-        let source = include_str!("server.rs");
-        let code = source.split("#[cfg(test)]").next().unwrap_or(source);
-        assert!(
-            !code.contains("\"/_pipe/"),
-            "server.rs routes by path constants only, which this test can check"
-        );
-        let named: BTreeSet<&str> = code
-            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
-            .filter(|word| word.ends_with("_PATH") && word.len() > "_PATH".len())
-            .collect();
-        let listed: BTreeSet<&str> = ROUTED.iter().map(|(name, _)| *name).collect();
-        assert_eq!(
-            named, listed,
-            "server.rs routes these paths: describe each in openapi.json and list it in ROUTED"
-        );
-        for path in NODE_PATHS {
-            assert!(ROUTED.iter().any(|(_, routed)| routed == path), "{path}");
-        }
-        for side in [Side::Client, Side::Server] {
-            let described = paths(&served(side));
-            for (name, path) in ROUTED {
-                assert!(described.contains(*path), "{name} ({path}) is described");
-            }
-            for sub in ["/{id}", "/{id}/status", "/purge"] {
-                let path = format!("{JOBS_PATH}{sub}");
-                assert!(described.contains(&path), "{path} is described");
-            }
         }
     }
 }

@@ -176,7 +176,11 @@ async fn respond(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::front::openapi;
+    use crate::wire::Side;
     use http::HeaderValue;
 
     #[test]
@@ -204,5 +208,53 @@ mod tests {
             "a spoofable header is ignored"
         );
         assert_eq!(caller_of(&http::HeaderMap::new(), &proxy), "127.0.0.1:5000");
+    }
+
+    /// The paths `respond` (server.rs) routes by name, and where the
+    /// document describes each. A route added there without being listed
+    /// here fails `every_routed_path_is_described`.
+    const ROUTED: &[(&str, &str)] = &[
+        ("HEALTH_PATH", "/_pipe/health"),
+        ("OPENAPI_PATH", OPENAPI_PATH),
+        ("STATUS_PATH", "/_pipe/status"),
+        ("PEERS_PATH", "/_pipe/peers"),
+        ("METRICS_PATH", METRICS_PATH),
+        ("JOBS_PATH", JOBS_PATH),
+    ];
+
+    #[test]
+    fn every_routed_path_is_described() {
+        let source = include_str!("server.rs");
+        let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+        assert!(
+            !code.contains("\"/_pipe/"),
+            "server.rs routes by path constants only, which this test can check"
+        );
+        let named: BTreeSet<&str> = code
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .filter(|word| word.ends_with("_PATH") && word.len() > "_PATH".len())
+            .collect();
+        let listed: BTreeSet<&str> = ROUTED.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            named, listed,
+            "server.rs routes these paths: describe each in openapi.json and list it in ROUTED"
+        );
+        for path in NODE_PATHS {
+            assert!(ROUTED.iter().any(|(_, routed)| routed == path), "{path}");
+        }
+        for side in [Side::Client, Side::Server] {
+            let document = openapi::document(side).unwrap_or_else(|error| panic!("{error}"));
+            let described: BTreeSet<String> = document["paths"]
+                .as_object()
+                .map(|paths| paths.keys().cloned().collect())
+                .unwrap_or_default();
+            for (name, path) in ROUTED {
+                assert!(described.contains(*path), "{name} ({path}) is described");
+            }
+            for sub in ["/{id}", "/{id}/status", "/purge"] {
+                let path = format!("{JOBS_PATH}{sub}");
+                assert!(described.contains(&path), "{path} is described");
+            }
+        }
     }
 }
