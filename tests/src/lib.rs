@@ -24,6 +24,7 @@
 //! | [`statsd`] | a statsd server on a loopback UDP socket that keeps every line |
 //! | [`prometheus`] | a node's metrics scraped and parsed by the Prometheus project's own parser |
 //! | [`browser`] | a real headless Chromium driven over WebDriver (chromedriver), for the status page |
+//! | [`schemathesis`] | schemathesis run against a live node's own OpenAPI description |
 //!
 //! A test reads like the README:
 //!
@@ -62,6 +63,7 @@ pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod schemathesis;
 pub mod statsd;
 pub mod tinyproxy;
 pub mod tokens;

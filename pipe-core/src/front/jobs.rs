@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use super::access::{forbidden, refuse_out_of_scope};
 use super::response::{
     RETURN_CODE_HEADER, ResponseBody, error_response, file_body, full, json_response,
+    method_not_allowed,
 };
 use super::tokens::ApiToken;
 use crate::node::Node;
@@ -504,15 +505,4 @@ fn store_status(error: &crate::node::jobs::StoreError) -> StatusCode {
         crate::node::jobs::StoreError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
-}
-
-fn method_not_allowed(allowed: &'static str) -> Response<ResponseBody> {
-    let mut response = error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("use {allowed} here"),
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allowed));
-    response
 }

@@ -1,8 +1,9 @@
 //! The local HTTP front: where apps on a node's host make plain HTTP
 //! requests that the node pipes to its peer (`piped`), plus `/_pipe/health`
 //! and `/_pipe/status` (`status`), the status page for people at `/_pipe/`
-//! (`page`) and the metrics for Prometheus
-//! (`metrics`, also on a listener of their own). It listens on TCP or a unix socket
+//! (`page`), the metrics for Prometheus
+//! (`metrics`, also on a listener of their own) and an OpenAPI description
+//! of it all (`openapi`). It listens on TCP or a unix socket
 //! (`listener`); on shutdown it stops accepting and lets requests in
 //! progress finish within a bounded grace period (`server`). A cap on open
 //! connections and a write-stall limit bound what callers can hold
@@ -14,6 +15,7 @@ mod jobs;
 mod limits;
 mod listener;
 mod metrics;
+mod openapi;
 mod page;
 mod piped;
 mod response;

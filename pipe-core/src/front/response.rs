@@ -52,3 +52,15 @@ pub(super) fn json_response(
     );
     response
 }
+
+/// 405 with the `Allow` header: this path takes only `allowed`.
+pub(super) fn method_not_allowed(allowed: &'static str) -> Response<ResponseBody> {
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("use {allowed} here"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
+}

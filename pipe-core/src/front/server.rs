@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -21,10 +21,11 @@ use super::jobs::{self, JOBS_PATH};
 use super::limits::{Refusals, WriteStall};
 use super::listener::{HttpListener, Peer, accept, listener_cleanup};
 use super::metrics::{METRICS_PATH, metrics_response};
+use super::openapi::{OPENAPI_PATH, openapi_response};
 use super::page::{PAGE_PATHS, page_response};
 use super::piped::respond_piped;
-use super::response::{ResponseBody, json_response};
-use super::status::{health, peers, status};
+use super::response::{ResponseBody, json_response, method_not_allowed};
+use super::status::{HEALTH_PATH, PEERS_PATH, STATUS_PATH, health, peers, status};
 use crate::node::Node;
 
 /// Who made a local request, for logs: the connection's peer, or the first
@@ -113,6 +114,19 @@ pub async fn serve(
     }
 }
 
+/// The node's own paths that each answer one document: `GET` (or `HEAD`)
+/// only. The jobs under [`JOBS_PATH`] check their methods themselves.
+pub(super) const NODE_PATHS: &[&str] = &[
+    HEALTH_PATH,
+    OPENAPI_PATH,
+    STATUS_PATH,
+    PEERS_PATH,
+    METRICS_PATH,
+];
+
+/// Answers one local request. Health and the OpenAPI description come
+/// before the API-token check: a monitor must see the node is up without a
+/// token, and a description of the API is not a secret.
 async fn respond(
     node: &Node,
     tokens: Option<&TokenGate>,
@@ -120,16 +134,20 @@ async fn respond(
     caller: &str,
 ) -> Response<ResponseBody> {
     let path = request.uri().path();
-    if path == "/_pipe/health" {
-        return json_response(StatusCode::OK, &health(node));
+    let document = NODE_PATHS.contains(&path) || PAGE_PATHS.contains(&path);
+    if document && !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed("GET, HEAD");
     }
-    // The status page is the same HTML on every node and holds no data: a
-    // browser opening it sends no token, and what it shows comes from
-    // `/_pipe/status`, which needs one (the page asks for it).
-    if PAGE_PATHS.contains(&path) {
-        return page_response();
+    match path {
+        HEALTH_PATH => return json_response(StatusCode::OK, &health(node)),
+        OPENAPI_PATH => return openapi_response(node.side()),
+        // The status page is the same HTML on every node and holds no
+        // data: a browser opening it sends no token, and what it shows
+        // comes from `/_pipe/status`, which needs one (the page asks).
+        path if PAGE_PATHS.contains(&path) => return page_response(),
+        _ => {}
     }
-    // Past health, a front with tokens lets in only a caller with one.
+    // Past these, a front with tokens lets in only a caller with one.
     let token = match tokens.map(|gate| gate.admit(request.headers(), caller)) {
         None => None,
         Some(Ok(token)) => Some(token),
@@ -140,14 +158,17 @@ async fn respond(
     };
     let token = token.as_deref();
     match path {
-        "/_pipe/status" => {
+        STATUS_PATH => {
             let mut status = status(node).await;
             status["api_tokens"] = tokens.is_some().into();
             return json_response(StatusCode::OK, &status);
         }
-        "/_pipe/peers" => return json_response(StatusCode::OK, &peers(node).await),
+        PEERS_PATH => return json_response(StatusCode::OK, &peers(node).await),
         METRICS_PATH => return metrics_response(node),
-        path if path == JOBS_PATH || path.starts_with("/_pipe/jobs/") => {
+        path if path
+            .strip_prefix(JOBS_PATH)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) =>
+        {
             return jobs::respond(node, request, token, caller).await;
         }
         _ => {}
@@ -188,7 +209,11 @@ fn send_failure(status: StatusCode) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::front::openapi;
+    use crate::wire::Side;
     use http::HeaderValue;
 
     #[test]
@@ -216,5 +241,58 @@ mod tests {
             "a spoofable header is ignored"
         );
         assert_eq!(caller_of(&http::HeaderMap::new(), &proxy), "127.0.0.1:5000");
+    }
+
+    /// The paths `respond` (server.rs) routes by name, and where the
+    /// document describes each. A route added there without being listed
+    /// here fails `every_routed_path_is_described`.
+    const ROUTED: &[(&str, &str)] = &[
+        ("HEALTH_PATH", "/_pipe/health"),
+        ("OPENAPI_PATH", OPENAPI_PATH),
+        ("STATUS_PATH", "/_pipe/status"),
+        ("PEERS_PATH", "/_pipe/peers"),
+        ("METRICS_PATH", METRICS_PATH),
+        ("JOBS_PATH", JOBS_PATH),
+    ];
+
+    #[test]
+    fn every_routed_path_is_described() {
+        let source = include_str!("server.rs");
+        let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+        assert!(
+            !code.contains("\"/_pipe/"),
+            "server.rs routes by path constants only, which this test can check"
+        );
+        let named: BTreeSet<&str> = code
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .filter(|word| word.ends_with("_PATH") && word.len() > "_PATH".len())
+            .collect();
+        let listed: BTreeSet<&str> = ROUTED.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            named, listed,
+            "server.rs routes these paths: describe each in openapi.json and list it in ROUTED"
+        );
+        for path in NODE_PATHS {
+            assert!(ROUTED.iter().any(|(_, routed)| routed == path), "{path}");
+        }
+        let page = PAGE_PATHS[0];
+        for side in [Side::Client, Side::Server] {
+            let document = openapi::document(side).unwrap_or_else(|error| panic!("{error}"));
+            let described: BTreeSet<String> = document["paths"]
+                .as_object()
+                .map(|paths| paths.keys().cloned().collect())
+                .unwrap_or_default();
+            for (name, path) in ROUTED {
+                assert!(described.contains(*path), "{name} ({path}) is described");
+            }
+            assert!(
+                described.contains(page),
+                "the status page ({page}) is described"
+            );
+            for sub in ["/{id}", "/{id}/status", "/purge"] {
+                let path = format!("{JOBS_PATH}{sub}");
+                assert!(described.contains(&path), "{path} is described");
+            }
+        }
     }
 }

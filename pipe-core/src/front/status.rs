@@ -8,6 +8,13 @@ use crate::node::Node;
 use crate::node::jobs::JobStore;
 use crate::wire::Side;
 
+/// Where a node answers that it is up: open even with API tokens.
+pub(super) const HEALTH_PATH: &str = "/_pipe/health";
+/// Where a node describes itself.
+pub(super) const STATUS_PATH: &str = "/_pipe/status";
+/// Where a node lists the peers it can reach.
+pub(super) const PEERS_PATH: &str = "/_pipe/peers";
+
 fn rfc3339(at: SystemTime) -> String {
     time::OffsetDateTime::from(at)
         .format(&time::format_description::well_known::Rfc3339)

@@ -502,12 +502,12 @@ fn log_api_tokens(gate: &TokenGate, event: &str) {
     tracing::info!(
         file = %gate.path().display(),
         tokens = count,
-        "API tokens {event}: every local request but /_pipe/health needs one"
+        "API tokens {event}: every local request but /_pipe/health and /_pipe/openapi.json needs one"
     );
     if count == 0 {
         tracing::warn!(
             file = %gate.path().display(),
-            "the API token file holds no token: every local request but /_pipe/health is refused"
+            "the API token file holds no token: every local request but /_pipe/health and /_pipe/openapi.json is refused"
         );
     }
 }

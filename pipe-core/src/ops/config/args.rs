@@ -53,8 +53,8 @@ pub struct CommonArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// API token file (TOML; `token new` makes entries): once given, every
-    /// local request but /_pipe/health needs `Authorization: Bearer
-    /// <token>` (401 without a valid one, 403 outside its handlers and
+    /// local request but /_pipe/health and /_pipe/openapi.json needs
+    /// `Authorization: Bearer <token>` (401 without a valid one, 403 outside its handlers and
     /// clients). Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub api_tokens: Option<PathBuf>,
