@@ -103,25 +103,13 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = DEFAULT_CRL_VALID_DAYS)]
         days: u32,
     },
-    /// Prints shell completions for this binary (bash, zsh, fish, elvish,
-    /// powershell), e.g. `certs-tool completions bash >
-    /// /etc/bash_completion.d/certs-tool`.
-    Completions(pipe_core::docs_cli::CompletionsArgs),
-    /// Prints this binary's man page (roff), or writes a page for it and
-    /// each subcommand into --out DIR.
-    Man(pipe_core::docs_cli::ManArgs),
+    #[command(flatten)]
+    Docs(pipe_core::docs_cli::DocsCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Completions(args) => {
-            pipe_core::docs_cli::completions(Cli::command(), args.shell, &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man(args) => {
-            pipe_core::docs_cli::man(Cli::command(), &args, &mut std::io::stdout())?;
-            Ok(())
-        }
+        Command::Docs(docs) => Ok(pipe_core::docs_cli::run(Cli::command(), &docs)?),
         Command::InitCa { out, name, force } => init_ca(&out, &name, force),
         Command::Issue {
             out,

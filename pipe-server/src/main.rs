@@ -40,26 +40,14 @@ enum Command {
     /// Local API tokens: makes one for the node's token file
     /// (--api-tokens), printing its secret once.
     Token(pipe_core::tokens_cli::TokenArgs),
-    /// Prints shell completions for this binary (bash, zsh, fish, elvish,
-    /// powershell), e.g. `pipe-server completions bash >
-    /// /etc/bash_completion.d/pipe-server`.
-    Completions(pipe_core::docs_cli::CompletionsArgs),
-    /// Prints this binary's man page (roff), or writes a page for it and
-    /// each subcommand into --out DIR.
-    Man(pipe_core::docs_cli::ManArgs),
+    #[command(flatten)]
+    Docs(pipe_core::docs_cli::DocsCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Completions(args) => {
-            pipe_core::docs_cli::completions(Cli::command(), args.shell, &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man(args) => {
-            pipe_core::docs_cli::man(Cli::command(), &args, &mut std::io::stdout())?;
-            Ok(())
-        }
+        Command::Docs(docs) => Ok(pipe_core::docs_cli::run(Cli::command(), &docs)?),
         Command::Token(args) => {
             let answer = pipe_core::tokens_cli::run(Side::Server, args)?;
             println!("{}", answer.stdout);

@@ -26,6 +26,31 @@ pub struct ManArgs {
     pub out: Option<std::path::PathBuf>,
 }
 
+/// The two subcommands every binary has (flattened into its own).
+#[derive(Debug, clap::Subcommand)]
+pub enum DocsCommand {
+    /// Prints shell completions for this binary (bash, zsh, fish, elvish,
+    /// powershell), e.g. `pipe-server completions bash >
+    /// /etc/bash_completion.d/pipe-server`.
+    Completions(CompletionsArgs),
+    /// Prints this binary's man page (roff), or writes a page for it and
+    /// each subcommand into --out DIR.
+    Man(ManArgs),
+}
+
+/// Runs `docs` for the binary whose command line `command` defines,
+/// writing to standard output.
+pub fn run(command: clap::Command, docs: &DocsCommand) -> std::io::Result<()> {
+    let mut out = std::io::stdout();
+    match docs {
+        DocsCommand::Completions(args) => {
+            completions(command, args.shell, &mut out);
+            Ok(())
+        }
+        DocsCommand::Man(args) => man(command, args, &mut out),
+    }
+}
+
 /// Writes `command`'s completions for `shell` to `out`.
 pub fn completions(mut command: clap::Command, shell: Shell, out: &mut dyn Write) {
     let name = command.get_name().to_owned();
