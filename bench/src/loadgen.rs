@@ -118,6 +118,34 @@ impl Outcome {
         self.ok as f64 / self.measured.as_secs_f64().max(1e-9)
     }
 
+    /// No requests yet, over `measured`.
+    pub fn empty(measured: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            ok: 0,
+            failed: 0,
+            completed: 0,
+            wall: Duration::ZERO,
+            measured,
+            latencies: histogram()?,
+            first_failure: None,
+        })
+    }
+
+    /// Adds one worker's requests and latencies (and its first failure, if
+    /// none was seen yet).
+    pub fn absorb(&mut self, part: Outcome) -> anyhow::Result<()> {
+        self.ok += part.ok;
+        self.failed += part.failed;
+        self.completed += part.completed;
+        self.latencies
+            .add(&part.latencies)
+            .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
+        if self.first_failure.is_none() {
+            self.first_failure = part.first_failure;
+        }
+        Ok(())
+    }
+
     /// The latency at quantile `q` (0.5 is the median).
     pub fn quantile(&self, q: f64) -> Duration {
         Duration::from_nanos(self.latencies.value_at_quantile(q))
@@ -139,29 +167,12 @@ pub async fn run(load: &Load) -> anyhow::Result<Outcome> {
     let workers: Vec<_> = (0..load.concurrency)
         .map(|_| tokio::spawn(worker(load.clone(), measure_from, measure_until)))
         .collect();
-    let mut outcome = Outcome {
-        ok: 0,
-        failed: 0,
-        completed: 0,
-        wall: Duration::ZERO,
-        measured: Duration::ZERO,
-        latencies: histogram()?,
-        first_failure: None,
-    };
+    let mut outcome = Outcome::empty(Duration::ZERO)?;
     let mut ended = measure_from;
     for worker in workers {
         let part = worker.await.context("a load worker panicked")??;
-        outcome.ok += part.ok;
-        outcome.failed += part.failed;
-        outcome.completed += part.completed;
-        outcome
-            .latencies
-            .add(&part.latencies)
-            .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
-        if outcome.first_failure.is_none() {
-            outcome.first_failure = part.first_failure;
-        }
         ended = ended.max(part.ended);
+        outcome.absorb(part.outcome)?;
     }
     outcome.measured = ended
         .min(measure_until)
@@ -172,11 +183,8 @@ pub async fn run(load: &Load) -> anyhow::Result<Outcome> {
 
 /// One worker's share.
 struct Part {
-    ok: u64,
-    failed: u64,
-    completed: u64,
-    latencies: Histogram<u64>,
-    first_failure: Option<String>,
+    /// Its requests and their latencies.
+    outcome: Outcome,
     /// When its last measured request finished (or it was stopped).
     ended: Instant,
 }
@@ -187,11 +195,7 @@ async fn worker(
     measure_until: Instant,
 ) -> anyhow::Result<Part> {
     let mut part = Part {
-        ok: 0,
-        failed: 0,
-        completed: 0,
-        latencies: histogram()?,
-        first_failure: None,
+        outcome: Outcome::empty(Duration::ZERO)?,
         ended: measure_from,
     };
     let stop = load.stop.clone().unwrap_or_default();
@@ -210,11 +214,11 @@ async fn worker(
         let measured = sent >= measure_from && done <= measure_until && !stop.is_cancelled();
         let failure = match answer {
             Ok(Ok((status, _))) if status == load.shape.expect => {
-                part.completed += 1;
+                part.outcome.completed += 1;
                 if measured {
-                    part.ok += 1;
+                    part.outcome.ok += 1;
                     let nanos = u64::try_from((done - sent).as_nanos()).unwrap_or(u64::MAX);
-                    part.latencies.saturating_record(nanos);
+                    part.outcome.latencies.saturating_record(nanos);
                     part.ended = done;
                 }
                 None
@@ -236,9 +240,9 @@ async fn worker(
         };
         if let Some(failure) = failure {
             if measured {
-                part.failed += 1;
+                part.outcome.failed += 1;
             }
-            part.first_failure.get_or_insert(failure);
+            part.outcome.first_failure.get_or_insert(failure);
             if transport_failures >= MAX_TRANSPORT_FAILURES {
                 break;
             }

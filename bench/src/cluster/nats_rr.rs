@@ -12,7 +12,7 @@ use futures_util::StreamExt as _;
 use restpipe_tests::Nats;
 use tokio::time::Instant;
 
-use crate::loadgen::{self, Outcome};
+use crate::loadgen::Outcome;
 
 /// The subject the responder answers on.
 const SUBJECT: &str = "bench.rr.time";
@@ -120,27 +120,9 @@ pub(super) async fn load(
     let workers: Vec<_> = (0..concurrency)
         .map(|_| tokio::spawn(requester(client.clone(), measure_from, measure_until)))
         .collect();
-    let mut outcome = Outcome {
-        ok: 0,
-        failed: 0,
-        completed: 0,
-        wall: Duration::ZERO,
-        measured: duration,
-        latencies: loadgen::histogram()?,
-        first_failure: None,
-    };
+    let mut outcome = Outcome::empty(duration)?;
     for worker in workers {
-        let part = worker.await.context("a NATS requester panicked")??;
-        outcome.ok += part.ok;
-        outcome.failed += part.failed;
-        outcome.completed += part.completed;
-        outcome
-            .latencies
-            .add(&part.latencies)
-            .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
-        if outcome.first_failure.is_none() {
-            outcome.first_failure = part.first_failure;
-        }
+        outcome.absorb(worker.await.context("a NATS requester panicked")??)?;
     }
     outcome.wall = started.elapsed();
     Ok(outcome)
@@ -151,15 +133,7 @@ async fn requester(
     measure_from: Instant,
     measure_until: Instant,
 ) -> anyhow::Result<Outcome> {
-    let mut part = Outcome {
-        ok: 0,
-        failed: 0,
-        completed: 0,
-        wall: Duration::ZERO,
-        measured: Duration::ZERO,
-        latencies: loadgen::histogram()?,
-        first_failure: None,
-    };
+    let mut part = Outcome::empty(Duration::ZERO)?;
     while Instant::now() < measure_until {
         let sent = Instant::now();
         let answer = client.request(SUBJECT, Bytes::new()).await;
