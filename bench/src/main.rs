@@ -36,6 +36,10 @@ use crate::identities::Identities;
 use crate::plan::Plan;
 use crate::report::Report;
 
+/// mimalloc rather than glibc malloc: see the workspace manifest.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// restpipe's benchmark: throughput and latency, connections held,
 /// large bodies, heartbeat cost, a cluster of server nodes and asynchronous
 /// jobs, each beside its baseline.

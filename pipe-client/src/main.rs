@@ -9,6 +9,10 @@ use pipe_core::TlsIdentity;
 use pipe_core::config::{self, ClientArgs, ClientConfig, SetIdentityArgs};
 use pipe_core::{Registry, Side, launch, logging};
 
+/// mimalloc rather than glibc malloc: see the workspace manifest.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// restpipe client node: keeps one mutual-TLS connection to the server node
 /// (reconnecting forever); local apps reach the server with plain HTTP at
 /// /server/<noun>.

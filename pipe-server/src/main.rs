@@ -10,6 +10,10 @@ use pipe_core::TlsIdentity;
 use pipe_core::config::{self, ServerArgs, ServerConfig, SetIdentityArgs};
 use pipe_core::{Registry, Side, launch, logging};
 
+/// mimalloc rather than glibc malloc: see the workspace manifest.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// restpipe server node: client nodes connect to it over mutual TLS; local
 /// apps reach them with plain HTTP at /client/<name>/<noun>.
 ///
