@@ -11,12 +11,10 @@ use anyhow::Context as _;
 use restpipe_tests::{LOOPBACK, Role};
 use tokio::time::Instant;
 
-use super::nats_rr;
-use super::{
-    ANSWER_TIMEOUT, NatsCounts, SCENARIO, cluster_settings, server_files, start_nats, stop_nats,
-};
+use super::{ANSWER_TIMEOUT, NatsCounts, SCENARIO, cluster_settings, server_files};
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
+use crate::nats_peer;
 use crate::node_process::{NodeProcess, Placement};
 use crate::plan::Plan;
 use crate::probe;
@@ -68,7 +66,7 @@ impl Nodes {
         self.client.stop().await?;
         self.entry.stop().await?;
         self.holder.stop().await?;
-        stop_nats(self.nats).await;
+        nats_peer::stop_server(self.nats).await;
         Ok(())
     }
 }
@@ -80,7 +78,7 @@ pub(super) async fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let nodes = start(identities).await?;
-    let responder = nats_rr::Responder::start(&nodes.nats).await?;
+    let responder = nats_peer::Responder::start(&nodes.nats).await?;
     let path = format!("/client/{CLIENT_NAME}/time");
     let measured = async {
         for front in [nodes.holder.http, nodes.entry.http] {
@@ -121,7 +119,7 @@ pub(super) async fn run(
 /// holder) and a client node connected to the holder.
 async fn start(identities: &Identities) -> anyhow::Result<Nodes> {
     let logs = identities.dir();
-    let nats = start_nats().await?;
+    let nats = nats_peer::start_server().await?;
     let files = server_files(identities)?;
     let (entry, _) = NodeProcess::start_in_cluster(
         &files,
@@ -336,7 +334,7 @@ async fn alone(nodes: &Nodes, concurrency: usize, plan: &Plan) -> anyhow::Result
         ))
     };
     let before = cpu()?;
-    let outcome = nats_rr::load(&nodes.nats, concurrency, plan.warmup, plan.load).await?;
+    let outcome = nats_peer::load(&nodes.nats, concurrency, plan.warmup, plan.load).await?;
     let after = cpu()?;
     let completed = u32::try_from(outcome.completed.max(1)).unwrap_or(u32::MAX);
     Ok(Alone {

@@ -6,8 +6,8 @@
 //! - [`forwarded`]: `GET /client/<name>/time` on a node that forwards it
 //!   over NATS to the node holding the client, beside the same request on
 //!   the holder itself, at each concurrency of the plan.
-//!   Beside them, NATS request/reply alone on the same server ([`nats_rr`]):
-//!   the round trip a forward adds at the least.
+//!   Beside them, NATS request/reply alone on the same server
+//!   ([`crate::nats_peer`]): the round trip a forward adds at the least.
 //! - [`spread`]: clients that know all three nodes spread over them: each
 //!   node's memory per client held, beside a node outside any cluster;
 //!   NATS's subscriptions, memory and traffic; a listing of every client.
@@ -21,7 +21,6 @@
 
 mod failover;
 mod forwarded;
-mod nats_rr;
 mod spread;
 mod sweep;
 
@@ -30,11 +29,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use restpipe_tests::cluster::ClusterSettings;
-use restpipe_tests::nats::installed_nats_server;
-use restpipe_tests::{Nats, Pki, Role, SERVER_NAME};
+use restpipe_tests::{Nats, Role, SERVER_NAME};
 use tokio::time::Instant;
 
 use crate::identities::Identities;
+use crate::nats_peer;
 use crate::plan::Plan;
 use crate::probe;
 use crate::report::{Report, Row, Verdict, thousands};
@@ -52,14 +51,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the scenario and adds its rows to `report`.
 pub fn run(plan: &Plan, identities: &Identities, report: &mut Report) -> anyhow::Result<()> {
-    if installed_nats_server().is_none() {
+    if !nats_peer::installed() {
         report.add(
-            Row::new(
-                SCENARIO,
-                "scenario",
-                "skipped: nats-server is not installed (Debian: apt-get install nats-server)",
-            )
-            .target_unjudged("—", Verdict::NotRun),
+            Row::new(SCENARIO, "scenario", nats_peer::NOT_INSTALLED)
+                .target_unjudged("—", Verdict::NotRun),
         );
         return Ok(());
     }
@@ -81,54 +76,13 @@ pub fn run(plan: &Plan, identities: &Identities, report: &mut Report) -> anyhow:
 fn note(plan: &Plan) -> String {
     format!(
         "Cluster: every server node runs in a child process (`node-for-bench --cluster`, default settings), all on one `nats-server` {nats} (the Debian package) with mutual TLS on loopback, which runs as a child process too. Forwarded requests: two server nodes and one client node (a child process, connected to the second); the same load generator as the throughput scenario ({load} s after {warmup} s of warm-up at each concurrency) sends `GET /client/<name>/time` to the holding node (direct, the baseline) and to the other node (forwarded over NATS request/reply), one after the other, then NATS request/reply alone at the same concurrency (a responder on a thread of its own and `concurrency` requesters sharing one connection, both on async-nats, on the same `nats-server` with the same mutual TLS, a reply as long as the pipe's): the round trip a forward adds at the least; CPU per request is each process's `utime + stime` over the load (warm-up included) divided by the requests answered. Spread: {clients} simulated clients (as in the connections scenario real client nodes without a front, default backoff, all from 127.0.0.1, but in child processes of up to {per_process} each, `fleet-for-bench`, since one process may hold at most 20,000 open files here), each given the three nodes' addresses, all dialling at once; each node's memory is `VmRSS` after 2 s of rest before and after, divided by the clients it holds; the baseline is a node outside any cluster holding a third of them, in the same run. After one node is killed (SIGKILL), the reconnect is done when the other two nodes' `/_pipe/health` counts add up to every client (sampled every 100 ms); then each of the killed node's clients is asked for `/client/<name>/time` through each of the two other nodes (one holds it, the other forwards the request; {sweep} requests at a time, each made again until 200).",
-        nats = nats_version().unwrap_or_default(),
+        nats = nats_peer::version().unwrap_or_default(),
         load = plan.load.as_secs_f64(),
         warmup = plan.warmup.as_secs_f64(),
         clients = thousands(plan.cluster_clients as f64),
         sweep = sweep::CONCURRENCY,
         per_process = thousands(crate::fleet_process::MAX_PER_PROCESS as f64),
     )
-}
-
-/// `nats-server --version`'s version, for the note.
-fn nats_version() -> Option<String> {
-    let binary = installed_nats_server()?;
-    let output = std::process::Command::new(binary)
-        .arg("--version")
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.split_whitespace()
-        .find(|word| word.starts_with('v'))
-        .map(str::to_owned)
-}
-
-/// Starts a `nats-server` of one member with mutual TLS from a CA of its
-/// own (a node's NATS certificate need not come from the pipe's CA).
-/// The test kit panics when NATS does not start; here that is an error.
-async fn start_nats() -> anyhow::Result<Nats> {
-    let started = tokio::spawn(async {
-        let pki = Pki::new();
-        Nats::start(&pki, 1).await
-    })
-    .await;
-    started.map_err(|error| match error.try_into_panic() {
-        Ok(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            anyhow::anyhow!("nats-server did not start: {why}")
-        }
-        Err(error) => anyhow::anyhow!("starting nats-server: {error}"),
-    })
-}
-
-/// Stops every member of `nats` and waits for it, so its CPU counts as the
-/// benchmark's own, not as other processes'.
-async fn stop_nats(mut nats: Nats) {
-    nats.kill(0).await;
 }
 
 /// How server node `node_id` joins the benchmark's cluster on `nats`.

@@ -11,10 +11,11 @@ use tokio::time::Instant;
 
 use super::{
     NatsCounts, SCENARIO, SETTLE, cluster_settings, failover, held_by, listing, per_node,
-    server_files, start_nats, stop_nats, until_held,
+    server_files, until_held,
 };
 use crate::fleet_process::FleetProcesses;
 use crate::identities::Identities;
+use crate::nats_peer;
 use crate::node_process::NodeProcess;
 use crate::plan::Plan;
 use crate::procfs;
@@ -54,7 +55,7 @@ impl Spread {
         for node in self.nodes {
             node.stop().await?;
         }
-        stop_nats(self.nats).await;
+        nats_peer::stop_server(self.nats).await;
         Ok(())
     }
 }
@@ -193,7 +194,7 @@ async fn baseline(setup: &Setup<'_>, clients: usize) -> anyhow::Result<Baseline>
 
 /// NATS and the three nodes, settled.
 async fn start(setup: &Setup<'_>) -> anyhow::Result<Spread> {
-    let nats = start_nats().await?;
+    let nats = nats_peer::start_server().await?;
     let mut nodes = Vec::new();
     let mut logs = Vec::new();
     for id in NODE_IDS {

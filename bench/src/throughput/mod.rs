@@ -1,22 +1,24 @@
 //! Requests through the pipe, both ways, at each concurrency: requests per
 //! second and latency quantiles, beside a plain hyper HTTP server answering
-//! the same JSON directly, loaded by the same generator in the same run.
+//! the same JSON directly ([`baseline`]), loaded by the same generator in
+//! the same run, and judged against two peers measured in the same run
+//! ([`peers`]): NATS request-reply over mutual TLS, and a raw TLS 1.3
+//! ping-pong ([`ping_pong`]), the floor of one request's latency.
 //!
 //! The two nodes and the baseline server share one multi-threaded runtime
 //! (a worker per core, like the shipped binaries); the load generator has a
 //! single-threaded runtime of its own, so generator and nodes never queue
 //! behind each other in one scheduler (they do share the machine's cores).
 
-use std::convert::Infallible;
+mod baseline;
+mod peers;
+mod ping_pong;
+mod rows;
+
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use restpipe_tests::{
     BackoffSettings, LOOPBACK, NodeOptions, NodeSettings, Registry, Side, TestNode, TlsIdentity,
     try_start_client, try_start_server,
@@ -24,11 +26,12 @@ use restpipe_tests::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use self::peers::Peers;
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
 use crate::plan::Plan;
-use crate::procfs;
-use crate::report::{Report, Row, latency, percent, thousands};
+use crate::report::Report;
+use crate::{nats_peer, payload, procfs};
 
 const SCENARIO: &str = "throughput";
 /// The client node's name, in server→client URLs.
@@ -37,13 +40,6 @@ const CLIENT_NAME: &str = "bench-client";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the nodes to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Throughput target at the highest concurrency: this share of baseline.
-const MIN_RATE_RATIO: f64 = 0.6;
-/// Latency a pipe hop may add to the baseline median at concurrency 1.
-const MAX_ADDED_P50: Duration = Duration::from_micros(100);
-/// p99 bound at concurrency 1.
-const MAX_P99: Duration = Duration::from_millis(1);
 
 /// One direction through the pipe.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +86,14 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
         .build()?;
     let server_identity = identities.pki().server();
     let client_identity = identities.pki().client(CLIENT_NAME);
+    let peers = Peers::measure(
+        plan,
+        &server_identity,
+        &client_identity,
+        nodes_runtime.handle(),
+        &load_runtime,
+    )?;
+    peers.add_rows(report);
     let shutdown = CancellationToken::new();
     let setup = nodes_runtime.block_on(start(&server_identity, &client_identity, &shutdown))?;
 
@@ -114,7 +118,7 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
                 eprintln!("   {} at concurrency {concurrency}", route.label());
                 let pipe = load_runtime.block_on(costed(loadgen::run(&pipe)))?;
                 let baseline = load_runtime.block_on(costed(loadgen::run(&baseline)))?;
-                add_rows(report, plan, route, concurrency, &pipe, &baseline);
+                rows::add(report, plan, route, concurrency, (&pipe, &baseline), &peers);
             }
         }
         Ok(())
@@ -131,13 +135,28 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
         }
     });
     nodes_runtime.shutdown_timeout(Duration::from_secs(1));
-    report.note(format!(
-        "Throughput: both nodes and the baseline hyper server run in the benchmark process on one tokio runtime of {} worker threads; the load generator (hyper client, one keep-alive connection per worker, closed loop) runs on its own single-threaded runtime. Each figure is {} s of load after {} s of warm-up; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is the benchmark process's `utime + stime` over the load (warm-up included) divided by the requests answered: nodes (or baseline server) and load generator together, so the difference between the two columns is what the pipe costs.",
-        plan.cores,
-        plan.load.as_secs_f64(),
-        plan.warmup.as_secs_f64()
-    ));
+    report.note(note(plan));
     measured
+}
+
+/// How the scenario measures, under the table.
+fn note(plan: &Plan) -> String {
+    let nats = match nats_peer::version() {
+        Some(version) => format!("`nats-server` {version} (Debian's)"),
+        None => "`nats-server` (not installed for this run, so its rows are skipped)".to_owned(),
+    };
+    let (lowest, highest) = (
+        plan.concurrencies.iter().min().copied().unwrap_or(1),
+        plan.concurrencies.iter().max().copied().unwrap_or(1),
+    );
+    format!(
+        "Throughput: both nodes and the baseline hyper server run in the benchmark process on one tokio runtime of {cores} worker threads; the load generator (hyper client, one keep-alive connection per worker, closed loop) runs on its own single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is the benchmark process's `utime + stime` over the load (warm-up included) divided by the requests answered: nodes (or baseline server) and load generator together, so the difference between the two columns is what the pipe costs. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end on the nodes' runtime and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}.",
+        cores = plan.cores,
+        load = plan.load.as_secs_f64(),
+        warmup = plan.warmup.as_secs_f64(),
+        request = payload::REQUEST.len(),
+        answer = payload::time_answer().len(),
+    )
 }
 
 /// A load's outcome and the CPU this process (nodes, baseline server and
@@ -190,7 +209,7 @@ async fn start(
         try_start_client(server.pipe_addr(), client_identity, options(Side::Client)).await?;
     let baseline_listener = TcpListener::bind(LOOPBACK).await?;
     let baseline = baseline_listener.local_addr()?;
-    tokio::spawn(serve_baseline(baseline_listener, shutdown.clone()));
+    tokio::spawn(baseline::serve(baseline_listener, shutdown.clone()));
 
     restpipe_tests::wait::until(CONNECT_TIMEOUT, "the client node connected", || {
         server.has_peer(CLIENT_NAME) && client.is_connected()
@@ -202,133 +221,4 @@ async fn start(
         client,
         baseline,
     })
-}
-
-/// The baseline: a plain hyper HTTP/1.1 server answering every request with
-/// the JSON `get_time` answers, with no pipe behind it.
-async fn serve_baseline(listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let service = service_fn(|_request| async { Ok::<_, Infallible>(time_response()) });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-fn time_response() -> http::Response<Full<Bytes>> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "time_from_server": now })).unwrap_or_default();
-    let mut response = http::Response::new(Full::new(Bytes::from(body)));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn add_rows(
-    report: &mut Report,
-    plan: &Plan,
-    route: Route,
-    concurrency: usize,
-    pipe_cost: &Costed,
-    baseline_cost: &Costed,
-) {
-    let (pipe, baseline) = (&pipe_cost.outcome, &baseline_cost.outcome);
-    let name = |what: &str| format!("{}, concurrency {concurrency}: {what}", route.label());
-    let highest = plan.concurrencies.iter().max() == Some(&concurrency);
-    let lowest = plan.concurrencies.iter().min() == Some(&concurrency);
-
-    let ratio = pipe.rate() / baseline.rate().max(1e-9);
-    let mut rate = Row::new(
-        SCENARIO,
-        name("requests/s"),
-        format!(
-            "{} ({} of baseline)",
-            thousands(pipe.rate()),
-            percent(pipe.rate(), baseline.rate())
-        ),
-    )
-    .baseline(thousands(baseline.rate()));
-    if highest {
-        rate = rate.target(
-            format!("≥ {:.0}% of baseline", MIN_RATE_RATIO * 100.0),
-            ratio >= MIN_RATE_RATIO,
-        );
-    }
-    report.add(rate);
-
-    let (p50, base_p50) = (pipe.quantile(0.5), baseline.quantile(0.5));
-    let mut median = Row::new(SCENARIO, name("p50"), latency(p50)).baseline(latency(base_p50));
-    if lowest {
-        median = median.target(
-            format!("≤ baseline + {}", latency(MAX_ADDED_P50)),
-            p50 <= base_p50 + MAX_ADDED_P50,
-        );
-    }
-    report.add(median);
-
-    let p99 = pipe.quantile(0.99);
-    let mut tail =
-        Row::new(SCENARIO, name("p99"), latency(p99)).baseline(latency(baseline.quantile(0.99)));
-    if lowest {
-        tail = tail.target(format!("< {}", latency(MAX_P99)), p99 < MAX_P99);
-    }
-    report.add(tail);
-
-    report.add(
-        Row::new(SCENARIO, name("p99.9"), latency(pipe.quantile(0.999)))
-            .baseline(latency(baseline.quantile(0.999))),
-    );
-    let cost = |costed: &Costed| {
-        format!(
-            "{} ({:.2} cores busy)",
-            latency(costed.cpu_per_request()),
-            costed.cores_busy()
-        )
-    };
-    report.add(
-        Row::new(
-            SCENARIO,
-            name("CPU per request, whole process"),
-            cost(pipe_cost),
-        )
-        .baseline(cost(baseline_cost)),
-    );
-
-    if pipe.failed > 0 || baseline.failed > 0 || pipe.ok == 0 {
-        let failures = |outcome: &Outcome| {
-            format!(
-                "{}{}",
-                outcome.failed,
-                outcome
-                    .first_failure
-                    .as_deref()
-                    .map(|f| format!(" (first: {f})"))
-                    .unwrap_or_default()
-            )
-        };
-        report.add(
-            Row::new(SCENARIO, name("failed requests"), failures(pipe))
-                .baseline(failures(baseline))
-                .target("0", pipe.failed == 0 && pipe.ok > 0),
-        );
-    }
 }
