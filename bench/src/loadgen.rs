@@ -113,6 +113,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The failed count for a table cell, with the first failure's reason.
+    pub fn failures(&self) -> String {
+        match &self.first_failure {
+            Some(first) => format!("{} (first: {first})", self.failed),
+            None => self.failed.to_string(),
+        }
+    }
+
     /// Successful requests per second.
     pub fn rate(&self) -> f64 {
         self.ok as f64 / self.measured.as_secs_f64().max(1e-9)

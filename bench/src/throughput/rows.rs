@@ -115,20 +115,9 @@ pub(super) fn add(
     );
 
     if pipe.failed > 0 || baseline.failed > 0 || pipe.ok == 0 {
-        let failures = |outcome: &Outcome| {
-            format!(
-                "{}{}",
-                outcome.failed,
-                outcome
-                    .first_failure
-                    .as_deref()
-                    .map(|f| format!(" (first: {f})"))
-                    .unwrap_or_default()
-            )
-        };
         report.add(
-            Row::new(SCENARIO, name("failed requests"), failures(pipe))
-                .baseline(failures(baseline))
+            Row::new(SCENARIO, name("failed requests"), pipe.failures())
+                .baseline(baseline.failures())
                 .target("0", pipe.failed == 0 && pipe.ok > 0),
         );
     }
