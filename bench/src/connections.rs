@@ -3,12 +3,15 @@
 //! come back after the server is killed and started again on the same port.
 //!
 //! The server node runs in a child process, so its resident memory is its
-//! own; the clients (see [`crate::fleet`]) run in this process and use
-//! pipe-core's real reconnect loop with the default backoff. Server-side
+//! own; the clients (see [`crate::fleet`]) run in this process, or beyond
+//! [`MAX_PER_PROCESS`] in child processes ([`crate::fleet_process`]), and
+//! use pipe-core's real reconnect loop with the default backoff, each from
+//! one of several loopback source addresses. Server-side
 //! admissions are sampled from `/_pipe/health` every 100 ms; client-side
 //! attempts are counted from the clients' own statsd counters.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,10 +19,11 @@ use restpipe_tests::process::count_in_log;
 use restpipe_tests::{LOOPBACK, Metrics, StatsdSettings, metrics};
 use tokio::time::Instant;
 
-use crate::fleet::{Fleet, FleetSetup};
+use crate::fleet::{Fleet, FleetSetup, SOURCE_ADDRESSES};
+use crate::fleet_process::{FleetProcesses, MAX_PER_PROCESS};
 use crate::identities::Identities;
 use crate::node_process::NodeProcess;
-use crate::plan::Plan;
+use crate::plan::{Plan, SPARE_FILES};
 use crate::probe::PeerSampler;
 use crate::procfs;
 use crate::report::{Report, Row, clip, size, thousands};
@@ -27,9 +31,9 @@ use crate::statsd::Collector;
 
 const SCENARIO: &str = "connections";
 /// Target: server memory per idle connection.
-const MAX_RSS_PER_CONNECTION: f64 = 30.0 * 1024.0;
-/// Target: connections one server holds on this machine.
-const HELD_TARGET: usize = 10_000;
+const MAX_RSS_PER_CONNECTION: f64 = 24.0 * 1024.0;
+/// Target: connections one server holds.
+const HELD_TARGET: usize = 100_000;
 /// Target: every client back this soon after a server restart.
 const RECONNECT_TARGET: Duration = Duration::from_secs(60);
 /// Time given to a node to settle before its memory is read.
@@ -44,72 +48,207 @@ const REFUSALS: [&str; 5] = [
     "accept failed",
 ];
 
-/// Runs the scenario for each client count of the plan.
+/// Runs the scenario for each client count of the plan that one server
+/// process can hold here; a count that cannot is reported as not run, and
+/// the largest count that fits runs in its place.
 pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> anyhow::Result<()> {
-    let largest = plan.client_counts.iter().copied().max().unwrap_or(0);
-    let setup = FleetSetup::prepare(plan, identities, largest)?;
+    let counts = counts_to_run(plan, report);
+    let in_process = counts
+        .iter()
+        .copied()
+        .filter(|count| *count <= MAX_PER_PROCESS)
+        .max()
+        .unwrap_or(0);
+    let setup = FleetSetup::prepare(plan, identities, in_process)?;
+    let authority = identities.write_authority()?;
     let driver = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut outcome = Ok(());
-    for &count in &plan.client_counts {
+    for count in counts {
         eprintln!("   {count} clients");
-        outcome = driver.block_on(measure(plan, &setup, count, report));
+        outcome = driver.block_on(measure(plan, &setup, &authority, count, report));
         if outcome.is_err() {
             break;
         }
     }
     setup.shutdown();
-    report.note(
-        "Connections: the server node runs in a child process (this binary, `node-for-bench`, started through `pipe_core::launch::start_server` with default settings); its memory is `VmRSS` from `/proc/<pid>/status`, read after 2 s of rest before and after the clients connect, the difference divided by the count. The simulated clients are real client nodes without their local HTTP front (`pipe_core::run_client`, one `Node` and one identity each, default backoff) on their own runtime in the benchmark process, sharing the machine's cores with the server. All dial at once. After the server is killed (SIGKILL) and started again on the same port, the time until its `/_pipe/health` shows every client again is measured from the kill; admissions/s are the steepest one-second rise of that count (sampled every 100 ms), attempts/s come from the clients' own `client.connect.new.tick` statsd counters."
-    );
+    report.note(format!(
+        "Connections: the server node runs in a child process (this binary, `node-for-bench`, started through `pipe_core::launch::start_server` with default settings, `max_connections` raised to the client count where that is above the default 20,000); its memory is `VmRSS` from `/proc/<pid>/status`, read after 2 s of rest before and after the clients connect, the difference divided by the count. The simulated clients are real client nodes without their local HTTP front (`pipe_core::run_client`, one `Node` and one identity each, default backoff), up to {per_process} in the benchmark process on a runtime of their own, more in child processes of {per_process} each; they share the machine's cores with the server, and connect from {SOURCE_ADDRESSES} loopback source addresses (127.0.0.2 onward, pipe-core's `source_address`) so that no source runs out of ephemeral ports. All dial at once. After the server is killed (SIGKILL) and started again on the same port, the time until its `/_pipe/health` shows every client again is measured from the kill; admissions/s are the steepest one-second rise of that count (sampled every 100 ms), attempts/s come from the clients' own `client.connect.new.tick` statsd counters.",
+        per_process = thousands(MAX_PER_PROCESS as f64),
+    ));
     outcome
 }
 
-/// Connects the first `count` of the setup's clients to a fresh server,
-/// measures, restarts the server, measures the return, and stops everything.
+/// The plan's client counts that one server process can hold here (a
+/// socket each, within the open-file limit), plus, if some cannot, the
+/// largest that can (rounded down to a thousand); a row says why each
+/// that cannot is not run.
+fn counts_to_run(plan: &Plan, report: &mut Report) -> Vec<usize> {
+    let max_held = plan.max_held();
+    let (mut counts, too_many): (Vec<usize>, Vec<usize>) = plan
+        .client_counts
+        .iter()
+        .partition(|count| **count <= max_held);
+    let instead = if max_held >= 1_000 {
+        max_held / 1_000 * 1_000
+    } else {
+        max_held
+    };
+    let runs_instead = !too_many.is_empty() && counts.iter().all(|count| *count < instead);
+    if runs_instead {
+        counts.push(instead);
+    }
+    for count in too_many {
+        let mut value = format!(
+            "not run: a process may open at most {} files here (hard `RLIMIT_NOFILE` limit; raising it needs `CAP_SYS_RESOURCE`), and the server node needs one per client and {SPARE_FILES} more: {}",
+            thousands(plan.open_files as f64),
+            thousands((count as u64 + SPARE_FILES) as f64),
+        );
+        if runs_instead {
+            value.push_str(&format!(
+                "; {} clients run instead",
+                thousands(instead as f64)
+            ));
+        }
+        report.add(
+            Row::new(
+                SCENARIO,
+                format!("{} clients: all connected in", thousands(count as f64)),
+                value,
+            )
+            .target(format!("{} held", thousands(HELD_TARGET as f64)), false),
+        );
+    }
+    counts
+}
+
+/// The simulated clients of one measurement: in this process up to
+/// [`MAX_PER_PROCESS`], beyond that in child processes (this process could
+/// not open a socket for each).
+enum Clients {
+    /// A fleet on the setup's runtime, in this process.
+    Here(Fleet),
+    /// Fleets in child processes.
+    Children(FleetProcesses),
+}
+
+impl Clients {
+    /// Starts `count` clients dialling the server at `pipe`, reporting to
+    /// `collector`; returns them, the memory of the processes they run in
+    /// before they dialled, and when they dialled.
+    async fn dial(
+        setup: &FleetSetup,
+        authority: &(PathBuf, PathBuf),
+        count: usize,
+        pipe: SocketAddr,
+        collector: &Collector,
+    ) -> anyhow::Result<(Self, u64, Instant)> {
+        if count <= MAX_PER_PROCESS {
+            let metrics = Metrics::new(&StatsdSettings {
+                host: "127.0.0.1".to_owned(),
+                port: collector.addr().port(),
+                prefix: String::new(),
+            })?;
+            let before = procfs::rss(procfs::own_pid())?;
+            let dialled = Instant::now();
+            let identities = &setup.clients[..count];
+            let fleet = Fleet::start(setup.runtime.handle(), identities, 0, &[pipe], &metrics);
+            return Ok((Self::Here(fleet), before, dialled));
+        }
+        let label = format!("connections-{count}");
+        let mut children = FleetProcesses::start(
+            authority,
+            count,
+            &[pipe],
+            Some(collector.addr()),
+            &setup.dir,
+            &label,
+        )
+        .await?;
+        let before = children.rss()?;
+        let dialled = Instant::now();
+        children.dial().await?;
+        Ok((Self::Children(children), before, dialled))
+    }
+
+    /// Resident memory of the processes the clients run in.
+    fn memory(&self) -> anyhow::Result<u64> {
+        match self {
+            Self::Here(_) => procfs::rss(procfs::own_pid()),
+            Self::Children(children) => children.rss(),
+        }
+    }
+
+    /// Where the clients run, for the report.
+    fn place(&self) -> &'static str {
+        match self {
+            Self::Here(_) => "benchmark process",
+            Self::Children(_) => "child processes",
+        }
+    }
+
+    /// How many are connected, where that can be seen from here.
+    fn connected(&self) -> Option<usize> {
+        match self {
+            Self::Here(fleet) => Some(fleet.connected()),
+            Self::Children(_) => None,
+        }
+    }
+
+    /// Stops them all; they drain and close their connections.
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Self::Here(fleet) => {
+                fleet.stop().await;
+                Ok(())
+            }
+            Self::Children(children) => children.stop().await,
+        }
+    }
+}
+
+/// Connects `count` clients to a fresh server, measures, restarts the
+/// server, measures the return, and stops everything.
 async fn measure(
     plan: &Plan,
     setup: &FleetSetup,
+    authority: &(PathBuf, PathBuf),
     count: usize,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let name = |what: &str| format!("{} clients: {what}", thousands(count as f64));
     let collector = Collector::start()?;
-    let metrics = Metrics::new(&StatsdSettings {
-        host: "127.0.0.1".to_owned(),
-        port: collector.addr().port(),
-        prefix: String::new(),
-    })?;
 
     let first_log = setup.dir.join(format!("server-{count}-first.log"));
     let (server, pipe) =
-        NodeProcess::start_server(&setup.server_files, LOOPBACK, &first_log).await?;
+        NodeProcess::start_server_holding(&setup.server_files, LOOPBACK, count, &first_log).await?;
     tokio::time::sleep(SETTLE).await;
     let idle_rss = server.rss()?;
-    let bench_before = procfs::rss(procfs::own_pid())?;
 
     let sampler = PeerSampler::start(server.http);
-    let dialled = Instant::now();
-    let identities = &setup.clients[..count];
-    let fleet = Fleet::start(setup.runtime.handle(), identities, &[pipe], &metrics);
+    let (clients, clients_before, dialled) =
+        Clients::dial(setup, authority, count, pipe, &collector).await?;
     let all_in = sampler.wait_for(count, dialled, plan.connect_bound).await;
     let Some(all_in) = all_in else {
+        let seen = clients
+            .connected()
+            .map(|connected| format!("{connected} of {count}, "))
+            .unwrap_or_default();
         report.add(
             Row::new(
                 SCENARIO,
                 name("all connected"),
                 format!(
-                    "not within {:?}: {} of {count} (server {})",
+                    "not within {:?}: {seen}server {}",
                     plan.connect_bound,
-                    fleet.connected(),
                     sampler.latest().unwrap_or(0)
                 ),
             )
             .target(format!("{} held", thousands(HELD_TARGET as f64)), false),
         );
         add_refusals(report, &name, &first_log);
-        fleet.stop().await;
+        clients.stop().await?;
         server.kill().await?;
         return Ok(());
     };
@@ -135,7 +274,7 @@ async fn measure(
 
     tokio::time::sleep(SETTLE).await;
     let held_rss = server.rss()?;
-    let bench_after = procfs::rss(procfs::own_pid())?;
+    let clients_after = clients.memory()?;
     let per_connection = (held_rss as f64 - idle_rss as f64) / count as f64;
     report.add(
         Row::new(
@@ -156,17 +295,21 @@ async fn measure(
     ));
     report.add(Row::new(
         SCENARIO,
-        name("simulated client memory per client (benchmark process)"),
-        size((bench_after as f64 - bench_before as f64) / count as f64),
+        name(&format!(
+            "simulated client memory per client ({})",
+            clients.place()
+        )),
+        size((clients_after as f64 - clients_before as f64) / count as f64),
     ));
 
     // The restart: kill, start again on the same port, wait for everyone.
     let killed = Instant::now();
     server.kill().await?;
     let second_log = setup.dir.join(format!("server-{count}-restarted.log"));
-    let (server, _) = NodeProcess::start_server(&setup.server_files, pipe, &second_log)
-        .await
-        .context("restarting the server node on the same port")?;
+    let (server, _) =
+        NodeProcess::start_server_holding(&setup.server_files, pipe, count, &second_log)
+            .await
+            .context("restarting the server node on the same port")?;
     let listening = Instant::now();
     sampler.retarget(server.http);
     let back = sampler.wait_for(count, listening, plan.connect_bound).await;
@@ -217,7 +360,7 @@ async fn measure(
     add_refusals(report, &name, &first_log);
     add_refusals(report, &name, &second_log);
 
-    fleet.stop().await;
+    clients.stop().await?;
     server.stop().await?;
     Ok(())
 }

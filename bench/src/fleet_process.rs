@@ -105,6 +105,14 @@ impl FleetProcesses {
         Ok(Self { processes })
     }
 
+    /// Resident memory of all the children together now.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        self.processes
+            .iter()
+            .map(|process| procfs::rss(process.pid()))
+            .sum()
+    }
+
     /// Tells every child to dial: all clients at once.
     pub async fn dial(&mut self) -> anyhow::Result<()> {
         for process in &mut self.processes {
@@ -163,6 +171,7 @@ pub fn serve(args: FleetArgs) -> anyhow::Result<()> {
         let fleet = Fleet::start(
             &tokio::runtime::Handle::current(),
             &clients,
+            args.first,
             &args.servers,
             &metrics,
         );

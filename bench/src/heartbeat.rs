@@ -54,6 +54,7 @@ async fn measure(plan: &Plan, setup: &FleetSetup, report: &mut Report) -> anyhow
     let fleet = Fleet::start(
         setup.runtime.handle(),
         &setup.clients,
+        0,
         &[pipe],
         &Metrics::disabled(),
     );

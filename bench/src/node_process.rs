@@ -83,6 +83,9 @@ pub struct NodeArgs {
     /// Jobs one peer's queue holds (`max_queued_jobs`).
     #[arg(long, default_value_t = pipe_core::DEFAULT_MAX_QUEUED_JOBS)]
     max_queued_jobs: u64,
+    /// Server: most client connections at once (`max_connections`).
+    #[arg(long, default_value_t = pipe_core::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Server: join a cluster on these NATS servers (`--cluster` of the
     /// shipped binaries); the `--nats-*` files are then required.
     #[arg(long = "cluster", value_name = "URL")]
@@ -178,7 +181,7 @@ impl NodeProcess {
         };
         let extras = Extras {
             jobs: Some(jobs),
-            cluster: None,
+            ..Extras::default()
         };
         Self::start_with(files, placement, extras, log).await
     }
@@ -193,8 +196,8 @@ impl NodeProcess {
         log: &Path,
     ) -> anyhow::Result<(Self, SocketAddr)> {
         let extras = Extras {
-            jobs: None,
             cluster: Some(cluster),
+            ..Extras::default()
         };
         let server = Self::start_with(files, Placement::Server { listen }, extras, log).await?;
         let pipe = server
@@ -237,6 +240,11 @@ impl NodeProcess {
         if let Some(cluster) = extras.cluster {
             add_cluster_args(&mut command, cluster)?;
         }
+        if let Some(max_connections) = extras.max_connections {
+            command
+                .arg("--max-connections")
+                .arg(max_connections.to_string());
+        }
         match placement {
             Placement::Server { listen } => {
                 command.args(["--side", "server", "--listen", &listen.to_string()]);
@@ -265,6 +273,26 @@ impl NodeProcess {
         log: &Path,
     ) -> anyhow::Result<(Self, SocketAddr)> {
         let server = Self::start(files, Placement::Server { listen }, log).await?;
+        let pipe = server
+            .pipe
+            .context("the server node reported no pipe address")?;
+        Ok((server, pipe))
+    }
+
+    /// [`Self::start_server`] for a server that must hold `clients`
+    /// connections: its cap (`max_connections`) raised to that where the
+    /// default is lower, everything else default.
+    pub async fn start_server_holding(
+        files: &CertFiles,
+        listen: SocketAddr,
+        clients: usize,
+        log: &Path,
+    ) -> anyhow::Result<(Self, SocketAddr)> {
+        let extras = Extras {
+            max_connections: (clients > pipe_core::DEFAULT_MAX_CONNECTIONS).then_some(clients),
+            ..Extras::default()
+        };
+        let server = Self::start_with(files, Placement::Server { listen }, extras, log).await?;
         let pipe = server
             .pipe
             .context("the server node reported no pipe address")?;
@@ -318,6 +346,8 @@ struct Extras<'a> {
     jobs: Option<JobsArgs<'a>>,
     /// A cluster to join.
     cluster: Option<&'a ClusterSettings>,
+    /// A cap on connections other than the default.
+    max_connections: Option<usize>,
 }
 
 /// The job store a child keeps.
@@ -451,6 +481,7 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
         cluster,
         state_dir: args.state_dir,
         max_queued_jobs: args.max_queued_jobs,
+        max_connections: args.max_connections,
         ..NodeSettings::default()
     };
     let options = |handlers| NodeOptions {

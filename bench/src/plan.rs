@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Files a process needs besides its connections (listeners, logs, the
 /// runtime's own descriptors, probes).
-const SPARE_FILES: u64 = 256;
+pub const SPARE_FILES: u64 = 256;
 
 /// Sizes and durations of one run.
 #[derive(Debug, Clone)]
@@ -20,8 +20,13 @@ pub struct Plan {
     pub load: Duration,
     /// Concurrencies of the request scenario.
     pub concurrencies: Vec<usize>,
-    /// Client counts of the connections scenario.
+    /// Client counts of the connections scenario, as the targets want them;
+    /// a count above [`Self::max_held`] cannot run here (the scenario
+    /// says so, and runs the largest that fits instead).
     pub client_counts: Vec<usize>,
+    /// Files a process may open here (the hard limit, to which every
+    /// process of the benchmark raises its own).
+    pub open_files: u64,
     /// Clients held while measuring heartbeat CPU.
     pub heartbeat_clients: usize,
     /// Window over which heartbeat CPU is measured.
@@ -48,12 +53,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan for a full or a quick run, with client counts limited by the
-    /// open-file limit (each client holds a socket in this process, and the
-    /// server one in its own).
+    /// The plan for a full or a quick run, the heartbeat's clients limited
+    /// by the open-file limit (each client holds a socket in this process,
+    /// and the server one in its own).
     pub fn new(quick: bool, open_files: u64) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let fits = |n: &usize| (*n as u64) + SPARE_FILES <= open_files;
         let mut plan = if quick {
             Self {
                 quick,
@@ -62,6 +66,7 @@ impl Plan {
                 load: Duration::from_secs(1),
                 concurrencies: vec![1, 64],
                 client_counts: vec![100],
+                open_files,
                 heartbeat_clients: 100,
                 heartbeat_window: Duration::from_secs(5),
                 large_bytes: 8 << 20,
@@ -80,7 +85,8 @@ impl Plan {
                 warmup: Duration::from_secs(2),
                 load: Duration::from_secs(10),
                 concurrencies: vec![1, 64],
-                client_counts: vec![1_000, 10_000],
+                client_counts: vec![1_000, 10_000, 100_000],
+                open_files,
                 heartbeat_clients: 10_000,
                 heartbeat_window: Duration::from_secs(10),
                 large_bytes: 256 << 20,
@@ -93,13 +99,16 @@ impl Plan {
                 cluster_clients: 30_000,
             }
         };
-        let largest_fitting = open_files.saturating_sub(SPARE_FILES) as usize;
-        plan.client_counts.retain(fits);
-        if plan.client_counts.is_empty() {
-            plan.client_counts.push(largest_fitting.max(1));
-        }
-        plan.heartbeat_clients = plan.heartbeat_clients.min(largest_fitting.max(1));
+        plan.heartbeat_clients = plan.heartbeat_clients.min(plan.max_held());
         plan
+    }
+
+    /// Connections one process can hold here: a socket each, within the
+    /// open-file limit.
+    pub fn max_held(&self) -> usize {
+        usize::try_from(self.open_files.saturating_sub(SPARE_FILES))
+            .unwrap_or(usize::MAX)
+            .max(1)
     }
 
     /// `quick` or `full`, for the report.

@@ -45,6 +45,8 @@ pub struct NodeOptions {
     pub backoff: BackoffSettings,
     /// Client nodes: the HTTP proxy to the servers, if any.
     pub proxy: Proxies,
+    /// Client nodes: the local address it connects from, if chosen.
+    pub source_address: Option<IpAddr>,
     /// Cancelled to stop the node.
     pub shutdown: CancellationToken,
 }
@@ -59,6 +61,7 @@ impl Default for NodeOptions {
             server_name: SERVER_NAME.to_owned(),
             backoff: fast_backoff(),
             proxy: Proxies::direct(),
+            source_address: None,
             shutdown: CancellationToken::new(),
         }
     }
@@ -176,6 +179,7 @@ pub fn launch_client_to(
 ) -> Result<RunningNode, LaunchError> {
     let target = ServerTarget {
         proxy: options.proxy,
+        source_address: options.source_address,
         ..servers_target(servers, &options.server_name)
     };
     launch::start_client(
@@ -229,6 +233,7 @@ pub fn spawn_frontless_client_to(
         pipe_core::run_client(
             ServerTarget {
                 proxy: options.proxy,
+                source_address: options.source_address,
                 ..servers_target(servers, &options.server_name)
             },
             Arc::new(Reloadable::new(tls)),

@@ -958,3 +958,28 @@ fn cluster_settings_that_cannot_work_are_refused_with_the_reason() {
     let message = bad_name.unwrap_err().to_string();
     assert!(message.contains("RP_CLUSTER_NAME"), "{message}");
 }
+
+#[test]
+fn the_source_address_comes_from_the_flag_the_environment_or_nowhere() {
+    let source = |config: ClientConfig| config.target.source_address;
+    assert_eq!(source(client(&[], &[]).unwrap()), None);
+    let from_env = client(&[], &[("RP_SOURCE_ADDRESS", "10.0.0.7")]).unwrap();
+    assert_eq!(source(from_env), Some("10.0.0.7".parse().unwrap()));
+    let from_flag = client(
+        &["--source-address", "fd00::7"],
+        &[("RP_SOURCE_ADDRESS", "10.0.0.7")],
+    )
+    .unwrap();
+    assert_eq!(source(from_flag), Some("fd00::7".parse().unwrap()));
+    // The unspecified address is the kernel's choice, as without the option.
+    let any = client(&["--source-address", "0.0.0.0"], &[]).unwrap();
+    assert_eq!(source(any), None);
+    // No connection leaves from a multicast or broadcast address.
+    for bad in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+        let error = Node::Client.error(&[], &[("RP_SOURCE_ADDRESS", bad)]);
+        assert!(error.starts_with("RP_SOURCE_ADDRESS="), "{error}");
+        assert!(error.contains("not an address of this host"), "{error}");
+    }
+    let error = Node::Client.error(&[], &[("RP_SOURCE_ADDRESS", "eth0")]);
+    assert!(error.starts_with("RP_SOURCE_ADDRESS=\"eth0\""), "{error}");
+}

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
 use tokio::sync::OwnedSemaphorePermit;
@@ -13,13 +14,13 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use super::CONTROL_QUEUE;
 use super::answer::{answer_event, send_progress};
 use super::cancelled::CancelledIds;
 use super::connection::{BodyKey, Connection};
 use super::hello::CLOSE_TIMEOUT;
 use super::inbound::{Delivery, LinkNotice};
 use super::settings::{ConnectionSettings, DEFAULT_MAX_REQUEST_TIMEOUT, WAITING_PER_SLOT};
+use super::{CONTROL_QUEUE, READ_BUFFER};
 use crate::wire::body::BodyError;
 use crate::wire::proto::{self, Cancel, Chunk, GoAway, Ping, Pong, Window, frame::Body, go_away};
 use crate::wire::{
@@ -50,6 +51,9 @@ pub(super) struct Reader<R> {
     /// The latest ping still waiting for its pong, and when it was sent.
     ping_outstanding: Option<(u64, Instant)>,
     idle_reported: bool,
+    /// The read buffer is a small one, sized to the frames of a quiet
+    /// connection, not [`READ_BUFFER`] (see `fit_read_buffer`).
+    read_buffer_small: bool,
     /// Ids the peer cancelled before we saw their events.
     cancelled_early: CancelledIds,
 }
@@ -70,6 +74,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             ping_nonce: 0,
             ping_outstanding: None,
             idle_reported: false,
+            // The link starts with a small buffer (see `establish`).
+            read_buffer_small: true,
             cancelled_early: CancelledIds::default(),
         }
     }
@@ -140,6 +146,28 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
+    /// Sizes the read buffer to the traffic. A connection starts with a
+    /// small one: most connections idle, and the frames of an idle one
+    /// (pings, pongs) are read into a buffer of their size. The first frame
+    /// of real traffic brings the full [`READ_BUFFER`], so reads under load
+    /// stay large; a heartbeat frame (one side heard nothing for a ping
+    /// interval: the connection is quiet again) gives it back when it holds
+    /// no part of a frame.
+    fn fit_read_buffer(&mut self, heartbeat: bool) {
+        let buffer = self.frames.read_buffer_mut();
+        if heartbeat {
+            if !self.read_buffer_small && buffer.is_empty() {
+                *buffer = BytesMut::new();
+                self.read_buffer_small = true;
+            }
+        } else if self.read_buffer_small {
+            let mut full = BytesMut::with_capacity(READ_BUFFER.max(buffer.len()));
+            full.extend_from_slice(buffer);
+            *buffer = full;
+            self.read_buffer_small = false;
+        }
+    }
+
     /// Sends a `Ping` when the connection has been quiet, or declares the
     /// peer dead when it has been silent past the deadline.
     fn on_heartbeat_timer(&mut self, dead_at: Instant) -> Step {
@@ -173,9 +201,11 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     fn on_frame(&mut self, body: Body) -> Step {
         self.last_heard = Instant::now();
         // Pongs answer our own pings; only real traffic ends an idle spell.
-        if !matches!(body, Body::Pong(_) | Body::Ping(_)) {
+        let heartbeat = matches!(body, Body::Pong(_) | Body::Ping(_));
+        if !heartbeat {
             self.idle_reported = false;
         }
+        self.fit_read_buffer(heartbeat);
         let handled = match body {
             Body::Event(event) => self.on_event(event),
             Body::Reply(reply) => self.on_reply(reply),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::SinkExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -13,6 +14,7 @@ use tokio::time::timeout;
 use tokio_util::codec::FramedWrite;
 use tracing::{debug, warn};
 
+use super::WRITE_BUFFER;
 use super::connection::{Connection, WriterCommand};
 use super::error::RequestError;
 use super::hello::CLOSE_TIMEOUT;
@@ -50,6 +52,8 @@ pub(super) async fn run<W>(
 {
     // Writes in a row that carried a single frame.
     let mut lone_writes = u32::MAX;
+    // Frames other than heartbeats went out since the buffer was last fitted.
+    let mut busy = false;
     loop {
         let first = tokio::select! {
             biased;
@@ -72,6 +76,7 @@ pub(super) async fn run<W>(
             tokio::task::yield_now().await;
         }
         let batch = fill_batch(first, &mut queues);
+        let quiet = batch.iter().all(is_heartbeat);
         lone_writes = if batch.len() > 1 {
             0
         } else {
@@ -97,6 +102,7 @@ pub(super) async fn run<W>(
             debug!(peer = %connection.peer.name, "write failed: {error}");
             break;
         }
+        fit_write_buffer(&mut sink, quiet, &mut busy);
         if let Some(go_away) = close {
             let _ = timeout(CLOSE_TIMEOUT, async {
                 if let Some(go_away) = go_away {
@@ -110,6 +116,25 @@ pub(super) async fn run<W>(
     }
     connection.closed.cancel();
     debug!(peer = %connection.peer.name, connection = connection.id, "writer finished");
+}
+
+/// Whether `command` is a heartbeat frame: sent only when one side heard
+/// nothing for a ping interval.
+fn is_heartbeat(command: &WriterCommand) -> bool {
+    matches!(command, WriterCommand::Frame(body) if matches!(**body, Body::Ping(_) | Body::Pong(_)))
+}
+
+/// Gives back a write buffer that traffic grew (a large reply or body
+/// leaves it at its largest frame's size) once the connection is quiet
+/// again, `quiet` being a batch of heartbeats only: an idle connection
+/// then holds [`WRITE_BUFFER`] bytes, whatever it carried before.
+fn fit_write_buffer<W>(sink: &mut FramedWrite<W, FrameCodec>, quiet: bool, busy: &mut bool) {
+    if !quiet {
+        *busy = true;
+    } else if *busy && sink.write_buffer().is_empty() {
+        *sink.write_buffer_mut() = BytesMut::with_capacity(WRITE_BUFFER);
+        *busy = false;
+    }
 }
 
 /// Takes what is already queued after `first`, control frames first, so

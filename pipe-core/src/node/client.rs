@@ -7,7 +7,7 @@
 //! is cancelled; the backoff sleep races that shutdown. Nothing a peer or a
 //! handler does can end the loop, which is what the original got wrong.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::backoff::{Backoff, BackoffSettings};
+use super::dial::{dial, no_address_of_family, reachable_from};
 use super::directory::{SERVER_KEY, drain};
 use super::events::ConnectionEvent;
 use super::metrics::{Counter, Timing};
@@ -56,6 +57,7 @@ pub async fn run(
         tls,
         server_name: target.server_name,
         proxies: target.proxy,
+        source_address: target.source_address,
         backoff: Backoff::new(backoff),
         shutdown,
         lost_at: None,
@@ -82,6 +84,8 @@ struct Reconnect {
     server_name: Option<String>,
     /// Which servers are reached through an HTTP proxy.
     proxies: Proxies,
+    /// The local address connections leave from, if chosen.
+    source_address: Option<IpAddr>,
     backoff: Backoff,
     shutdown: CancellationToken,
     /// When the last connection was lost, until the next one is up.
@@ -115,7 +119,7 @@ impl Reconnect {
         while let Some(server) = rotation.next_in_round() {
             let routes = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ended::Shutdown,
-                routes = routes_to(&server, &self.proxies) => routes,
+                routes = routes_to(&server, &self.proxies, self.source_address) => routes,
             };
             let routes = match routes {
                 Ok(routes) => routes,
@@ -132,7 +136,7 @@ impl Reconnect {
                 let name = self.server_name.as_deref().unwrap_or(&server.host);
                 let attempt = tokio::select! {
                     _ = self.shutdown.cancelled() => return Ended::Shutdown,
-                    attempt = connect(&route, &server, name, &connector, &self.node) => attempt,
+                    attempt = connect(&route, &server, name, &connector, self) => attempt,
                 };
                 match attempt {
                     Ok(connected) => return self.stay_connected(&server, connected).await,
@@ -456,13 +460,25 @@ enum Route {
 
 /// The ways to `server` now: through its proxy, if `proxies` has one for
 /// it (the name is the proxy's to resolve: a host behind a proxy often
-/// cannot), or each address its name resolves to.
-async fn routes_to(server: &ServerAddress, proxies: &Proxies) -> Result<Vec<Route>, ConnectError> {
+/// cannot), or each address its name resolves to that can be dialled from
+/// `source`.
+async fn routes_to(
+    server: &ServerAddress,
+    proxies: &Proxies,
+    source: Option<IpAddr>,
+) -> Result<Vec<Route>, ConnectError> {
     if let Some(proxy) = proxies.for_server(&server.host, server.port) {
         return Ok(vec![Route::Proxy(proxy.clone())]);
     }
-    let addresses = resolve_within(server).await?;
-    Ok(addresses.into_iter().map(Route::Direct).collect())
+    let mut addresses = resolve_within(server).await?;
+    addresses.retain(|address| reachable_from(address, source));
+    match source {
+        Some(source) if addresses.is_empty() => Err(ConnectError::Resolve {
+            server: server.to_string(),
+            source: no_address_of_family(&format!("server {server}"), source),
+        }),
+        _ => Ok(addresses.into_iter().map(Route::Direct).collect()),
+    }
 }
 
 /// An established connection to the server, the certificate it presented
@@ -474,20 +490,31 @@ struct Connected {
     proxy: Option<String>,
 }
 
-/// A TCP stream to `server` by `route`, within the connect deadline.
-async fn open(route: &Route, server: &ServerAddress) -> Result<TcpStream, ConnectError> {
+/// A TCP stream to `server` by `route`, from `source` if given, within the
+/// connect deadline.
+async fn open(
+    route: &Route,
+    server: &ServerAddress,
+    source: Option<IpAddr>,
+) -> Result<TcpStream, ConnectError> {
     let address = match route {
         Route::Direct(address) => *address,
         Route::Proxy(proxy) => {
-            return tunnel::open(proxy, &server.host, server.port, DEFAULT_CONNECT_TIMEOUT)
-                .await
-                .map_err(|source| ConnectError::Proxy {
-                    proxy: proxy.to_string(),
-                    source,
-                });
+            return tunnel::open(
+                proxy,
+                &server.host,
+                server.port,
+                source,
+                DEFAULT_CONNECT_TIMEOUT,
+            )
+            .await
+            .map_err(|source| ConnectError::Proxy {
+                proxy: proxy.to_string(),
+                source,
+            });
         }
     };
-    let tcp = tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, TcpStream::connect(address))
+    let tcp = tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, dial(address, source))
         .await
         .map_err(|source| ConnectError::TcpTimedOut {
             target: address.to_string(),
@@ -501,17 +528,18 @@ async fn open(route: &Route, server: &ServerAddress) -> Result<TcpStream, Connec
     Ok(tcp)
 }
 
-/// One connection attempt to `server` by `route`: TCP (or a tunnel), TLS
-/// (the certificate verified against `name`), `Hello`.
+/// One connection attempt of `actor` to `server` by `route`: TCP (or a
+/// tunnel), TLS (the certificate verified against `name`), `Hello`.
 async fn connect(
     route: &Route,
     server: &ServerAddress,
     name: &str,
     connector: &TlsConnector,
-    node: &Node,
+    actor: &Reconnect,
 ) -> Result<Connected, ConnectError> {
+    let node = &actor.node;
     let settings = node.settings();
-    let tcp = open(route, server).await?;
+    let tcp = open(route, server, actor.source_address).await?;
     // Through a proxy, the proxy's address: the one this socket knows.
     let remote = tcp.peer_addr().ok();
     let server_name =

@@ -8,6 +8,7 @@ mod admission;
 mod backoff;
 mod client;
 pub mod cluster;
+mod dial;
 mod directory;
 mod events;
 mod inbound;

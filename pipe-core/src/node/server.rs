@@ -133,7 +133,10 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
         admission,
     } = accepted;
     node.metrics().incr(Counter::ConnectAttempt);
-    let Some(stream) = accept_tls(acceptor, tcp, remote, &node).await else {
+    // The handshakes are boxed: this task lives as long as the connection,
+    // and its size is that of its largest step; boxed, their state is freed
+    // once they are done instead of staying part of every idle connection.
+    let Some(stream) = Box::pin(accept_tls(acceptor, tcp, remote, &node)).await else {
         return;
     };
     // rustls accepts a client that offers no ALPN at all; restpipe does not:
@@ -164,10 +167,10 @@ async fn serve_client(accepted: Accepted, acceptor: TlsAcceptor, node: Arc<Node>
     };
     let endpoint = node.endpoint();
     let mut place = None;
-    let established = link::establish(stream, &endpoint, peer, |hello| {
+    let established = Box::pin(link::establish(stream, &endpoint, peer, |hello| {
         place = Some(admit(&node, &name, hello, &admission)?);
         Ok(())
-    })
+    }))
     .await;
     drop(handshake);
     let handle = match established {

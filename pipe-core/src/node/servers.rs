@@ -27,7 +27,7 @@
 //! attempt, backoff, attempt.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rand::seq::SliceRandom as _;
 
@@ -73,6 +73,11 @@ pub struct ServerTarget {
     /// The HTTP proxy the servers are reached through, if any (`--proxy`,
     /// `HTTPS_PROXY`; `NO_PROXY` exempts servers from it).
     pub proxy: Proxies,
+    /// The local address every connection leaves from (to a server, or to
+    /// the proxy), if not the one the kernel's routes pick
+    /// (`--source-address`): on a multi-homed host, which interface the
+    /// pipe uses. Only servers (or proxies) of its family are dialled.
+    pub source_address: Option<IpAddr>,
 }
 
 impl ServerTarget {
@@ -85,6 +90,7 @@ impl ServerTarget {
             server_name: None,
             others: Vec::new(),
             proxy: Proxies::direct(),
+            source_address: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! and says nothing cannot hold an attempt.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use hyper::ext::ReasonPhrase;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::dial::{dial, no_address_of_family, reachable_from};
 use super::proxy::ProxyUrl;
 use crate::wire::printable;
 
@@ -172,21 +174,49 @@ fn is_reset(error: &hyper::Error) -> bool {
 }
 
 /// A TCP stream to the server `host:port` through `proxy`, ready for the
-/// pipe's TLS handshake, within `limit` for all of it.
+/// pipe's TLS handshake, within `limit` for all of it. The connection to
+/// the proxy leaves from `source`, if given.
 pub(super) async fn open(
     proxy: &ProxyUrl,
     host: &str,
     port: u16,
+    source: Option<IpAddr>,
     limit: Duration,
 ) -> Result<TcpStream, ProxyError> {
-    tokio::time::timeout(limit, connect_through(proxy, host, port))
+    tokio::time::timeout(limit, connect_through(proxy, host, port, source))
         .await
         .map_err(|_| ProxyError::TimedOut(limit))?
 }
 
+/// A TCP connection to `proxy` from `source`, if given: each of the
+/// proxy's addresses of `source`'s family in turn, until one connects.
+async fn reach(proxy: &ProxyUrl, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let addresses = tokio::net::lookup_host((proxy.host(), proxy.port())).await?;
+    let mut last_error = None;
+    for address in addresses.filter(|address| reachable_from(address, source)) {
+        match dial(address, source).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(match (last_error, source) {
+        (Some(error), _) => error,
+        (None, Some(source)) => no_address_of_family(&format!("proxy {proxy}"), source),
+        (None, None) => std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("proxy {proxy} resolves to no address"),
+        ),
+    })
+}
+
 /// [`open`] without its deadline.
-async fn connect_through(proxy: &ProxyUrl, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
-    let tcp = TcpStream::connect((proxy.host(), proxy.port()))
+async fn connect_through(
+    proxy: &ProxyUrl,
+    host: &str,
+    port: u16,
+    source: Option<IpAddr>,
+) -> Result<TcpStream, ProxyError> {
+    let tcp = reach(proxy, source)
         .await
         .map_err(ProxyError::Unreachable)?;
     let _ = tcp.set_nodelay(true);
@@ -335,7 +365,7 @@ mod tests {
     async fn tunnel_answered(answer: &[u8], credentials: &str) -> Result<TcpStream, ProxyError> {
         let (address, _head) = proxy_answering(answer.to_vec()).await;
         let proxy = proxy_at(address, credentials);
-        open(&proxy, "pipe.example.com", 1234, LIMIT).await
+        open(&proxy, "pipe.example.com", 1234, None, LIMIT).await
     }
 
     #[tokio::test]
@@ -343,7 +373,7 @@ mod tests {
         let answer = b"HTTP/1.1 200 Connection established\r\n\r\n".to_vec();
         let (address, head) = proxy_answering(answer).await;
         let proxy = proxy_at(address, "alice:s3cret@");
-        let mut stream = open(&proxy, "pipe.example.com", 1234, LIMIT).await.unwrap();
+        let mut stream = open(&proxy, "pipe.example.com", 1234, None, LIMIT).await.unwrap();
         let head = head.await.unwrap().to_ascii_lowercase();
         assert!(
             head.starts_with("connect pipe.example.com:1234 http/1.1\r\n"),
@@ -364,7 +394,7 @@ mod tests {
     async fn an_ipv6_server_is_a_bracketed_target_and_credentials_are_optional() {
         let answer = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
         let (address, head) = proxy_answering(answer).await;
-        open(&proxy_at(address, ""), "fd00::1", 1234, LIMIT)
+        open(&proxy_at(address, ""), "fd00::1", 1234, None, LIMIT)
             .await
             .unwrap();
         let head = head.await.unwrap().to_ascii_lowercase();
@@ -453,7 +483,7 @@ mod tests {
     async fn a_silent_proxy_times_out_and_a_closing_one_is_closed() {
         let (address, _head) = proxy_answering(Vec::new()).await;
         let limit = Duration::from_millis(200);
-        let silent = open(&proxy_at(address, ""), "pipe.example.com", 1234, limit).await;
+        let silent = open(&proxy_at(address, ""), "pipe.example.com", 1234, None, limit).await;
         assert!(
             matches!(silent, Err(ProxyError::TimedOut(d)) if d == limit),
             "{silent:?}"
@@ -466,13 +496,13 @@ mod tests {
             let mut head = [0u8; 64];
             let _ = socket.read(&mut head).await;
         });
-        let closed = open(&proxy_at(address, ""), "pipe.example.com", 1234, LIMIT).await;
+        let closed = open(&proxy_at(address, ""), "pipe.example.com", 1234, None, LIMIT).await;
         assert!(matches!(closed, Err(ProxyError::Closed)), "{closed:?}");
 
         let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = gone.local_addr().unwrap();
         drop(gone);
-        let unreachable = open(&proxy_at(address, ""), "pipe.example.com", 1234, LIMIT).await;
+        let unreachable = open(&proxy_at(address, ""), "pipe.example.com", 1234, None, LIMIT).await;
         assert!(
             matches!(unreachable, Err(ProxyError::Unreachable(_))),
             "{unreachable:?}"

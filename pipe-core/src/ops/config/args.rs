@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -262,6 +262,12 @@ pub struct ClientArgs {
     /// either way.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<SecretArg>,
+    /// Local IP address to connect from (to the servers, or to the proxy),
+    /// on a host with several: the socket is bound to it before it
+    /// connects. Only servers of its family (IPv4 or IPv6) are dialled.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(serialize_with = "as_text")]
+    pub source_address: Option<IpAddr>,
     /// First reconnect delay envelope, in seconds; each delay is drawn
     /// uniformly below its envelope (full jitter).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]

@@ -263,6 +263,8 @@ raw_config! {
         /// The HTTP proxy to the servers, or `direct` (without it, the
         /// conventional `HTTPS_PROXY` / `ALL_PROXY`: see `proxy`).
         proxy: ProxyChoice => Env::Named("RP_PROXY"),
+        /// The local address connections to the servers leave from.
+        source_address: IpAddr => Env::Named("RP_SOURCE_ADDRESS"),
         /// First reconnect delay envelope.
         reconnect_min: Duration => Env::Named("RP_RECONNECT_MIN"),
         /// Largest reconnect delay envelope.

@@ -2,7 +2,10 @@
 //! Each value was parsed when figment extracted it; what is left here are
 //! the rules that span keys (a frame that holds an inline body, a dead-peer
 //! timeout longer than the heartbeat, a backoff range), statsd's "empty
-//! means off", how forwards are split, and a client's servers each once.
+//! means off", how forwards are split, a client's servers each once, and
+//! the address it connects from.
+
+use std::net::IpAddr;
 
 use super::error::ConfigError;
 use super::keys::{ClientOwn, RawCommon, ServerOwn};
@@ -62,6 +65,7 @@ pub(super) fn client(
 ) -> Result<ClientConfig, ConfigError> {
     let mut target = target(defaulted!(own.server)?, optional!(own.server_name), origins)?;
     target.proxy = super::proxy::proxies(optional!(own.proxy), origins, env)?;
+    target.source_address = source_address(optional!(own.source_address), origins)?;
     let backoff = BackoffSettings {
         min_delay: defaulted!(own.reconnect_min)?,
         max_delay: defaulted!(own.reconnect_max)?,
@@ -81,6 +85,24 @@ pub(super) fn client(
         backoff,
         common: self::common(&mut common, Side::Client, origins)?,
     })
+}
+
+/// The local address a client node connects from: one a socket can be
+/// bound to, so not a multicast or broadcast address (the unspecified
+/// address is the kernel's choice, as without the option).
+fn source_address(
+    address: Option<IpAddr>,
+    origins: &Provenance<'_>,
+) -> Result<Option<IpAddr>, ConfigError> {
+    let broadcast = matches!(address, Some(IpAddr::V4(v4)) if v4.is_broadcast());
+    match address {
+        Some(address) if address.is_multicast() || broadcast => Err(ConfigError::bad_value(
+            origins.source_name("source_address"),
+            format!("{address} is not an address of this host a connection can leave from"),
+        )),
+        Some(address) if address.is_unspecified() => Ok(None),
+        _ => Ok(address),
+    }
 }
 
 /// The servers a client node dials, each once, in the order given.

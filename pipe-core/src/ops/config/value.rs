@@ -249,6 +249,17 @@ impl Setting for LogFormat {
     }
 }
 
+/// One IP address.
+impl Setting for IpAddr {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        parse_parsed(text)
+    }
+
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// A comma-separated list of IP addresses (a file may give a list).
 impl Setting for Vec<IpAddr> {
     fn parse_text(text: &str) -> Result<Self, String> {
