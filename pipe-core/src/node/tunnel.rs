@@ -373,7 +373,9 @@ mod tests {
         let answer = b"HTTP/1.1 200 Connection established\r\n\r\n".to_vec();
         let (address, head) = proxy_answering(answer).await;
         let proxy = proxy_at(address, "alice:s3cret@");
-        let mut stream = open(&proxy, "pipe.example.com", 1234, None, LIMIT).await.unwrap();
+        let mut stream = open(&proxy, "pipe.example.com", 1234, None, LIMIT)
+            .await
+            .unwrap();
         let head = head.await.unwrap().to_ascii_lowercase();
         assert!(
             head.starts_with("connect pipe.example.com:1234 http/1.1\r\n"),
@@ -483,7 +485,14 @@ mod tests {
     async fn a_silent_proxy_times_out_and_a_closing_one_is_closed() {
         let (address, _head) = proxy_answering(Vec::new()).await;
         let limit = Duration::from_millis(200);
-        let silent = open(&proxy_at(address, ""), "pipe.example.com", 1234, None, limit).await;
+        let silent = open(
+            &proxy_at(address, ""),
+            "pipe.example.com",
+            1234,
+            None,
+            limit,
+        )
+        .await;
         assert!(
             matches!(silent, Err(ProxyError::TimedOut(d)) if d == limit),
             "{silent:?}"
@@ -496,13 +505,27 @@ mod tests {
             let mut head = [0u8; 64];
             let _ = socket.read(&mut head).await;
         });
-        let closed = open(&proxy_at(address, ""), "pipe.example.com", 1234, None, LIMIT).await;
+        let closed = open(
+            &proxy_at(address, ""),
+            "pipe.example.com",
+            1234,
+            None,
+            LIMIT,
+        )
+        .await;
         assert!(matches!(closed, Err(ProxyError::Closed)), "{closed:?}");
 
         let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = gone.local_addr().unwrap();
         drop(gone);
-        let unreachable = open(&proxy_at(address, ""), "pipe.example.com", 1234, None, LIMIT).await;
+        let unreachable = open(
+            &proxy_at(address, ""),
+            "pipe.example.com",
+            1234,
+            None,
+            LIMIT,
+        )
+        .await;
         assert!(
             matches!(unreachable, Err(ProxyError::Unreachable(_))),
             "{unreachable:?}"
