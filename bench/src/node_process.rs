@@ -199,11 +199,7 @@ impl NodeProcess {
             cluster: Some(cluster),
             ..Extras::default()
         };
-        let server = Self::start_with(files, Placement::Server { listen }, extras, log).await?;
-        let pipe = server
-            .pipe
-            .context("the server node reported no pipe address")?;
-        Ok((server, pipe))
+        Self::start_server_with(files, listen, extras, log).await
     }
 
     async fn start_with(
@@ -272,7 +268,18 @@ impl NodeProcess {
         listen: SocketAddr,
         log: &Path,
     ) -> anyhow::Result<(Self, SocketAddr)> {
-        let server = Self::start(files, Placement::Server { listen }, log).await?;
+        Self::start_server_with(files, listen, Extras::default(), log).await
+    }
+
+    /// A server node whose pipe listens on `listen`, with `extras`; returns
+    /// it and its pipe address.
+    async fn start_server_with(
+        files: &CertFiles,
+        listen: SocketAddr,
+        extras: Extras<'_>,
+        log: &Path,
+    ) -> anyhow::Result<(Self, SocketAddr)> {
+        let server = Self::start_with(files, Placement::Server { listen }, extras, log).await?;
         let pipe = server
             .pipe
             .context("the server node reported no pipe address")?;
@@ -292,11 +299,7 @@ impl NodeProcess {
             max_connections: (clients > pipe_core::DEFAULT_MAX_CONNECTIONS).then_some(clients),
             ..Extras::default()
         };
-        let server = Self::start_with(files, Placement::Server { listen }, extras, log).await?;
-        let pipe = server
-            .pipe
-            .context("the server node reported no pipe address")?;
-        Ok((server, pipe))
+        Self::start_server_with(files, listen, extras, log).await
     }
 
     /// The node's resident memory now.

@@ -481,18 +481,24 @@ mod tests {
         assert!(matches!(early, Err(ProxyError::EarlyData(5))), "{early:?}");
     }
 
-    #[tokio::test]
-    async fn a_silent_proxy_times_out_and_a_closing_one_is_closed() {
-        let (address, _head) = proxy_answering(Vec::new()).await;
-        let limit = Duration::from_millis(200);
-        let silent = open(
+    /// A tunnel to the pipe through the proxy at `address`, without
+    /// credentials.
+    async fn open_through(address: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
+        open(
             &proxy_at(address, ""),
             "pipe.example.com",
             1234,
             None,
             limit,
         )
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_silent_proxy_times_out_and_a_closing_one_is_closed() {
+        let (address, _head) = proxy_answering(Vec::new()).await;
+        let limit = Duration::from_millis(200);
+        let silent = open_through(address, limit).await;
         assert!(
             matches!(silent, Err(ProxyError::TimedOut(d)) if d == limit),
             "{silent:?}"
@@ -505,27 +511,13 @@ mod tests {
             let mut head = [0u8; 64];
             let _ = socket.read(&mut head).await;
         });
-        let closed = open(
-            &proxy_at(address, ""),
-            "pipe.example.com",
-            1234,
-            None,
-            LIMIT,
-        )
-        .await;
+        let closed = open_through(address, LIMIT).await;
         assert!(matches!(closed, Err(ProxyError::Closed)), "{closed:?}");
 
         let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = gone.local_addr().unwrap();
         drop(gone);
-        let unreachable = open(
-            &proxy_at(address, ""),
-            "pipe.example.com",
-            1234,
-            None,
-            LIMIT,
-        )
-        .await;
+        let unreachable = open_through(address, LIMIT).await;
         assert!(
             matches!(unreachable, Err(ProxyError::Unreachable(_))),
             "{unreachable:?}"
