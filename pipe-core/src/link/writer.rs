@@ -52,8 +52,6 @@ pub(super) async fn run<W>(
 {
     // Writes in a row that carried a single frame.
     let mut lone_writes = u32::MAX;
-    // Frames other than heartbeats went out since the buffer was last fitted.
-    let mut busy = false;
     loop {
         let first = tokio::select! {
             biased;
@@ -102,7 +100,9 @@ pub(super) async fn run<W>(
             debug!(peer = %connection.peer.name, "write failed: {error}");
             break;
         }
-        fit_write_buffer(&mut sink, quiet, &mut busy);
+        if quiet {
+            fit_write_buffer(&mut sink);
+        }
         if let Some(go_away) = close {
             let _ = timeout(CLOSE_TIMEOUT, async {
                 if let Some(go_away) = go_away {
@@ -125,15 +125,13 @@ fn is_heartbeat(command: &WriterCommand) -> bool {
 }
 
 /// Gives back a write buffer that traffic grew (a large reply or body
-/// leaves it at its largest frame's size) once the connection is quiet
-/// again, `quiet` being a batch of heartbeats only: an idle connection
-/// then holds [`WRITE_BUFFER`] bytes, whatever it carried before.
-fn fit_write_buffer<W>(sink: &mut FramedWrite<W, FrameCodec>, quiet: bool, busy: &mut bool) {
-    if !quiet {
-        *busy = true;
-    } else if *busy && sink.write_buffer().is_empty() {
+/// leaves it at its largest frame's size); called once the connection is
+/// quiet again (a batch of heartbeats only), so an idle connection holds
+/// [`WRITE_BUFFER`] bytes, whatever it carried before.
+fn fit_write_buffer<W>(sink: &mut FramedWrite<W, FrameCodec>) {
+    let buffer = sink.write_buffer();
+    if buffer.is_empty() && buffer.capacity() > WRITE_BUFFER {
         *sink.write_buffer_mut() = BytesMut::with_capacity(WRITE_BUFFER);
-        *busy = false;
     }
 }
 
@@ -250,5 +248,30 @@ where
             }
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio_util::codec::FramedWrite;
+
+    use super::{WRITE_BUFFER, fit_write_buffer};
+    use crate::wire::FrameCodec;
+
+    #[test]
+    fn a_quiet_connection_gives_back_a_grown_write_buffer_but_never_unsent_bytes() {
+        let mut sink = FramedWrite::new(tokio::io::sink(), FrameCodec::new(1 << 20));
+        *sink.write_buffer_mut() = BytesMut::with_capacity(256 * 1024);
+        fit_write_buffer(&mut sink);
+        assert_eq!(sink.write_buffer().capacity(), WRITE_BUFFER);
+
+        // Bytes not yet written stay where they are, whatever the size.
+        let mut pending = BytesMut::with_capacity(256 * 1024);
+        pending.extend_from_slice(b"unsent");
+        *sink.write_buffer_mut() = pending;
+        fit_write_buffer(&mut sink);
+        assert_eq!(&sink.write_buffer()[..], b"unsent");
+        assert!(sink.write_buffer().capacity() >= 256 * 1024 - 6);
     }
 }
