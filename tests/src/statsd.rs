@@ -15,7 +15,8 @@ use crate::{NodeSettings, StatsdSettings};
 
 /// The prefix of the names nodes send here (see [`Statsd::settings`]).
 pub const PREFIX: &str = "rp.test";
-/// How long metrics may take to arrive; they normally take microseconds.
+/// How long metrics may take to arrive; they normally take at most the
+/// node's statsd flush interval (100 ms).
 const ARRIVAL: Duration = Duration::from_secs(10);
 
 /// A statsd server: every line of every datagram it receives, in order.

@@ -4,23 +4,43 @@
 
 use super::*;
 
-fn statsd() -> (std::net::UdpSocket, StatsdSettings) {
-    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    server
+/// A statsd server on a real UDP socket, handing out the metrics it
+/// received one line at a time, whichever datagram each came in.
+struct Statsd {
+    socket: std::net::UdpSocket,
+    lines: std::collections::VecDeque<String>,
+    datagrams: Vec<usize>,
+}
+
+impl Statsd {
+    fn next_line(&mut self) -> String {
+        while self.lines.is_empty() {
+            let mut buf = [0u8; 65_536];
+            let n = self.socket.recv(&mut buf).unwrap();
+            self.datagrams.push(n);
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.lines.extend(text.lines().map(str::to_owned));
+        }
+        self.lines.pop_front().unwrap()
+    }
+}
+
+fn statsd() -> (Statsd, StatsdSettings) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let settings = StatsdSettings {
         host: "127.0.0.1".into(),
-        port: server.local_addr().unwrap().port(),
+        port: socket.local_addr().unwrap().port(),
         prefix: "rp.unit".into(),
     };
+    let server = Statsd {
+        socket,
+        lines: std::collections::VecDeque::new(),
+        datagrams: Vec::new(),
+    };
     (server, settings)
-}
-
-fn next_line(server: &std::net::UdpSocket) -> String {
-    let mut buf = [0u8; 1500];
-    let n = server.recv(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 /// The sample lines of the exposition (no `#` lines).
@@ -39,25 +59,53 @@ fn has(metrics: &Metrics, sample: &str) -> bool {
 }
 
 #[test]
-fn each_metric_is_sent_at_once_with_the_prefix() {
-    let (server, settings) = statsd();
+fn a_lone_metric_is_sent_without_waiting_for_more() {
+    let (mut server, settings) = statsd();
     let metrics = Metrics::new(&settings).unwrap();
     metrics.incr(Counter::EventSent);
-    assert_eq!(next_line(&server), "rp.unit.message.send.tick:1|c");
+    assert_eq!(server.next_line(), "rp.unit.message.send.tick:1|c");
     metrics.replied("get_time", Duration::from_millis(42));
-    assert_eq!(next_line(&server), "rp.unit.message.send.timing:42|ms");
+    assert_eq!(server.next_line(), "rp.unit.message.send.timing:42|ms");
     metrics.gauge(Gauge::Peers, 3);
-    assert_eq!(next_line(&server), "rp.unit.connections.peers:3|g");
+    assert_eq!(server.next_line(), "rp.unit.connections.peers:3|g");
     metrics.timing(Timing::Heartbeat, Duration::from_millis(7));
     assert_eq!(
-        next_line(&server),
+        server.next_line(),
         "rp.unit.client.connect.heartbeat.timing:7|ms"
     );
 }
 
 #[test]
+fn metrics_are_packed_into_datagrams_that_fit_a_frame() {
+    let (mut server, settings) = statsd();
+    let metrics = Metrics::new(&settings).unwrap();
+    let sent = 1000_u64;
+    for n in 0..sent {
+        metrics.count(Counter::HttpBytesIn, n + 1);
+    }
+    for n in 0..sent {
+        assert_eq!(
+            server.next_line(),
+            format!("rp.unit.http.bytes.in:{}|c", n + 1)
+        );
+    }
+    let datagrams = &server.datagrams;
+    assert!(
+        u64::try_from(datagrams.len()).unwrap() * 10 < sent,
+        "{} datagrams for {sent} metrics",
+        datagrams.len()
+    );
+    assert!(
+        datagrams
+            .iter()
+            .all(|&size| size <= statsd::DATAGRAM_CAPACITY),
+        "{datagrams:?}"
+    );
+}
+
+#[test]
 fn each_call_feeds_statsd_and_prometheus_alike() {
-    let (server, settings) = statsd();
+    let (mut server, settings) = statsd();
     let metrics = Metrics::new(&settings).unwrap();
     metrics.incr(Counter::EventSent);
     metrics.incr(Counter::EventSent);
@@ -66,7 +114,7 @@ fn each_call_feeds_statsd_and_prometheus_alike() {
     metrics.job_ended("cancelled");
     metrics.http_response(504, 10);
     metrics.timing(Timing::JobCommit, Duration::from_millis(250));
-    let sent: Vec<String> = (0..8).map(|_| next_line(&server)).collect();
+    let sent: Vec<String> = (0..8).map(|_| server.next_line()).collect();
     assert_eq!(
         sent,
         [
@@ -138,17 +186,17 @@ fn request_times_are_kept_per_direction_and_handler() {
 
 #[test]
 fn handler_names_stay_within_what_statsd_reads() {
-    let (server, settings) = statsd();
+    let (mut server, settings) = statsd();
     let metrics = Metrics::new(&settings).unwrap();
     metrics.handled(Some("get_a:b|c\nd"), Duration::from_millis(1));
-    let lines = [next_line(&server), next_line(&server), next_line(&server)];
+    let lines = [server.next_line(), server.next_line(), server.next_line()];
     assert_eq!(lines[0], "rp.unit.message.receive.handle.timing:1|ms");
     assert_eq!(
         lines[1],
         "rp.unit.message.received.handle.get_a_b_c_d.tick:1|c"
     );
     metrics.handled(None, Duration::ZERO);
-    let lines = [next_line(&server), next_line(&server), next_line(&server)];
+    let lines = [server.next_line(), server.next_line(), server.next_line()];
     assert_eq!(
         lines[1],
         "rp.unit.message.received.handle._unknown.tick:1|c"
