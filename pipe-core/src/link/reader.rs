@@ -296,7 +296,14 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             job: received.job,
             progress,
         };
-        tokio::spawn(answer_event(connection.clone(), delivery, admitted));
+        // Boxed: the answer's future (the delivery and every state it goes
+        // through) is large, and moving it into the task whole costs more
+        // than one allocation (BENCH.md, instructions per request).
+        tokio::spawn(Box::pin(answer_event(
+            connection.clone(),
+            delivery,
+            admitted,
+        )));
         Ok(())
     }
 
