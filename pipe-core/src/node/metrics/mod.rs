@@ -6,8 +6,8 @@
 //! `statsd`) and the node's Prometheus registry (always, served at
 //! `GET /_pipe/metrics`: see `prometheus`). Which statsd name goes with
 //! which Prometheus metric is written down once, in the table of `names`,
-//! so the two never disagree. No call waits: statsd metrics are queued for
-//! a background thread, Prometheus ones are atomic additions.
+//! so the two never disagree. No call waits: statsd metrics are appended to
+//! a datagram sent without blocking, Prometheus ones are atomic additions.
 //!
 //! statsd names are sent with the configured prefix and a dot in front
 //! (prefix `restpipe.server`: `restpipe.server.message.send.tick`);

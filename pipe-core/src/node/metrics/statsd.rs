@@ -1,11 +1,15 @@
-//! The statsd side of the metrics: a cadence client whose background thread,
-//! fed by a bounded queue, packs metrics into UDP datagrams of up to
-//! [`DATAGRAM_CAPACITY`] bytes, one metric per line, sent from a
-//! non-blocking socket when full and at least every [`FLUSH_INTERVAL`]. One
-//! datagram for many metrics instead of one each spares the nodes a system
-//! call and the kernel's UDP work per metric (three to five per request per
-//! node). A full queue or an unreachable statsd loses metrics, never time:
-//! no call waits, and errors are swallowed (logged at debug, sparingly).
+//! The statsd side of the metrics: a cadence client that packs metrics into
+//! UDP datagrams of up to [`DATAGRAM_CAPACITY`] bytes, one metric per line,
+//! sent from a non-blocking socket when full and at least every
+//! [`FLUSH_INTERVAL`] (by a thread of its own). A metric call appends a
+//! line to the datagram being filled, under a lock held for that append or
+//! for the one non-blocking send of a full datagram: it never waits on
+//! statsd, and there is no queue to hand over to another thread (no wake
+//! per metric). One datagram for many metrics instead of one each spares
+//! the nodes a system call and the kernel's UDP work per metric (three to
+//! five per request per node). A full socket buffer or an unreachable
+//! statsd loses metrics, never time; errors are swallowed (logged at debug,
+//! sparingly).
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -13,12 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use cadence::{BufferedUdpMetricSink, QueuingMetricSink, StatsdClient};
+use cadence::{BufferedUdpMetricSink, StatsdClient};
 use tracing::{debug, info};
 
-/// Metrics waiting for the sender thread; past this they are dropped, so a
-/// stalled statsd costs memory no larger than this many short strings.
-const QUEUE_CAPACITY: usize = 64 * 1024;
 /// Only every this many-th failure to send is logged (at debug), so a dead
 /// statsd never floods the logs.
 const ERROR_LOG_EVERY: u64 = 1024;
@@ -98,20 +99,13 @@ pub(super) fn client(settings: &StatsdSettings) -> Result<Arc<StatsdClient>, Met
     };
     let socket = UdpSocket::bind(local).map_err(MetricsError::Socket)?;
     // A full socket buffer drops the datagram instead of stalling the
-    // sender thread (and the queue behind it).
+    // request whose metric filled it.
     socket.set_nonblocking(true).map_err(MetricsError::Socket)?;
     // `target` is already an address: this resolves nothing.
     let udp = BufferedUdpMetricSink::with_capacity(target, socket, DATAGRAM_CAPACITY)
         .map_err(|error| MetricsError::Socket(std::io::Error::other(error.to_string())))?;
-    let failures = Arc::new(AtomicU64::new(0));
-    let sink_failures = failures.clone();
-    let sink = QueuingMetricSink::builder()
-        .with_capacity(QUEUE_CAPACITY)
-        .with_error_handler(move |error| {
-            log_failure(&sink_failures, &error);
-        })
-        .build(udp);
-    let client = StatsdClient::builder(&settings.prefix, sink)
+    let failures = AtomicU64::new(0);
+    let client = StatsdClient::builder(&settings.prefix, udp)
         .with_error_handler(move |error| log_failure(&failures, &error))
         .build();
     let client = Arc::new(client);
