@@ -126,6 +126,21 @@ impl Outcome {
         self.ok as f64 / self.measured.as_secs_f64().max(1e-9)
     }
 
+    /// Adds `other`, a later load of the same shape, to this one: counts,
+    /// times and latencies together, the first failure kept.
+    pub fn merge(&mut self, other: Self) -> anyhow::Result<()> {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.completed += other.completed;
+        self.wall += other.wall;
+        self.measured += other.measured;
+        self.latencies.add(&other.latencies)?;
+        if self.first_failure.is_none() {
+            self.first_failure = other.first_failure;
+        }
+        Ok(())
+    }
+
     /// No requests yet, over `measured`.
     pub fn empty(measured: Duration) -> anyhow::Result<Self> {
         Ok(Self {

@@ -38,6 +38,8 @@ const SCENARIO: &str = "throughput";
 const CLIENT_NAME: &str = "bench-client";
 /// Longest wait for the client node to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Turns the pipe and the baseline take at each route and concurrency.
+const ROUNDS: u32 = 3;
 /// Longest wait for the nodes to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -116,8 +118,7 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
                     ..pipe.clone()
                 };
                 eprintln!("   {} at concurrency {concurrency}", route.label());
-                let pipe = load_runtime.block_on(costed(loadgen::run(&pipe)))?;
-                let baseline = load_runtime.block_on(costed(loadgen::run(&baseline)))?;
+                let (pipe, baseline) = alternated(&load_runtime, &pipe, &baseline)?;
                 rows::add(report, plan, route, concurrency, (&pipe, &baseline), &peers);
             }
         }
@@ -150,7 +151,7 @@ fn note(plan: &Plan) -> String {
         plan.concurrencies.iter().max().copied().unwrap_or(1),
     );
     format!(
-        "Throughput: both nodes and the baseline hyper server run in the benchmark process on one tokio runtime of {cores} worker threads; the load generator (hyper client, one keep-alive connection per worker, closed loop) runs on its own single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is the benchmark process's `utime + stime` over the load (warm-up included) divided by the requests answered: nodes (or baseline server) and load generator together, so the difference between the two columns is what the pipe costs. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end on the nodes' runtime and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}.",
+        "Throughput: both nodes and the baseline hyper server run in the benchmark process on one tokio runtime of {cores} worker threads; the load generator (hyper client, one keep-alive connection per worker, closed loop) runs on its own single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up, taken in {ROUNDS} rounds that alternate with the baseline's (pipe, baseline, pipe, …; each round a third of the load and of the warm-up, on new connections), so a spell when the machine is slower falls on both alike; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is the benchmark process's `utime + stime` over the load (warm-up included) divided by the requests answered: nodes (or baseline server) and load generator together, so the difference between the two columns is what the pipe costs. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end on the nodes' runtime and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}.",
         cores = plan.cores,
         load = plan.load.as_secs_f64(),
         warmup = plan.warmup.as_secs_f64(),
@@ -167,6 +168,12 @@ struct Costed {
 }
 
 impl Costed {
+    /// Adds a later round of the same load.
+    fn merge(&mut self, other: Self) -> anyhow::Result<()> {
+        self.cpu += other.cpu;
+        self.outcome.merge(other.outcome)
+    }
+
     /// CPU per answered request, warm-up included.
     fn cpu_per_request(&self) -> Duration {
         self.cpu
@@ -187,6 +194,39 @@ async fn costed(
     let outcome = load.await?;
     let cpu = procfs::cpu_time(procfs::own_pid())?.saturating_sub(before);
     Ok(Costed { outcome, cpu })
+}
+
+/// Loads `pipe` and `baseline` in turn, [`ROUNDS`] times each for a share
+/// of the plan's time, and adds up each one's rounds: a spell when the
+/// machine is slower (another process, the host of a virtual machine)
+/// then falls on both alike instead of on whichever ran during it.
+fn alternated(
+    runtime: &tokio::runtime::Runtime,
+    pipe: &Load,
+    baseline: &Load,
+) -> anyhow::Result<(Costed, Costed)> {
+    let share = |load: &Load| Load {
+        warmup: load.warmup / ROUNDS,
+        duration: load.duration / ROUNDS,
+        ..load.clone()
+    };
+    let (pipe, baseline) = (share(pipe), share(baseline));
+    let mut totals: Option<(Costed, Costed)> = None;
+    for _ in 0..ROUNDS {
+        let round = (
+            runtime.block_on(costed(loadgen::run(&pipe)))?,
+            runtime.block_on(costed(loadgen::run(&baseline)))?,
+        );
+        totals = Some(match totals {
+            None => round,
+            Some((mut pipe_total, mut baseline_total)) => {
+                pipe_total.merge(round.0)?;
+                baseline_total.merge(round.1)?;
+                (pipe_total, baseline_total)
+            }
+        });
+    }
+    totals.context("no rounds")
 }
 
 /// Starts the server node, the client node and the baseline, and waits
