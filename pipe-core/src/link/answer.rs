@@ -2,7 +2,9 @@
 //! slot, goes up through [`super::Inbound`] within its deadline, and its reply (and
 //! the reply's body) goes back.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -15,10 +17,32 @@ use tracing::warn;
 
 use crate::wire::{HandlerError, Held, check_reply, failure_frame, reply_frame};
 
+/// Answers one admitted event: polled once here, in the reader, so an
+/// event whose handler answers at once (most small requests) is answered
+/// without a task of its own, and its reply joins the other replies to the
+/// same read in one write instead of waking the writer from another worker
+/// (BENCH.md: TLS writes per request). An answer that has to wait (for a
+/// handler slot, a body, a handler that awaits) goes on in its own task,
+/// which polls it again at once, so whatever it waits for learns that
+/// task's waker.
+pub(super) fn start_answer(
+    connection: Arc<Connection>,
+    delivery: Delivery,
+    admitted: (OwnedSemaphorePermit, Held),
+) {
+    // Boxed: the future (the delivery and every state it goes through) is
+    // large, and moving it into a task whole costs more than an allocation.
+    let mut answer = Box::pin(answer_event(connection, delivery, admitted));
+    let mut first_poll = Context::from_waker(Waker::noop());
+    if answer.as_mut().poll(&mut first_poll).is_pending() {
+        tokio::spawn(answer);
+    }
+}
+
 /// Runs one admitted event to completion (or cancellation) and replies:
 /// waits for a handler slot, asks [`super::Inbound`] within the deadline, sends the
 /// reply and streams its body.
-pub(super) async fn answer_event(
+async fn answer_event(
     connection: Arc<Connection>,
     delivery: Delivery,
     // Held until the reply (and its body) is sent: the place among the

@@ -14,7 +14,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use super::answer::{answer_event, send_progress};
+use super::answer::{send_progress, start_answer};
 use super::cancelled::CancelledIds;
 use super::connection::{BodyKey, Connection};
 use super::hello::CLOSE_TIMEOUT;
@@ -244,8 +244,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
-    /// The peer's event: admitted (or refused at once) and handed to its
-    /// own task, which waits for a handler slot. An id already running, or
+    /// The peer's event: admitted (or refused at once) and answered, here
+    /// if its handler answers at once, else in a task of its own, which
+    /// waits for a handler slot. An id already running, or
     /// over the limits, is a protocol error; an id the peer already
     /// cancelled (its `Cancel` overtook it) is dropped unanswered.
     fn on_event(&mut self, frame: proto::Event) -> Result<(), Violation> {
@@ -296,14 +297,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             job: received.job,
             progress,
         };
-        // Boxed: the answer's future (the delivery and every state it goes
-        // through) is large, and moving it into the task whole costs more
-        // than one allocation (BENCH.md, instructions per request).
-        tokio::spawn(Box::pin(answer_event(
-            connection.clone(),
-            delivery,
-            admitted,
-        )));
+        start_answer(connection.clone(), delivery, admitted);
         Ok(())
     }
 
