@@ -155,17 +155,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// no part of a frame.
     fn fit_read_buffer(&mut self, heartbeat: bool) {
         let buffer = self.frames.read_buffer_mut();
-        if heartbeat {
-            if !self.read_buffer_small && buffer.is_empty() {
-                *buffer = BytesMut::new();
-                self.read_buffer_small = true;
-            }
-        } else if self.read_buffer_small {
-            let mut full = BytesMut::with_capacity(READ_BUFFER.max(buffer.len()));
-            full.extend_from_slice(buffer);
-            *buffer = full;
-            self.read_buffer_small = false;
-        }
+        fit_read_buffer(buffer, &mut self.read_buffer_small, heartbeat);
     }
 
     /// Sends a `Ping` when the connection has been quiet, or declares the
@@ -543,5 +533,59 @@ fn admit(
             connection.refuse_event_with(request_id, received.body_follows, refusal, status);
             None
         }
+    }
+}
+
+/// The body of `Reader::fit_read_buffer`, on the buffer and its flag.
+fn fit_read_buffer(buffer: &mut BytesMut, small: &mut bool, heartbeat: bool) {
+    if heartbeat {
+        if !*small && buffer.is_empty() {
+            *buffer = BytesMut::new();
+            *small = true;
+        }
+    } else if *small {
+        let mut full = BytesMut::with_capacity(READ_BUFFER.max(buffer.len()));
+        full.extend_from_slice(buffer);
+        *buffer = full;
+        *small = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::{READ_BUFFER, fit_read_buffer};
+
+    #[test]
+    fn a_heartbeat_gives_back_an_empty_read_buffer_and_traffic_brings_it_again() {
+        let mut buffer = BytesMut::with_capacity(READ_BUFFER);
+        let mut small = false;
+        fit_read_buffer(&mut buffer, &mut small, true);
+        assert!(small);
+        assert_eq!(buffer.capacity(), 0);
+
+        // Real traffic: the full buffer again, with what was already read.
+        buffer.extend_from_slice(b"part");
+        fit_read_buffer(&mut buffer, &mut small, false);
+        assert!(!small);
+        assert!(buffer.capacity() >= READ_BUFFER);
+        assert_eq!(&buffer[..], b"part");
+
+        // More traffic keeps it as it is.
+        let capacity = buffer.capacity();
+        fit_read_buffer(&mut buffer, &mut small, false);
+        assert_eq!(buffer.capacity(), capacity);
+    }
+
+    #[test]
+    fn a_heartbeat_never_drops_part_of_a_frame() {
+        let mut buffer = BytesMut::with_capacity(READ_BUFFER);
+        buffer.extend_from_slice(b"half a frame");
+        let mut small = false;
+        fit_read_buffer(&mut buffer, &mut small, true);
+        assert!(!small);
+        assert_eq!(&buffer[..], b"half a frame");
+        assert!(buffer.capacity() >= READ_BUFFER);
     }
 }
