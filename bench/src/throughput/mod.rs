@@ -211,22 +211,13 @@ fn alternated(
         ..load.clone()
     };
     let (pipe, baseline) = (share(pipe), share(baseline));
-    let mut totals: Option<(Costed, Costed)> = None;
-    for _ in 0..ROUNDS {
-        let round = (
-            runtime.block_on(costed(loadgen::run(&pipe)))?,
-            runtime.block_on(costed(loadgen::run(&baseline)))?,
-        );
-        totals = Some(match totals {
-            None => round,
-            Some((mut pipe_total, mut baseline_total)) => {
-                pipe_total.merge(round.0)?;
-                baseline_total.merge(round.1)?;
-                (pipe_total, baseline_total)
-            }
-        });
+    let mut pipe_total = runtime.block_on(costed(loadgen::run(&pipe)))?;
+    let mut baseline_total = runtime.block_on(costed(loadgen::run(&baseline)))?;
+    for _ in 1..ROUNDS {
+        pipe_total.merge(runtime.block_on(costed(loadgen::run(&pipe)))?)?;
+        baseline_total.merge(runtime.block_on(costed(loadgen::run(&baseline)))?)?;
     }
-    totals.context("no rounds")
+    Ok((pipe_total, baseline_total))
 }
 
 /// Starts the server node, the client node and the baseline, and waits
