@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 
+use super::sink::FrameSink;
 use crate::wire::proto::{self, GoAway, Hello, frame::Body, go_away};
 use crate::wire::{FrameCodec, FrameError, PROTOCOL_VERSION, Side, printable};
 
@@ -79,7 +80,7 @@ pub enum HandshakeError {
 /// answers with its own `Hello` or with the `GoAway` that `admit` returned.
 pub(super) async fn exchange<R, W>(
     reader: &mut FramedRead<R, FrameCodec>,
-    writer: &mut FramedWrite<W, FrameCodec>,
+    writer: &mut FrameSink<W>,
     local: &LocalHello,
     max_frame_bytes: usize,
     deadline: Duration,

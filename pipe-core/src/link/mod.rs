@@ -24,6 +24,7 @@ mod progress;
 mod reader;
 mod revocation;
 mod settings;
+mod sink;
 mod tls;
 mod writer;
 
@@ -38,7 +39,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 pub use certificate::{
@@ -64,6 +65,7 @@ use crate::wire::proto::{GoAway, Hello};
 use crate::wire::{FrameCodec, MemoryBudget};
 use connection::Connection;
 use progress::{Progress, WriteClock};
+use sink::FrameSink;
 use writer::{WriteDeadline, WriterQueues};
 
 /// Frames queued for the writer before senders wait: deep enough to batch
@@ -142,8 +144,11 @@ where
     // buffer its full size when real traffic comes.
     let mut reader = FramedRead::with_capacity(read_half, codec.clone(), 0);
     let clock = Arc::new(WriteClock::new());
-    let mut writer = FramedWrite::new(Progress::new(write_half, clock.clone()), codec);
-    *writer.write_buffer_mut() = bytes::BytesMut::with_capacity(WRITE_BUFFER);
+    let mut writer = FrameSink::new(
+        Progress::new(write_half, clock.clone()),
+        codec,
+        WRITE_BUFFER,
+    );
 
     let theirs = hello::exchange(
         &mut reader,
@@ -193,7 +198,7 @@ where
     });
     // From here on, frames we write must also fit the peer's limit: a reply
     // that does not is replaced by a failure reply, not sent to break it.
-    *writer.encoder_mut() = FrameCodec::new(connection.max_frame_bytes);
+    writer.set_codec(FrameCodec::new(connection.max_frame_bytes));
     let queues = WriterQueues {
         frames,
         control,

@@ -6,12 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_util::SinkExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_util::codec::FramedWrite;
 use tracing::{debug, warn};
 
 use super::WRITE_BUFFER;
@@ -19,8 +16,9 @@ use super::connection::{Connection, WriterCommand};
 use super::error::RequestError;
 use super::hello::CLOSE_TIMEOUT;
 use super::progress::WriteClock;
+use super::sink::FrameSink;
 use crate::wire::proto::{GoAway, frame::Body};
-use crate::wire::{FrameCodec, FrameError, HandlerError, failure_frame};
+use crate::wire::{FrameError, HandlerError, failure_frame};
 
 /// Frames taken from the queue before one flush.
 const MAX_BATCH_FRAMES: usize = 256;
@@ -43,7 +41,7 @@ pub(super) struct WriteDeadline {
 
 /// Writes until the connection ends.
 pub(super) async fn run<W>(
-    mut sink: FramedWrite<W, FrameCodec>,
+    mut sink: FrameSink<W>,
     mut queues: WriterQueues,
     deadline: WriteDeadline,
     connection: Arc<Connection>,
@@ -101,7 +99,10 @@ pub(super) async fn run<W>(
             break;
         }
         if quiet {
-            fit_write_buffer(&mut sink);
+            // A large reply or body leaves the write buffer at its largest
+            // frame's size; an idle connection holds `WRITE_BUFFER` bytes,
+            // whatever it carried before.
+            sink.shrink_buffer(WRITE_BUFFER);
         }
         if let Some(go_away) = close {
             let _ = timeout(CLOSE_TIMEOUT, async {
@@ -122,17 +123,6 @@ pub(super) async fn run<W>(
 /// nothing for a ping interval.
 fn is_heartbeat(command: &WriterCommand) -> bool {
     matches!(command, WriterCommand::Frame(body) if matches!(**body, Body::Ping(_) | Body::Pong(_)))
-}
-
-/// Gives back a write buffer that traffic grew (a large reply or body
-/// leaves it at its largest frame's size); called once the connection is
-/// quiet again (a batch of heartbeats only), so an idle connection holds
-/// [`WRITE_BUFFER`] bytes, whatever it carried before.
-fn fit_write_buffer<W>(sink: &mut FramedWrite<W, FrameCodec>) {
-    let buffer = sink.write_buffer();
-    if buffer.is_empty() && buffer.capacity() > WRITE_BUFFER {
-        *sink.write_buffer_mut() = BytesMut::with_capacity(WRITE_BUFFER);
-    }
 }
 
 /// Takes what is already queued after `first`, control frames first, so
@@ -173,7 +163,7 @@ fn fill_batch(first: WriterCommand, queues: &mut WriterQueues) -> Vec<WriterComm
 /// Writes one batch and flushes it; a `Close` in it stops the batch there
 /// and is handed back through `close`.
 async fn write_batch<W>(
-    sink: &mut FramedWrite<W, FrameCodec>,
+    sink: &mut FrameSink<W>,
     batch: Vec<WriterCommand>,
     connection: &Connection,
     close: &mut Option<Option<GoAway>>,
@@ -183,7 +173,7 @@ where
 {
     for command in batch {
         match command {
-            WriterCommand::Frame(body) => feed_frame(sink, *body, connection).await?,
+            WriterCommand::Frame(body) => feed_frame(sink, *body, connection)?,
             WriterCommand::Close(go_away) => {
                 *close = Some(go_away);
                 break;
@@ -213,8 +203,8 @@ fn body_len(body: &Body) -> usize {
 
 /// Buffers one frame. A frame over the limit is answered in kind, never
 /// sent: an event fails its caller, a reply becomes a 251.
-async fn feed_frame<W>(
-    sink: &mut FramedWrite<W, FrameCodec>,
+fn feed_frame<W>(
+    sink: &mut FrameSink<W>,
     body: Body,
     connection: &Connection,
 ) -> Result<(), FrameError>
@@ -224,9 +214,9 @@ where
     let (request_id, is_reply) = match &body {
         Body::Event(event) => (event.request_id, false),
         Body::Reply(reply) => (reply.request_id, true),
-        _ => return sink.feed(body).await,
+        _ => return sink.feed(body),
     };
-    match sink.feed(body).await {
+    match sink.feed(body) {
         Err(FrameError::TooLarge { announced, limit }) => {
             if is_reply {
                 let failure = HandlerError::new(
@@ -235,7 +225,6 @@ where
                 );
                 warn!(peer = %connection.peer.name, request_id, "{failure}");
                 sink.feed(Body::Reply(failure_frame(request_id, &failure, None)))
-                    .await
             } else {
                 if let Some((_, waiter)) = connection.pending.remove(&request_id) {
                     let _ = waiter.send(Err(RequestError::TooLarge {
@@ -248,30 +237,5 @@ where
             }
         }
         other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::BytesMut;
-    use tokio_util::codec::FramedWrite;
-
-    use super::{WRITE_BUFFER, fit_write_buffer};
-    use crate::wire::FrameCodec;
-
-    #[test]
-    fn a_quiet_connection_gives_back_a_grown_write_buffer_but_never_unsent_bytes() {
-        let mut sink = FramedWrite::new(tokio::io::sink(), FrameCodec::new(1 << 20));
-        *sink.write_buffer_mut() = BytesMut::with_capacity(256 * 1024);
-        fit_write_buffer(&mut sink);
-        assert_eq!(sink.write_buffer().capacity(), WRITE_BUFFER);
-
-        // Bytes not yet written stay where they are, whatever the size.
-        let mut pending = BytesMut::with_capacity(256 * 1024);
-        pending.extend_from_slice(b"unsent");
-        *sink.write_buffer_mut() = pending;
-        fit_write_buffer(&mut sink);
-        assert_eq!(&sink.write_buffer()[..], b"unsent");
-        assert!(sink.write_buffer().capacity() >= 256 * 1024 - 6);
     }
 }

@@ -5,9 +5,9 @@
 //! configured maximum *before* any buffer is reserved, so a hostile or broken
 //! peer cannot make us allocate more than one maximum frame.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use prost::Message;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use super::limits::LimitError;
 use super::proto::{Frame, frame::Body};
@@ -21,7 +21,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 /// Size of the length prefix in front of every frame.
-const LENGTH_PREFIX_BYTES: usize = 4;
+pub(super) const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -143,30 +143,11 @@ fn unpin_data(body: &mut Body, frame_bytes: usize) {
     }
 }
 
-impl Encoder<Body> for FrameCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, body: Body, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let frame = Frame { body: Some(body) };
-        let len = frame.encoded_len();
-        if len > self.max_frame_bytes {
-            return Err(FrameError::TooLarge {
-                announced: len,
-                limit: self.max_frame_bytes,
-            });
-        }
-        dst.reserve(LENGTH_PREFIX_BYTES + len);
-        // The cast cannot truncate: `len` is at most `max_frame_bytes`, which
-        // `new` bounds to what fits the 4-byte prefix.
-        dst.put_u32(len as u32);
-        frame
-            .encode(dst)
-            .map_err(|e| FrameError::Io(std::io::Error::other(e)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::BufMut;
+    use tokio_util::codec::Encoder;
+
     use super::*;
     use crate::wire::proto::{Event, Ping};
 
@@ -352,6 +333,8 @@ mod tests {
         use bytes::Bytes;
         use proptest::prelude::*;
 
+        use tokio_util::codec::Encoder;
+
         use super::super::*;
         use crate::wire::proto::{self, Cancel, Chunk, Event, GoAway, Header, Ping, Pong, Reply};
 
@@ -364,8 +347,14 @@ mod tests {
             })
         }
 
+        /// Mostly short bytes; now and then a payload large enough to be
+        /// written from its own buffer (`wire::encode`).
         fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
-            prop::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+            let large = 4096..6000usize;
+            prop_oneof![
+                4 => prop::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from),
+                1 => (large, any::<u8>()).prop_map(|(len, byte)| Bytes::from(vec![byte; len])),
+            ]
         }
 
         fn event() -> impl Strategy<Value = Body> {

@@ -5,6 +5,7 @@
 pub mod body;
 mod budget;
 mod convert;
+mod encode;
 mod frame;
 mod limits;
 mod message;
