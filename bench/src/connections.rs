@@ -48,6 +48,10 @@ const REFUSALS: [&str; 5] = [
     "accept failed",
 ];
 
+/// What the server logs when a caller hangs up before its TLS handshake
+/// finished: nothing was refused.
+const ABANDONED: &str = "TLS handshake abandoned";
+
 /// Runs the scenario for each client count of the plan that one server
 /// process can hold here; a count that cannot is reported as not run, and
 /// the largest count that fits runs in its place.
@@ -367,11 +371,12 @@ async fn measure(
 
 /// A row counting the server's refusals of valid clients in `log`.
 fn add_refusals(report: &mut Report, name: &dyn Fn(&str) -> String, log: &Path) {
-    let which = if log.to_string_lossy().contains("restarted") {
-        "refused by the restarted server"
+    let whose = if log.to_string_lossy().contains("restarted") {
+        "the restarted server"
     } else {
-        "refused by the server"
+        "the server"
     };
+    let which = format!("refused by {whose}");
     let counts: Vec<(&str, usize)> = REFUSALS
         .iter()
         .map(|needle| (*needle, count_in_log(log, needle)))
@@ -392,7 +397,17 @@ fn add_refusals(report: &mut Report, name: &dyn Fn(&str) -> String, log: &Path) 
             clip(&first, 160)
         )
     };
-    report.add(Row::new(SCENARIO, name(which), value).target("0", total == 0));
+    report.add(Row::new(SCENARIO, name(&which), value).target("0", total == 0));
+    // Not refusals: a client whose own handshake deadline passed on the
+    // crowded machine hung up, and dialled again.
+    let abandoned = count_in_log(log, ABANDONED);
+    report.add(Row::new(
+        SCENARIO,
+        name(&format!(
+            "handshakes with {whose} that the clients abandoned (and dialled again)"
+        )),
+        thousands(abandoned as f64),
+    ));
 }
 
 fn first_line_with(log: &Path, needles: &[&str]) -> Option<String> {

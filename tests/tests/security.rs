@@ -698,6 +698,47 @@ async fn a_client_node_refuses_a_server_that_selects_no_alpn() {
 }
 
 #[tokio::test]
+async fn a_caller_that_hangs_up_mid_handshake_is_logged_as_abandoned_not_refused() {
+    let pki = Pki::new();
+    let (server, good) = server_with_good_client(&pki, fast_settings()).await;
+    let before = good_connection(&server);
+
+    // The start of a TLS record, then the connection closes: what a client
+    // whose own handshake deadline passed does.
+    let mut tcp = TcpStream::connect(server.pipe_addr()).await.unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0x80, 0x01])
+        .await
+        .unwrap();
+    drop(tcp);
+
+    let messages = tokio::time::timeout(WAIT, async {
+        loop {
+            let status = server.status().await;
+            let messages: Vec<String> = status["recent_errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|error| error["message"].as_str().map(str::to_owned))
+                .collect();
+            if !messages.is_empty() {
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the server records the handshake that ended");
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.contains("TLS handshake abandoned") && !m.contains("refused")),
+        "a hang-up is not a refusal: {messages:?}"
+    );
+    assert_eq!(get(&good.url("/server/time")).await.status, 200);
+    assert_only_the_bad_peer_was_hurt(&server, before, "anybody").await;
+}
+
+#[tokio::test]
 async fn one_address_cannot_hold_every_handshake_place() {
     let pki = Pki::new();
     let (server, good) = server_with_good_client(&pki, fast_settings()).await;

@@ -174,6 +174,17 @@ pub(super) fn add_refusals_row(report: &mut Report, spread: &Spread) {
         )
         .target("0", refused == 0),
     );
+    // Not refusals: callers that hung up before their handshake finished.
+    let abandoned: usize = spread
+        .logs
+        .iter()
+        .map(|log| count_in_log(log, "TLS handshake abandoned"))
+        .sum();
+    report.add(Row::new(
+        SCENARIO,
+        spread.figure("handshakes the clients abandoned (and dialled again), over the run"),
+        thousands(abandoned as f64),
+    ));
 }
 
 fn add_sweep_row(

@@ -235,6 +235,13 @@ async fn accept_tls(
                     remote,
                     "a client refused this node's certificate as revoked (on the client's revocation list)",
                 ),
+                None if closed_by_peer(&error) => refuse_client(
+                    node,
+                    remote,
+                    format_args!(
+                        "TLS handshake abandoned: the caller closed the connection before it finished ({error})"
+                    ),
+                ),
                 None => refuse_client(node, remote, format_args!("TLS handshake refused: {error}")),
             }
             None
@@ -248,6 +255,17 @@ async fn accept_tls(
             None
         }
     }
+}
+
+/// Whether a handshake failed because the caller hung up: nothing was
+/// refused (a client whose own handshake deadline passed retries; a port
+/// scanner does not).
+fn closed_by_peer(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+    )
 }
 
 /// Whose certificate a failed TLS handshake found revoked.
