@@ -64,6 +64,13 @@ enum Direction {
 }
 
 impl Direction {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Post => "POST",
+            Self::Get => "GET",
+        }
+    }
+
     fn label(self, bytes: u64) -> String {
         match self {
             Self::Post => format!("POST {} to the server", size(bytes as f64)),
@@ -88,28 +95,10 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
         .build()?;
     let server_identity = identities.pki().server();
     let client_identity = identities.pki().client("bench-raw-copy");
-    let (server_tls, client_tls) = (
-        server_identity.server_config()?,
-        client_identity.client_config()?,
-    );
-    let mut raw = Vec::with_capacity(REPEATS);
-    for _ in 0..REPEATS {
-        raw.push(runtime.block_on(raw_tls_copy(
-            plan.large_bytes,
-            server_tls.clone(),
-            client_tls.clone(),
-        ))?);
-    }
-    let raw_rate = mib_per_second(plan.large_bytes, median(&mut raw));
-    report.add(Row::new(
-        SCENARIO,
-        format!(
-            "raw TLS 1.3 copy of {} over loopback (median of {REPEATS})",
-            size(plan.large_bytes as f64)
-        ),
-        format!("{raw_rate:.0} MiB/s"),
-    ));
-
+    let raw_tls = RawTls {
+        server: server_identity.server_config()?,
+        client: client_identity.client_config()?,
+    };
     let server_files = identities.write_files(SERVER_NAME, Role::Server)?;
     let client_files = identities.write_files("bench-large-client", Role::Client)?;
     let outcome = runtime.block_on(through_pipe(
@@ -117,12 +106,12 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
         &server_files,
         &client_files,
         identities.dir(),
-        raw_rate,
+        &raw_tls,
         report,
     ));
     runtime.shutdown_timeout(Duration::from_secs(2));
     report.note(format!(
-        "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count. Each transfer runs {REPEATS} times and the median time counts. Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` over them, as a share of their wall time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through the transfers.",
+        "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count. Each transfer through the pipe runs {REPEATS} times, each right after a raw copy, so that both meet the machine in the same state; the median time of each counts. Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` during the transfers through the pipe, as a share of their time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through each transfer through the pipe.",
         size(NodeSettings::default().max_body_bytes as f64),
         CHUNK_BYTES / 1024,
         plan.cores,
@@ -130,12 +119,18 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
     outcome
 }
 
+/// The TLS configurations of the raw copy: the nodes' own.
+struct RawTls {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
 async fn through_pipe(
     plan: &Plan,
     server_files: &CertFiles,
     client_files: &CertFiles,
     dir: &std::path::Path,
-    raw_rate: f64,
+    raw_tls: &RawTls,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let (server, pipe) =
@@ -165,57 +160,116 @@ async fn through_pipe(
             server: server.rss()?,
             client: client.rss()?,
         };
-        let cpu_before = cpu_times(&server, &client)?;
-        let stop = CancellationToken::new();
-        let probe = tokio::spawn({
-            let load = small_requests(&client, plan.transfer_bound, Some(stop.clone()));
-            async move { loadgen::run(&load).await }
-        });
-        let bound = plan.transfer_bound;
-        let mut times = Vec::with_capacity(REPEATS);
-        let mut failure = None;
+        let mut rounds = Rounds::new()?;
         for _ in 0..REPEATS {
-            let attempt = tokio::time::timeout(
-                bound,
-                transfer(direction, client.http, plan.large_bytes, bound),
+            rounds.raw.push(
+                raw_tls_copy(
+                    plan.large_bytes,
+                    raw_tls.server.clone(),
+                    raw_tls.client.clone(),
+                )
+                .await?,
             );
-            match attempt.await {
-                Ok(Ok(Transfer::Done(elapsed))) => times.push(elapsed),
-                Ok(Ok(Transfer::Failed(why))) => failure = Some(why),
-                Ok(Err(error)) => failure = Some(format!("{error:#}")),
-                Err(_) => failure = Some(format!("not finished within {bound:?}")),
-            }
-            if failure.is_some() {
+            rounds.pipe_once(plan, direction, &server, &client).await?;
+            if rounds.failure.is_some() {
                 break;
             }
         }
-        stop.cancel();
-        let total: Duration = times.iter().sum();
-        let transfer = match failure {
+        let raw_rate = mib_per_second(plan.large_bytes, median(&mut rounds.raw));
+        report.add(Row::new(
+            SCENARIO,
+            format!(
+                "raw TLS 1.3 copy of {} over loopback, one before each {} (median of {})",
+                size(plan.large_bytes as f64),
+                direction.verb(),
+                rounds.raw.len()
+            ),
+            format!("{raw_rate:.0} MiB/s"),
+        ));
+        let total: Duration = rounds.times.iter().sum();
+        let transfer = match rounds.failure {
             Some(why) => Transfer::Failed(why),
-            None => Transfer::Done(median(&mut times)),
+            None => Transfer::Done(median(&mut rounds.times)),
         };
-        let cpu_after = cpu_times(&server, &client)?;
-        let during = probe.await.context("the small-request probe panicked")??;
         let measured = Measured {
             direction,
             bytes: plan.large_bytes,
             transfer,
             raw_rate,
-            during,
+            during: rounds.during,
             idle,
             peak: Pair {
                 server: server.peak()?,
                 client: client.peak()?,
             },
             peaks_reset,
-            cpu: [0, 1, 2].map(|i| cpu_after[i].saturating_sub(cpu_before[i])),
+            cpu: rounds.cpu,
             total,
         };
         add_rows(report, &measured, &at_rest);
     }
     client.stop().await?;
     server.stop().await
+}
+
+/// What the transfers of one kind measured so far.
+struct Rounds {
+    /// Times of the raw copies.
+    raw: Vec<Duration>,
+    /// Times of the transfers through the pipe.
+    times: Vec<Duration>,
+    /// Why a transfer through the pipe failed, if one did (the last).
+    failure: Option<String>,
+    /// The small requests sent during the transfers through the pipe.
+    during: Outcome,
+    /// CPU used during them: server node, client node, this process.
+    cpu: [Duration; 3],
+}
+
+impl Rounds {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            raw: Vec::with_capacity(REPEATS),
+            times: Vec::with_capacity(REPEATS),
+            failure: None,
+            during: Outcome::empty(Duration::ZERO)?,
+            cpu: [Duration::ZERO; 3],
+        })
+    }
+
+    /// One transfer through the pipe, with small requests beside it.
+    async fn pipe_once(
+        &mut self,
+        plan: &Plan,
+        direction: Direction,
+        server: &NodeProcess,
+        client: &NodeProcess,
+    ) -> anyhow::Result<()> {
+        let cpu_before = cpu_times(server, client)?;
+        let stop = CancellationToken::new();
+        let probe = tokio::spawn({
+            let load = small_requests(client, plan.transfer_bound, Some(stop.clone()));
+            async move { loadgen::run(&load).await }
+        });
+        let bound = plan.transfer_bound;
+        let attempt = tokio::time::timeout(
+            bound,
+            transfer(direction, client.http, plan.large_bytes, bound),
+        );
+        match attempt.await {
+            Ok(Ok(Transfer::Done(elapsed))) => self.times.push(elapsed),
+            Ok(Ok(Transfer::Failed(why))) => self.failure = Some(why),
+            Ok(Err(error)) => self.failure = Some(format!("{error:#}")),
+            Err(_) => self.failure = Some(format!("not finished within {bound:?}")),
+        }
+        stop.cancel();
+        let cpu_after = cpu_times(server, client)?;
+        for (i, used) in self.cpu.iter_mut().enumerate() {
+            *used += cpu_after[i].saturating_sub(cpu_before[i]);
+        }
+        let during = probe.await.context("the small-request probe panicked")??;
+        self.during.merge(during)
+    }
 }
 
 /// Small requests through `client`, one at a time, until `stop` or `bound`.
