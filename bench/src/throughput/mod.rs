@@ -76,6 +76,24 @@ impl Setup {
     }
 }
 
+/// Runs the baseline's hyper server alone on `listen`, on the runtime the
+/// shipped binaries use (one worker per core), until the process is
+/// killed: `bench/syscalls-per-request baseline` measures its CPU per
+/// request the way it measures each node's.
+pub fn serve_baseline(listen: SocketAddr) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            baseline::serve(listener, CancellationToken::new()).await;
+            Ok(())
+        })
+}
+
 /// Runs the scenario and adds its rows to `report`.
 pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> anyhow::Result<()> {
     let nodes_runtime = tokio::runtime::Builder::new_multi_thread()
