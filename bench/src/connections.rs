@@ -50,7 +50,7 @@ const REFUSALS: [&str; 5] = [
 
 /// What the server logs when a caller hangs up before its TLS handshake
 /// finished: nothing was refused.
-const ABANDONED: &str = "TLS handshake abandoned";
+pub(crate) const ABANDONED: &str = "TLS handshake abandoned";
 
 /// Runs the scenario for each client count of the plan that one server
 /// process can hold here; a count that cannot is reported as not run, and

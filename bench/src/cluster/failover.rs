@@ -178,7 +178,7 @@ pub(super) fn add_refusals_row(report: &mut Report, spread: &Spread) {
     let abandoned: usize = spread
         .logs
         .iter()
-        .map(|log| count_in_log(log, "TLS handshake abandoned"))
+        .map(|log| count_in_log(log, crate::connections::ABANDONED))
         .sum();
     report.add(Row::new(
         SCENARIO,
