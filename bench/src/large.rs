@@ -22,9 +22,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Frame, SizeHint};
 use restpipe_tests::{CertFiles, LOOPBACK, NodeSettings, Role, SERVER_NAME};
-use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +29,7 @@ use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
 use crate::node_process::{NodeProcess, Placement};
 use crate::plan::Plan;
+use crate::raw_copy::{self, CHUNK_BYTES, Copied};
 use crate::report::{Report, Row, Verdict, clip, latency, percent, size};
 use crate::{probe, procfs};
 
@@ -39,8 +37,6 @@ const SCENARIO: &str = "large bodies";
 /// Transfers of each kind; the median counts, so one descheduling of a
 /// 2-core machine's busy process does not decide the figure.
 const REPEATS: usize = 3;
-/// Size of each write of the raw copy and each frame of the POST body.
-const CHUNK_BYTES: usize = 64 * 1024;
 /// Target: the pipe's rate as a share of the raw TLS copy.
 const MIN_RATE_RATIO: f64 = 0.5;
 /// Target: peak memory of a node above its idle memory.
@@ -111,7 +107,7 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
     ));
     runtime.shutdown_timeout(Duration::from_secs(2));
     report.note(format!(
-        "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count. Each transfer through the pipe runs {REPEATS} times, each right after a raw copy, so that both meet the machine in the same state; the median time of each counts. Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` during the transfers through the pipe, as a share of their time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through each transfer through the pipe.",
+        "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count; the plain TCP copy does the same without TLS (the least a byte costs to cross the app's plain HTTP hop to its node). Each transfer through the pipe runs {REPEATS} times, each right after a raw TLS copy and a plain TCP copy, so that all meet the machine in the same state; the median time of each counts. A copy's CPU is the benchmark process's `utime + stime` from its first write to the receiver's count (clock ticks of 10 ms, summed over the copies); the pipe's CPU per MiB counts the two nodes and the load generator (the sending or receiving app, and the small requests). Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` during the transfers through the pipe, as a share of their time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through each transfer through the pipe.",
         size(NodeSettings::default().max_body_bytes as f64),
         CHUNK_BYTES / 1024,
         plan.cores,
@@ -162,30 +158,17 @@ async fn through_pipe(
         };
         let mut rounds = Rounds::new()?;
         for _ in 0..REPEATS {
-            rounds.raw.push(
-                raw_tls_copy(
-                    plan.large_bytes,
-                    raw_tls.server.clone(),
-                    raw_tls.client.clone(),
-                )
-                .await?,
-            );
+            let (server_tls, client_tls) = (raw_tls.server.clone(), raw_tls.client.clone());
+            rounds
+                .raw
+                .push(raw_copy::tls(plan.large_bytes, server_tls, client_tls).await?);
+            rounds.tcp.push(raw_copy::tcp(plan.large_bytes).await?);
             rounds.pipe_once(plan, direction, &server, &client).await?;
             if rounds.failure.is_some() {
                 break;
             }
         }
-        let raw_rate = mib_per_second(plan.large_bytes, median(&mut rounds.raw));
-        report.add(Row::new(
-            SCENARIO,
-            format!(
-                "raw TLS 1.3 copy of {} over loopback, one before each {} (median of {})",
-                size(plan.large_bytes as f64),
-                direction.verb(),
-                rounds.raw.len()
-            ),
-            format!("{raw_rate:.0} MiB/s"),
-        ));
+        let raw_rate = copy_rows(report, plan.large_bytes, direction, &rounds);
         let total: Duration = rounds.times.iter().sum();
         let transfer = match rounds.failure {
             Some(why) => Transfer::Failed(why),
@@ -205,6 +188,7 @@ async fn through_pipe(
             peaks_reset,
             cpu: rounds.cpu,
             total,
+            transfers: rounds.times.len(),
         };
         add_rows(report, &measured, &at_rest);
     }
@@ -214,8 +198,10 @@ async fn through_pipe(
 
 /// What the transfers of one kind measured so far.
 struct Rounds {
-    /// Times of the raw copies.
-    raw: Vec<Duration>,
+    /// The raw TLS copies.
+    raw: Vec<Copied>,
+    /// The plain TCP copies.
+    tcp: Vec<Copied>,
     /// Times of the transfers through the pipe.
     times: Vec<Duration>,
     /// Why a transfer through the pipe failed, if one did (the last).
@@ -230,6 +216,7 @@ impl Rounds {
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
             raw: Vec::with_capacity(REPEATS),
+            tcp: Vec::with_capacity(REPEATS),
             times: Vec::with_capacity(REPEATS),
             failure: None,
             during: Outcome::empty(Duration::ZERO)?,
@@ -310,6 +297,8 @@ struct Measured {
     cpu: [Duration; 3],
     /// Time of all the repeats together.
     total: Duration,
+    /// Transfers through the pipe that ended.
+    transfers: usize,
 }
 
 /// CPU time so far of the server node, the client node and this process.
@@ -333,6 +322,7 @@ fn add_rows(report: &mut Report, measured: &Measured, at_rest: &Outcome) {
         peaks_reset,
         cpu,
         total,
+        transfers,
     } = *measured;
     let label = direction.label(bytes);
     let name = |what: &str| format!("{label}: {what}");
@@ -399,6 +389,16 @@ fn add_rows(report: &mut Report, measured: &Measured, at_rest: &Outcome) {
             share(cpu[2])
         ),
     ));
+    let moved = bytes * transfers as u64;
+    report.add(Row::new(
+        SCENARIO,
+        name("CPU per MiB moved, all three processes"),
+        format!(
+            "{} ({:.2} cores busy)",
+            per_mib(cpu.iter().sum(), moved),
+            cpu.iter().sum::<Duration>().as_secs_f64() / total.as_secs_f64().max(1e-9)
+        ),
+    ));
     let since = if peaks_reset {
         ""
     } else {
@@ -423,6 +423,42 @@ fn add_rows(report: &mut Report, measured: &Measured, at_rest: &Outcome) {
             ),
         );
     }
+}
+
+/// The rows of the copies made beside the transfers of one kind; the raw
+/// TLS copy's median rate, the transfers' baseline.
+fn copy_rows(report: &mut Report, bytes: u64, direction: Direction, rounds: &Rounds) -> f64 {
+    let mut raw_rate = 0.0;
+    for (copies, what) in [(&rounds.raw, "raw TLS 1.3"), (&rounds.tcp, "plain TCP")] {
+        let mut times: Vec<Duration> = copies.iter().map(|copy| copy.elapsed).collect();
+        let rate = mib_per_second(bytes, median(&mut times));
+        let cpu: Duration = copies.iter().map(|copy| copy.cpu).sum();
+        let elapsed: Duration = times.iter().sum();
+        report.add(Row::new(
+            SCENARIO,
+            format!(
+                "{what} copy of {} over loopback, one before each {} (median of {})",
+                size(bytes as f64),
+                direction.verb(),
+                copies.len()
+            ),
+            format!(
+                "{rate:.0} MiB/s; CPU {} per MiB ({:.2} cores busy)",
+                per_mib(cpu, bytes * copies.len() as u64),
+                cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+            ),
+        ));
+        if raw_rate == 0.0 {
+            raw_rate = rate;
+        }
+    }
+    raw_rate
+}
+
+/// CPU time per MiB of `bytes` moved.
+fn per_mib(cpu: Duration, bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    latency(Duration::from_secs_f64(cpu.as_secs_f64() / mib.max(1e-9)))
 }
 
 /// The median of `times` (the upper one of an even count).
@@ -544,58 +580,4 @@ impl hyper::body::Body for Zeros {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.left)
     }
-}
-
-/// Copies `bytes` over one TLS connection on loopback with the nodes' TLS
-/// configurations; the time until the receiver confirmed the count.
-async fn raw_tls_copy(
-    bytes: u64,
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-) -> anyhow::Result<Duration> {
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let addr = listener.local_addr()?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(server);
-    let receiver = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await?;
-        tcp.set_nodelay(true)?;
-        let mut tls = acceptor.accept(tcp).await?;
-        let mut buffer = vec![0u8; CHUNK_BYTES];
-        let mut total = 0u64;
-        loop {
-            let read = tls.read(&mut buffer).await?;
-            if read == 0 {
-                break;
-            }
-            total += read as u64;
-        }
-        tls.write_all(&total.to_be_bytes()).await?;
-        tls.shutdown().await?;
-        anyhow::Ok(total)
-    });
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let connector = tokio_rustls::TlsConnector::from(client);
-    let mut tls = connector
-        .connect(ServerName::try_from(SERVER_NAME)?, tcp)
-        .await
-        .context("raw copy: TLS handshake")?;
-    let chunk = vec![0u8; CHUNK_BYTES];
-    let started = Instant::now();
-    let mut left = bytes;
-    while left > 0 {
-        let len = left.min(CHUNK_BYTES as u64) as usize;
-        tls.write_all(&chunk[..len]).await?;
-        left -= len as u64;
-    }
-    tls.shutdown().await?;
-    let mut confirmed = [0u8; 8];
-    tls.read_exact(&mut confirmed).await?;
-    let elapsed = started.elapsed();
-    let received = receiver.await.context("raw copy receiver panicked")??;
-    anyhow::ensure!(
-        received == bytes && u64::from_be_bytes(confirmed) == bytes,
-        "raw copy: {received} of {bytes} bytes arrived"
-    );
-    Ok(elapsed)
 }

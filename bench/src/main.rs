@@ -18,6 +18,7 @@ mod payload;
 mod plan;
 mod probe;
 mod procfs;
+mod raw_copy;
 mod report;
 mod statsd;
 
