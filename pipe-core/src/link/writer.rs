@@ -62,13 +62,16 @@ pub(super) async fn run<W>(
             // Only when nothing above is waiting: bulk data yields.
             Some(body) = queues.bulk.recv() => WriterCommand::Frame(body),
         };
-        // Under load (one of the last few writes carried several frames, or
-        // more are already queued), let the tasks that are ready run first:
-        // a yielded task resumes after the runtime has polled for I/O, so
-        // they queue more frames, which then share this write. This halves
-        // the TLS writes per request at concurrency 64 (BENCH.md). Lone
-        // requests do not wait: yielding would only wake an idle worker.
-        if lone_writes < 4 || !queues.frames.is_empty() {
+        // Under load (one of the last few writes carried several frames,
+        // more are already queued, or other requests of ours await their
+        // replies, so their callers are about to send again), let the tasks
+        // that are ready run first: a yielded task resumes after the
+        // runtime has polled for I/O, so they queue more frames, which then
+        // share this write (BENCH.md). The requests in flight matter: woken
+        // straight after each caller, the writer would otherwise find one
+        // frame each time and never leave lone writes. A lone request does
+        // not wait: yielding would only wake an idle worker.
+        if lone_writes < 4 || !queues.frames.is_empty() || connection.pending.len() > 1 {
             tokio::task::yield_now().await;
         }
         let batch = fill_batch(first, &mut queues);

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 
+mod batching;
 mod budget;
 mod hostile;
 mod progress;
