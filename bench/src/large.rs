@@ -168,7 +168,20 @@ async fn through_pipe(
                 break;
             }
         }
-        let raw_rate = copy_rows(report, plan.large_bytes, direction, &rounds);
+        let raw_rate = copy_row(
+            report,
+            plan.large_bytes,
+            direction,
+            "raw TLS 1.3",
+            &rounds.raw,
+        );
+        copy_row(
+            report,
+            plan.large_bytes,
+            direction,
+            "plain TCP",
+            &rounds.tcp,
+        );
         let total: Duration = rounds.times.iter().sum();
         let transfer = match rounds.failure {
             Some(why) => Transfer::Failed(why),
@@ -425,34 +438,34 @@ fn add_rows(report: &mut Report, measured: &Measured, at_rest: &Outcome) {
     }
 }
 
-/// The rows of the copies made beside the transfers of one kind; the raw
-/// TLS copy's median rate, the transfers' baseline.
-fn copy_rows(report: &mut Report, bytes: u64, direction: Direction, rounds: &Rounds) -> f64 {
-    let mut raw_rate = 0.0;
-    for (copies, what) in [(&rounds.raw, "raw TLS 1.3"), (&rounds.tcp, "plain TCP")] {
-        let mut times: Vec<Duration> = copies.iter().map(|copy| copy.elapsed).collect();
-        let rate = mib_per_second(bytes, median(&mut times));
-        let cpu: Duration = copies.iter().map(|copy| copy.cpu).sum();
-        let elapsed: Duration = times.iter().sum();
-        report.add(Row::new(
-            SCENARIO,
-            format!(
-                "{what} copy of {} over loopback, one before each {} (median of {})",
-                size(bytes as f64),
-                direction.verb(),
-                copies.len()
-            ),
-            format!(
-                "{rate:.0} MiB/s; CPU {} per MiB ({:.2} cores busy)",
-                per_mib(cpu, bytes * copies.len() as u64),
-                cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
-            ),
-        ));
-        if raw_rate == 0.0 {
-            raw_rate = rate;
-        }
-    }
-    raw_rate
+/// The row of the copies of one kind (`what`) made beside the transfers in
+/// `direction`; their median rate.
+fn copy_row(
+    report: &mut Report,
+    bytes: u64,
+    direction: Direction,
+    what: &str,
+    copies: &[Copied],
+) -> f64 {
+    let mut times: Vec<Duration> = copies.iter().map(|copy| copy.elapsed).collect();
+    let rate = mib_per_second(bytes, median(&mut times));
+    let cpu: Duration = copies.iter().map(|copy| copy.cpu).sum();
+    let elapsed: Duration = times.iter().sum();
+    report.add(Row::new(
+        SCENARIO,
+        format!(
+            "{what} copy of {} over loopback, one before each {} (median of {})",
+            size(bytes as f64),
+            direction.verb(),
+            copies.len()
+        ),
+        format!(
+            "{rate:.0} MiB/s; CPU {} per MiB ({:.2} cores busy)",
+            per_mib(cpu, bytes * copies.len() as u64),
+            cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+        ),
+    ));
+    rate
 }
 
 /// CPU time per MiB of `bytes` moved.
