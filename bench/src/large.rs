@@ -402,14 +402,14 @@ fn add_rows(report: &mut Report, measured: &Measured, at_rest: &Outcome) {
             share(cpu[2])
         ),
     ));
-    let moved = bytes * transfers as u64;
+    let all: Duration = cpu.iter().sum();
     report.add(Row::new(
         SCENARIO,
         name("CPU per MiB moved, all three processes"),
         format!(
             "{} ({:.2} cores busy)",
-            per_mib(cpu.iter().sum(), moved),
-            cpu.iter().sum::<Duration>().as_secs_f64() / total.as_secs_f64().max(1e-9)
+            per_mib(all, bytes * transfers as u64),
+            cores_busy(all, total)
         ),
     ));
     let since = if peaks_reset {
@@ -462,10 +462,15 @@ fn copy_row(
         format!(
             "{rate:.0} MiB/s; CPU {} per MiB ({:.2} cores busy)",
             per_mib(cpu, bytes * copies.len() as u64),
-            cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+            cores_busy(cpu, elapsed),
         ),
     ));
     rate
+}
+
+/// Cores kept busy on average: `cpu` used over `wall` time.
+fn cores_busy(cpu: Duration, wall: Duration) -> f64 {
+    cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
 }
 
 /// CPU time per MiB of `bytes` moved.
