@@ -114,11 +114,12 @@ pub(super) fn now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// A new id: creation time (ms, 12 hex digits) then 80 random bits, so ids
-/// sort by creation and never repeat.
-fn new_id(created_ms: u64) -> String {
-    let random: u128 = rand::random::<u128>() >> 48;
-    format!("{created_ms:012x}{random:020x}")
+/// A new id: creation time (ms, 12 hex digits), the store's submission
+/// sequence number (12 hex digits), then 64 random bits, so ids sort by
+/// creation, also within one millisecond, and cannot be guessed.
+fn new_id(created_ms: u64, seq: u64) -> String {
+    let random: u64 = rand::random();
+    format!("{created_ms:012x}{seq:012x}{random:016x}")
 }
 
 impl JobStore {
@@ -474,7 +475,7 @@ fn submit(txn: &WriteTransaction, job: NewJob, max_queue: u64) -> Result<Submitt
     meta.insert("next_seq", seq + 1)?;
     let now = now_ms();
     let record = JobRecord {
-        id: new_id(now),
+        id: new_id(now, seq),
         peer: job.peer,
         handler: job.handler,
         request: job.request,
