@@ -89,13 +89,10 @@ enum Command {
     #[command(hide = true)]
     FleetForBench(fleet_process::FleetArgs),
     /// The throughput scenario's plain hyper server in a process of its
-    /// own, for `bench/syscalls-per-request baseline` (internal).
+    /// own, for that scenario and `bench/syscalls-per-request baseline`
+    /// (internal).
     #[command(hide = true)]
-    BaselineForBench {
-        /// Where to listen.
-        #[arg(long)]
-        listen: std::net::SocketAddr,
-    },
+    BaselineForBench(throughput::BaselineArgs),
 }
 
 /// Every scenario, in the order `all` runs them: quick ones first, so a
@@ -153,7 +150,7 @@ fn main() -> anyhow::Result<()> {
     let scenarios: Vec<Scenario> = match cli.command {
         Command::NodeForBench(args) => return node_process::serve(*args),
         Command::FleetForBench(args) => return fleet_process::serve(args),
-        Command::BaselineForBench { listen } => return throughput::serve_baseline(listen),
+        Command::BaselineForBench(args) => return throughput::serve_baseline(args),
         Command::All => SCENARIOS.to_vec(),
         Command::Throughput => vec![Scenario::Throughput],
         Command::Connections => vec![Scenario::Connections],

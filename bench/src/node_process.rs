@@ -208,18 +208,8 @@ impl NodeProcess {
         extras: Extras<'_>,
         log: &Path,
     ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("finding the benchmark binary")?;
-        let mut command = match std::env::var(WRAPPER_VAR) {
-            Ok(wrapper) if !wrapper.trim().is_empty() => {
-                let mut words = wrapper.split_whitespace();
-                let mut command = std::process::Command::new(words.next().unwrap_or_default());
-                command.args(words).arg(exe);
-                command
-            }
-            _ => std::process::Command::new(exe),
-        };
+        let mut command = child_command("node-for-bench")?;
         command
-            .arg("node-for-bench")
             .arg("--cert")
             .arg(&files.cert)
             .arg("--key")
@@ -342,6 +332,23 @@ impl NodeProcess {
     }
 }
 
+/// This benchmark binary running `subcommand`, under [`WRAPPER_VAR`]'s
+/// command if one is set.
+pub fn child_command(subcommand: &str) -> anyhow::Result<std::process::Command> {
+    let exe = std::env::current_exe().context("finding the benchmark binary")?;
+    let mut command = match std::env::var(WRAPPER_VAR) {
+        Ok(wrapper) if !wrapper.trim().is_empty() => {
+            let mut words = wrapper.split_whitespace();
+            let mut command = std::process::Command::new(words.next().unwrap_or_default());
+            command.args(words).arg(exe);
+            command
+        }
+        _ => std::process::Command::new(exe),
+    };
+    command.arg(subcommand);
+    Ok(command)
+}
+
 /// What a child runs besides a plain node.
 #[derive(Debug, Clone, Copy, Default)]
 struct Extras<'a> {
@@ -387,7 +394,7 @@ fn add_cluster_args(
 }
 
 /// `(pipe, http)` from `ready pipe=ADDR http=ADDR` (`pipe=-` on clients).
-fn parse_ready(line: &str) -> Option<(Option<SocketAddr>, SocketAddr)> {
+pub fn parse_ready(line: &str) -> Option<(Option<SocketAddr>, SocketAddr)> {
     let mut words = line.split_whitespace();
     (words.next()? == "ready").then_some(())?;
     let pipe = words.next()?.strip_prefix("pipe=")?;
@@ -513,13 +520,8 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
     std::io::stdout().flush()?;
 
-    let parent_gone = async {
-        let mut stdin = tokio::io::stdin();
-        let mut buffer = [0u8; 64];
-        while matches!(stdin.read(&mut buffer).await, Ok(n) if n > 0) {}
-    };
     tokio::select! {
-        _ = parent_gone => {}
+        _ = stdin_closed() => {}
         _ = terminate.recv() => {}
         _ = tokio::time::sleep(Duration::from_secs(args.lifetime)) => {
             tracing::warn!("node-for-bench: lifetime over, stopping");
@@ -528,6 +530,14 @@ async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
     node.shutdown_token().cancel();
     let _ = tokio::time::timeout(STOP_TIMEOUT, node.wait()).await;
     Ok(())
+}
+
+/// Returns once standard input closes: the benchmark that started this
+/// child ended, or died.
+pub async fn stdin_closed() {
+    let mut stdin = tokio::io::stdin();
+    let mut buffer = [0u8; 64];
+    while matches!(stdin.read(&mut buffer).await, Ok(n) if n > 0) {}
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 //! ([`peers`]): NATS request-reply over mutual TLS, and a raw TLS 1.3
 //! ping-pong ([`ping_pong`]), the floor of one request's latency.
 //!
-//! The two nodes and the baseline server share one multi-threaded runtime
-//! (a worker per core, like the shipped binaries); the load generator has a
-//! single-threaded runtime of its own, so generator and nodes never queue
-//! behind each other in one scheduler (they do share the machine's cores).
+//! Each node and the baseline server run in a child process of their own
+//! (this binary re-executed, on the runtime the shipped binaries use: a
+//! worker per core), as in a deployment; the load generator has a
+//! single-threaded runtime in the benchmark process. CPU per request adds
+//! up the processes the load went through.
 
 mod baseline;
 mod peers;
@@ -16,22 +17,21 @@ mod ping_pong;
 mod rows;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use restpipe_tests::{
-    BackoffSettings, LOOPBACK, NodeOptions, NodeSettings, Registry, Side, TestNode, TlsIdentity,
-    try_start_client, try_start_server,
-};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use restpipe_tests::{CertFiles, LOOPBACK, Role, SERVER_NAME};
 
+use self::baseline::BaselineProcess;
+pub use self::baseline::{BaselineArgs, serve_process as serve_baseline};
 use self::peers::Peers;
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
+use crate::node_process::{NodeProcess, Placement};
 use crate::plan::Plan;
 use crate::report::Report;
-use crate::{nats_peer, payload, procfs};
+use crate::{nats_peer, payload, probe, procfs};
 
 const SCENARIO: &str = "throughput";
 /// The client node's name, in server→client URLs.
@@ -40,9 +40,6 @@ const CLIENT_NAME: &str = "bench-client";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Turns the pipe and the baseline take at each route and concurrency.
 const ROUNDS: u32 = 3;
-/// Longest wait for the nodes to stop.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// One direction through the pipe.
 #[derive(Debug, Clone, Copy)]
 enum Route {
@@ -59,11 +56,11 @@ impl Route {
     }
 }
 
-/// The nodes under load and the baseline, all on the nodes' runtime.
+/// The nodes under load and the baseline, each a child process.
 struct Setup {
-    server: TestNode,
-    client: TestNode,
-    baseline: SocketAddr,
+    server: NodeProcess,
+    client: NodeProcess,
+    baseline: BaselineProcess,
 }
 
 impl Setup {
@@ -74,48 +71,46 @@ impl Setup {
             Route::ServerToClient => (self.server.http, format!("/client/{CLIENT_NAME}/time")),
         }
     }
-}
 
-/// Runs the baseline's hyper server alone on `listen`, on the runtime the
-/// shipped binaries use (one worker per core), until the process is
-/// killed: `bench/syscalls-per-request baseline` measures its CPU per
-/// request the way it measures each node's.
-pub fn serve_baseline(listen: SocketAddr) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(async {
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("listening on {listen}"))?;
-            baseline::serve(listener, CancellationToken::new()).await;
-            Ok(())
-        })
+    /// CPU the two nodes have used.
+    fn nodes_cpu(&self) -> anyhow::Result<Duration> {
+        Ok(self.server.cpu_time()? + self.client.cpu_time()?)
+    }
+
+    /// Stops all three.
+    async fn stop(self) -> anyhow::Result<()> {
+        let (server, client, baseline) =
+            tokio::join!(self.server.stop(), self.client.stop(), self.baseline.stop());
+        server.and(client).and(baseline)
+    }
 }
 
 /// Runs the scenario and adds its rows to `report`.
 pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> anyhow::Result<()> {
-    let nodes_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(plan.cores)
-        .thread_name("nodes")
-        .enable_all()
-        .build()?;
     let load_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let server_identity = identities.pki().server();
     let client_identity = identities.pki().client(CLIENT_NAME);
+    // The ping-pong's answering end gets a runtime like a node's, for the
+    // peers' measurement only.
+    let answer_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(plan.cores)
+        .thread_name("ping-pong")
+        .enable_all()
+        .build()?;
     let peers = Peers::measure(
         plan,
         &server_identity,
         &client_identity,
-        nodes_runtime.handle(),
+        answer_runtime.handle(),
         &load_runtime,
     )?;
+    answer_runtime.shutdown_timeout(Duration::from_secs(1));
     peers.add_rows(report);
-    let shutdown = CancellationToken::new();
-    let setup = nodes_runtime.block_on(start(&server_identity, &client_identity, &shutdown))?;
+    let server_files = identities.write_files(SERVER_NAME, Role::Server)?;
+    let client_files = identities.write_files(CLIENT_NAME, Role::Client)?;
+    let setup = load_runtime.block_on(start(&server_files, &client_files, identities.dir()))?;
 
     let measured = (|| -> anyhow::Result<()> {
         for route in [Route::ClientToServer, Route::ServerToClient] {
@@ -131,29 +126,21 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
                     stop: None,
                 };
                 let baseline = Load {
-                    addr: setup.baseline,
+                    addr: setup.baseline.http,
                     path: "/time".to_owned(),
                     ..pipe.clone()
                 };
                 eprintln!("   {} at concurrency {concurrency}", route.label());
-                let (pipe, baseline) = alternated(&load_runtime, &pipe, &baseline)?;
+                let (pipe, baseline) = alternated(&load_runtime, &setup, &pipe, &baseline)?;
                 rows::add(report, plan, route, concurrency, (&pipe, &baseline), &peers);
             }
         }
         Ok(())
     })();
 
-    nodes_runtime.block_on(async {
-        shutdown.cancel();
-        let stopped = async {
-            setup.server.running.wait().await;
-            setup.client.running.wait().await;
-        };
-        if tokio::time::timeout(STOP_TIMEOUT, stopped).await.is_err() {
-            eprintln!("   the nodes had not stopped after {STOP_TIMEOUT:?}");
-        }
-    });
-    nodes_runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(error) = load_runtime.block_on(setup.stop()) {
+        eprintln!("   stopping the nodes: {error:#}");
+    }
     report.note(note(plan));
     measured
 }
@@ -169,7 +156,7 @@ fn note(plan: &Plan) -> String {
         plan.concurrencies.iter().max().copied().unwrap_or(1),
     );
     format!(
-        "Throughput: both nodes and the baseline hyper server run in the benchmark process on one tokio runtime of {cores} worker threads; the load generator (hyper client, one keep-alive connection per worker, closed loop) runs on its own single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up, taken in {ROUNDS} rounds that alternate with the baseline's (pipe, baseline, pipe, …; each round a third of the load and of the warm-up, on new connections), so a spell when the machine is slower falls on both alike; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is the benchmark process's `utime + stime` over the load (warm-up included) divided by the requests answered: nodes (or baseline server) and load generator together, so the difference between the two columns is what the pipe costs. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end on the nodes' runtime and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}.",
+        "Throughput: each node and the baseline hyper server run in a child process of their own with default settings, on the runtime the shipped binaries use (a worker per core: {cores}); the load generator (hyper client, one keep-alive connection per worker, closed loop) runs in the benchmark process on a single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up, taken in {ROUNDS} rounds that alternate with the baseline's (pipe, baseline, pipe, …; each round a third of the load and of the warm-up, on new connections), so a spell when the machine is slower falls on both alike; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is `utime + stime` over the load (warm-up included) divided by the requests answered, of the processes the load went through: the two nodes (or the baseline server) and the benchmark process (the load generator), so the difference between the two columns is what the pipe costs. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end in the benchmark process on a runtime of {cores} workers like a node's and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}.",
         cores = plan.cores,
         load = plan.load.as_secs_f64(),
         warmup = plan.warmup.as_secs_f64(),
@@ -178,8 +165,8 @@ fn note(plan: &Plan) -> String {
     )
 }
 
-/// A load's outcome and the CPU this process (nodes, baseline server and
-/// load generator together) used while it ran.
+/// A load's outcome and the CPU the processes it went through used while
+/// it ran (the benchmark process's load generator included).
 struct Costed {
     outcome: Outcome,
     cpu: Duration,
@@ -205,12 +192,16 @@ impl Costed {
     }
 }
 
+/// Runs `load`, with the CPU that this process and `others` (the CPU
+/// either has used so far) used meanwhile.
 async fn costed(
     load: impl std::future::Future<Output = anyhow::Result<Outcome>>,
+    others: impl Fn() -> anyhow::Result<Duration>,
 ) -> anyhow::Result<Costed> {
-    let before = procfs::cpu_time(procfs::own_pid())?;
+    let cpu_now = || Ok::<_, anyhow::Error>(procfs::cpu_time(procfs::own_pid())? + others()?);
+    let before = cpu_now()?;
     let outcome = load.await?;
-    let cpu = procfs::cpu_time(procfs::own_pid())?.saturating_sub(before);
+    let cpu = cpu_now()?.saturating_sub(before);
     Ok(Costed { outcome, cpu })
 }
 
@@ -220,6 +211,7 @@ async fn costed(
 /// then falls on both alike instead of on whichever ran during it.
 fn alternated(
     runtime: &tokio::runtime::Runtime,
+    setup: &Setup,
     pipe: &Load,
     baseline: &Load,
 ) -> anyhow::Result<(Costed, Costed)> {
@@ -229,39 +221,42 @@ fn alternated(
         ..load.clone()
     };
     let (pipe, baseline) = (share(pipe), share(baseline));
-    let mut pipe_total = runtime.block_on(costed(loadgen::run(&pipe)))?;
-    let mut baseline_total = runtime.block_on(costed(loadgen::run(&baseline)))?;
+    let pipe_round = || runtime.block_on(costed(loadgen::run(&pipe), || setup.nodes_cpu()));
+    let baseline_round = || {
+        runtime.block_on(costed(loadgen::run(&baseline), || {
+            setup.baseline.cpu_time()
+        }))
+    };
+    let mut pipe_total = pipe_round()?;
+    let mut baseline_total = baseline_round()?;
     for _ in 1..ROUNDS {
-        pipe_total.merge(runtime.block_on(costed(loadgen::run(&pipe)))?)?;
-        baseline_total.merge(runtime.block_on(costed(loadgen::run(&baseline)))?)?;
+        pipe_total.merge(pipe_round()?)?;
+        baseline_total.merge(baseline_round()?)?;
     }
     Ok((pipe_total, baseline_total))
 }
 
-/// Starts the server node, the client node and the baseline, and waits
-/// until the pipe is up.
+/// Starts the server node, the client node and the baseline, each in a
+/// child process logging into `dir`, and waits until the pipe is up.
 async fn start(
-    server_identity: &TlsIdentity,
-    client_identity: &TlsIdentity,
-    shutdown: &CancellationToken,
+    server_files: &CertFiles,
+    client_files: &CertFiles,
+    dir: &Path,
 ) -> anyhow::Result<Setup> {
-    // The shipped defaults, not the test kit's fast ones.
-    let options = |side| NodeOptions {
-        handlers: Registry::with_examples(side),
-        settings: NodeSettings::default(),
-        backoff: BackoffSettings::default(),
-        shutdown: shutdown.child_token(),
-        ..NodeOptions::default()
-    };
-    let server = try_start_server(LOOPBACK, server_identity, options(Side::Server)).await?;
-    let client =
-        try_start_client(server.pipe_addr(), client_identity, options(Side::Client)).await?;
-    let baseline_listener = TcpListener::bind(LOOPBACK).await?;
-    let baseline = baseline_listener.local_addr()?;
-    tokio::spawn(baseline::serve(baseline_listener, shutdown.clone()));
-
-    restpipe_tests::wait::until(CONNECT_TIMEOUT, "the client node connected", || {
-        server.has_peer(CLIENT_NAME) && client.is_connected()
+    let (server, pipe) =
+        NodeProcess::start_server(server_files, LOOPBACK, &dir.join("server-throughput.log"))
+            .await?;
+    let client = NodeProcess::start(
+        client_files,
+        Placement::Client { server: pipe },
+        &dir.join("client-throughput.log"),
+    )
+    .await?;
+    let baseline = BaselineProcess::start(&dir.join("baseline-throughput.log")).await?;
+    tokio::time::timeout(CONNECT_TIMEOUT, async {
+        while probe::connected_peers(client.http).await.ok() != Some(1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await
     .context("the client node did not connect to the server node")?;

@@ -108,7 +108,7 @@ pub(super) fn add(
     report.add(
         Row::new(
             SCENARIO,
-            name("CPU per request, whole process"),
+            name("CPU per request, all processes"),
             cost(pipe_cost),
         )
         .baseline(cost(baseline_cost)),
