@@ -166,6 +166,22 @@ impl NodeProcess {
         Self::start_with(files, placement, Extras::default(), log).await
     }
 
+    /// [`Self::start`] with `workers` runtime worker threads
+    /// (`TOKIO_WORKER_THREADS`, which the shipped binaries honour too)
+    /// instead of one per core: for nodes sharing a machine's cores.
+    pub async fn start_with_workers(
+        files: &CertFiles,
+        placement: Placement,
+        workers: usize,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let extras = Extras {
+            workers: Some(workers),
+            ..Extras::default()
+        };
+        Self::start_with(files, placement, extras, log).await
+    }
+
     /// [`Self::start`] with a job store in `state_dir` (`--state-dir`),
     /// whose queues hold at most `max_queued_jobs` jobs per peer.
     pub async fn start_keeping_jobs(
@@ -225,6 +241,9 @@ impl NodeProcess {
         }
         if let Some(cluster) = extras.cluster {
             add_cluster_args(&mut command, cluster)?;
+        }
+        if let Some(workers) = extras.workers {
+            command.env("TOKIO_WORKER_THREADS", workers.to_string());
         }
         if let Some(max_connections) = extras.max_connections {
             command
@@ -358,6 +377,8 @@ struct Extras<'a> {
     cluster: Option<&'a ClusterSettings>,
     /// A cap on connections other than the default.
     max_connections: Option<usize>,
+    /// Runtime worker threads other than one per core.
+    workers: Option<usize>,
 }
 
 /// The job store a child keeps.

@@ -56,14 +56,49 @@ impl Route {
     }
 }
 
-/// The nodes under load and the baseline, each a child process.
-struct Setup {
+/// The two nodes under load, each a child process.
+struct Nodes {
     server: NodeProcess,
     client: NodeProcess,
-    baseline: BaselineProcess,
 }
 
-impl Setup {
+impl Nodes {
+    /// Starts the server node and the client node, logging into `dir`
+    /// with `label` in the logs' names, each with `workers` runtime worker
+    /// threads (`None`: one per core, the default), and waits until the
+    /// pipe is up.
+    async fn start(
+        files: (&CertFiles, &CertFiles),
+        workers: Option<usize>,
+        dir: &Path,
+        label: &str,
+    ) -> anyhow::Result<Self> {
+        let start = |files, placement, log: &str| {
+            let log = dir.join(format!("{log}-{label}.log"));
+            async move {
+                match workers {
+                    Some(workers) => {
+                        NodeProcess::start_with_workers(files, placement, workers, &log).await
+                    }
+                    None => NodeProcess::start(files, placement, &log).await,
+                }
+            }
+        };
+        let server = start(files.0, Placement::Server { listen: LOOPBACK }, "server").await?;
+        let pipe = server
+            .pipe
+            .context("the server node reported no pipe address")?;
+        let client = start(files.1, Placement::Client { server: pipe }, "client").await?;
+        tokio::time::timeout(CONNECT_TIMEOUT, async {
+            while probe::connected_peers(client.http).await.ok() != Some(1) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .context("the client node did not connect to the server node")?;
+        Ok(Self { server, client })
+    }
+
     /// Where a request for `route` enters, and its path.
     fn entry(&self, route: Route) -> (SocketAddr, String) {
         match route {
@@ -72,16 +107,15 @@ impl Setup {
         }
     }
 
-    /// CPU the two nodes have used.
-    fn nodes_cpu(&self) -> anyhow::Result<Duration> {
+    /// CPU the two have used.
+    fn cpu(&self) -> anyhow::Result<Duration> {
         Ok(self.server.cpu_time()? + self.client.cpu_time()?)
     }
 
-    /// Stops all three.
+    /// Stops both.
     async fn stop(self) -> anyhow::Result<()> {
-        let (server, client, baseline) =
-            tokio::join!(self.server.stop(), self.client.stop(), self.baseline.stop());
-        server.and(client).and(baseline)
+        let (server, client) = tokio::join!(self.server.stop(), self.client.stop());
+        server.and(client)
     }
 }
 
@@ -110,39 +144,77 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
     peers.add_rows(report);
     let server_files = identities.write_files(SERVER_NAME, Role::Server)?;
     let client_files = identities.write_files(CLIENT_NAME, Role::Client)?;
-    let setup = load_runtime.block_on(start(&server_files, &client_files, identities.dir()))?;
-
+    let files = (&server_files, &client_files);
+    let dir = identities.dir();
+    let baseline =
+        load_runtime.block_on(BaselineProcess::start(&dir.join("baseline-throughput.log")))?;
     let measured = (|| -> anyhow::Result<()> {
-        for route in [Route::ClientToServer, Route::ServerToClient] {
-            for &concurrency in &plan.concurrencies {
-                let (addr, path) = setup.entry(route);
-                let pipe = Load {
-                    addr,
-                    path,
-                    shape: RequestShape::default(),
-                    concurrency,
-                    warmup: plan.warmup,
-                    duration: plan.load,
-                    stop: None,
-                };
-                let baseline = Load {
-                    addr: setup.baseline.http,
-                    path: "/time".to_owned(),
-                    ..pipe.clone()
-                };
-                eprintln!("   {} at concurrency {concurrency}", route.label());
-                let (pipe, baseline) = alternated(&load_runtime, &setup, &pipe, &baseline)?;
-                rows::add(report, plan, route, concurrency, (&pipe, &baseline), &peers);
+        let nodes = load_runtime.block_on(Nodes::start(files, None, dir, "throughput"))?;
+        let loaded = (|| -> anyhow::Result<()> {
+            for route in [Route::ClientToServer, Route::ServerToClient] {
+                for &concurrency in &plan.concurrencies {
+                    eprintln!("   {} at concurrency {concurrency}", route.label());
+                    let (pipe, baseline) =
+                        alternated(&load_runtime, plan, (&nodes, &baseline), route, concurrency)?;
+                    rows::add(report, plan, route, concurrency, (&pipe, &baseline), &peers);
+                }
             }
+            Ok(())
+        })();
+        stop(&load_runtime, nodes.stop());
+        loaded?;
+        sharing_cores(plan, &load_runtime, files, dir, &baseline, report)
+    })();
+    stop(&load_runtime, baseline.stop());
+    report.note(note(plan));
+    measured
+}
+
+/// Reports a failure to stop child processes; the measurement stands.
+fn stop(
+    runtime: &tokio::runtime::Runtime,
+    stopping: impl std::future::Future<Output = anyhow::Result<()>>,
+) {
+    if let Err(error) = runtime.block_on(stopping) {
+        eprintln!("   stopping the benchmark's processes: {error:#}");
+    }
+}
+
+/// The highest concurrency again, both ways, with the two nodes' worker
+/// threads adding up to the machine's cores instead of one per core each:
+/// how much of the gap to the baseline is two runtimes (and the load
+/// generator) contending for the same cores, which no deployment with a
+/// node per host has. A figure for the analysis, not a verdict.
+fn sharing_cores(
+    plan: &Plan,
+    runtime: &tokio::runtime::Runtime,
+    files: (&CertFiles, &CertFiles),
+    dir: &Path,
+    baseline: &BaselineProcess,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let workers = plan.cores / 2;
+    let Some(&concurrency) = plan.concurrencies.iter().max() else {
+        return Ok(());
+    };
+    if workers == 0 {
+        return Ok(());
+    }
+    let nodes = runtime.block_on(Nodes::start(files, Some(workers), dir, "shared-cores"))?;
+    let loaded = (|| -> anyhow::Result<()> {
+        for route in [Route::ClientToServer, Route::ServerToClient] {
+            eprintln!(
+                "   {} at concurrency {concurrency}, {workers} worker thread(s) per node",
+                route.label()
+            );
+            let (pipe, baseline) =
+                alternated(runtime, plan, (&nodes, baseline), route, concurrency)?;
+            rows::add_sharing_cores(report, route, concurrency, workers, (&pipe, &baseline));
         }
         Ok(())
     })();
-
-    if let Err(error) = load_runtime.block_on(setup.stop()) {
-        eprintln!("   stopping the nodes: {error:#}");
-    }
-    report.note(note(plan));
-    measured
+    stop(runtime, nodes.stop());
+    loaded
 }
 
 /// How the scenario measures, under the table.
@@ -156,8 +228,9 @@ fn note(plan: &Plan) -> String {
         plan.concurrencies.iter().max().copied().unwrap_or(1),
     );
     format!(
-        "Throughput: each node and the baseline hyper server run in a child process of their own with default settings, on the runtime the shipped binaries use (a worker per core: {cores}); the load generator (hyper client, one keep-alive connection per worker, closed loop) runs in the benchmark process on a single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up, taken in {ROUNDS} rounds that alternate with the baseline's (pipe, baseline, pipe, …; each round a third of the load and of the warm-up, on new connections), so a spell when the machine is slower falls on both alike; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is `utime + stime` over the load (warm-up included) divided by the requests answered, of the processes the load went through: the two nodes (or the baseline server) and the benchmark process (the load generator), so the difference between the two columns is what the pipe costs. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end in the benchmark process on a runtime of {cores} workers like a node's and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}.",
+        "Throughput: each node and the baseline hyper server run in a child process of their own with default settings, on the runtime the shipped binaries use (a worker per core: {cores}); the load generator (hyper client, one keep-alive connection per worker, closed loop) runs in the benchmark process on a single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up, taken in {ROUNDS} rounds that alternate with the baseline's (pipe, baseline, pipe, …; each round a third of the load and of the warm-up, on new connections), so a spell when the machine is slower falls on both alike; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is `utime + stime` over the load (warm-up included) divided by the requests answered, of the processes the load went through: the two nodes (or the baseline server) and the benchmark process (the load generator), so the difference between the two columns is what the pipe costs. The rows of nodes with fewer worker threads run the highest concurrency again, both ways, on a second pair of nodes started with `TOKIO_WORKER_THREADS` = {shared} (the shipped binaries honour it too), so that the two nodes' workers add up to the machine's cores, as one node's do on a host of its own; the baseline keeps one worker per core; a figure for the analysis, not judged. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end in the benchmark process on a runtime of {cores} workers like a node's and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}.",
         cores = plan.cores,
+        shared = plan.cores / 2,
         load = plan.load.as_secs_f64(),
         warmup = plan.warmup.as_secs_f64(),
         request = payload::REQUEST.len(),
@@ -205,26 +278,37 @@ async fn costed(
     Ok(Costed { outcome, cpu })
 }
 
-/// Loads `pipe` and `baseline` in turn, [`ROUNDS`] times each for a share
-/// of the plan's time, and adds up each one's rounds: a spell when the
-/// machine is slower (another process, the host of a virtual machine)
-/// then falls on both alike instead of on whichever ran during it.
+/// Loads `route` through `nodes` and the baseline in turn at
+/// `concurrency`, [`ROUNDS`] times each for a share of the plan's time,
+/// and adds up each one's rounds: a spell when the machine is slower
+/// (another process, the host of a virtual machine) then falls on both
+/// alike instead of on whichever ran during it.
 fn alternated(
     runtime: &tokio::runtime::Runtime,
-    setup: &Setup,
-    pipe: &Load,
-    baseline: &Load,
+    plan: &Plan,
+    (nodes, baseline_server): (&Nodes, &BaselineProcess),
+    route: Route,
+    concurrency: usize,
 ) -> anyhow::Result<(Costed, Costed)> {
-    let share = |load: &Load| Load {
-        warmup: load.warmup / ROUNDS,
-        duration: load.duration / ROUNDS,
-        ..load.clone()
+    let (addr, path) = nodes.entry(route);
+    let pipe = Load {
+        addr,
+        path,
+        shape: RequestShape::default(),
+        concurrency,
+        warmup: plan.warmup / ROUNDS,
+        duration: plan.load / ROUNDS,
+        stop: None,
     };
-    let (pipe, baseline) = (share(pipe), share(baseline));
-    let pipe_round = || runtime.block_on(costed(loadgen::run(&pipe), || setup.nodes_cpu()));
+    let baseline = Load {
+        addr: baseline_server.http,
+        path: "/time".to_owned(),
+        ..pipe.clone()
+    };
+    let pipe_round = || runtime.block_on(costed(loadgen::run(&pipe), || nodes.cpu()));
     let baseline_round = || {
         runtime.block_on(costed(loadgen::run(&baseline), || {
-            setup.baseline.cpu_time()
+            baseline_server.cpu_time()
         }))
     };
     let mut pipe_total = pipe_round()?;
@@ -234,35 +318,4 @@ fn alternated(
         baseline_total.merge(baseline_round()?)?;
     }
     Ok((pipe_total, baseline_total))
-}
-
-/// Starts the server node, the client node and the baseline, each in a
-/// child process logging into `dir`, and waits until the pipe is up.
-async fn start(
-    server_files: &CertFiles,
-    client_files: &CertFiles,
-    dir: &Path,
-) -> anyhow::Result<Setup> {
-    let (server, pipe) =
-        NodeProcess::start_server(server_files, LOOPBACK, &dir.join("server-throughput.log"))
-            .await?;
-    let client = NodeProcess::start(
-        client_files,
-        Placement::Client { server: pipe },
-        &dir.join("client-throughput.log"),
-    )
-    .await?;
-    let baseline = BaselineProcess::start(&dir.join("baseline-throughput.log")).await?;
-    tokio::time::timeout(CONNECT_TIMEOUT, async {
-        while probe::connected_peers(client.http).await.ok() != Some(1) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .context("the client node did not connect to the server node")?;
-    Ok(Setup {
-        server,
-        client,
-        baseline,
-    })
 }

@@ -123,6 +123,36 @@ pub(super) fn add(
     }
 }
 
+/// The pipe's requests per second at `concurrency` with `workers` worker
+/// threads per node, beside the baseline's (one per core): for the
+/// analysis, not judged.
+pub(super) fn add_sharing_cores(
+    report: &mut Report,
+    route: Route,
+    concurrency: usize,
+    workers: usize,
+    (pipe, baseline): (&Costed, &Costed),
+) {
+    let (rate, base) = (pipe.outcome.rate(), baseline.outcome.rate());
+    let threads = if workers == 1 { "thread" } else { "threads" };
+    report.add(
+        Row::new(
+            SCENARIO,
+            format!(
+                "{}, concurrency {concurrency}, nodes with {workers} worker {threads} each: requests/s",
+                route.label()
+            ),
+            format!(
+                "{} ({} of baseline; CPU {} per request)",
+                thousands(rate),
+                percent(rate, base),
+                latency(pipe.cpu_per_request())
+            ),
+        )
+        .baseline(thousands(base)),
+    );
+}
+
 /// The pipe's requests per second beside NATS request-reply's at the same
 /// concurrency; not judged where NATS was not measured.
 fn against_nats(figure: String, pipe: &Outcome, peers: &Peers, concurrency: usize) -> Row {
