@@ -209,6 +209,13 @@ async fn request_body(
         ));
     }
     match declared {
+        // Most requests (every GET) have no body: nothing to wait for, so
+        // no deadline timer either.
+        Some(0) => Ok(RequestBody {
+            body: Bytes::new(),
+            stream: None,
+            too_large: None,
+        }),
         Some(length) if length <= INLINE_LIMIT as u64 => {
             let collecting = Limited::new(incoming, limit).collect();
             let Ok(collected) = tokio::time::timeout_at(deadline, collecting).await else {
