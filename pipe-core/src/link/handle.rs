@@ -219,12 +219,14 @@ impl PeerHandle {
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         connection.pending.insert(request_id, reply_tx);
+        let reports_progress = progress.is_some();
         if let Some(progress) = progress {
             connection.job_progress.insert(request_id, progress);
         }
         let mut guard = PendingGuard {
             connection,
             request_id,
+            reports_progress,
             cancel_on_drop: true,
         };
 
@@ -263,13 +265,17 @@ impl PeerHandle {
 struct PendingGuard<'a> {
     connection: &'a Connection,
     request_id: u64,
+    /// Whether the request has an entry in the job-progress table too.
+    reports_progress: bool,
     cancel_on_drop: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let was_pending = self.connection.pending.remove(&self.request_id).is_some();
-        self.connection.job_progress.remove(&self.request_id);
+        if self.reports_progress {
+            self.connection.job_progress.remove(&self.request_id);
+        }
         if self.cancel_on_drop {
             // Nobody waits any more: the upload of the request's body, if
             // any, is pointless too. (After a reply it may go on: a handler
