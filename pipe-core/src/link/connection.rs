@@ -58,6 +58,12 @@ pub(super) enum WriterCommand {
     Close(Option<GoAway>),
 }
 
+/// The hasher of the tables keyed by request ids, touched by every
+/// request: a fast one (see the workspace's `foldhash`). The ids are ours,
+/// or the peer's in `running`, which admission bounds, so ids chosen to
+/// collide could not build a long chain.
+pub(super) type IdHasher = foldhash::fast::RandomState;
+
 /// Where a caller waiting for the peer's reply is told of it.
 pub(super) type ReplyWaiter = oneshot::Sender<Result<Reply, RequestError>>;
 
@@ -81,12 +87,12 @@ pub(super) struct Connection {
     /// byte each. Closing the semaphore stops the sender.
     pub(super) sending: DashMap<BodyKey, Arc<Semaphore>>,
     /// Our requests awaiting the peer's reply, by our request id.
-    pub(super) pending: DashMap<u64, ReplyWaiter>,
+    pub(super) pending: DashMap<u64, ReplyWaiter, IdHasher>,
     /// Where the progress of our durable jobs awaiting a reply goes.
-    pub(super) job_progress: DashMap<u64, JobProgress>,
+    pub(super) job_progress: DashMap<u64, JobProgress, IdHasher>,
     pub(super) next_request_id: AtomicU64,
     /// The peer's requests our handlers are working on, by the peer's id.
-    pub(super) running: DashMap<u64, CancellationToken>,
+    pub(super) running: DashMap<u64, CancellationToken, IdHasher>,
     /// Events admitted (running or waiting for a handler slot): an event
     /// that finds none left is refused rather than queued.
     pub(super) admission: Arc<Semaphore>,

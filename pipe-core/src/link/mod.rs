@@ -63,7 +63,7 @@ pub use tls::{
 
 use crate::wire::proto::{GoAway, Hello};
 use crate::wire::{FrameCodec, MemoryBudget};
-use connection::Connection;
+use connection::{Connection, IdHasher};
 use progress::{Progress, WriteClock};
 use sink::FrameSink;
 use writer::{WriteDeadline, WriterQueues};
@@ -172,10 +172,10 @@ where
         bulk_tx,
         receiving: DashMap::with_shard_amount(MAP_SHARDS),
         sending: DashMap::with_shard_amount(MAP_SHARDS),
-        pending: DashMap::with_shard_amount(MAP_SHARDS),
-        job_progress: DashMap::with_shard_amount(MAP_SHARDS),
+        pending: DashMap::with_hasher_and_shard_amount(IdHasher::default(), MAP_SHARDS),
+        job_progress: DashMap::with_hasher_and_shard_amount(IdHasher::default(), MAP_SHARDS),
         next_request_id: AtomicU64::new(1),
-        running: DashMap::with_shard_amount(MAP_SHARDS),
+        running: DashMap::with_hasher_and_shard_amount(IdHasher::default(), MAP_SHARDS),
         admission: Arc::new(Semaphore::new(
             settings
                 .max_concurrent_handlers
