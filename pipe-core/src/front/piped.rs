@@ -9,9 +9,7 @@ use futures_util::TryStreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited, StreamBody};
-use hyper::body::Frame;
-
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -178,6 +176,7 @@ async fn pipe(
 
 /// A local request's body as it travels: whole in the event, or streamed
 /// (with a signal if it outgrows the limit on the way).
+#[derive(Default)]
 struct RequestBody {
     body: Bytes,
     stream: Option<BodyStream>,
@@ -209,13 +208,8 @@ async fn request_body(
         ));
     }
     match declared {
-        // Most requests (every GET) have no body: nothing to wait for, so
-        // no deadline timer either.
-        Some(0) => Ok(RequestBody {
-            body: Bytes::new(),
-            stream: None,
-            too_large: None,
-        }),
+        // No body (every GET): nothing to wait for, no deadline timer.
+        Some(0) => Ok(RequestBody::default()),
         Some(length) if length <= INLINE_LIMIT as u64 => {
             let collecting = Limited::new(incoming, limit).collect();
             let Ok(collected) = tokio::time::timeout_at(deadline, collecting).await else {
@@ -251,8 +245,7 @@ async fn request_body(
             node.metrics().http_request(body.len() as u64);
             Ok(RequestBody {
                 body,
-                stream: None,
-                too_large: None,
+                ..RequestBody::default()
             })
         }
         length => {
