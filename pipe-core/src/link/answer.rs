@@ -52,13 +52,18 @@ async fn answer_event(
     let request_id = delivery.request_id;
     let deadline = delivery.deadline;
     let cancelled = delivery.cancelled.clone();
+    // The answer first: an event answered at once (most small requests)
+    // then never registers the deadline's timer nor a waiter on the
+    // cancellation, and a reply ready as the deadline passes still goes.
+    // An answer that waits has both watched from its first poll on.
     let reply = tokio::select! {
-        _ = cancelled.cancelled() => None,
-        _ = sleep_until(deadline) => None,
+        biased;
         reply = async {
             let _slot: OwnedSemaphorePermit = connection.slots.clone().acquire_owned().await.ok()?;
             Some(connection.inbound.answer(&connection.peer, delivery).await)
         } => reply,
+        _ = cancelled.cancelled() => None,
+        _ = sleep_until(deadline) => None,
     };
     // Once cancelled, nobody waits for the reply: sending it would be noise.
     let Some(reply) = reply.filter(|_| !cancelled.is_cancelled()) else {
