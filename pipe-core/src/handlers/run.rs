@@ -42,7 +42,7 @@ pub struct Job {
     /// The sender's id for this request.
     pub request_id: u64,
     /// The event.
-    pub event: Event,
+    pub event: Box<Event>,
     /// When the caller stops waiting.
     pub deadline: Instant,
     /// Cancelled when the caller gives up.

@@ -20,8 +20,10 @@ use crate::wire::{Event, JobProgress, JobTag, MemoryBudget, Reply};
 pub struct Delivery {
     /// The peer's id for this request.
     pub request_id: u64,
-    /// The event, its streamed body attached if one follows.
-    pub event: Event,
+    /// The event, its streamed body attached if one follows. Boxed: it
+    /// passes through several futures on its way to the handler, and each
+    /// would copy it whole.
+    pub event: Box<Event>,
     /// When the peer stops waiting.
     pub deadline: Instant,
     /// Cancelled when the peer cancels, the deadline passes or the

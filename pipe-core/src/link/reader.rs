@@ -279,7 +279,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         };
         let delivery = Delivery {
             request_id,
-            event,
+            event: Box::new(event),
             deadline: self.deadline(received.timeout),
             cancelled,
             connection_closed: connection.closed.clone(),
