@@ -134,7 +134,15 @@ async fn a_request_whose_requesting_node_died_is_dropped_at_its_client() {
     let slow_url = nodes[2].0.url(&format!("/client/{CLIENT}/slow"));
     // (Its caller sees the connection cut when s3 dies.)
     let _waiting = tokio::spawn(async move { try_get(&slow_url, Duration::from_secs(40)).await });
-    let link = client.running.node().peers().get(SERVER_KEY).unwrap();
+    // s1 registers the client (and the cluster learns it) before the
+    // client has finished its side of the hello: under load, tens of
+    // milliseconds before. Its link is taken once it is there.
+    let peers = client.running.node().peers();
+    eventually(SOON, "the client holds its link to s1", || {
+        peers.get(SERVER_KEY).is_some()
+    })
+    .await;
+    let link = peers.get(SERVER_KEY).unwrap();
     eventually(SOON, "the slow handler runs", || link.in_flight_in() == 1).await;
     let status = nodes[2].1.kill().await.unwrap();
     assert!(!status.success(), "{status}");
