@@ -38,6 +38,12 @@ async fn created(store: &JobStore, new: NewJob) -> JobRecord {
     }
 }
 
+/// The ids of `peer`'s queue, first to be delivered first (at most `limit`).
+fn queued_ids(store: &JobStore, peer: &str, limit: usize) -> Vec<String> {
+    let queue = store.queue(peer, limit).unwrap();
+    queue.into_iter().map(|job| job.id).collect()
+}
+
 /// Many jobs land in the same millisecond: their ids still sort in the
 /// order they were submitted (the listing, newest first, and the purge
 /// walk the store in id order). With only random bits after the
@@ -50,12 +56,7 @@ async fn ids_sort_by_submission_within_one_millisecond() {
     let submitted = (0..200).map(|i| created(&store, job("branch", &format!("n{i}"))));
     futures_util::future::join_all(submitted).await;
     // The queue holds them in submission order.
-    let ids: Vec<String> = store
-        .queue("branch", 1_000)
-        .unwrap()
-        .into_iter()
-        .map(|job| job.id)
-        .collect();
+    let ids = queued_ids(&store, "branch", 1_000);
     assert_eq!(ids.len(), 200);
     let mut sorted = ids.clone();
     sorted.sort();
@@ -79,12 +80,7 @@ async fn jobs_survive_reopening_and_queue_in_submission_order() {
     assert_eq!(back, first);
     assert_eq!(back.state, JobState::Queued);
     assert_eq!(store.request_body(&first.id).unwrap(), b"body of one");
-    let queue: Vec<String> = store
-        .queue("branch", 10)
-        .unwrap()
-        .into_iter()
-        .map(|job| job.id)
-        .collect();
+    let queue = queued_ids(&store, "branch", 10);
     assert_eq!(queue, vec![first.id.clone(), second.id.clone()]);
     assert_eq!(store.queue_len("branch").unwrap(), 2);
     assert_eq!(store.queue("hq", 10).unwrap()[0].id, other.id);
