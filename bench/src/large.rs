@@ -137,13 +137,9 @@ async fn through_pipe(
         &dir.join("client-large.log"),
     )
     .await?;
-    tokio::time::timeout(CONNECT_TIMEOUT, async {
-        while probe::connected_peers(client.http).await.ok() != Some(1) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .context("the client node did not connect to the server node")?;
+    probe::wait_for_peers(client.http, 1, CONNECT_TIMEOUT)
+        .await
+        .context("the client node did not connect to the server node")?;
 
     // Small requests at rest: the baseline of the ones during transfers.
     let at_rest = loadgen::run(&small_requests(&client, plan.warmup + plan.load, None)).await?;

@@ -71,6 +71,17 @@ pub async fn connected_peers(addr: SocketAddr) -> anyhow::Result<usize> {
     Ok(usize::try_from(peers)?)
 }
 
+/// Waits, at most `limit`, until the node at `addr` holds `count` peers.
+pub async fn wait_for_peers(addr: SocketAddr, count: usize, limit: Duration) -> anyhow::Result<()> {
+    tokio::time::timeout(limit, async {
+        while connected_peers(addr).await.ok() != Some(count) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("the node at {addr} did not come to hold {count} peers in {limit:?}"))
+}
+
 /// One sample: when, and the peers held (`None`: the node did not answer).
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {

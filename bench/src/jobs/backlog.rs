@@ -79,13 +79,9 @@ async fn start_client(setup: &Setup<'_>, server: SocketAddr) -> anyhow::Result<N
 
 /// Waits until the server node holds `count` peers.
 async fn wait_for_peers(server: &NodeProcess, count: usize) -> anyhow::Result<()> {
-    tokio::time::timeout(CONNECT_TIMEOUT, async {
-        while probe::connected_peers(server.http).await.ok() != Some(count) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .with_context(|| format!("the server node did not come to hold {count} peers"))
+    probe::wait_for_peers(server.http, count, CONNECT_TIMEOUT)
+        .await
+        .context("the server node did not come to hold its peers")
 }
 
 /// How the backlog's delivery went.

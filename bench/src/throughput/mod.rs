@@ -89,13 +89,9 @@ impl Nodes {
             .pipe
             .context("the server node reported no pipe address")?;
         let client = start(files.1, Placement::Client { server: pipe }, "client").await?;
-        tokio::time::timeout(CONNECT_TIMEOUT, async {
-            while probe::connected_peers(client.http).await.ok() != Some(1) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .context("the client node did not connect to the server node")?;
+        probe::wait_for_peers(client.http, 1, CONNECT_TIMEOUT)
+            .await
+            .context("the client node did not connect to the server node")?;
         Ok(Self { server, client })
     }
 
