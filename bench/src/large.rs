@@ -405,7 +405,7 @@ fn add_rows(report: &mut Report, measured: &Measured, at_rest: &Outcome) {
         format!(
             "{} ({:.2} cores busy)",
             per_mib(all, bytes * transfers as u64),
-            cores_busy(all, total)
+            procfs::cores_busy(all, total)
         ),
     ));
     let since = if peaks_reset {
@@ -458,15 +458,10 @@ fn copy_row(
         format!(
             "{rate:.0} MiB/s; CPU {} per MiB ({:.2} cores busy)",
             per_mib(cpu, bytes * copies.len() as u64),
-            cores_busy(cpu, elapsed),
+            procfs::cores_busy(cpu, elapsed),
         ),
     ));
     rate
-}
-
-/// Cores kept busy on average: `cpu` used over `wall` time.
-fn cores_busy(cpu: Duration, wall: Duration) -> f64 {
-    cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
 }
 
 /// CPU time per MiB of `bytes` moved.

@@ -53,6 +53,11 @@ pub fn reset_peak(pid: u32) -> anyhow::Result<()> {
     std::fs::write(&path, "5").with_context(|| format!("writing {path}"))
 }
 
+/// Cores kept busy on average: `cpu` used over `wall` time.
+pub fn cores_busy(cpu: Duration, wall: Duration) -> f64 {
+    cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+}
+
 /// CPU time (user + system) `pid` has used so far.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let path = format!("/proc/{pid}/stat");

@@ -212,7 +212,7 @@ impl Costed {
         format!(
             "{} ({:.2} cores busy)",
             parts.join(", "),
-            total.as_secs_f64() / self.outcome.wall.as_secs_f64().max(1e-9)
+            procfs::cores_busy(total, self.outcome.wall)
         )
     }
 

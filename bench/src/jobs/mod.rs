@@ -26,6 +26,7 @@ use self::submit::JobsStatus;
 use crate::identities::Identities;
 use crate::node_process::{NodeProcess, Placement};
 use crate::plan::Plan;
+use crate::procfs;
 use crate::report::{Report, Row, latency, thousands};
 
 const SCENARIO: &str = "jobs";
@@ -158,6 +159,6 @@ fn cpu_cell(cpu: Duration, jobs: u64, wall: Duration) -> String {
     format!(
         "{} per job ({:.2} cores busy)",
         latency(cpu.div_f64(jobs.max(1) as f64)),
-        cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+        procfs::cores_busy(cpu, wall)
     )
 }

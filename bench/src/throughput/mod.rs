@@ -257,7 +257,7 @@ impl Costed {
 
     /// Cores kept busy on average.
     fn cores_busy(&self) -> f64 {
-        self.cpu.as_secs_f64() / self.outcome.wall.as_secs_f64().max(1e-9)
+        procfs::cores_busy(self.cpu, self.outcome.wall)
     }
 }
 
