@@ -33,9 +33,9 @@ use crate::procfs;
 /// wrapper's).
 pub const WRAPPER_VAR: &str = "RESTPIPE_BENCH_NODE_WRAPPER";
 /// Time a child gets to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a child gets to stop after it is told to.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A child ends itself after this long, whatever happens to its parent.
 const DEFAULT_LIFETIME_SECS: u64 = 3600;
 /// Largest body `get_source` agrees to produce.

@@ -19,13 +19,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::node_process::{child_command, parse_ready, stdin_closed};
+use crate::node_process::{START_TIMEOUT, STOP_TIMEOUT, child_command, parse_ready, stdin_closed};
 use crate::{payload, procfs};
-
-/// Time the child gets to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time it gets to stop after it is told to.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Arguments of `baseline-for-bench`.
 #[derive(Debug, clap::Args)]
