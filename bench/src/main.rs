@@ -13,6 +13,7 @@ mod fleet_process;
 mod identities;
 mod loadgen;
 mod nats_peer;
+mod node_pair;
 mod node_process;
 mod payload;
 mod plan;

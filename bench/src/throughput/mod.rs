@@ -20,24 +20,21 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use restpipe_tests::{CertFiles, LOOPBACK, Role, SERVER_NAME};
+use restpipe_tests::{CertFiles, Role, SERVER_NAME};
 
 use self::baseline::BaselineProcess;
 pub use self::baseline::{BaselineArgs, serve_process as serve_baseline};
 use self::peers::Peers;
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
-use crate::node_process::{NodeProcess, Placement};
+use crate::node_pair::NodePair;
 use crate::plan::Plan;
 use crate::report::Report;
-use crate::{nats_peer, payload, probe, procfs};
+use crate::{nats_peer, payload, procfs};
 
 const SCENARIO: &str = "throughput";
 /// The client node's name, in server→client URLs.
 const CLIENT_NAME: &str = "bench-client";
-/// Longest wait for the client node to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Turns the pipe and the baseline take at each route and concurrency.
 const ROUNDS: u32 = 3;
 /// One direction through the pipe.
@@ -56,62 +53,11 @@ impl Route {
     }
 }
 
-/// The two nodes under load, each a child process.
-struct Nodes {
-    server: NodeProcess,
-    client: NodeProcess,
-}
-
-impl Nodes {
-    /// Starts the server node and the client node, logging into `dir`
-    /// with `label` in the logs' names, each with `workers` runtime worker
-    /// threads (`None`: one per core, the default), and waits until the
-    /// pipe is up.
-    async fn start(
-        files: (&CertFiles, &CertFiles),
-        workers: Option<usize>,
-        dir: &Path,
-        label: &str,
-    ) -> anyhow::Result<Self> {
-        let start = |files, placement, log: &str| {
-            let log = dir.join(format!("{log}-{label}.log"));
-            async move {
-                match workers {
-                    Some(workers) => {
-                        NodeProcess::start_with_workers(files, placement, workers, &log).await
-                    }
-                    None => NodeProcess::start(files, placement, &log).await,
-                }
-            }
-        };
-        let server = start(files.0, Placement::Server { listen: LOOPBACK }, "server").await?;
-        let pipe = server
-            .pipe
-            .context("the server node reported no pipe address")?;
-        let client = start(files.1, Placement::Client { server: pipe }, "client").await?;
-        probe::wait_for_peers(client.http, 1, CONNECT_TIMEOUT)
-            .await
-            .context("the client node did not connect to the server node")?;
-        Ok(Self { server, client })
-    }
-
-    /// Where a request for `route` enters, and its path.
-    fn entry(&self, route: Route) -> (SocketAddr, String) {
-        match route {
-            Route::ClientToServer => (self.client.http, "/server/time".to_owned()),
-            Route::ServerToClient => (self.server.http, format!("/client/{CLIENT_NAME}/time")),
-        }
-    }
-
-    /// CPU the two have used.
-    fn cpu(&self) -> anyhow::Result<Duration> {
-        Ok(self.server.cpu_time()? + self.client.cpu_time()?)
-    }
-
-    /// Stops both.
-    async fn stop(self) -> anyhow::Result<()> {
-        let (server, client) = tokio::join!(self.server.stop(), self.client.stop());
-        server.and(client)
+/// Where a request for `route` enters `nodes`, and its path.
+fn entry(nodes: &NodePair, route: Route) -> (SocketAddr, String) {
+    match route {
+        Route::ClientToServer => (nodes.client.http, "/server/time".to_owned()),
+        Route::ServerToClient => (nodes.server.http, format!("/client/{CLIENT_NAME}/time")),
     }
 }
 
@@ -145,7 +91,7 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
     let baseline =
         load_runtime.block_on(BaselineProcess::start(&dir.join("baseline-throughput.log")))?;
     let measured = (|| -> anyhow::Result<()> {
-        let nodes = load_runtime.block_on(Nodes::start(files, None, dir, "throughput"))?;
+        let nodes = load_runtime.block_on(NodePair::start(files, None, dir, "throughput"))?;
         let loaded = (|| -> anyhow::Result<()> {
             for route in [Route::ClientToServer, Route::ServerToClient] {
                 for &concurrency in &plan.concurrencies {
@@ -196,7 +142,7 @@ fn sharing_cores(
     if workers == 0 {
         return Ok(());
     }
-    let nodes = runtime.block_on(Nodes::start(files, Some(workers), dir, "shared-cores"))?;
+    let nodes = runtime.block_on(NodePair::start(files, Some(workers), dir, "shared-cores"))?;
     let loaded = (|| -> anyhow::Result<()> {
         for route in [Route::ClientToServer, Route::ServerToClient] {
             eprintln!(
@@ -282,11 +228,11 @@ async fn costed(
 fn alternated(
     runtime: &tokio::runtime::Runtime,
     plan: &Plan,
-    (nodes, baseline_server): (&Nodes, &BaselineProcess),
+    (nodes, baseline_server): (&NodePair, &BaselineProcess),
     route: Route,
     concurrency: usize,
 ) -> anyhow::Result<(Costed, Costed)> {
-    let (addr, path) = nodes.entry(route);
+    let (addr, path) = entry(nodes, route);
     let pipe = Load {
         addr,
         path,

@@ -10,28 +10,24 @@
 //! pipe refuses (a 413 above `max_body_bytes`, say) is reported as not run,
 //! with the status and message, and the other figures still are.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::pin::Pin;
+mod transfer;
+
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::{Frame, SizeHint};
-use restpipe_tests::{CertFiles, LOOPBACK, NodeSettings, Role, SERVER_NAME};
-use tokio::time::Instant;
+use restpipe_tests::{CertFiles, NodeSettings, Role, SERVER_NAME};
 use tokio_util::sync::CancellationToken;
 
+use self::transfer::{Transfer, transfer};
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
-use crate::node_process::{NodeProcess, Placement};
+use crate::node_pair::NodePair;
+use crate::node_process::NodeProcess;
 use crate::plan::Plan;
+use crate::procfs;
 use crate::raw_copy::{self, CHUNK_BYTES, Copied};
 use crate::report::{Report, Row, Verdict, clip, latency, percent, size};
-use crate::{probe, procfs};
 
 const SCENARIO: &str = "large bodies";
 /// Transfers of each kind; the median counts, so one descheduling of a
@@ -43,8 +39,6 @@ const MIN_RATE_RATIO: f64 = 0.5;
 const MAX_PEAK_ABOVE_IDLE: f64 = 64.0 * 1024.0 * 1024.0;
 /// Target: p99 of small requests during the transfer.
 const MAX_SMALL_P99: Duration = Duration::from_millis(10);
-/// Longest wait for the client node to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rest before idle memory is read.
 const SETTLE: Duration = Duration::from_secs(1);
 /// The small requests sent alongside.
@@ -75,14 +69,6 @@ impl Direction {
     }
 }
 
-/// How a transfer ended.
-enum Transfer {
-    /// Every byte arrived; how long it took.
-    Done(Duration),
-    /// The pipe refused or broke it: status and message.
-    Failed(String),
-}
-
 /// Runs the scenario.
 pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,10 +93,11 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
     ));
     runtime.shutdown_timeout(Duration::from_secs(2));
     report.note(format!(
-        "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count; the plain TCP copy does the same without TLS (the least a byte costs to cross the app's plain HTTP hop to its node). Each transfer through the pipe runs {REPEATS} times, each right after a raw TLS copy and a plain TCP copy, so that all meet the machine in the same state; the median time of each counts. A copy's CPU is the benchmark process's `utime + stime` from its first write to the receiver's count (clock ticks of 10 ms, summed over the copies); the pipe's CPU per MiB counts the two nodes and the load generator (the sending or receiving app, and the small requests). Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` during the transfers through the pipe, as a share of their time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through each transfer through the pipe.",
+        "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count; the plain TCP copy does the same without TLS (the least a byte costs to cross the app's plain HTTP hop to its node). Each transfer through the pipe runs {REPEATS} times, each right after a raw TLS copy and a plain TCP copy, so that all meet the machine in the same state; the median time of each counts. A copy's CPU is the benchmark process's `utime + stime` from its first write to the receiver's count (clock ticks of 10 ms, summed over the copies); the pipe's CPU per MiB counts the two nodes and the load generator (the sending or receiving app, and the small requests). Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` during the transfers through the pipe, as a share of their time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through each transfer through the pipe. The rows of nodes with fewer worker threads make each transfer {REPEATS} times again, each right after a raw TLS copy, on a second pair of nodes started with `TOKIO_WORKER_THREADS` = {} (the shipped binaries honour it too), so that the two nodes' workers add up to the machine's cores, as one node's do on a host of its own, with no small requests alongside; their CPU per MiB counts the two nodes and the benchmark process less the copies' own; a figure for the analysis, not judged.",
         size(NodeSettings::default().max_body_bytes as f64),
         CHUNK_BYTES / 1024,
         plan.cores,
+        plan.cores / 2,
     ));
     outcome
 }
@@ -129,20 +116,11 @@ async fn through_pipe(
     raw_tls: &RawTls,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let (server, pipe) =
-        NodeProcess::start_server(server_files, LOOPBACK, &dir.join("server-large.log")).await?;
-    let client = NodeProcess::start(
-        client_files,
-        Placement::Client { server: pipe },
-        &dir.join("client-large.log"),
-    )
-    .await?;
-    probe::wait_for_peers(client.http, 1, CONNECT_TIMEOUT)
-        .await
-        .context("the client node did not connect to the server node")?;
-
+    let files = (server_files, client_files);
+    let nodes = NodePair::start(files, None, dir, "large").await?;
+    let (server, client) = (&nodes.server, &nodes.client);
     // Small requests at rest: the baseline of the ones during transfers.
-    let at_rest = loadgen::run(&small_requests(&client, plan.warmup + plan.load, None)).await?;
+    let at_rest = loadgen::run(&small_requests(client, plan.warmup + plan.load, None)).await?;
 
     for direction in [Direction::Post, Direction::Get] {
         tokio::time::sleep(SETTLE).await;
@@ -159,7 +137,7 @@ async fn through_pipe(
                 .raw
                 .push(raw_copy::tls(plan.large_bytes, server_tls, client_tls).await?);
             rounds.tcp.push(raw_copy::tcp(plan.large_bytes).await?);
-            rounds.pipe_once(plan, direction, &server, &client).await?;
+            rounds.pipe_once(plan, direction, server, client).await?;
             if rounds.failure.is_some() {
                 break;
             }
@@ -201,8 +179,80 @@ async fn through_pipe(
         };
         add_rows(report, &measured, &at_rest);
     }
-    client.stop().await?;
-    server.stop().await
+    nodes.stop().await?;
+    sharing_cores(plan, files, dir, raw_tls, report).await
+}
+
+/// Each transfer again on a second pair of nodes whose worker threads add
+/// up to the machine's cores (`TOKIO_WORKER_THREADS` = cores / 2 each), as
+/// one node's do on a host of its own, each beside a raw TLS copy: how much
+/// of the gap is two runtimes and the app contending for the same cores. A
+/// figure for the analysis, not a verdict; no small requests alongside.
+async fn sharing_cores(
+    plan: &Plan,
+    files: (&CertFiles, &CertFiles),
+    dir: &std::path::Path,
+    raw_tls: &RawTls,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let workers = plan.cores / 2;
+    if workers == 0 {
+        return Ok(());
+    }
+    let nodes = NodePair::start(files, Some(workers), dir, "large-shared-cores").await?;
+    for direction in [Direction::Post, Direction::Get] {
+        eprintln!(
+            "   {}, {workers} worker thread(s) per node",
+            direction.label(plan.large_bytes)
+        );
+        let mut raw = Vec::with_capacity(REPEATS);
+        let mut times = Vec::with_capacity(REPEATS);
+        let own = procfs::own_pid();
+        let before = nodes.cpu()? + procfs::cpu_time(own)?;
+        let mut failure = None;
+        for _ in 0..REPEATS {
+            let (server_tls, client_tls) = (raw_tls.server.clone(), raw_tls.client.clone());
+            raw.push(raw_copy::tls(plan.large_bytes, server_tls, client_tls).await?);
+            let bound = plan.transfer_bound;
+            let sent = transfer(direction, nodes.client.http, plan.large_bytes, bound);
+            match tokio::time::timeout(bound, sent).await {
+                Ok(Ok(Transfer::Done(elapsed))) => times.push(elapsed),
+                Ok(Ok(Transfer::Failed(why))) => failure = Some(why),
+                Ok(Err(error)) => failure = Some(format!("{error:#}")),
+                Err(_) => failure = Some(format!("not finished within {bound:?}")),
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        // The copies' CPU is this process's too: only the transfers count.
+        let copies: Duration = raw.iter().map(|copy| copy.cpu).sum();
+        let cpu = (nodes.cpu()? + procfs::cpu_time(own)?).saturating_sub(before + copies);
+        let mut copy_times: Vec<Duration> = raw.iter().map(|copy| copy.elapsed).collect();
+        let raw_rate = mib_per_second(plan.large_bytes, median(&mut copy_times));
+        let threads = if workers == 1 { "thread" } else { "threads" };
+        let name = format!(
+            "{}, nodes with {workers} worker {threads} each: throughput",
+            direction.label(plan.large_bytes)
+        );
+        let figure = match failure {
+            Some(why) => format!("not run: {}", clip(&why, 200)),
+            None => {
+                let moved = plan.large_bytes * times.len() as u64;
+                let rate = mib_per_second(plan.large_bytes, median(&mut times));
+                format!(
+                    "{rate:.0} MiB/s ({} of raw TLS; median of {REPEATS}; CPU {} per MiB, all three processes)",
+                    percent(rate, raw_rate),
+                    per_mib(cpu, moved)
+                )
+            }
+        };
+        report.add(
+            Row::new(SCENARIO, name, figure)
+                .baseline(format!("raw TLS copy {raw_rate:.0} MiB/s (beside these)")),
+        );
+    }
+    nodes.stop().await
 }
 
 /// What the transfers of one kind measured so far.
@@ -478,115 +528,4 @@ fn median(times: &mut [Duration]) -> Duration {
 
 fn mib_per_second(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64().max(1e-9)
-}
-
-/// One transfer through the client node's front at `addr`.
-async fn transfer(
-    direction: Direction,
-    addr: SocketAddr,
-    bytes: u64,
-    bound: Duration,
-) -> anyhow::Result<Transfer> {
-    let timeout_header = bound.as_secs().to_string();
-    let host = addr.to_string();
-    let started = Instant::now();
-    let response = match direction {
-        Direction::Post => {
-            let mut sender = probe::connect::<Zeros>(addr).await?;
-            let request = http::Request::post("/server/sink")
-                .header(http::header::HOST, &host)
-                .header(http::header::CONTENT_TYPE, "application/octet-stream")
-                .header(http::header::CONTENT_LENGTH, bytes)
-                .header("x-pipe-timeout", &timeout_header)
-                .body(Zeros::new(bytes))?;
-            sender.send_request(request).await?
-        }
-        Direction::Get => {
-            let mut sender = probe::connect::<Empty<Bytes>>(addr).await?;
-            let request = http::Request::get(format!("/server/source?bytes={bytes}"))
-                .header(http::header::HOST, &host)
-                .header("x-pipe-timeout", &timeout_header)
-                .body(Empty::new())?;
-            sender.send_request(request).await?
-        }
-    };
-    let status = response.status();
-    let mut body = response.into_body();
-    if status != http::StatusCode::OK {
-        let text = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Ok(Transfer::Failed(format!(
-            "{status}: {}",
-            String::from_utf8_lossy(&text)
-        )));
-    }
-    // Count the body as it arrives; nothing is kept.
-    let mut received = 0u64;
-    let mut kept = Vec::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            received += data.len() as u64;
-            if matches!(direction, Direction::Post) {
-                kept.extend_from_slice(&data);
-            }
-        }
-    }
-    let elapsed = started.elapsed();
-    let delivered = match direction {
-        Direction::Get => received,
-        Direction::Post => serde_json::from_slice::<serde_json::Value>(&kept)
-            .ok()
-            .and_then(|reply| reply["bytes"].as_u64())
-            .unwrap_or(0),
-    };
-    if delivered != bytes {
-        return Ok(Transfer::Failed(format!(
-            "200 but {delivered} of {bytes} bytes arrived"
-        )));
-    }
-    Ok(Transfer::Done(elapsed))
-}
-
-/// A request body of `left` zero bytes, handed out as slices of one shared
-/// chunk: the generator itself allocates nothing per byte sent.
-struct Zeros {
-    left: u64,
-    chunk: Bytes,
-}
-
-impl Zeros {
-    fn new(bytes: u64) -> Self {
-        Self {
-            left: bytes,
-            chunk: Bytes::from(vec![0u8; CHUNK_BYTES]),
-        }
-    }
-}
-
-impl hyper::body::Body for Zeros {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        let len = self.left.min(CHUNK_BYTES as u64) as usize;
-        self.left -= len as u64;
-        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..len)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.left == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
-    }
 }
