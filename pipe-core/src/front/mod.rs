@@ -23,6 +23,7 @@ pub mod router;
 mod server;
 mod status;
 mod tokens;
+mod upload;
 
 pub use access::TokenGate;
 pub use listener::{HttpAddr, HttpAddrError, HttpListener, SocketOptions, log_listening};

@@ -18,11 +18,12 @@ use super::jobs;
 use super::response::{ResponseBody, error_response, full};
 use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
 use super::tokens::ApiToken;
+use super::upload::upload;
 use crate::link::RequestError;
 use crate::node::cluster::{Cluster, ForwardError};
 use crate::node::metrics::{Counter, Timing};
 use crate::node::{Lookup, Node, SERVER_KEY};
-use crate::wire::body::{BodyError, BodySink, BodyStream, INLINE_LIMIT};
+use crate::wire::body::{BodyStream, INLINE_LIMIT};
 use crate::wire::{
     Event, HandlerName, RETURN_ACCESS_DENIED, RETURN_HANDLER_FAILED, RETURN_NO_HANDLER, Reply,
     Side, is_hop_by_hop, is_json_type,
@@ -249,15 +250,8 @@ async fn request_body(
             })
         }
         length => {
-            let (sink, stream) = crate::wire::body::channel(length);
             let (too_large_tx, too_large_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(pump_request_body(
-                incoming,
-                sink,
-                limit,
-                deadline,
-                too_large_tx,
-            ));
+            let stream = upload(incoming, length, limit, deadline, too_large_tx);
             node.metrics().http_request(length.unwrap_or(0));
             Ok(RequestBody {
                 body: Bytes::new(),
@@ -356,51 +350,6 @@ async fn forward(
             };
             node.metrics().send_failed(kind);
             error_response(status, error)
-        }
-    }
-}
-
-/// Feeds the local caller's upload into `sink` as it arrives, ending it with
-/// an error if it grows past `limit` (a body of unknown length), is not
-/// whole by `deadline`, or the caller's connection fails.
-async fn pump_request_body(
-    mut body: Incoming,
-    sink: BodySink,
-    limit: usize,
-    deadline: Instant,
-    too_large: tokio::sync::oneshot::Sender<()>,
-) {
-    let mut total = 0usize;
-    loop {
-        let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
-            sink.abort(BodyError::Aborted(
-                "the upload did not arrive within the request's deadline".to_owned(),
-            ));
-            return;
-        };
-        let frame = match frame {
-            None => return,
-            Some(Ok(frame)) => frame,
-            Some(Err(error)) => {
-                sink.abort(BodyError::Aborted(format!(
-                    "reading the upload failed: {error}"
-                )));
-                return;
-            }
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
-        total += data.len();
-        if total > limit {
-            let _ = too_large.send(());
-            sink.abort(BodyError::TooLarge {
-                limit: limit as u64,
-            });
-            return;
-        }
-        if sink.send(data).await.is_err() {
-            return; // nobody reads it any more
         }
     }
 }

@@ -6,7 +6,10 @@
 //! local HTTP caller's upload, the peer's chunks arriving over the pipe, or a
 //! handler producing a large reply. A [`BodySink`] is the writing end. The
 //! channel between them holds at most a receive window of data, and a
-//! stream fed from the pipe hands window back to the peer as it is read.
+//! stream fed from the pipe hands window back to the peer as it is read. A
+//! producer that is itself a stream (the caller's upload, a file) needs no
+//! task and no channel: [`BodyStream::from_stream`] polls it in place, in
+//! whichever task reads the body.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -65,12 +68,18 @@ pub(crate) type OnConsumed = Box<dyn FnMut(usize) + Send + Sync>;
 /// Called once if the reader drops the stream before its end.
 pub(crate) type OnAbandoned = Box<dyn FnOnce() + Send + Sync>;
 
+/// A producer polled in place by the body's reader.
+type Source = Pin<Box<dyn futures_util::Stream<Item = Item> + Send + Sync>>;
+
 /// Where a stream's pieces come from: a bounded channel (local producers,
-/// which it slows down) or an unbounded one (the pipe, whose peer is held to
-/// the window in bytes, however small its pieces).
+/// which it slows down), an unbounded one (the pipe, whose peer is held to
+/// the window in bytes, however small its pieces), or a stream polled only
+/// when the reader wants the next piece (which is all the slowing down it
+/// needs).
 enum Pieces {
     Bounded(mpsc::Receiver<Item>),
     Unbounded(mpsc::UnboundedReceiver<Item>),
+    Source(Source),
 }
 
 impl Pieces {
@@ -78,13 +87,17 @@ impl Pieces {
         match self {
             Self::Bounded(rx) => rx.poll_recv(cx),
             Self::Unbounded(rx) => rx.poll_recv(cx),
+            Self::Source(source) => source.as_mut().poll_next(cx),
         }
     }
 
+    /// Whether the end is known to have come, without taking a piece (a
+    /// source cannot tell without being polled).
     fn is_drained(&self) -> bool {
         match self {
             Self::Bounded(rx) => rx.is_closed() && rx.is_empty(),
             Self::Unbounded(rx) => rx.is_closed() && rx.is_empty(),
+            Self::Source(_) => false,
         }
     }
 }
@@ -208,6 +221,17 @@ impl BodyStream {
             let _ = sink.push(data);
         }
         stream
+    }
+
+    /// A body read straight from `source`, polled by whoever reads the
+    /// body: no task, no channel, nothing read ahead of the reader. An `Err`
+    /// piece ends the body with that error; `length` is the total, when
+    /// known.
+    pub fn from_stream<S>(source: S, length: Option<u64>) -> Self
+    where
+        S: futures_util::Stream<Item = Result<Bytes, BodyError>> + Send + Sync + 'static,
+    {
+        Self::new(Pieces::Source(Box::pin(source)), length)
     }
 
     /// The total length, when the producer said.
@@ -391,5 +415,39 @@ mod tests {
         drop(stream);
         assert!(abandoned.load(Ordering::SeqCst), "dropped before the end");
         assert!(sink.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_source_is_read_in_place_one_piece_per_read_and_its_error_ends_the_body() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        let pieces = (0..3u8).map(move |i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Bytes::from(vec![i; 4]))
+        });
+        let mut stream = BodyStream::from_stream(futures_util::stream::iter(pieces), Some(12));
+        assert_eq!(stream.length(), Some(12));
+        assert_eq!(produced.load(Ordering::SeqCst), 0, "nothing read ahead");
+        assert_eq!(stream.chunk().await, Some(Ok(Bytes::from(vec![0; 4]))));
+        assert_eq!(produced.load(Ordering::SeqCst), 1, "one piece per read");
+        assert_eq!(
+            stream.collect(100).await,
+            Ok(Bytes::from(vec![1, 1, 1, 1, 2, 2, 2, 2]))
+        );
+
+        let failing = futures_util::stream::iter([
+            Ok(Bytes::from_static(b"part")),
+            Err(BodyError::Aborted("upload cut".into())),
+            Ok(Bytes::from_static(b"never read")),
+        ]);
+        let mut stream = BodyStream::from_stream(failing, None);
+        assert_eq!(stream.chunk().await, Some(Ok(Bytes::from_static(b"part"))));
+        assert_eq!(
+            stream.chunk().await,
+            Some(Err(BodyError::Aborted("upload cut".into())))
+        );
+        assert_eq!(stream.chunk().await, None, "the error was the end");
     }
 }
