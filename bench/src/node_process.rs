@@ -446,7 +446,8 @@ pub fn server_handlers() -> Registry {
         Ok(Reply::json(&serde_json::json!({ "bytes": received })))
     });
     // Answers `?bytes=N` zero bytes, produced as the caller reads them:
-    // slices of one shared chunk, so producing costs no memory.
+    // slices of one shared chunk, so producing costs no memory, handed out
+    // by a stream the link polls in place (no producer task).
     handlers.register("get_source", |request: Request| async move {
         let total = request
             .query_pairs()
@@ -455,18 +456,11 @@ pub fn server_handlers() -> Registry {
             .and_then(|(_, value)| value.parse::<u64>().ok())
             .unwrap_or(0)
             .min(MAX_SOURCE_BYTES);
-        let (sink, stream) = body::channel(Some(total));
-        tokio::spawn(async move {
-            let chunk = Bytes::from(vec![0u8; SOURCE_CHUNK_BYTES]);
-            let mut left = total;
-            while left > 0 {
-                let len = left.min(SOURCE_CHUNK_BYTES as u64) as usize;
-                if sink.send(chunk.slice(..len)).await.is_err() {
-                    return; // the caller went away
-                }
-                left -= len as u64;
-            }
+        let chunk = Bytes::from(vec![0u8; SOURCE_CHUNK_BYTES]);
+        let pieces = (0..total).step_by(SOURCE_CHUNK_BYTES).map(move |start| {
+            Ok(chunk.slice(..(total - start).min(SOURCE_CHUNK_BYTES as u64) as usize))
         });
+        let stream = body::BodyStream::from_stream(futures_util::stream::iter(pieces), Some(total));
         Ok(Reply::stream("application/octet-stream", stream))
     });
     handlers
