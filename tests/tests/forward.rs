@@ -138,6 +138,15 @@ async fn answer(
                 .body(StreamBody::new(pieces).boxed())
                 .unwrap()
         }
+        "/base/stall" => {
+            // One piece, then silence with the connection open.
+            let first = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(piece(0)))]);
+            let pieces = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+            http::Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(StreamBody::new(pieces).boxed())
+                .unwrap()
+        }
         _ => full(404, "text/plain", "no such file".to_owned()),
     })
 }
@@ -377,4 +386,49 @@ async fn requests_to_upstreams_wait_for_one_of_max_upstream_connections_places()
     );
     first.abort();
     keeper.abort();
+}
+
+#[tokio::test]
+async fn an_upstream_silent_mid_body_ends_the_download_and_frees_its_place() {
+    let upstream = Upstream::start().await;
+    let pki = Pki::new();
+    let server = start_server(&pki, Registry::new(), fast_settings()).await;
+    let settings = NodeSettings {
+        forwards: vec![("files/".into(), format!("http://{}/base/", upstream.addr))],
+        max_upstream_connections: 1,
+        ..fast_settings()
+    };
+    let _client = connect_client_with(&pki, &server, CLIENT, Registry::new(), settings).await;
+    let request = http::Request::get(server.url(&format!("/client/{CLIENT}/files/stall")))
+        .header("X-Pipe-Timeout", "1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = restpipe_tests::http_client()
+        .request(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0;
+    let ended = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await {
+            Err(_) => panic!("the download still hangs after 10 s, {received} bytes in"),
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(error))) => break Err(error),
+            Ok(Some(Ok(frame))) => received += frame.into_data().map_or(0, |d| d.len()),
+        }
+    };
+    assert!(ended.is_err(), "a cut download must not look whole");
+    assert_eq!(received, PIECE, "the piece sent before the silence arrives");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    // The one upstream place is free again: the next request gets it.
+    let next = send(
+        "GET",
+        &server.url(&format!("/client/{CLIENT}/files/report/2024")),
+        &[("X-Pipe-Timeout", "2")],
+        "",
+    )
+    .await;
+    assert_eq!(next.status, 200, "{:?}", next.body);
 }

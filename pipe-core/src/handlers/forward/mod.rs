@@ -87,6 +87,7 @@
 //! request and the streamed reply) and `request_body` (the event's body as
 //! the upstream request's).
 
+mod download;
 mod forwards;
 mod proxy;
 mod request_body;

@@ -2,23 +2,19 @@
 //! and the upstream's answer, streamed back as the reply.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::Method;
 use http::header::{self, HeaderName, HeaderValue};
-use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+use super::download::download;
 use super::request_body::UpstreamBody;
 use super::route::Route;
 use crate::handlers::places::{busy, take_place};
 use crate::handlers::registry::{Handler, HandlerFuture, Request};
-use crate::wire::body::{BodyError, BodySink};
 use crate::wire::{HandlerError, Reply, cause_chain, is_hop_by_hop};
 
 /// Header telling the upstream which node sent the event.
@@ -131,62 +127,8 @@ async fn forward(
         .remove(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok().map(str::to_owned))
         .unwrap_or_default();
-    let (sink, stream) = crate::wire::body::channel(body.size_hint().exact());
-    tokio::spawn(pump_response(
-        body,
-        sink,
-        request.cancelled.clone(),
-        budget,
-        upstream,
-        place,
-    ));
+    let stream = download(body, request.cancelled.clone(), budget, upstream, place);
     let mut reply = Reply::stream(content_type, stream).with_http_status(parts.status.as_u16());
     reply.headers = headers;
     Ok(reply)
-}
-
-/// Feeds the upstream's response body into `sink` until it ends, the reader
-/// goes away, the caller cancels, or the upstream stays silent for `idle`.
-async fn pump_response(
-    mut body: Incoming,
-    sink: BodySink,
-    cancelled: CancellationToken,
-    idle: Duration,
-    upstream: String,
-    // Held until the upstream's body is read (or abandoned).
-    _place: OwnedSemaphorePermit,
-) {
-    loop {
-        let frame = tokio::select! {
-            _ = cancelled.cancelled() => return,
-            frame = tokio::time::timeout(idle, body.frame()) => frame,
-        };
-        let data = match frame {
-            Ok(None) => return,
-            Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) if !data.is_empty() => data,
-                _ => continue, // trailers, empty frames
-            },
-            Ok(Some(Err(error))) => {
-                sink.abort(BodyError::Aborted(format!(
-                    "upstream {upstream} failed mid-body: {}",
-                    cause_chain(&error)
-                )));
-                return;
-            }
-            Err(_) => {
-                sink.abort(BodyError::Aborted(format!(
-                    "upstream {upstream} sent nothing for {idle:?}"
-                )));
-                return;
-            }
-        };
-        let sent = tokio::select! {
-            _ = cancelled.cancelled() => return,
-            sent = sink.send(data) => sent,
-        };
-        if sent.is_err() {
-            return; // nobody reads it any more
-        }
-    }
 }
