@@ -10,7 +10,9 @@ use std::io;
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
 
 use super::error::StoreError;
 use super::store::JobStore;
@@ -224,33 +226,20 @@ async fn sync_dir(dir: PathBuf) -> io::Result<()> {
 }
 
 /// A stream of the file at `path`, `length` bytes, read as its reader takes
-/// it: a kept result sent again, in bounded memory.
+/// it (polled in place, no task): a kept result sent again, in bounded
+/// memory.
 pub(super) fn file_stream(path: PathBuf, length: u64) -> BodyStream {
-    let (sink, stream) = crate::wire::body::channel(Some(length));
-    tokio::spawn(async move {
-        let fail = |error: io::Error| {
-            BodyError::Aborted(format!(
-                "cannot read the result file {}: {error}",
-                path.display()
-            ))
-        };
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(error) => return sink.abort(fail(error)),
-        };
-        let mut buffer = BytesMut::new();
-        loop {
-            buffer.reserve(READ_CHUNK);
-            match file.read_buf(&mut buffer).await {
-                Ok(0) => return,
-                Ok(_) => {
-                    if sink.send(buffer.split().freeze()).await.is_err() {
-                        return; // the reader went away
-                    }
-                }
-                Err(error) => return sink.abort(fail(error)),
-            }
-        }
-    });
-    stream
+    let name = path.display().to_string();
+    let fail = move |error: io::Error| {
+        BodyError::Aborted(format!("cannot read the result file {name}: {error}"))
+    };
+    let pieces = futures_util::stream::once(tokio::fs::File::open(path))
+        .map(move |opened| match opened {
+            Ok(file) => ReaderStream::with_capacity(file, READ_CHUNK)
+                .map_err(fail.clone())
+                .left_stream(),
+            Err(error) => futures_util::stream::iter([Err(fail(error))]).right_stream(),
+        })
+        .flatten();
+    BodyStream::from_stream(pieces, Some(length))
 }

@@ -294,3 +294,27 @@ async fn a_purge_of_many_jobs_goes_in_several_transactions_and_misses_none() {
         JobState::Queued
     );
 }
+
+#[tokio::test]
+async fn a_kept_result_file_streams_whole_and_a_missing_one_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("result");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    let stream = result_files::file_stream(path, content.len() as u64);
+    assert_eq!(stream.length(), Some(content.len() as u64));
+    assert_eq!(stream.collect(1 << 20).await.unwrap(), content);
+
+    let missing = dir.path().join("gone");
+    let error = result_files::file_stream(missing.clone(), 10)
+        .collect(1 << 20)
+        .await
+        .unwrap_err();
+    let crate::wire::body::BodyError::Aborted(message) = error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        message.contains("cannot read the result file") && message.contains("gone"),
+        "{message}"
+    );
+}
