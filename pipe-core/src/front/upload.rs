@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Incoming};
+use futures_util::StreamExt;
+use http_body_util::{BodyDataStream, BodyExt as _};
+use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
@@ -27,7 +29,7 @@ pub(super) fn upload(
     too_large: oneshot::Sender<()>,
 ) -> BodyStream {
     let upload = Upload {
-        incoming,
+        data: incoming.into_data_stream(),
         limit,
         total: 0,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -37,7 +39,8 @@ pub(super) fn upload(
 }
 
 struct Upload {
-    incoming: Incoming,
+    /// The upload's data pieces (trailers skipped).
+    data: BodyDataStream<Incoming>,
     limit: usize,
     /// Bytes read so far.
     total: usize,
@@ -51,42 +54,37 @@ impl futures_util::Stream for Upload {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            let frame = match Pin::new(&mut this.incoming).poll_frame(cx) {
-                Poll::Ready(frame) => frame,
-                // A piece that is there counts even past the deadline; only
-                // waiting for one does not.
-                Poll::Pending => {
-                    if this.deadline.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    return Poll::Ready(Some(Err(BodyError::Aborted(
-                        "the upload did not arrive within the request's deadline".to_owned(),
-                    ))));
+        let piece = match this.data.poll_next_unpin(cx) {
+            Poll::Ready(piece) => piece,
+            // A piece that is there counts even past the deadline; only
+            // waiting for one does not.
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-            };
-            let frame = match frame {
-                None => return Poll::Ready(None),
-                Some(Ok(frame)) => frame,
-                Some(Err(error)) => {
-                    return Poll::Ready(Some(Err(BodyError::Aborted(format!(
-                        "reading the upload failed: {error}"
-                    )))));
-                }
-            };
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers
-            };
-            this.total += data.len();
-            if this.total > this.limit {
-                if let Some(too_large) = this.too_large.take() {
-                    let _ = too_large.send(());
-                }
-                return Poll::Ready(Some(Err(BodyError::TooLarge {
-                    limit: this.limit as u64,
-                })));
+                return Poll::Ready(Some(Err(BodyError::Aborted(
+                    "the upload did not arrive within the request's deadline".to_owned(),
+                ))));
             }
-            return Poll::Ready(Some(Ok(data)));
+        };
+        let data = match piece {
+            None => return Poll::Ready(None),
+            Some(Ok(data)) => data,
+            Some(Err(error)) => {
+                return Poll::Ready(Some(Err(BodyError::Aborted(format!(
+                    "reading the upload failed: {error}"
+                )))));
+            }
+        };
+        this.total += data.len();
+        if this.total > this.limit {
+            if let Some(too_large) = this.too_large.take() {
+                let _ = too_large.send(());
+            }
+            return Poll::Ready(Some(Err(BodyError::TooLarge {
+                limit: this.limit as u64,
+            })));
         }
+        Poll::Ready(Some(Ok(data)))
     }
 }

@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyDataStream, BodyExt as _};
 use hyper::body::{Body, Incoming};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
@@ -30,7 +32,7 @@ pub(super) fn download(
 ) -> BodyStream {
     let length = body.size_hint().exact();
     let download = Download {
-        body,
+        data: body.into_data_stream(),
         cancelled: Box::pin(cancelled.cancelled_owned()),
         idle,
         silence: Box::pin(tokio::time::sleep(idle)),
@@ -42,7 +44,8 @@ pub(super) fn download(
 }
 
 struct Download {
-    body: Incoming,
+    /// The answer's data pieces (trailers skipped).
+    data: BodyDataStream<Incoming>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     idle: Duration,
     /// Runs out `idle` after the reader began waiting for the next piece.
@@ -78,8 +81,8 @@ impl futures_util::Stream for Download {
             return this.end(Some(Err(BodyError::Aborted(gave_up.to_owned()))));
         }
         loop {
-            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(frame) => frame,
+            let piece = match this.data.poll_next_unpin(cx) {
+                Poll::Ready(piece) => piece,
                 Poll::Pending => {
                     if !this.waiting {
                         this.waiting = true;
@@ -97,21 +100,19 @@ impl futures_util::Stream for Download {
                 }
             };
             this.waiting = false;
-            match frame {
-                None => return this.end(None),
+            return match piece {
+                None => this.end(None),
                 Some(Err(error)) => {
                     let failed = format!(
                         "upstream {} failed mid-body: {}",
                         this.upstream,
                         cause_chain(&error)
                     );
-                    return this.end(Some(Err(BodyError::Aborted(failed))));
+                    this.end(Some(Err(BodyError::Aborted(failed))))
                 }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
-                    _ => continue, // trailers, empty frames
-                },
-            }
+                Some(Ok(data)) if data.is_empty() => continue,
+                Some(Ok(data)) => Poll::Ready(Some(Ok(data))),
+            };
         }
     }
 }
