@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use restpipe_tests::{CertFiles, NodeSettings, Role, SERVER_NAME};
 use tokio_util::sync::CancellationToken;
 
-use self::transfer::{Transfer, transfer};
+use self::transfer::{Transfer, bounded_transfer};
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
 use crate::node_pair::NodePair;
@@ -213,16 +213,13 @@ async fn sharing_cores(
         for _ in 0..REPEATS {
             let (server_tls, client_tls) = (raw_tls.server.clone(), raw_tls.client.clone());
             raw.push(raw_copy::tls(plan.large_bytes, server_tls, client_tls).await?);
-            let bound = plan.transfer_bound;
-            let sent = transfer(direction, nodes.client.http, plan.large_bytes, bound);
-            match tokio::time::timeout(bound, sent).await {
-                Ok(Ok(Transfer::Done(elapsed))) => times.push(elapsed),
-                Ok(Ok(Transfer::Failed(why))) => failure = Some(why),
-                Ok(Err(error)) => failure = Some(format!("{error:#}")),
-                Err(_) => failure = Some(format!("not finished within {bound:?}")),
-            }
-            if failure.is_some() {
-                break;
+            let (addr, bytes) = (nodes.client.http, plan.large_bytes);
+            match bounded_transfer(direction, addr, bytes, plan.transfer_bound).await {
+                Ok(elapsed) => times.push(elapsed),
+                Err(why) => {
+                    failure = Some(why);
+                    break;
+                }
             }
         }
         // The copies' CPU is this process's too: only the transfers count.
@@ -297,16 +294,10 @@ impl Rounds {
             let load = small_requests(client, plan.transfer_bound, Some(stop.clone()));
             async move { loadgen::run(&load).await }
         });
-        let bound = plan.transfer_bound;
-        let attempt = tokio::time::timeout(
-            bound,
-            transfer(direction, client.http, plan.large_bytes, bound),
-        );
-        match attempt.await {
-            Ok(Ok(Transfer::Done(elapsed))) => self.times.push(elapsed),
-            Ok(Ok(Transfer::Failed(why))) => self.failure = Some(why),
-            Ok(Err(error)) => self.failure = Some(format!("{error:#}")),
-            Err(_) => self.failure = Some(format!("not finished within {bound:?}")),
+        let (addr, bytes) = (client.http, plan.large_bytes);
+        match bounded_transfer(direction, addr, bytes, plan.transfer_bound).await {
+            Ok(elapsed) => self.times.push(elapsed),
+            Err(why) => self.failure = Some(why),
         }
         stop.cancel();
         let cpu_after = cpu_times(server, client)?;

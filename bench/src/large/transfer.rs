@@ -25,8 +25,24 @@ pub(super) enum Transfer {
     Failed(String),
 }
 
+/// [`transfer`] within `bound`: how long it took, or why it did not end
+/// whole.
+pub(super) async fn bounded_transfer(
+    direction: Direction,
+    addr: SocketAddr,
+    bytes: u64,
+    bound: Duration,
+) -> Result<Duration, String> {
+    match tokio::time::timeout(bound, transfer(direction, addr, bytes, bound)).await {
+        Ok(Ok(Transfer::Done(elapsed))) => Ok(elapsed),
+        Ok(Ok(Transfer::Failed(why))) => Err(why),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(_) => Err(format!("not finished within {bound:?}")),
+    }
+}
+
 /// One transfer through the client node's front at `addr`.
-pub(super) async fn transfer(
+async fn transfer(
     direction: Direction,
     addr: SocketAddr,
     bytes: u64,
