@@ -94,6 +94,10 @@ enum Command {
     /// (internal).
     #[command(hide = true)]
     BaselineForBench(throughput::BaselineArgs),
+    /// One end of the throughput scenario's minimal relay, the design's
+    /// floor (internal).
+    #[command(hide = true)]
+    RelayForBench(throughput::RelayArgs),
 }
 
 /// Every scenario, in the order `all` runs them: quick ones first, so a
@@ -152,6 +156,7 @@ fn main() -> anyhow::Result<()> {
         Command::NodeForBench(args) => return node_process::serve(*args),
         Command::FleetForBench(args) => return fleet_process::serve(args),
         Command::BaselineForBench(args) => return throughput::serve_baseline(args),
+        Command::RelayForBench(args) => return throughput::serve_relay(args),
         Command::All => SCENARIOS.to_vec(),
         Command::Throughput => vec![Scenario::Throughput],
         Command::Connections => vec![Scenario::Connections],

@@ -14,6 +14,7 @@
 mod baseline;
 mod peers;
 mod ping_pong;
+mod relay;
 mod rows;
 
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ use restpipe_tests::{CertFiles, Role, SERVER_NAME};
 use self::baseline::BaselineProcess;
 pub use self::baseline::{BaselineArgs, serve_process as serve_baseline};
 use self::peers::Peers;
+use self::relay::RelayPair;
+pub use self::relay::{RelayArgs, serve_process as serve_relay};
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
 use crate::node_pair::NodePair;
@@ -91,20 +94,21 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
     let baseline =
         load_runtime.block_on(BaselineProcess::start(&dir.join("baseline-throughput.log")))?;
     let measured = (|| -> anyhow::Result<()> {
-        let nodes = load_runtime.block_on(NodePair::start(files, None, dir, "throughput"))?;
-        let loaded = (|| -> anyhow::Result<()> {
+        with_processes(&load_runtime, files, None, dir, |nodes, relay| {
             for route in [Route::ClientToServer, Route::ServerToClient] {
                 for &concurrency in &plan.concurrencies {
                     eprintln!("   {} at concurrency {concurrency}", route.label());
-                    let (pipe, baseline) =
-                        alternated(&load_runtime, plan, (&nodes, &baseline), route, concurrency)?;
-                    rows::add(report, plan, route, concurrency, (&pipe, &baseline), &peers);
+                    let targets = Targets::new(nodes, &baseline, relay, route);
+                    let measured = alternated(&load_runtime, plan, &targets, concurrency)?;
+                    let pair = (&measured.pipe, &measured.baseline);
+                    rows::add(report, plan, route, concurrency, pair, &peers);
+                    if let Some(relay) = &measured.relay {
+                        rows::add_relay(report, (concurrency, None), relay, pair);
+                    }
                 }
             }
             Ok(())
-        })();
-        stop(&load_runtime, nodes.stop());
-        loaded?;
+        })?;
         sharing_cores(plan, &load_runtime, files, dir, &baseline, report)
     })();
     stop(&load_runtime, baseline.stop());
@@ -142,20 +146,48 @@ fn sharing_cores(
     if workers == 0 {
         return Ok(());
     }
-    let nodes = runtime.block_on(NodePair::start(files, Some(workers), dir, "shared-cores"))?;
-    let loaded = (|| -> anyhow::Result<()> {
+    with_processes(runtime, files, Some(workers), dir, |nodes, relay| {
         for route in [Route::ClientToServer, Route::ServerToClient] {
             eprintln!(
                 "   {} at concurrency {concurrency}, {workers} worker thread(s) per node",
                 route.label()
             );
-            let (pipe, baseline) =
-                alternated(runtime, plan, (&nodes, baseline), route, concurrency)?;
-            rows::add_sharing_cores(report, route, concurrency, workers, (&pipe, &baseline));
+            let targets = Targets::new(nodes, baseline, relay, route);
+            let measured = alternated(runtime, plan, &targets, concurrency)?;
+            let pair = (&measured.pipe, &measured.baseline);
+            rows::add_sharing_cores(report, route, concurrency, workers, pair);
+            if let Some(relay) = &measured.relay {
+                rows::add_relay(report, (concurrency, Some(workers)), relay, pair);
+            }
         }
         Ok(())
-    })();
-    stop(runtime, nodes.stop());
+    })
+}
+
+/// Starts the minimal relay and a pair of nodes, their processes each with
+/// `workers` runtime worker threads (`None`: one per core), runs `load`
+/// through them, and stops them.
+fn with_processes(
+    runtime: &tokio::runtime::Runtime,
+    files: (&CertFiles, &CertFiles),
+    workers: Option<usize>,
+    dir: &Path,
+    load: impl FnOnce(&NodePair, &RelayPair) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let label = match workers {
+        None => "throughput".to_owned(),
+        Some(workers) => format!("throughput-{workers}-workers"),
+    };
+    let relay = runtime.block_on(RelayPair::start(files, workers, dir))?;
+    let loaded = match runtime.block_on(NodePair::start(files, workers, dir, &label)) {
+        Ok(nodes) => {
+            let loaded = load(&nodes, &relay);
+            stop(runtime, nodes.stop());
+            loaded
+        }
+        Err(error) => Err(error),
+    };
+    stop(runtime, relay.stop());
     loaded
 }
 
@@ -170,7 +202,7 @@ fn note(plan: &Plan) -> String {
         plan.concurrencies.iter().max().copied().unwrap_or(1),
     );
     format!(
-        "Throughput: each node and the baseline hyper server run in a child process of their own with default settings, on the runtime the shipped binaries use (a worker per core: {cores}); the load generator (hyper client, one keep-alive connection per worker, closed loop) runs in the benchmark process on a single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up, taken in {ROUNDS} rounds that alternate with the baseline's (pipe, baseline, pipe, …; each round a third of the load and of the warm-up, on new connections), so a spell when the machine is slower falls on both alike; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is `utime + stime` over the load (warm-up included) divided by the requests answered, of the processes the load went through: the two nodes (or the baseline server) and the benchmark process (the load generator), so the difference between the two columns is what the pipe costs. The rows of nodes with fewer worker threads run the highest concurrency again, both ways, on a second pair of nodes started with `TOKIO_WORKER_THREADS` = {shared} (the shipped binaries honour it too), so that the two nodes' workers add up to the machine's cores, as one node's do on a host of its own; the baseline keeps one worker per core; a figure for the analysis, not judged. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end in the benchmark process on a runtime of {cores} workers like a node's and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}.",
+        "Throughput: each node and the baseline hyper server run in a child process of their own with default settings, on the runtime the shipped binaries use (a worker per core: {cores}); the load generator (hyper client, one keep-alive connection per worker, closed loop) runs in the benchmark process on a single-threaded runtime. Each figure is {load} s of load after {warmup} s of warm-up, taken in {ROUNDS} rounds that alternate with the baseline's (pipe, baseline, pipe, …; each round a third of the load and of the warm-up, on new connections), so a spell when the machine is slower falls on both alike; the baseline answers the same `{{\"time_from_server\": <float>}}` JSON directly. CPU per request is `utime + stime` over the load (warm-up included) divided by the requests answered, of the processes the load went through: the two nodes (or the baseline server) and the benchmark process (the load generator), so the difference between the two columns is what the pipe costs. The rows of nodes with fewer worker threads run the highest concurrency again, both ways, on a second pair of nodes started with `TOKIO_WORKER_THREADS` = {shared} (the shipped binaries honour it too), so that the two nodes' workers add up to the machine's cores, as one node's do on a host of its own; the baseline keeps one worker per core; a figure for the analysis, not judged. Before the nodes start, two peers are measured in the same run with the same warm-up and load, each exchanging the payloads of the pipe's request: a {request} B request (`GET /server/time`) and an answer of about {answer} B (`{{\"time_from_server\": <float>}}`, made afresh for each request). The raw TLS 1.3 ping-pong is one tokio-rustls connection over loopback with the nodes' own TLS configurations (mutual authentication), its answering end in the benchmark process on a runtime of {cores} workers like a node's and its asking end on the load generator's, each message a 4-byte length and the payload, one round trip at a time, each timed: the floor a request through the pipe (an HTTP hop at each end around the same kind of connection) cannot beat. NATS request-reply over mutual TLS runs on {nats} in a child process, with a CA of its own: a responder on a thread and single-threaded runtime of its own, with its own connection, and `concurrency` requesters sharing one connection on the load generator's runtime, both on async-nats, at concurrency {lowest} and {highest}. The minimal relay of the pipe's shape (the design's floor; unjudged rows) is two more child processes on the same runtime: a front serving HTTP/1.1 with hyper, whose requests a writer task sends batched over one mutually authenticated TLS 1.3 connection (a 12-byte header and the request line), and a far end answering each with the same JSON in the same read; the front's reader hands each answer to its HTTP task by id. It has the pipe's handoffs and none of its features (protobuf, routing, limits, deadlines, cancellation, admission, metrics), and takes its turns with the client→server rounds.",
         cores = plan.cores,
         shared = plan.cores / 2,
         load = plan.load.as_secs_f64(),
@@ -220,19 +252,53 @@ async fn costed(
     Ok(Costed { outcome, cpu })
 }
 
-/// Loads `route` through `nodes` and the baseline in turn at
+/// What [`alternated`] loads in turn.
+struct Targets<'a> {
+    nodes: &'a NodePair,
+    route: Route,
+    baseline: &'a BaselineProcess,
+    /// The design's floor, when it takes turns too.
+    relay: Option<&'a RelayPair>,
+}
+
+impl<'a> Targets<'a> {
+    /// `route` through `nodes`, and the baseline; the relay, which is the
+    /// same both ways, takes its turns with the first direction only.
+    fn new(
+        nodes: &'a NodePair,
+        baseline: &'a BaselineProcess,
+        relay: &'a RelayPair,
+        route: Route,
+    ) -> Self {
+        let relay = matches!(route, Route::ClientToServer).then_some(relay);
+        Self {
+            nodes,
+            route,
+            baseline,
+            relay,
+        }
+    }
+}
+
+/// Each target's rounds added up.
+struct Measured {
+    pipe: Costed,
+    baseline: Costed,
+    relay: Option<Costed>,
+}
+
+/// Loads `route` through the nodes, the baseline (and the relay) in turn at
 /// `concurrency`, [`ROUNDS`] times each for a share of the plan's time,
 /// and adds up each one's rounds: a spell when the machine is slower
-/// (another process, the host of a virtual machine) then falls on both
+/// (another process, the host of a virtual machine) then falls on all
 /// alike instead of on whichever ran during it.
 fn alternated(
     runtime: &tokio::runtime::Runtime,
     plan: &Plan,
-    (nodes, baseline_server): (&NodePair, &BaselineProcess),
-    route: Route,
+    targets: &Targets<'_>,
     concurrency: usize,
-) -> anyhow::Result<(Costed, Costed)> {
-    let (addr, path) = entry(nodes, route);
+) -> anyhow::Result<Measured> {
+    let (addr, path) = entry(targets.nodes, targets.route);
     let pipe = Load {
         addr,
         path,
@@ -243,21 +309,35 @@ fn alternated(
         stop: None,
     };
     let baseline = Load {
-        addr: baseline_server.http,
+        addr: targets.baseline.http,
         path: "/time".to_owned(),
         ..pipe.clone()
     };
-    let pipe_round = || runtime.block_on(costed(loadgen::run(&pipe), || nodes.cpu()));
-    let baseline_round = || {
-        runtime.block_on(costed(loadgen::run(&baseline), || {
-            baseline_server.cpu_time()
-        }))
+    let relay = targets.relay.map(|relay| Load {
+        addr: relay.http,
+        path: pipe.path.clone(),
+        ..pipe.clone()
+    });
+    let round = |load: &Load, others: &dyn Fn() -> anyhow::Result<Duration>| {
+        runtime.block_on(costed(loadgen::run(load), others))
     };
-    let mut pipe_total = pipe_round()?;
-    let mut baseline_total = baseline_round()?;
+    let pipe_round = || round(&pipe, &|| targets.nodes.cpu());
+    let baseline_round = || round(&baseline, &|| targets.baseline.cpu_time());
+    let relay_round = || match (&relay, targets.relay) {
+        (Some(load), Some(process)) => round(load, &|| process.cpu_time()).map(Some),
+        _ => Ok(None),
+    };
+    let mut measured = Measured {
+        pipe: pipe_round()?,
+        baseline: baseline_round()?,
+        relay: relay_round()?,
+    };
     for _ in 1..ROUNDS {
-        pipe_total.merge(pipe_round()?)?;
-        baseline_total.merge(baseline_round()?)?;
+        measured.pipe.merge(pipe_round()?)?;
+        measured.baseline.merge(baseline_round()?)?;
+        if let (Some(total), Some(next)) = (&mut measured.relay, relay_round()?) {
+            total.merge(next)?;
+        }
     }
-    Ok((pipe_total, baseline_total))
+    Ok(measured)
 }

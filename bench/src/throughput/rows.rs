@@ -177,3 +177,49 @@ fn against_nats(figure: String, pipe: &Outcome, peers: &Peers, concurrency: usiz
             .target_unjudged(TARGET, Verdict::NotRun),
     }
 }
+
+/// The design's floor ([`super::relay`]) at `concurrency`, its two ends
+/// with `workers` worker threads each (`None`: one per core), beside the
+/// baseline and the pipe of the same rounds: for the analysis, not judged.
+pub(super) fn add_relay(
+    report: &mut Report,
+    (concurrency, workers): (usize, Option<usize>),
+    relay: &Costed,
+    (pipe, baseline): (&Costed, &Costed),
+) {
+    let threads = match workers {
+        None => String::new(),
+        Some(1) => ", ends with 1 worker thread each".to_owned(),
+        Some(workers) => format!(", ends with {workers} worker threads each"),
+    };
+    let name = |what: &str| format!("{RELAY_LABEL}, concurrency {concurrency}{threads}: {what}");
+    let (rate, base) = (relay.outcome.rate(), baseline.outcome.rate());
+    report.add(
+        Row::new(
+            SCENARIO,
+            name("requests/s"),
+            format!(
+                "{} ({} of baseline; the pipe made {} of it; CPU {} per request, the pipe's {})",
+                thousands(rate),
+                percent(rate, base),
+                percent(pipe.outcome.rate(), rate),
+                latency(relay.cpu_per_request()),
+                latency(pipe.cpu_per_request()),
+            ),
+        )
+        .baseline(thousands(base)),
+    );
+    report.add(
+        Row::new(SCENARIO, name("p50"), latency(relay.outcome.quantile(0.5)))
+            .baseline(latency(baseline.outcome.quantile(0.5))),
+    );
+    if relay.outcome.failed > 0 || relay.outcome.ok == 0 {
+        report.add(
+            Row::new(SCENARIO, name("failed requests"), relay.outcome.failures())
+                .target("0", relay.outcome.failed == 0 && relay.outcome.ok > 0),
+        );
+    }
+}
+
+/// How the relay's rows are named.
+const RELAY_LABEL: &str = "minimal relay of the pipe's shape (the design's floor)";
