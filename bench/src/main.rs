@@ -20,6 +20,7 @@ mod plan;
 mod probe;
 mod procfs;
 mod raw_copy;
+mod relay;
 mod report;
 mod statsd;
 
@@ -97,7 +98,7 @@ enum Command {
     /// One end of the throughput scenario's minimal relay, the design's
     /// floor (internal).
     #[command(hide = true)]
-    RelayForBench(throughput::RelayArgs),
+    RelayForBench(relay::RelayArgs),
 }
 
 /// Every scenario, in the order `all` runs them: quick ones first, so a
@@ -156,7 +157,7 @@ fn main() -> anyhow::Result<()> {
         Command::NodeForBench(args) => return node_process::serve(*args),
         Command::FleetForBench(args) => return fleet_process::serve(args),
         Command::BaselineForBench(args) => return throughput::serve_baseline(args),
-        Command::RelayForBench(args) => return throughput::serve_relay(args),
+        Command::RelayForBench(args) => return relay::serve_process(args),
         Command::All => SCENARIOS.to_vec(),
         Command::Throughput => vec![Scenario::Throughput],
         Command::Connections => vec![Scenario::Connections],

@@ -10,6 +10,7 @@
 //! pipe refuses (a 413 above `max_body_bytes`, say) is reported as not run,
 //! with the status and message, and the other figures still are.
 
+mod beside;
 mod transfer;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use anyhow::Context as _;
 use restpipe_tests::{CertFiles, NodeSettings, Role, SERVER_NAME};
 use tokio_util::sync::CancellationToken;
 
+use self::beside::Target;
 use self::transfer::{Transfer, bounded_transfer};
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
@@ -27,6 +29,7 @@ use crate::node_process::NodeProcess;
 use crate::plan::Plan;
 use crate::procfs;
 use crate::raw_copy::{self, CHUNK_BYTES, Copied};
+use crate::relay::RelayPair;
 use crate::report::{Report, Row, Verdict, clip, latency, percent, size};
 
 const SCENARIO: &str = "large bodies";
@@ -93,7 +96,7 @@ pub fn run(plan: &Plan, identities: &mut Identities, report: &mut Report) -> any
     ));
     runtime.shutdown_timeout(Duration::from_secs(2));
     report.note(format!(
-        "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count; the plain TCP copy does the same without TLS (the least a byte costs to cross the app's plain HTTP hop to its node). Each transfer through the pipe runs {REPEATS} times, each right after a raw TLS copy and a plain TCP copy, so that all meet the machine in the same state; the median time of each counts. A copy's CPU is the benchmark process's `utime + stime` from its first write to the receiver's count (clock ticks of 10 ms, summed over the copies); the pipe's CPU per MiB counts the two nodes and the load generator (the sending or receiving app, and the small requests). Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` during the transfers through the pipe, as a share of their time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through each transfer through the pipe. The rows of nodes with fewer worker threads make each transfer {REPEATS} times again, each right after a raw TLS copy, on a second pair of nodes started with `TOKIO_WORKER_THREADS` = {} (the shipped binaries honour it too), so that the two nodes' workers add up to the machine's cores, as one node's do on a host of its own, with no small requests alongside; their CPU per MiB counts the two nodes and the benchmark process less the copies' own; a figure for the analysis, not judged.",
+        "Large bodies: both nodes run in child processes with default settings (`max_body_bytes` {}); the raw copy writes the same number of bytes in {} KiB writes over one tokio-rustls connection with the nodes' own TLS configurations, both ends in the benchmark process on {} threads, and waits for the receiver to confirm the count; the plain TCP copy does the same without TLS (the least a byte costs to cross the app's plain HTTP hop to its node). Each transfer through the pipe runs {REPEATS} times, each right after a raw TLS copy and a plain TCP copy, so that all meet the machine in the same state; the median time of each counts. A copy's CPU is the benchmark process's `utime + stime` from its first write to the receiver's count (clock ticks of 10 ms, summed over the copies); the pipe's CPU per MiB counts the two nodes and the load generator (the sending or receiving app, and the small requests). Peak memory is `VmHWM` over the {REPEATS} transfers of a kind, after resetting it (`/proc/<pid>/clear_refs`), minus `VmRSS` at rest just after the reset; CPU is each process's `utime + stime` during the transfers through the pipe, as a share of their time (the load generator's includes the small requests). Small requests are `GET {SMALL_PATH}` one after another through the same client node and pipe connection, all through each transfer through the pipe. The rows of nodes with fewer worker threads make each transfer {REPEATS} times again, each right after a raw TLS copy, on a second pair of nodes started with `TOKIO_WORKER_THREADS` = {} (the shipped binaries honour it too), so that the two nodes' workers add up to the machine's cores, as one node's do on a host of its own, with no small requests alongside; a figure for the analysis, not judged. The minimal relay of the pipe's shape (the design's floor; the throughput scenario's note says what it is: here its front streams an upload to the far end in pieces of the pipe's chunk size and the far end answers a GET in such pieces, at most the pipe's 2 MiB window queued on either side) makes each transfer {REPEATS} times too, taking turns with the nodes (on their default runtime, and again on the nodes with fewer worker threads), with no small requests alongside, each round right after a raw TLS copy; the CPU per MiB of those rows is that of the processes a transfer went through and the benchmark process (the app), measured around each transfer; unjudged.",
         size(NodeSettings::default().max_body_bytes as f64),
         CHUNK_BYTES / 1024,
         plan.cores,
@@ -179,8 +182,68 @@ async fn through_pipe(
         };
         add_rows(report, &measured, &at_rest);
     }
+    let floor = beside_relay(plan, files, None, &nodes, dir, raw_tls, report).await;
     nodes.stop().await?;
+    floor?;
     sharing_cores(plan, files, dir, raw_tls, report).await
+}
+
+/// Each transfer through the minimal relay of the pipe's shape (the
+/// design's floor, its ends with `workers` worker threads each, `None`:
+/// one per core) and through `nodes` in turn, each round after a raw TLS
+/// copy, with no small requests alongside. A figure for the analysis.
+async fn beside_relay(
+    plan: &Plan,
+    files: (&CertFiles, &CertFiles),
+    workers: Option<usize>,
+    nodes: &NodePair,
+    dir: &std::path::Path,
+    raw_tls: &RawTls,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let relay = RelayPair::start(files, workers, dir).await?;
+    let (nodes_label, relay_label) = match workers {
+        None => (
+            "through the pipe again, taking turns with the relay, no small requests".to_owned(),
+            "minimal relay of the pipe's shape (the design's floor)".to_owned(),
+        ),
+        Some(workers) => {
+            let threads = if workers == 1 { "thread" } else { "threads" };
+            (
+                format!("nodes with {workers} worker {threads} each"),
+                format!(
+                    "minimal relay of the pipe's shape, ends with {workers} worker {threads} each"
+                ),
+            )
+        }
+    };
+    let (nodes_cpu, relay_cpu) = (|| nodes.cpu(), || relay.cpu_time());
+    let targets = [
+        Target {
+            label: nodes_label,
+            addr: nodes.client.http,
+            cpu: &nodes_cpu,
+        },
+        Target {
+            label: relay_label,
+            addr: relay.http,
+            cpu: &relay_cpu,
+        },
+    ];
+    let mut measured = Ok(());
+    for direction in [Direction::Post, Direction::Get] {
+        eprintln!(
+            "   {}, {}",
+            direction.label(plan.large_bytes),
+            targets[1].label
+        );
+        measured = beside::transfers(plan, raw_tls, direction, &targets, report).await;
+        if measured.is_err() {
+            break;
+        }
+    }
+    let stopped = relay.stop().await;
+    measured.and(stopped)
 }
 
 /// Each transfer again on a second pair of nodes whose worker threads add
@@ -200,56 +263,9 @@ async fn sharing_cores(
         return Ok(());
     }
     let nodes = NodePair::start(files, Some(workers), dir, "large-shared-cores").await?;
-    for direction in [Direction::Post, Direction::Get] {
-        eprintln!(
-            "   {}, {workers} worker thread(s) per node",
-            direction.label(plan.large_bytes)
-        );
-        let mut raw = Vec::with_capacity(REPEATS);
-        let mut times = Vec::with_capacity(REPEATS);
-        let own = procfs::own_pid();
-        let before = nodes.cpu()? + procfs::cpu_time(own)?;
-        let mut failure = None;
-        for _ in 0..REPEATS {
-            let (server_tls, client_tls) = (raw_tls.server.clone(), raw_tls.client.clone());
-            raw.push(raw_copy::tls(plan.large_bytes, server_tls, client_tls).await?);
-            let (addr, bytes) = (nodes.client.http, plan.large_bytes);
-            match bounded_transfer(direction, addr, bytes, plan.transfer_bound).await {
-                Ok(elapsed) => times.push(elapsed),
-                Err(why) => {
-                    failure = Some(why);
-                    break;
-                }
-            }
-        }
-        // The copies' CPU is this process's too: only the transfers count.
-        let copies: Duration = raw.iter().map(|copy| copy.cpu).sum();
-        let cpu = (nodes.cpu()? + procfs::cpu_time(own)?).saturating_sub(before + copies);
-        let mut copy_times: Vec<Duration> = raw.iter().map(|copy| copy.elapsed).collect();
-        let raw_rate = mib_per_second(plan.large_bytes, median(&mut copy_times));
-        let threads = if workers == 1 { "thread" } else { "threads" };
-        let name = format!(
-            "{}, nodes with {workers} worker {threads} each: throughput",
-            direction.label(plan.large_bytes)
-        );
-        let figure = match failure {
-            Some(why) => format!("not run: {}", clip(&why, 200)),
-            None => {
-                let moved = plan.large_bytes * times.len() as u64;
-                let rate = mib_per_second(plan.large_bytes, median(&mut times));
-                format!(
-                    "{rate:.0} MiB/s ({} of raw TLS; median of {REPEATS}; CPU {} per MiB, all three processes)",
-                    percent(rate, raw_rate),
-                    per_mib(cpu, moved)
-                )
-            }
-        };
-        report.add(
-            Row::new(SCENARIO, name, figure)
-                .baseline(format!("raw TLS copy {raw_rate:.0} MiB/s (beside these)")),
-        );
-    }
-    nodes.stop().await
+    let measured = beside_relay(plan, files, Some(workers), &nodes, dir, raw_tls, report).await;
+    let stopped = nodes.stop().await;
+    measured.and(stopped)
 }
 
 /// What the transfers of one kind measured so far.

@@ -14,7 +14,6 @@
 mod baseline;
 mod peers;
 mod ping_pong;
-mod relay;
 mod rows;
 
 use std::net::SocketAddr;
@@ -26,12 +25,11 @@ use restpipe_tests::{CertFiles, Role, SERVER_NAME};
 use self::baseline::BaselineProcess;
 pub use self::baseline::{BaselineArgs, serve_process as serve_baseline};
 use self::peers::Peers;
-use self::relay::RelayPair;
-pub use self::relay::{RelayArgs, serve_process as serve_relay};
 use crate::identities::Identities;
 use crate::loadgen::{self, Load, Outcome, RequestShape};
 use crate::node_pair::NodePair;
 use crate::plan::Plan;
+use crate::relay::RelayPair;
 use crate::report::Report;
 use crate::{nats_peer, payload, procfs};
 

@@ -178,7 +178,7 @@ fn against_nats(figure: String, pipe: &Outcome, peers: &Peers, concurrency: usiz
     }
 }
 
-/// The design's floor ([`super::relay`]) at `concurrency`, its two ends
+/// The design's floor ([`crate::relay`]) at `concurrency`, its two ends
 /// with `workers` worker threads each (`None`: one per core), beside the
 /// baseline and the pipe of the same rounds: for the analysis, not judged.
 pub(super) fn add_relay(
