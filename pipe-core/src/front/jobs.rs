@@ -34,11 +34,14 @@ const MAX_EXPIRY_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 /// Most jobs one listing returns.
 const MAX_PAGE: usize = 1000;
 
+/// `Prefer` (RFC 7240), made once: a `&str` name is parsed on every lookup.
+const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
+
 /// Whether the caller asks for an asynchronous answer (`Prefer:
 /// respond-async`, among other preferences or not).
 pub(super) fn wants_async(headers: &http::HeaderMap) -> bool {
     headers
-        .get_all("prefer")
+        .get_all(PREFER)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))

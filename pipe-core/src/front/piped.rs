@@ -15,7 +15,7 @@ use tracing::debug;
 
 use super::access::refuse_out_of_scope;
 use super::jobs;
-use super::response::{ResponseBody, error_response, full};
+use super::response::{RETURN_CODE_NAME, ResponseBody, error_response, full};
 use super::router::{self, ALLOWED_METHODS, PipedPath, Verb};
 use super::tokens::ApiToken;
 use super::upload::upload;
@@ -32,6 +32,9 @@ use crate::wire::{
 pub use super::response::RETURN_CODE_HEADER;
 /// Request header overriding the deadline, in seconds (`2.5`).
 pub const TIMEOUT_HEADER: &str = "x-pipe-timeout";
+/// [`TIMEOUT_HEADER`] as a header name made at compile time, not parsed
+/// again for each request's lookup.
+const TIMEOUT_NAME: http::HeaderName = http::HeaderName::from_static(TIMEOUT_HEADER);
 /// Longest deadline a caller may ask for: a day; longer is a mistake.
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -356,7 +359,7 @@ async fn forward(
 
 /// The deadline a request asked for with `X-Pipe-Timeout`, or the default.
 fn request_timeout(request: &Request<Incoming>, default: Duration) -> Result<Duration, String> {
-    match request.headers().get(TIMEOUT_HEADER) {
+    match request.headers().get(TIMEOUT_NAME) {
         None => Ok(default),
         Some(value) => parse_timeout(value.as_bytes()),
     }
@@ -463,7 +466,7 @@ fn reply_response(reply: Reply) -> Response<ResponseBody> {
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.extend(extra);
-    headers.insert(RETURN_CODE_HEADER, HeaderValue::from(reply.return_code));
+    headers.insert(RETURN_CODE_NAME, HeaderValue::from(reply.return_code));
     headers.insert(header::CONTENT_TYPE, content_type);
     response
 }

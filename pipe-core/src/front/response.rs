@@ -13,6 +13,10 @@ use crate::wire::body::BodyError;
 
 /// Header carrying the far handler's return code on every piped response.
 pub const RETURN_CODE_HEADER: &str = "x-event-return-code";
+/// [`RETURN_CODE_HEADER`] as a header name made once, at compile time: a
+/// `&str` name is parsed again on every insert.
+pub(super) const RETURN_CODE_NAME: http::HeaderName =
+    http::HeaderName::from_static(RETURN_CODE_HEADER);
 
 /// The body of every local HTTP response: whole, or streamed from the peer.
 pub type ResponseBody = BoxBody<Bytes, BodyError>;
