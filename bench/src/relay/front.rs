@@ -94,7 +94,7 @@ impl Link {
         if let Ok(mut waiting) = self.waiting.lock() {
             waiting.insert(id, answer);
         }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut in_flight = InFlight::new(self, id);
         let sent = if request.method() == http::Method::POST {
             self.upload(id, Bytes::from(line), request.into_body())
                 .await
@@ -102,7 +102,8 @@ impl Link {
             self.send(id, Kind::Whole, Bytes::from(line), None)
         };
         let answered = if sent { answered.await.ok() } else { None };
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        in_flight.answered = answered.is_some();
+        drop(in_flight);
         match answered {
             Some(Answered::Whole(answer)) => json(Either::Left(Full::new(answer))),
             Some(Answered::Stream(pieces)) => json(Either::Right(Pieces(pieces))),
@@ -149,6 +150,41 @@ impl Link {
             place,
         };
         self.frames.send(out).is_ok()
+    }
+}
+
+/// One request between being sent and answered. However it ends (the app
+/// may hang up, dropping the request's future), it is no longer counted in
+/// flight, and one left unanswered leaves no entry behind, here or at the
+/// far end (an `End` closes an upload cut short; the answer it draws finds
+/// nobody waiting and is dropped).
+struct InFlight<'a> {
+    link: &'a Link,
+    id: u64,
+    answered: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(link: &'a Link, id: u64) -> Self {
+        link.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            link,
+            id,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.answered {
+            return;
+        }
+        if let Ok(mut waiting) = self.link.waiting.lock() {
+            waiting.remove(&self.id);
+        }
+        self.link.send(self.id, Kind::End, Bytes::new(), None);
     }
 }
 
