@@ -7,10 +7,12 @@ use std::hash::Hasher as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use restpipe_tests::nodes::start_server_with;
+use pipe_core::cluster::HEARTBEAT;
+use restpipe_tests::nodes::{start_client_to, start_server_with, wait_for_client};
 use restpipe_tests::{
-    Nats, NodeSettings, Pki, Registry, Reply, Request, Side, StatsdSettings, TestNode,
-    connect_client, eventually, fast_settings, get, get_within, init_logging, send,
+    BackoffSettings, Nats, NodeOptions, NodeSettings, Pki, Registry, Reply, Request, Side,
+    StatsdSettings, TestNode, connect_client, eventually, fast_settings, get, get_within,
+    init_logging, send,
 };
 
 /// Limit for anything that should take a moment.
@@ -187,6 +189,57 @@ async fn a_client_connecting_to_another_node_replaces_its_older_connection() {
     .await;
     let listed = until_listed(&s1, 1).await;
     assert_eq!(listed["peers"][0]["node"], "s2", "{listed}");
+    let time = get(&s1.url("/client/c1/time")).await;
+    assert_eq!(time.status, 200, "{time:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_client_standing_by_is_refused_by_every_node_until_the_newer_one_goes() {
+    init_logging();
+    let pki = Pki::new();
+    let nats = Nats::start(&pki, 1).await;
+    let s1 = cluster_node(&pki, &nats, nats.urls(), "s1").await;
+    let s2 = cluster_node(&pki, &nats, nats.urls(), "s2").await;
+    // Once replaced, the older client asks again every few milliseconds.
+    let options = NodeOptions {
+        handlers: client_handlers(),
+        backoff: BackoffSettings {
+            min_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(10),
+            stable_after: Duration::from_secs(60),
+        },
+        ..NodeOptions::default()
+    };
+    let old = start_client_to(pki.client("c1"), &[s1.pipe_addr()], options).await;
+    wait_for_client(&s1, "c1").await;
+    until_listed(&s2, 1).await;
+
+    let new = connect_client(&pki, &s2, "c1", client_handlers()).await;
+    eventually(SOON, "s1 lets its connection of c1 go", || {
+        !s1.has_peer("c1")
+    })
+    .await;
+    // Standing by, the older client is refused by s1 as long as s2 holds
+    // the newer connection: the identity does not flap back. Watched past
+    // s1's first listing of the cluster's clients (a heartbeat after it
+    // joined), which must keep s2's claim; the next is a minute away.
+    let watch_until = tokio::time::Instant::now() + HEARTBEAT + Duration::from_secs(1);
+    while tokio::time::Instant::now() < watch_until {
+        assert!(!s1.has_peer("c1"), "s1 took c1 back from s2");
+        assert!(s2.has_peer("c1"), "s2 lost c1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = old.status().await;
+    let refused = status["link"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("held by a newer connection on node s2"),
+        "{status}"
+    );
+
+    // When the newer connection goes, s2 says so at once (no listing is
+    // due), and the older client is let in again.
+    new.stop().await;
+    eventually(SOON, "the older client is back on s1", || s1.has_peer("c1")).await;
     let time = get(&s1.url("/client/c1/time")).await;
     assert_eq!(time.status, 200, "{time:?}");
 }

@@ -106,11 +106,24 @@ fn admit(
         );
     }
     let holder = node.peers().get(name);
-    if hello.standby && holder.is_some() {
-        return refuse(
-            go_away::Reason::IdentityInUse,
-            format!("identity {name:?} is held by a newer connection; standing by"),
-        );
+    if hello.standby {
+        // Held here, or by another node of the cluster: either way the
+        // client would take the identity back from the newer connection.
+        let elsewhere = || node.cluster().and_then(|cluster| cluster.holder_of(name));
+        if holder.is_some() {
+            return refuse(
+                go_away::Reason::IdentityInUse,
+                format!("identity {name:?} is held by a newer connection; standing by"),
+            );
+        }
+        if let Some(other) = elsewhere() {
+            return refuse(
+                go_away::Reason::IdentityInUse,
+                format!(
+                    "identity {name:?} is held by a newer connection on node {other}; standing by"
+                ),
+            );
+        }
     }
     let cap = node.settings().max_connections;
     // A newer connection for a held name replaces the old one, which

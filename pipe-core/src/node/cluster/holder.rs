@@ -94,6 +94,7 @@ impl Cluster {
             }
         }
         let _ = requests.unsubscribe().await;
+        self.announce_release(&name, &handle).await;
     }
 
     /// Serves one forwarded request over `handle`.

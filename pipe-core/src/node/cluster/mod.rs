@@ -86,9 +86,11 @@ pub struct Cluster {
     subjects: Subjects,
     settings: ClusterSettings,
     members: Arc<Members>,
-    /// Clients other nodes announced they hold (name → node): where a
-    /// queued job may go. Forgotten when a job finds nobody holding one.
-    holders: dashmap::DashMap<String, String>,
+    /// Clients other nodes announced they hold: where a queued job may go,
+    /// and why a client standing by is refused. Forgotten when the holder
+    /// announces it let the client go, when a listing no longer shows it,
+    /// or when a job finds nobody holding it.
+    holders: dashmap::DashMap<String, takeover::KnownHolder>,
     /// Woken when another node announces a client.
     announced: tokio::sync::Notify,
     /// Places for forwarded requests served at once.
@@ -120,6 +122,11 @@ impl Cluster {
     /// otherwise since).
     pub fn held_elsewhere(&self, name: &str) -> bool {
         self.holders.contains_key(name)
+    }
+
+    /// The node that said it holds client `name`, if another did.
+    pub fn holder_of(&self, name: &str) -> Option<String> {
+        self.holders.get(name).map(|known| known.node.clone())
     }
 
     /// Resolves when another node next announces that it holds a client.

@@ -24,12 +24,24 @@ const MAX_HOLDERS_KNOWN: usize = 100_000;
 /// How often the clients of the other nodes are listed afresh.
 const RELEARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// "Node `node` holds client `name` since `since_ms`."
+/// "Node `node` holds client `name` since `since_ms`", or, `released`, "let
+/// go of the connection it held since then".
 #[derive(Debug, Serialize, Deserialize)]
 struct Announcement {
     name: String,
     node: String,
     since_ms: u64,
+    /// Absent from the announcements of nodes that never send releases.
+    #[serde(default)]
+    released: bool,
+}
+
+/// Another node's claim to hold a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct KnownHolder {
+    pub(super) node: String,
+    /// When that node's connection of the client began (ms since the epoch).
+    pub(super) since_ms: u64,
 }
 
 /// When `handle` connected, in milliseconds since the epoch.
@@ -45,10 +57,21 @@ pub(super) fn since_ms(handle: &PeerHandle) -> u64 {
 impl Cluster {
     /// Tells the other nodes that this node holds `name` through `handle`.
     pub(super) async fn announce(&self, name: &str, handle: &PeerHandle) {
+        self.publish_announcement(name, handle, false).await;
+    }
+
+    /// Tells the other nodes that this node no longer holds `name` through
+    /// `handle`, so that none refuses the client as held here.
+    pub(super) async fn announce_release(&self, name: &str, handle: &PeerHandle) {
+        self.publish_announcement(name, handle, true).await;
+    }
+
+    async fn publish_announcement(&self, name: &str, handle: &PeerHandle, released: bool) {
         let announcement = Announcement {
             name: name.to_owned(),
             node: self.node_id().to_owned(),
             since_ms: since_ms(handle),
+            released,
         };
         let payload = serde_json::to_vec(&announcement).unwrap_or_default();
         if let Err(error) = self
@@ -75,14 +98,11 @@ impl Cluster {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
+            let asked_at_ms = now_ms();
             let Ok(listed) = self.peers().await else {
                 continue;
             };
-            for peer in listed {
-                if peer.node != self.node_id() && self.holders.len() < MAX_HOLDERS_KNOWN {
-                    self.holders.insert(peer.name, peer.node);
-                }
-            }
+            self.relearn(listed, asked_at_ms);
             self.announced.notify_waiters();
         }
     }
@@ -113,14 +133,29 @@ impl Cluster {
                 continue;
             };
             if announcement.node == self.node_id() {
-                self.holders.remove(&announcement.name);
+                if !announcement.released {
+                    self.holders.remove(&announcement.name);
+                }
+                continue;
+            }
+            if announcement.released {
+                // Only that connection's claim: a newer one of the same node
+                // may have announced itself already.
+                self.holders.remove_if(&announcement.name, |_, known| {
+                    known.node == announcement.node && known.since_ms <= announcement.since_ms
+                });
                 continue;
             }
             if self.holders.len() < MAX_HOLDERS_KNOWN
                 || self.holders.contains_key(&announcement.name)
             {
-                self.holders
-                    .insert(announcement.name.clone(), announcement.node.clone());
+                self.holders.insert(
+                    announcement.name.clone(),
+                    KnownHolder {
+                        node: announcement.node.clone(),
+                        since_ms: announcement.since_ms,
+                    },
+                );
             }
             self.announced.notify_waiters();
             let Some(local) = peers.get(&announcement.name) else {
@@ -139,4 +174,44 @@ impl Cluster {
             }
         }
     }
+}
+
+impl Cluster {
+    /// Takes the other nodes' clients from a listing asked for at
+    /// `asked_at_ms`: a claim the listing does not show is forgotten (its
+    /// node let the client go without being heard, or is gone), unless it
+    /// was announced after the listing was asked for.
+    fn relearn(&self, listed: Vec<super::ClusterPeer>, asked_at_ms: u64) {
+        let listed: std::collections::HashMap<String, KnownHolder> = listed
+            .into_iter()
+            .filter(|peer| peer.node != self.node_id())
+            .map(|peer| {
+                let known = KnownHolder {
+                    node: peer.node,
+                    since_ms: peer.connected_since_ms,
+                };
+                (peer.name, known)
+            })
+            .collect();
+        self.holders.retain(|name, known| {
+            known.since_ms >= asked_at_ms
+                || listed
+                    .get(name)
+                    .is_some_and(|shown| shown.node == known.node)
+        });
+        for (name, known) in listed {
+            if self.holders.len() < MAX_HOLDERS_KNOWN || self.holders.contains_key(&name) {
+                self.holders.entry(name).or_insert(known);
+            }
+        }
+    }
+}
+
+/// Now, in milliseconds since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
