@@ -107,6 +107,35 @@ impl Cluster {
         }
     }
 
+    /// Takes the other nodes' clients from a listing asked for at
+    /// `asked_at_ms`: a claim the listing does not show is forgotten (its
+    /// node let the client go without being heard, or is gone), unless it
+    /// was announced after the listing was asked for.
+    fn relearn(&self, listed: Vec<super::ClusterPeer>, asked_at_ms: u64) {
+        let listed: std::collections::HashMap<String, KnownHolder> = listed
+            .into_iter()
+            .filter(|peer| peer.node != self.node_id())
+            .map(|peer| {
+                let known = KnownHolder {
+                    node: peer.node,
+                    since_ms: peer.connected_since_ms,
+                };
+                (peer.name, known)
+            })
+            .collect();
+        self.holders.retain(|name, known| {
+            known.since_ms >= asked_at_ms
+                || listed
+                    .get(name)
+                    .is_some_and(|shown| shown.node == known.node)
+        });
+        for (name, known) in listed {
+            if self.holders.len() < MAX_HOLDERS_KNOWN || self.holders.contains_key(&name) {
+                self.holders.entry(name).or_insert(known);
+            }
+        }
+    }
+
     /// Lets go of the connections in `peers` that a newer connection on
     /// another node replaced, until `stop`.
     pub(super) async fn watch_takeovers(
@@ -171,37 +200,6 @@ impl Cluster {
                         announcement.node
                     ),
                 );
-            }
-        }
-    }
-}
-
-impl Cluster {
-    /// Takes the other nodes' clients from a listing asked for at
-    /// `asked_at_ms`: a claim the listing does not show is forgotten (its
-    /// node let the client go without being heard, or is gone), unless it
-    /// was announced after the listing was asked for.
-    fn relearn(&self, listed: Vec<super::ClusterPeer>, asked_at_ms: u64) {
-        let listed: std::collections::HashMap<String, KnownHolder> = listed
-            .into_iter()
-            .filter(|peer| peer.node != self.node_id())
-            .map(|peer| {
-                let known = KnownHolder {
-                    node: peer.node,
-                    since_ms: peer.connected_since_ms,
-                };
-                (peer.name, known)
-            })
-            .collect();
-        self.holders.retain(|name, known| {
-            known.since_ms >= asked_at_ms
-                || listed
-                    .get(name)
-                    .is_some_and(|shown| shown.node == known.node)
-        });
-        for (name, known) in listed {
-            if self.holders.len() < MAX_HOLDERS_KNOWN || self.holders.contains_key(&name) {
-                self.holders.entry(name).or_insert(known);
             }
         }
     }
