@@ -52,13 +52,10 @@ pub enum NodeSide {
     Client,
 }
 
-/// Arguments of `node-for-bench`.
+/// The identity a benchmark child runs with: `--cert`, `--key`, `--ca`.
 #[derive(Debug, clap::Args)]
-pub struct NodeArgs {
-    /// Server or client node.
-    #[arg(long, value_enum)]
-    side: NodeSide,
-    /// The node's certificate (PEM).
+pub struct IdentityArgs {
+    /// The certificate (PEM).
     #[arg(long)]
     cert: PathBuf,
     /// Its private key (PEM).
@@ -67,6 +64,39 @@ pub struct NodeArgs {
     /// The CA certificate (PEM).
     #[arg(long)]
     ca: PathBuf,
+}
+
+impl IdentityArgs {
+    /// Loads the identity the files hold.
+    pub fn load(self) -> anyhow::Result<TlsIdentity> {
+        Ok(TlsIdentity::load(&CertFiles {
+            key: self.key,
+            cert: self.cert,
+            ca: self.ca,
+            crl: None,
+        })?)
+    }
+
+    /// Gives a child `files` as these arguments.
+    pub fn add(command: &mut std::process::Command, files: &CertFiles) {
+        command
+            .arg("--cert")
+            .arg(&files.cert)
+            .arg("--key")
+            .arg(&files.key)
+            .arg("--ca")
+            .arg(&files.ca);
+    }
+}
+
+/// Arguments of `node-for-bench`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Server or client node.
+    #[arg(long, value_enum)]
+    side: NodeSide,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Server: where client nodes connect.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -225,13 +255,7 @@ impl NodeProcess {
         log: &Path,
     ) -> anyhow::Result<Self> {
         let mut command = child_command("node-for-bench")?;
-        command
-            .arg("--cert")
-            .arg(&files.cert)
-            .arg("--key")
-            .arg(&files.key)
-            .arg("--ca")
-            .arg(&files.ca);
+        IdentityArgs::add(&mut command, files);
         if let Some(jobs) = extras.jobs {
             command
                 .arg("--state-dir")
@@ -493,12 +517,7 @@ pub fn serve(args: NodeArgs) -> anyhow::Result<()> {
 
 async fn serve_node(args: NodeArgs) -> anyhow::Result<()> {
     let cluster = args.cluster()?;
-    let identity = TlsIdentity::load(&CertFiles {
-        key: args.key,
-        cert: args.cert,
-        ca: args.ca,
-        crl: None,
-    })?;
+    let identity = args.identity.load()?;
     // Listening before the ready line, so a SIGTERM right after it drains.
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let (front, http_addr) = loopback_front().await?;

@@ -27,15 +27,15 @@ mod frame;
 mod front;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use restpipe_tests::{LOOPBACK, TlsIdentity};
+use restpipe_tests::LOOPBACK;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::node_process::{START_TIMEOUT, STOP_TIMEOUT, child_command, stdin_closed};
+use crate::node_process::{IdentityArgs, START_TIMEOUT, STOP_TIMEOUT, child_command, stdin_closed};
 use crate::procfs;
 
 /// Room the readers keep free before each read.
@@ -60,15 +60,8 @@ pub struct RelayArgs {
     /// Which end.
     #[arg(long, value_enum)]
     side: RelaySide,
-    /// This end's certificate (PEM).
-    #[arg(long)]
-    cert: PathBuf,
-    /// Its private key (PEM).
-    #[arg(long)]
-    key: PathBuf,
-    /// The CA certificate (PEM).
-    #[arg(long)]
-    ca: PathBuf,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Front: the far end's address.
     #[arg(long)]
     far: Option<SocketAddr>,
@@ -83,11 +76,7 @@ pub fn serve_process(args: RelayArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(async {
-            let identity = TlsIdentity::from_pem(
-                &std::fs::read(&args.cert)?,
-                &std::fs::read(&args.key)?,
-                &std::fs::read(&args.ca)?,
-            )?;
+            let identity = args.identity.load()?;
             let listener = TcpListener::bind(LOOPBACK).await?;
             let addr = listener.local_addr()?;
             let serving = match args.side {
@@ -168,13 +157,8 @@ impl End<'_> {
             RelaySide::Far => "far",
         };
         let mut command = child_command("relay-for-bench")?;
-        command
-            .args(["--side", name, "--cert"])
-            .arg(&files.cert)
-            .arg("--key")
-            .arg(&files.key)
-            .arg("--ca")
-            .arg(&files.ca);
+        command.args(["--side", name]);
+        IdentityArgs::add(&mut command, files);
         if let Some(far) = far {
             command.arg("--far").arg(far.to_string());
         }
