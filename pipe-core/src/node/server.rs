@@ -109,19 +109,20 @@ fn admit(
     if hello.standby {
         // Held here, or by another node of the cluster: either way the
         // client would take the identity back from the newer connection.
-        let elsewhere = || node.cluster().and_then(|cluster| cluster.holder_of(name));
-        if holder.is_some() {
+        let held = if holder.is_some() {
+            Some(String::new())
+        } else {
+            let cluster = node.cluster();
+            cluster.and_then(|cluster| {
+                cluster
+                    .holder_of(name)
+                    .map(|other| format!(" on node {other}"))
+            })
+        };
+        if let Some(where_held) = held {
             return refuse(
                 go_away::Reason::IdentityInUse,
-                format!("identity {name:?} is held by a newer connection; standing by"),
-            );
-        }
-        if let Some(other) = elsewhere() {
-            return refuse(
-                go_away::Reason::IdentityInUse,
-                format!(
-                    "identity {name:?} is held by a newer connection on node {other}; standing by"
-                ),
+                format!("identity {name:?} is held by a newer connection{where_held}; standing by"),
             );
         }
     }
